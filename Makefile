@@ -1,0 +1,39 @@
+# The front door. `make run` serves the demo config on this machine; `make test` runs every tier
+# that can run here. Both set up .venv themselves (Python 3.11+, PyPI only).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+CONFIG ?= server/demo/config.yaml
+PYTEST_ARGS ?=
+
+.PHONY: run test test-unit bench venv demo-models generate clean
+
+$(VENV)/.installed: server/pyproject.toml operator/pyproject.toml requirements-test.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-test.txt -e 'server[diffusers]' -e operator
+	touch $@
+
+venv: $(VENV)/.installed
+
+.demo/tiny-%/model_index.json: $(VENV)/.installed
+	$(BIN)/tinyimg make-tiny-model --family $* --out .demo/tiny-$*
+
+demo-models: .demo/tiny-sdxl/model_index.json .demo/tiny-flux/model_index.json
+
+run: venv demo-models
+	$(BIN)/tinyimg serve --config $(CONFIG) --host $(HOST) --port $(PORT)
+
+test: venv
+	$(BIN)/pytest tests $(PYTEST_ARGS)
+
+test-unit: venv
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+bench: venv demo-models
+	$(BIN)/python bench/run_cpu.py
+
+clean:
+	rm -rf $(VENV) .demo .tools

@@ -1,0 +1,1 @@
+"""The TinyIMGserver operator: ImageModel resources -> model-server Deployments."""

@@ -1,0 +1,233 @@
+"""The one schema: a model's spec and the server's config.
+
+A ``ModelSpec`` is one ``models:`` entry of config.yaml, the ``spec`` of an ImageModel resource
+(minus ``name``, which is the resource's ``metadata.name``), the ConfigMap a model pod reads, and
+part of what ``/models`` reports. The CRD's schema is generated from it. Wire names are camelCase.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from tinyimg.families import FAMILIES, family_info
+
+# Model names become Kubernetes object names and label values (DNS-1035 label, room for suffixes).
+MODEL_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
+
+Dtype = Literal["auto", "float32", "float16", "bfloat16"]
+DevicePolicy = Literal["auto", "cuda", "cpu"]
+OffloadMode = Literal["none", "model", "sequential"]
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """camelCase JSON-able dict, leaving out unset optionals (what YAML and the CR carry)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class DefaultsSpec(_Schema):
+    """Request defaults; an unset field takes the family's default (see ``ModelSpec.resolved``)."""
+
+    steps: int | None = Field(None, ge=1, le=1000)
+    guidance_scale: float | None = Field(None, ge=0.0, le=50.0)
+    width: int | None = Field(None, ge=16, le=8192)
+    height: int | None = Field(None, ge=16, le=8192)
+    negative_prompt: str | None = Field(None, max_length=10_000)
+
+
+class LimitsSpec(_Schema):
+    """What one request may ask for; anything beyond is a 422 naming the field."""
+
+    max_width: int = Field(2048, ge=16, le=8192)
+    max_height: int = Field(2048, ge=16, le=8192)
+    max_steps: int = Field(100, ge=1, le=1000)
+    max_images: int = Field(4, ge=1, le=64, description="Images per request.")
+    max_prompt_length: int = Field(2000, ge=1, le=100_000, description="Characters.")
+
+
+class RuntimeSpec(_Schema):
+    """How the model server runs the model on its machine."""
+
+    device: DevicePolicy = "auto"
+    cpu_fallback: bool = Field(False, description="Run on CPU when no GPU can hold the model.")
+    offload: OffloadMode = "none"
+    vae_tiling: bool = False
+    compile: bool = Field(False, description="torch.compile the denoiser (slow first request).")
+    max_batch_size: int = Field(4, ge=1, le=64, description="Images per pipeline call.")
+    max_batch_wait_ms: int = Field(20, ge=0, le=10_000)
+    queue_size: int = Field(64, ge=1, le=100_000, description="Requests waiting per device.")
+    request_timeout_seconds: float = Field(300.0, gt=0, le=86_400)
+    memory_gb: float | None = Field(None, gt=0, description="Override the memory estimate.")
+
+
+class ResourcesSpec(_Schema):
+    """Per replica, in the cluster."""
+
+    gpus: int = Field(1, ge=0, le=16)
+    cpu: str | None = Field("2", pattern=QUANTITY_PATTERN)
+    memory: str | None = Field("16Gi", pattern=QUANTITY_PATTERN)
+    cpu_limit: str | None = Field(None, pattern=QUANTITY_PATTERN)
+    memory_limit: str | None = Field(None, pattern=QUANTITY_PATTERN)
+
+
+class TolerationSpec(_Schema):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class CacheSpec(_Schema):
+    """The model-cache volume (HF_HOME): a PVC when ``size`` is set, else an emptyDir."""
+
+    size: str | None = Field(None, pattern=QUANTITY_PATTERN)
+    storage_class_name: str | None = None
+
+
+class SecretKeySpec(_Schema):
+    name: str = Field(min_length=1)
+    key: str = Field("token", min_length=1)
+
+
+class ModelSpec(_Schema):
+    name: str = Field(min_length=1, max_length=50, pattern=MODEL_NAME_PATTERN)
+    family: Literal[tuple(FAMILIES)]  # type: ignore[valid-type]
+    source: str = Field(
+        min_length=1, description="A Hugging Face repo id (org/name) or a local directory."
+    )
+    revision: str | None = None
+    variant: str | None = Field(None, description='Weight file variant, e.g. "fp16".')
+    dtype: Dtype = "auto"
+    defaults: DefaultsSpec = Field(default_factory=DefaultsSpec)
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    # Cluster fields: read by the operator, ignored by a standalone server.
+    replicas: int = Field(1, ge=0, le=100)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[TolerationSpec] = Field(default_factory=list)
+    cache: CacheSpec = Field(default_factory=CacheSpec)
+    startup_timeout_seconds: int = Field(1800, ge=10, le=86_400)
+    env: dict[str, str] = Field(default_factory=dict)
+    image: str | None = Field(None, description="Override the operator's model-server image.")
+    hf_token_secret: SecretKeySpec | None = None
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        for key in env:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                raise ValueError(f"env name {key!r} is not a valid variable name")
+        return env
+
+    @model_validator(mode="after")
+    def _defaults_within_limits(self) -> ModelSpec:
+        d, lim, multiple = self.resolved_defaults(), self.limits, family_info(self.family).size_multiple
+        for field, value, top in (("width", d.width, lim.max_width), ("height", d.height, lim.max_height)):
+            if value > top:
+                raise ValueError(f"defaults.{field} {value} is over limits.max{field.title()} {top}")
+            if value % multiple:
+                raise ValueError(f"defaults.{field} {value} is not a multiple of {multiple}")
+        if d.steps > lim.max_steps:
+            raise ValueError(f"defaults.steps {d.steps} is over limits.maxSteps {lim.max_steps}")
+        if self.runtime.device == "cpu" and self.resources.gpus:
+            raise ValueError("runtime.device is cpu but resources.gpus is not 0")
+        return self
+
+    def resolved_defaults(self) -> DefaultsSpec:
+        """The defaults with the family's values filled in where the spec leaves them unset."""
+        info = family_info(self.family)
+        d = self.defaults
+        return DefaultsSpec(
+            steps=d.steps if d.steps is not None else info.default_steps,
+            guidance_scale=d.guidance_scale if d.guidance_scale is not None else info.default_guidance,
+            width=d.width if d.width is not None else info.default_size,
+            height=d.height if d.height is not None else info.default_size,
+            negative_prompt=d.negative_prompt,
+        )
+
+    def is_local_source(self) -> bool:
+        return self.source.startswith(("/", "./", "../", "~"))
+
+
+class ServerConfig(_Schema):
+    """What ``tinyimg serve`` reads: listening options and the models."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest accepted request body.")
+    api_keys_file: str | None = Field(None, description="One key per line; unset = no auth.")
+    models: list[ModelSpec] = Field(min_length=1)
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, models: list[ModelSpec]) -> list[ModelSpec]:
+        seen: set[str] = set()
+        for m in models:
+            if m.name in seen:
+                raise ValueError(f"model name {m.name!r} appears twice")
+            seen.add(m.name)
+        return models
+
+    def model(self, name: str) -> ModelSpec:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message names the file, the field and why."""
+
+
+def format_validation_error(err: ValidationError, where: str) -> str:
+    lines = [f"{where}: invalid configuration"]
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  {field}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, where: str = "<config>", base_dir: Path | None = None) -> ServerConfig:
+    """Validate a loaded YAML document; local model sources are made relative to ``base_dir``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping with a 'models' list at the top level")
+    try:
+        config = ServerConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, where)) from None
+    if base_dir is not None:
+        for m in config.models:
+            if m.source.startswith(("./", "../")):
+                m.source = str((base_dir / m.source).resolve())
+            elif m.source.startswith("~"):
+                m.source = str(Path(m.source).expanduser())
+    return config
+
+
+def load_config(path: str | Path) -> ServerConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror or err}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    return parse_config(data, str(path), path.parent)
