@@ -1,0 +1,26 @@
+"""Label keys and values shared by the operator, the router and the chart (one place)."""
+
+NAME = "app.kubernetes.io/name"
+COMPONENT = "app.kubernetes.io/component"
+MANAGED_BY = "app.kubernetes.io/managed-by"
+INSTANCE = "app.kubernetes.io/instance"
+MODEL = "tinyimg.io/model"
+
+APP_NAME = "tinyimg"
+OPERATOR_NAME = "tinyimg-operator"
+COMPONENT_MODEL_SERVER = "model-server"
+COMPONENT_ROUTER = "router"
+COMPONENT_OPERATOR = "operator"
+
+GROUP = "tinyimg.io"
+VERSION = "v1alpha1"
+KIND = "ImageModel"
+PLURAL = "imagemodels"
+SHORT_NAME = "imgm"
+
+DEFAULT_PORT = 8000
+
+
+def model_server_labels(model: str) -> dict[str, str]:
+    """The labels every object of one model carries; also the Deployment's pod selector."""
+    return {NAME: APP_NAME, COMPONENT: COMPONENT_MODEL_SERVER, MODEL: model}

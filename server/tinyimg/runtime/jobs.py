@@ -1,0 +1,81 @@
+"""The contract between the HTTP layer and the engine: what a generation asks and returns,
+and the errors the engine raises (each knows its HTTP status). No torch here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """One request, fully resolved (defaults applied, limits checked)."""
+
+    prompt: str
+    negative_prompt: str | None
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float
+    seeds: tuple[int, ...]  # one per image; len(seeds) == number of images
+    request_id: str = ""
+
+    def batch_key(self) -> tuple[int, int, int, float]:
+        """Requests with equal keys can share one pipeline call."""
+        return (self.width, self.height, self.steps, self.guidance_scale)
+
+
+@dataclass
+class GeneratedImage:
+    image: Any  # PIL.Image.Image
+    seed: int
+
+
+@dataclass
+class GenerationResult:
+    images: list[GeneratedImage]
+    device: str
+    queued_seconds: float
+    inference_seconds: float
+    batch_size: int  # images in the pipeline call this request rode in
+
+
+@dataclass
+class EngineError(Exception):
+    message: str
+    status: int = 500
+    code: str = "generation_failed"
+    retry_after: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ModelNotFound(EngineError):
+    def __init__(self, model: str, known: list[str]):
+        super().__init__(
+            f"unknown model {model!r}; known models: {', '.join(known) or 'none'}", 404, "model_not_found"
+        )
+
+
+class ModelNotReady(EngineError):
+    def __init__(self, model: str, reason: str, retry_after: float = 5.0):
+        super().__init__(f"model {model!r} is not ready: {reason}", 503, "model_not_ready", retry_after)
+
+
+class QueueFull(EngineError):
+    def __init__(self, device: str, size: int, retry_after: float = 1.0):
+        super().__init__(
+            f"queue for device {device} is full ({size} waiting); retry later", 429, "queue_full", retry_after
+        )
+
+
+class DeadlineExceeded(EngineError):
+    def __init__(self, seconds: float, where: str):
+        super().__init__(f"deadline of {seconds:.1f}s passed while {where}", 504, "deadline_exceeded")
+
+
+class GenerationFailed(EngineError):
+    def __init__(self, message: str, code: str = "generation_failed"):
+        super().__init__(message, 500, code)
