@@ -8,7 +8,7 @@ PORT   ?= 8000
 CONFIG ?= server/demo/config.yaml
 PYTEST_ARGS ?=
 
-.PHONY: run test test-unit bench venv demo-models generate clean
+.PHONY: run test test-unit bench venv demo-models generate clean tools
 
 $(VENV)/.installed: server/pyproject.toml operator/pyproject.toml requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ demo-models: .demo/tiny-sdxl/model_index.json .demo/tiny-flux/model_index.json
 run: venv demo-models
 	$(BIN)/tinyimg serve --config $(CONFIG) --host $(HOST) --port $(PORT)
 
-test: venv
+test: venv tools
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 test-unit: venv
@@ -34,6 +34,22 @@ test-unit: venv
 
 bench: venv demo-models
 	$(BIN)/python bench/run_cpu.py
+
+# helm for the chart tests (tests/chart), pinned; see .ci/get-helm.
+tools: .tools/helm/helm
+
+.tools/helm/helm: .ci/get-helm
+	.ci/get-helm
+
+# Generated files checked by tests: the ImageModel CRD (from ModelSpec) and the operator's golden manifests.
+generate: venv
+	$(BIN)/tinyimg-operator crd > crds/imagemodels.tinyimg.io.yaml
+	cp crds/imagemodels.tinyimg.io.yaml charts/tinyimg/crds/
+	$(BIN)/python -m tests.chart.values_schema
+	for m in sdxl flux; do \
+	  env -u TINYIMG_SERVER_IMAGE -u TINYIMG_IMAGE_PULL_POLICY \
+	    $(BIN)/tinyimg-operator manifests crds/examples/$$m.yaml > tests/unit/operator/golden/$$m.yaml || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) .demo .tools

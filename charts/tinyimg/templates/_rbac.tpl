@@ -1,0 +1,19 @@
+{{/* What the operator reconciles: a Role in its namespace, or part of its ClusterRole. */}}
+{{- define "tinyimg.operator.rules" -}}
+- apiGroups: [tinyimg.io]
+  resources: [imagemodels]
+  verbs: [get, list, watch, patch]
+- apiGroups: [tinyimg.io]
+  resources: [imagemodels/status]
+  verbs: [get, patch]
+- apiGroups: [""]
+  resources: [configmaps, services, persistentvolumeclaims]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, create, patch, delete]
+# kopf posts its handler results as Events; the operator adds its own.
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+{{- end -}}

@@ -1,0 +1,31 @@
+"""The ConfigMap holding one model's server config (pure)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import yaml
+from tinyimg import labels
+from tinyimg.spec import ModelSpec, ServerConfig
+
+from tinyimg_operator.objects import CONFIG_FILE, configmap_name, object_meta
+
+
+def build_server_config_yaml(spec: ModelSpec) -> str:
+    """What ``tinyimg serve`` reads in the pod: listen on all interfaces, this one model."""
+    config = ServerConfig(host="0.0.0.0", port=labels.DEFAULT_PORT, models=[spec])
+    return yaml.safe_dump(config.to_wire(), sort_keys=False)
+
+
+def config_checksum(config_yaml: str) -> str:
+    return hashlib.sha256(config_yaml.encode()).hexdigest()
+
+
+def build_configmap(spec: ModelSpec, namespace: str, owner: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": object_meta(configmap_name(spec.name), spec.name, namespace, owner),
+        "data": {CONFIG_FILE: build_server_config_yaml(spec)},
+    }

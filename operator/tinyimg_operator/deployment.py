@@ -1,0 +1,149 @@
+"""The model-server Deployment for one ImageModel (pure)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from tinyimg import labels
+from tinyimg.spec import ModelSpec
+
+from tinyimg_operator.configmap import build_server_config_yaml, config_checksum
+from tinyimg_operator.objects import (
+    CACHE_DIR,
+    CHECKSUM_ANNOTATION,
+    CONFIG_DIR,
+    CONFIG_FILE,
+    cache_claim_name,
+    configmap_name,
+    object_labels,
+    object_meta,
+)
+from tinyimg_operator.settings import BuildSettings
+
+CONTAINER = "server"
+GPU_RESOURCE = "nvidia.com/gpu"
+USER_ID = 1000
+PROBE_PERIOD_SECONDS = 10
+
+
+def build_deployment(
+    spec: ModelSpec, namespace: str, settings: BuildSettings, owner: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    selector = labels.model_server_labels(spec.name)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": object_meta(spec.name, spec.name, namespace, owner),
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": selector},
+            "strategy": build_strategy(spec),
+            "template": {
+                "metadata": {
+                    "labels": object_labels(spec.name),
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(labels.DEFAULT_PORT),
+                        "prometheus.io/path": "/metrics",
+                        # A spec change changes the config, hence the pod template: pods roll.
+                        CHECKSUM_ANNOTATION: config_checksum(build_server_config_yaml(spec)),
+                    },
+                },
+                "spec": build_pod_spec(spec, settings),
+            },
+        },
+    }
+
+
+def build_strategy(spec: ModelSpec) -> dict[str, Any]:
+    if spec.resources.gpus:
+        # Replace pods one at a time without a surge pod: a rollout never needs extra GPUs.
+        return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+
+
+def build_pod_spec(spec: ModelSpec, settings: BuildSettings) -> dict[str, Any]:
+    pod: dict[str, Any] = {
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": USER_ID,
+            "runAsGroup": USER_ID,
+            "fsGroup": USER_ID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [build_container(spec, settings)],
+        "volumes": [
+            {"name": "config", "configMap": {"name": configmap_name(spec.name)}},
+            {"name": "tmp", "emptyDir": {}},
+            build_cache_volume(spec),
+        ],
+    }
+    if spec.node_selector:
+        pod["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod["tolerations"] = [t.to_wire() for t in spec.tolerations]
+    return pod
+
+
+def build_cache_volume(spec: ModelSpec) -> dict[str, Any]:
+    if spec.cache.size:
+        return {"name": "cache", "persistentVolumeClaim": {"claimName": cache_claim_name(spec.name)}}
+    return {"name": "cache", "emptyDir": {}}
+
+
+def build_container(spec: ModelSpec, settings: BuildSettings) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": spec.image or settings.server_image,
+        "command": ["tinyimg", "serve", "--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
+        "ports": [{"name": "http", "containerPort": labels.DEFAULT_PORT, "protocol": "TCP"}],
+        "env": build_env(spec),
+        "resources": build_resources(spec),
+        "startupProbe": _probe("/health/ready", failures=math.ceil(spec.startup_timeout_seconds / PROBE_PERIOD_SECONDS)),
+        "readinessProbe": _probe("/health/ready", failures=3, period=5),
+        "livenessProbe": _probe("/health", failures=3),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "cache", "mountPath": CACHE_DIR},
+        ],
+    }
+    if settings.image_pull_policy:
+        container["imagePullPolicy"] = settings.image_pull_policy
+    return container
+
+
+def build_env(spec: ModelSpec) -> list[dict[str, Any]]:
+    """HF_HOME on the cache volume, HF_TOKEN from the Secret, then spec.env (which may override)."""
+    env: dict[str, dict[str, Any]] = {"HF_HOME": {"name": "HF_HOME", "value": CACHE_DIR}}
+    if spec.hf_token_secret:
+        ref = {"name": spec.hf_token_secret.name, "key": spec.hf_token_secret.key}
+        env["HF_TOKEN"] = {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": ref}}
+    env.update({k: {"name": k, "value": v} for k, v in spec.env.items()})
+    return list(env.values())
+
+
+def build_resources(spec: ModelSpec) -> dict[str, Any]:
+    res = spec.resources
+    requests = {k: v for k, v in (("cpu", res.cpu), ("memory", res.memory)) if v}
+    limits: dict[str, Any] = {k: v for k, v in (("cpu", res.cpu_limit), ("memory", res.memory_limit)) if v}
+    if res.gpus:
+        limits[GPU_RESOURCE] = str(res.gpus)  # quantities come back from the API as strings
+    return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
+
+
+def _probe(path: str, failures: int, period: int = PROBE_PERIOD_SECONDS) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 5,
+        "failureThreshold": failures,
+    }

@@ -1,0 +1,102 @@
+"""kopf glue: settings, login, and the handlers that run the reconcile.
+
+Run: ``kopf run -m tinyimg_operator.handlers --standalone --namespace NS`` (or
+``--all-namespaces``), or ``tinyimg-operator run``. Handlers are sync: kopf runs them in its
+thread pool, where the kubernetes client's blocking calls belong.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from tinyimg import labels
+
+from tinyimg_operator.applier import ApiError, KubeApi
+from tinyimg_operator.imagemodel import InvalidSpecError
+from tinyimg_operator.reconcile import read_imagemodel, reconcile_imagemodel
+from tinyimg_operator.settings import load_build_settings
+
+RETRY_DELAY_SECONDS = 10
+OWNED = {labels.MANAGED_BY: labels.OPERATOR_NAME, labels.MODEL: kopf.PRESENT}
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """All operator settings, in one place (env: TINYIMG_SERVER_IMAGE, TINYIMG_IMAGE_PULL_POLICY)."""
+    memo.build = load_build_settings()
+    memo.api = KubeApi()  # connected by login(); shared by every handler's memo copy
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=labels.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=labels.GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{labels.GROUP}/finalizer"
+    settings.posting.level = logging.WARNING  # Events for warnings and errors only
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.execution.max_workers = 16
+
+
+@kopf.on.login()
+def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster service account, else KUBECONFIG / ~/.kube/config; the same credentials feed our client.
+
+    kopf's own readers are used (not the client's global config) so that the file is read at login
+    time; kubeconfigs that need exec plugins are not supported.
+    """
+    info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    if info is not None:
+        memo.api.connect(info)
+    return info
+
+
+@kopf.on.resume(labels.GROUP, labels.VERSION, labels.PLURAL)
+@kopf.on.create(labels.GROUP, labels.VERSION, labels.PLURAL)
+@kopf.on.update(labels.GROUP, labels.VERSION, labels.PLURAL)
+def reconcile(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    obj = _plain(body)
+    with memo.api.model_lock(obj["metadata"]["namespace"], obj["metadata"]["name"]):
+        try:
+            outcome = reconcile_imagemodel(memo.api, memo.build, obj)
+        except InvalidSpecError as err:
+            kopf.warn(obj, reason="InvalidSpec", message=str(err))
+            raise kopf.PermanentError(f"invalid spec: {err}") from None
+        except ApiError as err:
+            if not err.transient:
+                raise kopf.PermanentError(str(err)) from None
+            raise kopf.TemporaryError(str(err), delay=RETRY_DELAY_SECONDS) from None
+    changed = {k: v for k, v in outcome.changes.items() if v != "unchanged"}
+    if changed:
+        logger.info(f"applied {changed}")
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=OWNED)
+@kopf.on.event("", "v1", "configmaps", labels=OWNED)
+@kopf.on.event("", "v1", "services", labels=OWNED)
+@kopf.on.event("", "v1", "persistentvolumeclaims", labels=OWNED)
+def child_changed(namespace: str | None, meta: kopf.Meta, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    """A child was changed, deleted or got new status: reconcile its ImageModel (level-based)."""
+    model = meta.get("labels", {}).get(labels.MODEL)
+    if not namespace or not model:
+        return
+    with memo.api.model_lock(namespace, model):
+        try:
+            body = read_imagemodel(memo.api, namespace, model)
+            if body is not None:
+                reconcile_imagemodel(memo.api, memo.build, body)
+        except InvalidSpecError:
+            pass  # reported by the ImageModel's own handler
+        except ApiError as err:
+            logger.warning(f"reconcile of {namespace}/{model} after a child event failed: {err}")
+
+
+def _plain(value: Any) -> Any:
+    """kopf's read-only body views -> plain dicts and lists (JSON-serialisable)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

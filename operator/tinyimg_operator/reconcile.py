@@ -1,0 +1,55 @@
+"""One level-based reconcile of an ImageModel: validate, apply children, report status.
+
+Safe to run any number of times: with nothing changed it reads and writes nothing new.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Any
+
+from tinyimg import labels
+
+from tinyimg_operator.applier import KubeApi, apply_object, apply_status, path_of
+from tinyimg_operator.children import build_children
+from tinyimg_operator.imagemodel import InvalidSpecError, read_model_spec
+from tinyimg_operator.settings import BuildSettings
+from tinyimg_operator.status import build_invalid_status, build_status
+
+
+@dataclass
+class Outcome:
+    changes: dict[str, str]  # "Kind/name" -> created | patched | unchanged
+    status_written: bool
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def reconcile_imagemodel(api: KubeApi, settings: BuildSettings, body: dict[str, Any]) -> Outcome:
+    """Raises InvalidSpecError (after writing the Degraded status) or applier.ApiError."""
+    meta = body["metadata"]
+    name, namespace, generation = meta["name"], meta["namespace"], meta.get("generation")
+    try:
+        spec = read_model_spec(body)
+    except InvalidSpecError as err:
+        status = build_invalid_status(name, namespace, generation, err.field, err.message, body.get("status"), utc_now())
+        apply_status(api, body, status)
+        raise
+    changes: dict[str, str] = {}
+    deployment: dict[str, Any] | None = None
+    for desired in build_children(spec, namespace, settings, owner=body):
+        what, live = apply_object(api, desired)
+        changes[f"{desired['kind']}/{desired['metadata']['name']}"] = what
+        if desired["kind"] == "Deployment":
+            deployment = live
+    status = build_status(name, namespace, generation, spec.replicas, deployment, body.get("status"), utc_now())
+    return Outcome(changes, apply_status(api, body, status))
+
+
+def read_imagemodel(api: KubeApi, namespace: str, name: str) -> dict[str, Any] | None:
+    probe = {"apiVersion": f"{labels.GROUP}/{labels.VERSION}", "kind": labels.KIND,
+             "metadata": {"namespace": namespace, "name": name}}
+    return api.get(path_of(probe))

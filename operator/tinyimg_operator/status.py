@@ -1,0 +1,100 @@
+"""The ImageModel's status, computed from its Deployment (pure).
+
+Conditions follow the Kubernetes convention: ``lastTransitionTime`` changes only when a
+condition's ``status`` flips, so repeated reconciles of an unchanged world write nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tinyimg_operator.objects import selector_string, service_url
+
+Condition = dict[str, str]
+
+
+def build_condition(
+    kind: str, ok: bool, reason: str, message: str, now: str, previous: list[Condition] | None
+) -> Condition:
+    status = "True" if ok else "False"
+    before = next((c for c in previous or [] if c.get("type") == kind), None)
+    since = before["lastTransitionTime"] if before and before.get("status") == status else now
+    return {"type": kind, "status": status, "reason": reason, "message": message, "lastTransitionTime": since}
+
+
+def build_status(
+    model: str,
+    namespace: str,
+    generation: int | None,
+    desired_replicas: int,
+    deployment: dict[str, Any] | None,
+    previous: dict[str, Any] | None,
+    now: str,
+) -> dict[str, Any]:
+    """Status for a valid spec whose children were applied; ``deployment`` as read back (or None)."""
+    dep_status = (deployment or {}).get("status") or {}
+    replicas = int(dep_status.get("replicas") or 0)
+    ready = int(dep_status.get("readyReplicas") or 0)
+    updated = int(dep_status.get("updatedReplicas") or 0)
+    dep_conditions = {c.get("type"): c for c in dep_status.get("conditions") or []}
+    seen = deployment is not None and (dep_status.get("observedGeneration") or 0) >= (
+        deployment.get("metadata", {}).get("generation") or 0
+    )
+    prev = (previous or {}).get("conditions")
+
+    if desired_replicas == 0:
+        ready_cond = ("ScaledToZero", False, "spec.replicas is 0")
+    elif ready >= desired_replicas:
+        ready_cond = ("ReplicasReady", True, f"{ready}/{desired_replicas} replicas ready")
+    else:
+        ready_cond = ("ReplicasNotReady", False, f"{ready}/{desired_replicas} replicas ready")
+
+    rolling = not seen or updated < desired_replicas or ready < desired_replicas or replicas > desired_replicas
+    progressing = (
+        ("RollingOut", True, f"{updated}/{desired_replicas} replicas updated, {ready} ready")
+        if rolling
+        else ("Complete", False, "all replicas are updated and ready")
+    )
+
+    stuck = dep_conditions.get("Progressing", {})
+    failure = dep_conditions.get("ReplicaFailure", {})
+    if stuck.get("status") == "False" and stuck.get("reason") == "ProgressDeadlineExceeded":
+        degraded = ("ProgressDeadlineExceeded", True, stuck.get("message") or "rollout is stuck")
+    elif failure.get("status") == "True":
+        degraded = ("ReplicaFailure", True, failure.get("message") or "pods cannot be created")
+    else:
+        degraded = ("AsExpected", False, "")
+
+    reason, ok, message = ready_cond
+    return {
+        "replicas": replicas,
+        "readyReplicas": ready,
+        "observedGeneration": generation,
+        "selector": selector_string(model),
+        "url": service_url(model, namespace),
+        "conditions": [
+            build_condition("Ready", ok, reason, message, now, prev),
+            build_condition("Progressing", progressing[1], progressing[0], progressing[2], now, prev),
+            build_condition("Degraded", degraded[1], degraded[0], degraded[2], now, prev),
+        ],
+    }
+
+
+def build_invalid_status(
+    model: str, namespace: str, generation: int | None, field: str, message: str, previous: dict[str, Any] | None, now: str
+) -> dict[str, Any]:
+    """Status for a spec that failed validation: Degraded naming the field, nothing running."""
+    prev = (previous or {}).get("conditions")
+    text = f"{field}: {message}"
+    return {
+        "replicas": 0,
+        "readyReplicas": 0,
+        "observedGeneration": generation,
+        "selector": selector_string(model),
+        "url": service_url(model, namespace),
+        "conditions": [
+            build_condition("Ready", False, "InvalidSpec", text, now, prev),
+            build_condition("Progressing", False, "InvalidSpec", text, now, prev),
+            build_condition("Degraded", True, "InvalidSpec", text, now, prev),
+        ],
+    }

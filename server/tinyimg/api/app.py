@@ -1,0 +1,66 @@
+"""The model server's app factory: routes, error shape, middleware, metrics, engine lifecycle."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+import tinyimg
+from tinyimg.api import generate, health, info, metrics, openai_images
+from tinyimg.api.auth import load_api_keys
+from tinyimg.api.errors import install_error_handlers
+from tinyimg.api.metrics import ServerMetrics
+from tinyimg.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from tinyimg.spec import ServerConfig
+
+log = logging.getLogger("tinyimg.api")
+
+ROUTERS = (generate.router, openai_images.router, info.router, health.router, metrics.router)
+
+
+def build_engine(config: ServerConfig, server_metrics: ServerMetrics, options: Mapping[str, Any]) -> Any:
+    from tinyimg.runtime.engine import Engine
+
+    def on_state(model: str, state: str) -> None:
+        log.info("model %s is %s", model, state, extra={"model": model, "state": state})
+
+    return Engine(config, on_batch=server_metrics.observe_batch, on_state=on_state, **options)
+
+
+def create_app(
+    config: ServerConfig, engine: Any | None = None, *, engine_options: Mapping[str, Any] | None = None
+) -> FastAPI:
+    """An app serving ``config``'s models. Without ``engine`` it builds one (``engine_options`` go
+    to its constructor, e.g. ``devices`` or ``handler_factory``) wired to the app's metrics; either
+    way the app's lifespan starts it (models load in the background) and stops it."""
+    server_metrics = ServerMetrics([m.name for m in config.models])
+    if engine is None:
+        engine = build_engine(config, server_metrics, engine_options or {})
+    server_metrics.watch_engine(engine.status, engine.model_states)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log.info("starting engine", extra={"models": [m.name for m in config.models]})
+        await engine.start()
+        try:
+            yield
+        finally:
+            log.info("stopping engine")
+            await engine.stop()
+
+    app = FastAPI(title="TinyIMGserver", version=tinyimg.__version__, lifespan=lifespan)
+    app.state.config = config
+    app.state.engine = engine
+    app.state.metrics = server_metrics
+    app.state.api_keys = load_api_keys(config.api_keys_file) if config.api_keys_file else None
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    # Added last = outermost: the request id covers the body limit's 413 too.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, observe=server_metrics.observe_request)
+    return app

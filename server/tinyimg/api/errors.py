@@ -1,0 +1,87 @@
+"""Every error leaves the server as {"error": {"code", "message", "request_id"}} (plus "field" when
+one input is at fault), with X-Request-ID, and Retry-After where waiting helps."""
+
+from __future__ import annotations
+
+import logging
+import math
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from tinyimg.logs import request_id_var
+from tinyimg.runtime.jobs import EngineError
+
+log = logging.getLogger("tinyimg.api")
+
+
+def build_error_body(status: int, code: str, message: str, **extra: Any) -> dict[str, Any]:
+    error = {"code": code, "message": message, "request_id": request_id_var.get(), **extra}
+    return {"error": error}
+
+
+def build_error_response(
+    status: int, code: str, message: str, retry_after: float | None = None, **extra: Any
+) -> JSONResponse:
+    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
+    return JSONResponse(build_error_body(status, code, message, **extra), status_code=status, headers=headers)
+
+
+def build_field_path(loc: tuple[Any, ...]) -> str:
+    """pydantic's ("body", "width") -> "width"; nested items keep their path ("a.0.b")."""
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+# Stable codes where Python's phrase changed between versions (413 is "Content Too Large" in 3.13).
+_STATUS_CODES = {413: "payload_too_large"}
+
+
+def status_code_name(status: int) -> str:
+    if status in _STATUS_CODES:
+        return _STATUS_CODES[status]
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return "http_error"
+
+
+async def _engine_error(request: Request, exc: EngineError) -> JSONResponse:
+    # 503 (loading, shutting down) is routine; other 5xx are worth a warning.
+    if exc.status >= 500 and exc.status != 503:
+        log.warning("request failed: %s", exc.message, extra={"code": exc.code, "status": exc.status})
+    return build_error_response(exc.status, exc.code, exc.message, exc.retry_after, **exc.extra)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+    field = build_field_path(tuple(first["loc"]))
+    if isinstance(exc.body, dict) and isinstance(exc.body.get("model"), str):
+        request.state.model = exc.body["model"]
+    return build_error_response(
+        422,
+        "invalid_request",
+        f"{field}: {first['msg']}",
+        field=field,
+        errors=[{"field": build_field_path(tuple(e["loc"])), "message": e["msg"]} for e in errors],
+    )
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    response = build_error_response(exc.status_code, status_code_name(exc.status_code), str(exc.detail))
+    for key, value in (exc.headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(EngineError, _engine_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)

@@ -1,0 +1,119 @@
+"""Prometheus metrics of one app, in its own registry (several apps can live in one process).
+
+Counters and histograms are updated as things happen (requests by the middleware's observer,
+batches by the engine's ``on_batch``); gauges are read from the engine at scrape time, so they
+can never drift from what the engine reports in ``/status``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+MODEL_STATES = ("loading", "ready", "failed")
+# Paths whose requests are counted per model; the others are probes, listings and scrapes.
+GENERATION_PATHS = ("/generate", "/v1/images/generations")
+UNKNOWN_MODEL = "unknown"
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+_BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+_OUTCOMES = {
+    200: "ok",
+    401: "unauthorized",
+    404: "not_found",
+    406: "not_acceptable",
+    413: "too_large",
+    422: "invalid",
+    429: "queue_full",
+    503: "not_ready",
+    504: "deadline",
+}
+
+
+def outcome_for_status(status: int) -> str:
+    if status in _OUTCOMES:
+        return _OUTCOMES[status]
+    return "error" if status >= 500 else "rejected"
+
+
+class EngineCollector(Collector):
+    """Gauges computed from the engine's own view at every scrape."""
+
+    def __init__(self, read_status: Callable[[], dict[str, Any]], read_states: Callable[[], list[Any]]):
+        self.read_status = read_status
+        self.read_states = read_states
+
+    def collect(self) -> Iterator[Metric]:
+        status = self.read_status()
+        queue = GaugeMetricFamily("tinyimg_queue_depth", "Requests waiting, per model and device.", labels=["model", "device"])
+        inflight = GaugeMetricFamily("tinyimg_inflight_requests", "Requests admitted and not finished.", labels=["model"])
+        for name, m in status.get("models", {}).items():
+            queue.add_metric([name, str(m.get("device") or "none")], m.get("queue_depth", 0))
+            inflight.add_metric([name], m.get("in_flight", 0))
+        memory = GaugeMetricFamily("tinyimg_device_memory_bytes", "Device memory.", labels=["device", "kind"])
+        for d in status.get("devices", []):
+            memory.add_metric([d["name"], "total"], d.get("memory_total_bytes") or 0)
+            memory.add_metric([d["name"], "used"], d.get("memory_used_bytes") or 0)
+        state = GaugeMetricFamily("tinyimg_model_state", "1 for the model's current load state.", labels=["model", "state"])
+        for s in self.read_states():
+            for candidate in MODEL_STATES:
+                state.add_metric([s.name, candidate], 1.0 if s.state == candidate else 0.0)
+        yield from (queue, inflight, memory, state)
+
+
+class ServerMetrics:
+    def __init__(self, model_names: list[str]):
+        self.model_names = frozenset(model_names)
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "tinyimg_requests", "Generation requests by outcome.", ["model", "outcome"], registry=self.registry
+        )
+        self.request_duration = Histogram(
+            "tinyimg_request_duration_seconds", "Generation request latency, end to end.", ["model"],
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.inference_duration = Histogram(
+            "tinyimg_inference_duration_seconds", "Pipeline call time.", ["model"],
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "tinyimg_batch_size", "Images per pipeline call.", ["model"], buckets=_BATCH_BUCKETS, registry=self.registry
+        )
+        self.images = Counter("tinyimg_images_generated", "Images returned.", ["model"], registry=self.registry)
+
+    def watch_engine(self, read_status: Callable[[], dict[str, Any]], read_states: Callable[[], list[Any]]) -> None:
+        self.registry.register(EngineCollector(read_status, read_states))
+
+    def model_label(self, name: Any) -> str:
+        # Only configured names become label values: a client must not grow the series count.
+        return name if name in self.model_names else UNKNOWN_MODEL
+
+    def observe_request(self, scope: dict[str, Any], status: int, duration: float) -> None:
+        if scope["path"] not in GENERATION_PATHS:
+            return
+        model = self.model_label(scope.get("state", {}).get("model"))
+        self.requests.labels(model, outcome_for_status(status)).inc()
+        self.request_duration.labels(model).observe(duration)
+
+    def observe_batch(self, model: str, images: int, seconds: float) -> None:
+        self.inference_duration.labels(self.model_label(model)).observe(seconds)
+        self.batch_size.labels(self.model_label(model)).observe(images)
+
+    def count_images(self, model: str, count: int) -> None:
+        self.images.labels(self.model_label(model)).inc(count)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+router = APIRouter(tags=["metrics"])
+
+
+@router.get("/metrics", response_class=Response)
+def read_metrics(request: Request) -> Response:
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,78 @@
+"""The ``tinyimg`` command. Each subcommand's work lives in its own module and is imported only
+when that subcommand runs, so ``tinyimg router`` never imports torch."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+# Subcommands implemented in other modules, each with a ``main(argv) -> int``.
+DELEGATED = {"router": "tinyimg.router.cli"}
+EXIT_CONFIG_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tinyimg", description="Serve diffusion image models over HTTP.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="serve the models of a config file")
+    serve.add_argument("--config", required=True, type=Path, help="config file (see config.yaml)")
+    serve.add_argument(
+        "--model", action="append", dest="models", metavar="NAME", help="serve only this model (repeatable)"
+    )
+    serve.add_argument("--host", help="listen address (default: the config's host)")
+    serve.add_argument("--port", type=int, help="listen port (default: the config's port)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    tiny = sub.add_parser("make-tiny-model", help="build a diffusers pipeline with tiny random weights")
+    tiny.add_argument("--family", required=True, choices=["sdxl", "flux"])
+    tiny.add_argument("--out", required=True, type=Path, help="directory to save_pretrained into")
+
+    for name in DELEGATED:
+        sub.add_parser(name, help=f"run the {name} (see tinyimg {name} --help)", add_help=False)
+    return parser
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from tinyimg.logs import configure_logging
+    from tinyimg.serve import load_serve_config, run_server
+    from tinyimg.spec import ConfigError
+
+    try:
+        config = load_serve_config(args.config, args.models, args.host, args.port)
+    except ConfigError as err:
+        print(f"tinyimg serve: {err}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    configure_logging(args.log_level)
+    run_server(config, args.log_level)
+    return 0
+
+
+def run_make_tiny_model(args: argparse.Namespace) -> int:
+    from tinyimg.tiny import run_make_tiny_model as make
+
+    make(args.family, args.out)
+    print(f"wrote a tiny {args.family} pipeline to {args.out}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        try:
+            module = importlib.import_module(DELEGATED[argv[0]])
+        except ModuleNotFoundError as err:
+            print(f"tinyimg {argv[0]}: not available in this installation ({err})", file=sys.stderr)
+            return EXIT_CONFIG_ERROR
+        return module.main(argv[1:])
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return run_serve(args)
+    return run_make_tiny_model(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

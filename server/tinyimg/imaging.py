@@ -1,0 +1,30 @@
+"""Encode generated images to PNG, JPEG or WebP bytes (and base64 for JSON answers)."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
+QUALITY = 90  # JPEG/WebP: visually clean at about a tenth of PNG's size
+
+
+def media_type(output_format: str) -> str:
+    return FORMATS[output_format][1]
+
+
+def encode_image(image: Any, output_format: str = "png") -> bytes:
+    """``image`` is a PIL image; ``output_format`` is png, jpeg or webp."""
+    try:
+        pil_format, _ = FORMATS[output_format]
+    except KeyError:
+        raise ValueError(f"unknown image format {output_format!r}; known: {', '.join(FORMATS)}") from None
+    buffer = io.BytesIO()
+    options: dict[str, Any] = {} if pil_format == "PNG" else {"quality": QUALITY}
+    image.convert("RGB").save(buffer, format=pil_format, **options)
+    return buffer.getvalue()
+
+
+def encode_image_base64(image: Any, output_format: str = "png") -> str:
+    return base64.b64encode(encode_image(image, output_format)).decode("ascii")

@@ -1,0 +1,65 @@
+"""Structured logs: one JSON object per line, each carrying the current request id.
+
+The request id lives in a contextvar set by the HTTP middleware, so every record logged while a
+request is handled (routes, engine callbacks on the same task) carries it without passing it
+around. ``configure_logging`` is called once, by the CLI; libraries only call ``getLogger``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextvars import ContextVar
+from datetime import datetime, timezone
+from typing import Any, TextIO
+
+request_id_var: ContextVar[str] = ContextVar("tinyimg_request_id", default="")
+
+# Attributes every LogRecord has; anything else was passed through ``extra=`` and is emitted.
+_STANDARD_ATTRS = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime", "taskName"}
+    # uvicorn's copy of the message with terminal colour codes
+    | {"color_message"}
+)
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps the current request id on a record (unless the caller gave one explicitly)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "request_id", ""):
+            record.request_id = request_id_var.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", "") or request_id_var.get(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD_ATTRS and key not in entry:
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
+    """Send every logger (ours, uvicorn's) through one JSON handler on the root logger."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RequestIdFilter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True

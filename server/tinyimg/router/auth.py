@@ -1,0 +1,95 @@
+"""Edge security: API keys (kept only as sha256 hashes, compared in constant time) and a per-key
+token-bucket rate limit. Pure parts (hashing, matching, the bucket) are separate from reading keys."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class KeyFileError(Exception):
+    pass
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def parse_key_lines(text: str) -> list[str]:
+    """One key per line; blank lines and lines starting with '#' are skipped."""
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def load_key_hashes(path: str | Path) -> list[str]:
+    """Hashes of the keys in a file, or in every file of a directory (a mounted Secret: one key per
+    data item; Kubernetes' hidden ``..data`` links are skipped)."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if not p.name.startswith(".") and p.is_file())
+            keys = [k for f in files for k in parse_key_lines(f.read_text())]
+        else:
+            keys = parse_key_lines(path.read_text())
+    except OSError as err:
+        raise KeyFileError(f"{path}: cannot read API keys: {err.strerror or err}") from None
+    if not keys:
+        raise KeyFileError(f"{path}: no API keys in it (one per line expected)")
+    return [hash_key(k) for k in keys]
+
+
+def parse_bearer(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def match_key(token: str | None, hashes: list[str]) -> str | None:
+    """The stored hash ``token`` matches, or None. Every stored hash is compared (constant time per
+    comparison, same number of comparisons whatever the token), so timing tells nothing."""
+    if token is None:
+        return None
+    candidate = hash_key(token)
+    found = None
+    for stored in hashes:
+        if hmac.compare_digest(candidate, stored):
+            found = stored
+    return found
+
+
+@dataclass
+class TokenBucket:
+    """``rate`` tokens per second, up to ``burst``; one request takes one token."""
+
+    rate: float
+    burst: float
+    tokens: float = -1.0  # -1: full on first use
+    updated: float = 0.0
+
+    def take(self, now: float) -> float:
+        """0 when the request may pass; otherwise the seconds until a token will be there."""
+        if self.tokens < 0:
+            self.tokens, self.updated = self.burst, now
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+@dataclass
+class RateLimiter:
+    """One bucket per key (or per client address when keys are off)."""
+
+    rate: float
+    burst: float
+    buckets: dict[str, TokenBucket] = field(default_factory=dict)
+
+    def take(self, who: str, now: float) -> float:
+        bucket = self.buckets.get(who)
+        if bucket is None:
+            bucket = self.buckets[who] = TokenBucket(self.rate, self.burst)
+        return bucket.take(now)

@@ -1,0 +1,91 @@
+"""``tinyimg router``: parse flags, build the discovery and the app, run uvicorn.
+
+    tinyimg router [--backend MODEL=URL ...] [--backends FILE] [--kubernetes [--namespace NS]]
+                   [--host H] [--port N] [--api-keys-file F] [--rate-limit RPS] [--rate-burst N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from tinyimg.labels import DEFAULT_PORT
+from tinyimg.router.settings import OPEN_PATHS_DEFAULT, RouterSettings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tinyimg router", description="Route generation requests to model servers.")
+    p.add_argument("--backend", action="append", default=[], metavar="MODEL=URL", help="a model's backend (repeat)")
+    p.add_argument("--backends", metavar="FILE", help="YAML file: backends: {model: [url, ...]}")
+    p.add_argument("--kubernetes", action="store_true", help="discover ImageModels and their pods in a cluster")
+    p.add_argument("--namespace", help="namespace to watch (default: the router's own, or the kubeconfig's)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--api-keys-file", metavar="PATH", help="file with one key per line, or a mounted Secret dir")
+    p.add_argument("--rate-limit", type=float, metavar="RPS", help="requests per second per key")
+    p.add_argument("--rate-burst", type=float, default=10.0, metavar="N", help="bucket size (default 10)")
+    p.add_argument("--protect-health", action="store_true", help="require a key on /health* and /metrics too")
+    p.add_argument("--poll-interval", type=float, default=1.0, metavar="S")
+    p.add_argument("--upstream-timeout", type=float, default=300.0, metavar="S")
+    p.add_argument("--log-level", default="info")
+    return p
+
+
+def build_settings(args: argparse.Namespace) -> RouterSettings:
+    from tinyimg.router.auth import load_key_hashes
+
+    return RouterSettings(
+        key_hashes=tuple(load_key_hashes(args.api_keys_file)) if args.api_keys_file else (),
+        rate_limit=args.rate_limit,
+        rate_burst=args.rate_burst,
+        open_paths=() if args.protect_health else OPEN_PATHS_DEFAULT,
+        poll_interval=args.poll_interval,
+        upstream_timeout=args.upstream_timeout,
+    )
+
+
+def build_discovery(args: argparse.Namespace):  # noqa: ANN201 - StaticDiscovery | KubeDiscovery
+    if args.kubernetes:
+        if args.backend or args.backends:
+            raise ValueError("--kubernetes and --backend/--backends exclude each other")
+        from tinyimg.router.discovery_kube import KubeDiscovery, load_kube_connection
+
+        connection = load_kube_connection(args.namespace)
+        return KubeDiscovery(connection)
+    from tinyimg.router.discovery_static import load_backends_file, merge_backends, parse_backend_flag
+
+    flags: dict[str, list[str]] = {}
+    for flag in args.backend:
+        model, url = parse_backend_flag(flag)
+        flags.setdefault(model, []).append(url)
+    backends = merge_backends(load_backends_file(args.backends) if args.backends else {}, flags)
+    if not backends:
+        raise ValueError("no backends: give --backend MODEL=URL, --backends FILE or --kubernetes")
+    from tinyimg.router.discovery_static import StaticDiscovery
+
+    return StaticDiscovery(backends)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from tinyimg.router.auth import KeyFileError
+    from tinyimg.router.discovery_static import BackendsError
+
+    try:
+        settings = build_settings(args)
+        discovery = build_discovery(args)
+    except (ValueError, KeyFileError, BackendsError) as err:
+        print(f"tinyimg router: {err}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from tinyimg.logs import configure_logging
+    from tinyimg.router.app import create_router_app
+
+    configure_logging(args.log_level)
+    # httpx logs every request at info: one line per poll and per forward is noise, not signal.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    app = create_router_app(settings, discovery)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False, lifespan="on")
+    return 0

@@ -1,0 +1,40 @@
+"""The router's Prometheus metrics, on a registry of its own (several apps live in one test process)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Generation through one hop takes from ~0.1 s (tiny models) to minutes (big models on CPU).
+UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+@dataclass
+class RouterMetrics:
+    registry: CollectorRegistry
+    requests: Counter
+    upstream_duration: Histogram
+    retries: Counter
+    ready_pods: Gauge
+    rejected: Counter
+
+
+def build_router_metrics() -> RouterMetrics:
+    registry = CollectorRegistry()
+    return RouterMetrics(
+        registry=registry,
+        requests=Counter(
+            "tinyimg_router_requests", "Generation requests by model and outcome", ["model", "outcome"], registry=registry
+        ),
+        upstream_duration=Histogram(
+            "tinyimg_router_upstream_duration_seconds",
+            "Time from forwarding a request to the end of the upstream response",
+            ["model"],
+            buckets=UPSTREAM_BUCKETS,
+            registry=registry,
+        ),
+        retries=Counter("tinyimg_router_retries", "Requests retried on another pod", ["model"], registry=registry),
+        ready_pods=Gauge("tinyimg_router_ready_pods", "Ready, reachable pods per model", ["model"], registry=registry),
+        rejected=Counter("tinyimg_router_rejected", "Requests refused at the edge", ["reason"], registry=registry),
+    )

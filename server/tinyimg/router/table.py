@@ -1,0 +1,107 @@
+"""The backend table: which models exist, which pods serve each, and what the router knows of them.
+
+Discovery writes models and pods; the poller and the forwarder write reachability and load. All
+of it lives on one event loop, so plain attributes suffice (no locks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tinyimg.router.balancer import Candidate
+
+STATE_READY = "ready"
+
+
+@dataclass
+class PodState:
+    """One backend process or pod. ``url`` is its identity: a static backend may serve many models."""
+
+    url: str
+    name: str
+    ready: bool = True  # discovery's view: a Kubernetes Ready condition; static backends are always True
+    reachable: bool = True  # the last poll or forward reached it
+    inflight: int = 0  # requests this router has open on it now
+    sent: int = 0  # requests this router has sent it, ever (balancer tie-break)
+    queue_depth: dict[str, int] = field(default_factory=dict)  # model -> waiting, from the last poll
+    model_states: dict[str, str] = field(default_factory=dict)  # model -> state, from the last poll
+    last_error: str | None = None
+
+    def serves(self, model: str) -> bool:
+        """Ready for ``model``: discovery says ready, it answered lately, and it has the model loaded."""
+        return self.ready and self.reachable and self.model_states.get(model, STATE_READY) == STATE_READY
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    family: str | None = None  # from the ImageModel, or from a backend's /models
+    state: str | None = None  # the ImageModel's own state (Kubernetes); None in static mode
+    reason: str | None = None
+    pods: list[str] = field(default_factory=list)  # pod urls
+
+
+@dataclass(frozen=True)
+class BackendRef:
+    url: str
+    name: str
+    ready: bool = True
+
+
+@dataclass(frozen=True)
+class ModelBackends:
+    """What discovery knows of one model: the desired content of its table entry."""
+
+    family: str | None = None
+    state: str | None = None
+    reason: str | None = None
+    backends: tuple[BackendRef, ...] = ()
+
+
+class BackendTable:
+    def __init__(self) -> None:
+        self.models: dict[str, ModelEntry] = {}
+        self.pods: dict[str, PodState] = {}
+        self.synced = False  # discovery has listed everything once (readiness)
+
+    def sync(self, desired: dict[str, ModelBackends]) -> None:
+        """Make the table hold exactly ``desired`` (level-based, safe to repeat). Pods that stay keep
+        what the router learned of them (load, reachability); a family learned from a backend's
+        /models is kept while discovery knows none."""
+        for name in list(self.models):
+            if name not in desired:
+                del self.models[name]
+        wanted: dict[str, BackendRef] = {}
+        for name, spec in desired.items():
+            entry = self.models.setdefault(name, ModelEntry(name))
+            entry.family = spec.family or entry.family
+            entry.state, entry.reason = spec.state, spec.reason
+            entry.pods = [b.url for b in spec.backends]
+            for b in spec.backends:
+                wanted[b.url] = b
+        for url in list(self.pods):
+            if url not in wanted:
+                del self.pods[url]
+        for url, ref in wanted.items():
+            pod = self.pods.get(url)
+            if pod is None:
+                pod = self.pods[url] = PodState(url=url, name=ref.name)
+            pod.name, pod.ready = ref.name, ref.ready
+
+    def pods_of(self, model: str) -> list[PodState]:
+        entry = self.models.get(model)
+        return [self.pods[u] for u in entry.pods if u in self.pods] if entry else []
+
+    def ready_pods(self, model: str) -> list[PodState]:
+        return [p for p in self.pods_of(model) if p.serves(model)]
+
+    def candidates(self, model: str) -> list[Candidate]:
+        """What the balancer needs of each ready pod of ``model``."""
+        return [
+            Candidate(url=p.url, inflight=p.inflight, queue_depth=p.queue_depth.get(model, 0), sent=p.sent)
+            for p in self.ready_pods(model)
+        ]
+
+    def model_family(self, model: str) -> str | None:
+        entry = self.models.get(model)
+        return entry.family if entry else None

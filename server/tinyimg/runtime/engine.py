@@ -1,0 +1,228 @@
+"""The engine: everything the HTTP layer calls. It lives in the server's event loop.
+
+``start()`` returns at once; a background task discovers devices, places the models, and loads and
+warms each one on its device's thread. ``generate()`` queues a request on the model's device and
+waits for its batch. A model that cannot be placed or loaded is "failed" with a reason; the others
+still serve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tinyimg.families import load_handler_class
+from tinyimg.runtime.devices import Device, discover_devices, read_memory
+from tinyimg.runtime.jobs import (
+    DeadlineExceeded,
+    EngineError,
+    GenerationParams,
+    GenerationResult,
+    ModelNotFound,
+    ModelNotReady,
+)
+from tinyimg.runtime.placement import Placement, place
+from tinyimg.runtime.worker import DeviceWorker, Job
+from tinyimg.spec import ModelSpec, ServerConfig
+
+log = logging.getLogger("tinyimg.engine")
+
+StateCallback = Callable[[str, str], None]
+BatchCallback = Callable[[str, int, float], None]
+
+
+@dataclass
+class ModelState:
+    name: str
+    spec: ModelSpec
+    state: str  # loading | ready | failed
+    reason: str | None = None
+    device: str | None = None
+    offload: str = "none"
+
+
+def build_handler(spec: ModelSpec) -> Any:
+    return load_handler_class(spec.family)(spec)
+
+
+def build_warmup_params(spec: ModelSpec) -> GenerationParams:
+    """One image, one step, at the default size: loads kernels (and compiles) for the usual shape."""
+    d = spec.resolved_defaults()
+    return GenerationParams("warm-up", None, d.width, d.height, 1, d.guidance_scale, (0,), "warm-up")
+
+
+class Engine:
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        devices: list[Device] | None = None,
+        on_batch: BatchCallback | None = None,
+        on_state: StateCallback | None = None,
+        handler_factory: Callable[[ModelSpec], Any] = build_handler,
+        stop_grace_seconds: float = 30.0,
+    ):
+        self.config = config
+        self._given_devices = devices
+        self.devices: list[Device] = []
+        self._on_batch = on_batch
+        self._on_state = on_state
+        self._handler_factory = handler_factory
+        self._stop_grace = stop_grace_seconds
+        self._states = {m.name: ModelState(m.name, m, "loading") for m in config.models}
+        self._handlers: dict[str, Any] = {}
+        self._workers: dict[str, DeviceWorker] = {}
+        self._served = {m.name: 0 for m in config.models}
+        self._failed = {m.name: 0 for m in config.models}
+        self._started = time.monotonic()
+        self._boot_task: asyncio.Task | None = None
+        self._stopping = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._started = time.monotonic()
+        for state in self._states.values():
+            self._notify(state)
+        self._boot_task = asyncio.get_running_loop().create_task(self._boot(), name="engine-boot")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._boot_task is not None and not self._boot_task.done():
+            self._boot_task.cancel()
+        for worker in self._workers.values():
+            await worker.stop(lambda job: ModelNotReady(job.model, "the server is shutting down"), self._stop_grace)
+
+    async def _boot(self) -> None:
+        devices, estimates = await asyncio.to_thread(self._survey)
+        self.devices = devices
+        plan = place(estimates, devices)
+        for name, reason in plan.failures.items():
+            self._set_state(name, "failed", f"cannot be placed: {reason}")
+        by_device: dict[str, list[tuple[ModelSpec, Placement]]] = {}
+        for spec in self.config.models:
+            if spec.name in plan.placements:
+                placement = plan.placements[spec.name]
+                by_device.setdefault(placement.device, []).append((spec, placement))
+        for device, entries in by_device.items():
+            limits = {spec.name: spec.runtime.queue_size for spec, _ in entries}
+            worker = DeviceWorker(device, limits, self._on_batch)
+            worker.start()
+            self._workers[device] = worker
+        await asyncio.gather(*(self._load_device(d, entries) for d, entries in by_device.items()))
+
+    def _survey(self) -> tuple[list[Device], list[tuple[ModelSpec, float]]]:
+        devices = self._given_devices if self._given_devices is not None else discover_devices()
+        estimates = []
+        for spec in self.config.models:
+            estimate = load_handler_class(spec.family).estimate_memory_gb(spec)
+            estimates.append((spec, estimate))
+            log.info("memory estimate", extra={"model": spec.name, "estimate_gb": estimate})
+        return devices, estimates
+
+    async def _load_device(self, device: str, entries: list[tuple[ModelSpec, Placement]]) -> None:
+        """Models sharing a device load one after another, on that device's thread."""
+        worker = self._workers[device]
+        for spec, placement in entries:
+            state = self._states[spec.name]
+            state.device, state.offload = placement.device, placement.offload
+            log.info(
+                "loading model",
+                extra={"model": spec.name, "device": device, "offload": placement.offload, "why": placement.why},
+            )
+            start = time.monotonic()
+            try:
+                self._handlers[spec.name] = await worker.call(self._load_and_warm, spec, placement)
+            except Exception as err:
+                log.exception("model failed to load", extra={"model": spec.name, "device": device})
+                self._set_state(spec.name, "failed", f"{type(err).__name__}: {err}")
+                continue
+            log.info("model ready", extra={"model": spec.name, "device": device,
+                                           "seconds": round(time.monotonic() - start, 3)})
+            self._set_state(spec.name, "ready")
+
+    def _load_and_warm(self, spec: ModelSpec, placement: Placement) -> Any:
+        handler = self._handler_factory(spec)
+        handler.load(placement.device, placement.offload)
+        handler.generate([build_warmup_params(spec)])
+        return handler
+
+    def _set_state(self, name: str, state: str, reason: str | None = None) -> None:
+        entry = self._states[name]
+        entry.state, entry.reason = state, reason
+        if state == "failed":
+            log.error("model failed", extra={"model": name, "reason": reason})
+        self._notify(entry)
+
+    def _notify(self, entry: ModelState) -> None:
+        if self._on_state is not None:
+            self._on_state(entry.name, entry.state)
+
+    # -- requests ---------------------------------------------------------------------------
+    async def generate(self, model: str, params: GenerationParams, timeout: float | None = None) -> GenerationResult:
+        state = self._states.get(model)
+        if state is None:
+            raise ModelNotFound(model, list(self._states))
+        if self._stopping:
+            raise ModelNotReady(model, "the server is shutting down")
+        if state.state == "loading":
+            raise ModelNotReady(model, "still loading")
+        if state.state == "failed":
+            raise ModelNotReady(model, f"failed: {state.reason}", retry_after=60.0)
+        spec = state.spec
+        timeout = timeout if timeout is not None else spec.runtime.request_timeout_seconds
+        worker = self._workers[state.device]
+        job = Job(
+            model, params, self._handlers[model], spec.runtime.max_batch_size,
+            spec.runtime.max_batch_wait_ms / 1000, timeout, asyncio.get_running_loop().create_future(),
+        )
+        worker.submit(job)
+        try:
+            result = await asyncio.wait_for(job.future, timeout)
+        except TimeoutError:
+            worker.withdraw(job)
+            self._failed[model] += 1
+            raise DeadlineExceeded(timeout, "waiting in the queue" if job.started_at is None else "generating") from None
+        except EngineError:
+            self._failed[model] += 1
+            raise
+        except asyncio.CancelledError:
+            worker.withdraw(job)
+            raise
+        self._served[model] += 1
+        return result
+
+    # -- introspection ----------------------------------------------------------------------
+    def readiness(self) -> tuple[bool, str]:
+        states = list(self._states.values())
+        failed = [s for s in states if s.state == "failed"]
+        if failed:
+            return False, "; ".join(f"{s.name} failed: {s.reason}" for s in failed)
+        loading = [s.name for s in states if s.state == "loading"]
+        if loading:
+            return False, f"loading {', '.join(loading)}"
+        return True, "all models ready"
+
+    def model_states(self) -> list[ModelState]:
+        return list(self._states.values())
+
+    def status(self) -> dict[str, Any]:
+        devices = []
+        for device in self.devices:
+            total, used = read_memory(device)
+            devices.append({"name": device.name, "kind": device.kind, "memory_total_bytes": total,
+                            "memory_used_bytes": used})
+        models = {}
+        for name, state in self._states.items():
+            worker = self._workers.get(state.device) if state.device else None
+            models[name] = {
+                "device": state.device,
+                "queue_depth": worker.queue_depth(name) if worker else 0,
+                "in_flight": worker.in_flight(name) if worker else 0,
+                "served": self._served[name],
+                "failed": self._failed[name],
+            }
+        return {"uptime_seconds": time.monotonic() - self._started, "devices": devices, "models": models}

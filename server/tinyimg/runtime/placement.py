@@ -1,0 +1,89 @@
+"""Which device runs each model: a pure function of (models, their memory estimates, devices).
+
+Policy per model (``runtime``):
+- ``device: cpu`` -> the CPU.
+- ``device: cuda`` -> a GPU; the CPU only when ``cpuFallback`` is true.
+- ``device: auto`` -> a GPU when one can hold the model; on a machine with no GPU at all, the CPU;
+  on a machine whose GPUs are too small, the CPU only when ``cpuFallback`` is true.
+- ``offload`` is the most offloading allowed. A model goes whole onto a GPU when it fits; if not,
+  with model offload (only the largest component on the GPU at a time), then sequential offload
+  (layers streamed in), as far as its ``offload`` allows.
+Models are placed largest first, each on the GPU with the most free memory left, so two GPUs
+share the load. CPU memory is not checked: host memory can swap, a GPU cannot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tinyimg.runtime.devices import Device
+from tinyimg.spec import ModelSpec
+
+OFFLOAD_ORDER = ("none", "model", "sequential")
+# Share of the whole-model estimate that must sit on the GPU at once, per offload mode.
+OFFLOAD_GPU_SHARE = {"none": 1.0, "model": 0.7, "sequential": 0.15}
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: str
+    offload: str  # none | model | sequential
+    gpu_gb: float  # GPU memory reserved for it (0 on the CPU)
+    why: str
+
+
+@dataclass
+class Plan:
+    placements: dict[str, Placement] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)  # model name -> why it cannot be placed
+
+
+def allowed_offloads(limit: str) -> tuple[str, ...]:
+    return OFFLOAD_ORDER[: OFFLOAD_ORDER.index(limit) + 1]
+
+
+def place(models: list[tuple[ModelSpec, float]], devices: list[Device]) -> Plan:
+    gpus = [d for d in devices if d.kind == "cuda"]
+    free_gb = {d.name: d.free_gb for d in gpus}
+    plan = Plan()
+    for spec, estimate in sorted(models, key=lambda item: -item[1]):
+        placement, failure = place_one(spec, estimate, gpus, free_gb)
+        if placement is None:
+            plan.failures[spec.name] = failure
+            continue
+        plan.placements[spec.name] = placement
+        if placement.device in free_gb:
+            free_gb[placement.device] -= placement.gpu_gb
+    return plan
+
+
+def place_one(
+    spec: ModelSpec, estimate: float, gpus: list[Device], free_gb: dict[str, float]
+) -> tuple[Placement | None, str]:
+    policy = spec.runtime
+    if policy.device == "cpu":
+        return on_cpu("runtime.device is cpu"), ""
+    if not gpus:
+        if policy.device == "auto":
+            return on_cpu("no CUDA device on this machine"), ""
+        if policy.cpu_fallback:
+            return on_cpu("runtime.device is cuda but no CUDA device found; cpuFallback"), ""
+        return None, "runtime.device is cuda but no CUDA device was found, and cpuFallback is false"
+    for offload in allowed_offloads(policy.offload):
+        need = round(estimate * OFFLOAD_GPU_SHARE[offload], 3)
+        best = max(gpus, key=lambda d: free_gb[d.name])
+        if need <= free_gb[best.name]:
+            why = f"needs {need:.1f} GB, {free_gb[best.name]:.1f} GB free"
+            return Placement(best.name, offload, need, why), ""
+    largest = max(free_gb.values())
+    too_big = (
+        f"needs {estimate:.1f} GB (offload up to {policy.offload!r}), "
+        f"the most free on any GPU is {largest:.1f} GB"
+    )
+    if policy.cpu_fallback:
+        return on_cpu(f"{too_big}; cpuFallback"), ""
+    return None, f"{too_big}, and cpuFallback is false"
+
+
+def on_cpu(why: str) -> Placement:
+    return Placement("cpu", "none", 0.0, why)

@@ -1,0 +1,192 @@
+"""One worker per device: a bounded queue, batching, and ONE pipeline call at a time.
+
+diffusers pipelines are not thread-safe, and two calls on one GPU only fight over memory, so each
+device gets a single-thread executor; loading, warm-up and every generation for the models placed
+on it run on that thread. The queue lives in the event loop; only pipeline work crosses to the thread.
+
+Queue bound: per model. Each model may have ``runtime.queueSize`` requests waiting on its device
+(in-flight ones do not count), so a busy model cannot fill the queue of a quiet one beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from tinyimg.runtime.batching import pick_batch
+from tinyimg.runtime.devices import is_out_of_memory, release_cuda_cache
+from tinyimg.runtime.jobs import (
+    DeadlineExceeded,
+    EngineError,
+    GenerationFailed,
+    GenerationParams,
+    GenerationResult,
+    QueueFull,
+)
+
+log = logging.getLogger("tinyimg.engine")
+
+BatchCallback = Callable[[str, int, float], None]
+
+
+@dataclass(eq=False)
+class Job:
+    model: str
+    params: GenerationParams
+    handler: Any  # tinyimg.families.base.Handler
+    max_batch: int
+    max_wait: float  # seconds the head job may wait for batch mates
+    timeout: float
+    future: asyncio.Future
+    enqueued_at: float = field(default_factory=time.monotonic)
+    started_at: float | None = None
+
+    @property
+    def deadline(self) -> float:
+        return self.enqueued_at + self.timeout
+
+
+class DeviceWorker:
+    def __init__(self, device: str, queue_limits: dict[str, int], on_batch: BatchCallback | None = None):
+        self.device = device
+        self.queue_limits = queue_limits
+        self.on_batch = on_batch
+        self.pending: list[Job] = []
+        self.running: list[Job] = []
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"tinyimg-{device}")
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._stopping = False
+
+    # -- the event-loop side ------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"worker-{self.device}")
+
+    def submit(self, job: Job) -> None:
+        waiting = self.queue_depth(job.model)
+        if waiting >= self.queue_limits.get(job.model, 1):
+            raise QueueFull(self.device, waiting)
+        self.pending.append(job)
+        self._wakeup.set()
+
+    def withdraw(self, job: Job) -> None:
+        """Forget a job whose caller gave up (deadline, disconnect) before it started."""
+        if job in self.pending:
+            self.pending.remove(job)
+
+    def queue_depth(self, model: str) -> int:
+        return sum(1 for j in self.pending if j.model == model)
+
+    def in_flight(self, model: str) -> int:
+        return sum(1 for j in self.running if j.model == model)
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn`` on this device's thread (loading, warm-up)."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def stop(self, error_for: Callable[[Job], EngineError], grace: float = 30.0) -> None:
+        """Fail waiting jobs with ``error_for(job)``, let the running batch finish within ``grace``."""
+        self._stopping = True
+        for job in self.pending:
+            _settle(job, error=error_for(job))
+        self.pending.clear()
+        self._wakeup.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), grace)
+            except TimeoutError:
+                self._task.cancel()
+        for job in self.running:
+            _settle(job, error=error_for(job))
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            if not self.pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            await self._gather(self.pending[0])
+            self._drop_expired()
+            if not self.pending or self._stopping:
+                continue
+            head = self.pending[0]
+            batch = pick_batch(self.pending, head.max_batch)
+            for job in batch:
+                self.pending.remove(job)
+            await self._execute(batch)
+
+    async def _gather(self, head: Job) -> None:
+        """Wait (up to the head's max wait, counted from when it was queued) for batch mates."""
+        while not self._stopping and head in self.pending:
+            chosen = pick_batch(self.pending, head.max_batch)
+            if sum(len(j.params.seeds) for j in chosen) >= head.max_batch:
+                return
+            left = min(head.enqueued_at + head.max_wait, head.deadline) - time.monotonic()
+            if left <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), left)
+            except TimeoutError:
+                return
+
+    def _drop_expired(self) -> None:
+        now = time.monotonic()
+        for job in [j for j in self.pending if j.deadline <= now]:
+            self.pending.remove(job)
+            _settle(job, error=DeadlineExceeded(job.timeout, "waiting in the queue"))
+
+    async def _execute(self, batch: list[Job]) -> None:
+        start = time.monotonic()
+        for job in batch:
+            job.started_at = start
+        self.running = batch
+        images = sum(len(j.params.seeds) for j in batch)
+        model = batch[0].model
+        try:
+            outputs = await self.call(batch[0].handler.generate, [j.params for j in batch])
+        except Exception as err:  # one failed call fails its batch, never the worker
+            seconds = time.monotonic() - start
+            error = self._classify(err, model)
+            for job in batch:
+                _settle(job, error=error)
+        else:
+            seconds = time.monotonic() - start
+            for job, generated in zip(batch, outputs):
+                result = GenerationResult(generated, self.device, start - job.enqueued_at, seconds, images)
+                _settle(job, result=result)
+            if self.on_batch is not None:
+                self.on_batch(model, images, seconds)
+        finally:
+            self.running = []
+        log.info(
+            "batch done",
+            extra={"model": model, "device": self.device, "images": images, "seconds": round(seconds, 4),
+                   "request_ids": [j.params.request_id for j in batch]},
+        )
+
+    def _classify(self, err: Exception, model: str) -> GenerationFailed:
+        if is_out_of_memory(err):
+            release_cuda_cache()
+            log.error("out of GPU memory", extra={"model": model, "device": self.device})
+            return GenerationFailed(
+                f"out of GPU memory on {self.device}; try fewer images or a smaller size", "out_of_memory"
+            )
+        log.exception("generation failed", extra={"model": model, "device": self.device})
+        return GenerationFailed(f"generation failed: {type(err).__name__}: {err}")
+
+
+def _settle(job: Job, *, result: GenerationResult | None = None, error: EngineError | None = None) -> None:
+    """Answer a job's caller, unless it already gave up."""
+    if job.future.done():
+        return
+    if error is not None:
+        job.future.set_exception(error)
+    else:
+        job.future.set_result(result)

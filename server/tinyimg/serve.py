@@ -1,0 +1,87 @@
+"""``tinyimg serve``: read the config, keep the chosen models, run uvicorn with the app."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from tinyimg.spec import ConfigError, ServerConfig, load_config
+
+
+def select_models(config: ServerConfig, names: Sequence[str] | None, where: str) -> ServerConfig:
+    """Keep only ``names`` (in config order); an unknown name is a config error naming it."""
+    if not names:
+        return config
+    known = [m.name for m in config.models]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"{where}: --model {', '.join(unknown)}: not in the config; it has {', '.join(known)}")
+    return config.model_copy(update={"models": [m for m in config.models if m.name in names]})
+
+
+def load_serve_config(
+    path: Path, models: Sequence[str] | None, host: str | None, port: int | None
+) -> ServerConfig:
+    config = select_models(load_config(path), models, str(path))
+    overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    return config.model_copy(update=overrides)
+
+
+def run_server(config: ServerConfig, log_level: str = "info") -> None:
+    import uvicorn
+
+    from tinyimg.api.app import create_app
+
+    # log_config=None: our JSON handler (configured by the CLI) formats uvicorn's records too;
+    # the access line comes from our middleware, which knows the request id and the model.
+    uvicorn.run(
+        create_app(config),
+        host=config.host,
+        port=config.port,
+        log_config=None,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+class BackgroundServer:
+    """uvicorn serving ``app`` from a thread of this process, on a port the OS picks: for tests,
+    benchmarks and embedding. ``with BackgroundServer(app) as server: httpx.get(server.url + ...)``."""
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
+        import socket
+
+        import uvicorn
+
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind((host, port))
+        self.url = "http://{}:{}".format(*self.socket.getsockname())
+        config = uvicorn.Config(app, log_config=None, access_log=False, timeout_graceful_shutdown=5)
+        self.server = uvicorn.Server(config)
+        self.thread: threading.Thread | None = None
+
+    def start(self, timeout: float = 30.0) -> BackgroundServer:
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn did not start on {self.url}")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        if self.thread is not None:
+            self.thread.join(timeout=30)
+        self.socket.close()
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

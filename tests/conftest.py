@@ -1,0 +1,2 @@
+# Shared fixture modules, available to every test folder.
+pytest_plugins = ["tests.support.tiny_models"]

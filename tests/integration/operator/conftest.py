@@ -1,0 +1,36 @@
+"""A real kopf operator (tinyimg_operator.handlers) in the test's event loop, against the emulator."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from tests.support.kube import KopfOperator, kube  # noqa: F401  (kube is a fixture)
+
+NAMESPACE = "models"
+IMAGEMODELS = "tinyimg.io/v1alpha1/imagemodels"
+DEPLOYMENTS = "apps/v1/deployments"
+SERVER_IMAGE = "test.local/tinyimg-server:test"
+
+
+@pytest.fixture()
+async def operator(kube, tmp_path, monkeypatch):
+    """The operator, logged in through a kubeconfig that points at the emulator (kopf's login path)."""
+    monkeypatch.setenv("KUBECONFIG", str(kube.write_kubeconfig(tmp_path / "kubeconfig")))
+    monkeypatch.setenv("TINYIMG_SERVER_IMAGE", SERVER_IMAGE)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    logging.getLogger("kopf").setLevel(logging.INFO)
+    running = KopfOperator("tinyimg_operator.handlers")
+    await running.start()
+    yield running
+    await running.stop()
+
+
+def imagemodel(name: str, **spec) -> dict:
+    return {
+        "apiVersion": "tinyimg.io/v1alpha1",
+        "kind": "ImageModel",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"family": "sdxl", "source": "org/model", "resources": {"gpus": 1}, **spec},
+    }

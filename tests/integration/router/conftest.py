@@ -1,0 +1,109 @@
+"""Real processes on loopback: `tinyimg serve` with the tiny models, and `tinyimg router` in front.
+
+Servers start once per module (in parallel: each takes a few seconds to load torch and the tiny
+pipelines); routers are cheap and start per test with the flags the test is about.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import yaml
+
+from tests.support.tiny_models import tiny_config, tiny_model_dirs  # noqa: F401  (the fixture)
+
+TINYIMG = str(Path(sys.executable).with_name("tinyimg"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Proc:
+    name: str
+    url: str
+    popen: subprocess.Popen
+    log: Path
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies mid-request, as a crashed or evicted pod would."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGKILL)
+            self.popen.wait(10)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def spawn(name: str, args: list[str], log_dir: Path) -> Proc:
+    port = free_port()
+    log = log_dir / f"{name}.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    popen = subprocess.Popen(
+        [TINYIMG, *args, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    return Proc(name, f"http://127.0.0.1:{port}", popen, log)
+
+
+def wait_until_ready(proc: Proc, path: str = "/health/ready", timeout: float = 120.0) -> Proc:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.log.read_text()[-3000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(proc.url + path, timeout=2).status_code == 200:
+                return proc
+        time.sleep(0.1)
+    raise TimeoutError(f"{proc.name} not ready after {timeout}s:\n{proc.log.read_text()[-3000:]}")
+
+
+def write_server_config(path: Path, dirs: dict[str, Path], families: tuple[str, ...], **overrides) -> Path:
+    config = tiny_config(dirs, families, **overrides)
+    path.write_text(yaml.safe_dump(config.to_wire()))
+    return path
+
+
+def start_servers(specs: dict[str, tuple[tuple[str, ...], dict]], dirs: dict[str, Path], tmp: Path) -> dict[str, Proc]:
+    """name -> (families, model overrides); all spawned first, then awaited (they load in parallel)."""
+    procs = {}
+    for name, (families, overrides) in specs.items():
+        config = write_server_config(tmp / f"{name}.yaml", dirs, families, **overrides)
+        procs[name] = spawn(name, ["serve", "--config", str(config)], tmp)
+    try:
+        for proc in procs.values():
+            wait_until_ready(proc)
+    except Exception:
+        for proc in procs.values():
+            proc.kill()
+        raise
+    return procs
+
+
+@contextlib.contextmanager
+def running_router(args: list[str], tmp: Path, name: str = "router") -> Iterator[Proc]:
+    proc = wait_until_ready(spawn(name, ["router", *args, "--poll-interval", "0.2"], tmp), timeout=30)
+    try:
+        yield proc
+    finally:
+        proc.stop()

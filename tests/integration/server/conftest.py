@@ -1,0 +1,72 @@
+"""Real uvicorn on loopback serving the real tiny SDXL and Flux pipelines (from tests.support)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from tests.support.tiny_models import tiny_config, tiny_model_dirs  # noqa: F401  (the fixture)
+from tinyimg.api.app import create_app
+from tinyimg.logs import JsonFormatter, RequestIdFilter
+from tinyimg.serve import BackgroundServer
+
+
+@dataclass
+class Live:
+    url: str
+    server: BackgroundServer
+
+
+def wait_ready(url: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if httpx.get(f"{url}/health/ready").status_code == 200:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not ready after {timeout}s: {httpx.get(f'{url}/status').text}")
+
+
+def start_live(config, ready: bool = True, **engine_options) -> Live:
+    server = BackgroundServer(create_app(config, engine_options=engine_options)).start()
+    if ready:
+        wait_ready(server.url)
+    return Live(server.url, server)
+
+
+@pytest.fixture(scope="session")
+def live(tiny_model_dirs) -> Iterator[Live]:  # noqa: F811
+    """Both tiny models, batching on (max 4 images, 20 ms wait), shared by the HTTP tests."""
+    served = start_live(tiny_config(tiny_model_dirs))
+    yield served
+    served.server.stop()
+
+
+class JsonLines(logging.Handler):
+    """Keeps the JSON lines the server would print, to check what they carry."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(JsonFormatter())
+        self.addFilter(RequestIdFilter())
+        self.lines: list[dict] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(self.format(record)))
+
+
+@pytest.fixture
+def server_log() -> Iterator[JsonLines]:
+    handler = JsonLines()
+    logger = logging.getLogger("tinyimg")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)

@@ -1,0 +1,238 @@
+"""The Engine with real tiny pipelines on CPU: loading, batching, queue limits, deadlines, failures.
+
+Where a test needs a stuck or failing pipeline, it injects a fault with a handler subclass through
+``handler_factory``; everything else is the real code path."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from tests.support.tiny_models import tiny_config
+from tinyimg.families.flux import FluxHandler
+from tinyimg.runtime.engine import Engine
+from tinyimg.runtime.jobs import (
+    DeadlineExceeded,
+    GenerationFailed,
+    GenerationParams,
+    ModelNotFound,
+    ModelNotReady,
+    QueueFull,
+)
+
+FLUX = "tiny-flux"
+
+
+def params(prompt: str = "a red cube", *seeds: int, size: int = 64) -> GenerationParams:
+    return GenerationParams(prompt, None, size, size, 2, 0.0, seeds or (1,), request_id=f"req-{prompt}")
+
+
+async def wait_until_settled(engine: Engine, timeout: float = 60) -> None:
+    async def settled():
+        while any(s.state == "loading" for s in engine.model_states()):
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(settled(), timeout)
+
+
+class GatedFluxHandler(FluxHandler):
+    """Fault injection: generation blocks while ``gate`` is clear, and some prompts raise."""
+
+    gate = threading.Event()
+
+    def generate(self, batch):
+        self.gate.wait(30)
+        prompt = batch[0].prompt
+        if prompt == "explode":
+            raise RuntimeError("injected fault")
+        if prompt == "oom":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return super().generate(batch)
+
+
+@pytest.fixture
+async def engine_factory(tiny_model_dirs):
+    engines = []
+
+    async def start(families=("flux",), **kwargs) -> Engine:
+        runtime = kwargs.pop("runtime", {})
+        config = tiny_config(tiny_model_dirs, families=families, runtime=runtime)
+        engine = Engine(config, **kwargs)
+        await engine.start()
+        engines.append(engine)
+        await wait_until_settled(engine)
+        return engine
+
+    yield start
+    for engine in engines:
+        await engine.stop()
+
+
+@pytest.fixture
+def gated():
+    GatedFluxHandler.gate.set()
+    yield GatedFluxHandler
+    GatedFluxHandler.gate.set()
+
+
+async def test_both_families_load_and_generate_the_requested_size(engine_factory):
+    states = []
+    engine = await engine_factory(families=("sdxl", "flux"), on_state=lambda m, s: states.append((m, s)))
+    assert engine.readiness() == (True, "all models ready")
+    for model in ("tiny-sdxl", "tiny-flux"):
+        result = await engine.generate(model, params("a red cube", 3, 4, size=96))
+        assert [img.image.size for img in result.images] == [(96, 96), (96, 96)]
+        assert [img.seed for img in result.images] == [3, 4]
+        assert result.device == "cpu"
+    assert ("tiny-sdxl", "loading") in states and ("tiny-sdxl", "ready") in states
+    assert [(s.name, s.state, s.device, s.offload) for s in engine.model_states()] == [
+        ("tiny-sdxl", "ready", "cpu", "none"), ("tiny-flux", "ready", "cpu", "none")]
+
+
+async def test_readiness_is_false_while_loading(tiny_model_dirs):
+    engine = Engine(tiny_config(tiny_model_dirs, families=("flux",)))
+    await engine.start()
+    try:
+        ready, reason = engine.readiness()
+        assert (ready, reason) == (False, "loading tiny-flux")
+        with pytest.raises(ModelNotReady):
+            await engine.generate(FLUX, params())
+        await wait_until_settled(engine)
+        assert engine.readiness() == (True, "all models ready")
+    finally:
+        await engine.stop()
+
+
+async def test_concurrent_requests_share_pipeline_calls_and_all_complete(engine_factory):
+    batches = []
+    engine = await engine_factory(on_batch=lambda m, n, s: batches.append((m, n)),
+                                  runtime={"maxBatchSize": 4, "maxBatchWaitMs": 200})
+    batches.clear()  # forget the warm-up
+    results = await asyncio.gather(*(engine.generate(FLUX, params(f"prompt {i}", i)) for i in range(6)))
+    assert [r.images[0].seed for r in results] == list(range(6))
+    assert sum(n for _, n in batches) == 6
+    assert max(n for _, n in batches) > 1
+    assert max(r.batch_size for r in results) > 1
+    assert engine.status()["models"][FLUX]["served"] == 6
+
+
+async def test_same_seed_in_a_batch_matches_the_seed_alone(engine_factory):
+    engine = await engine_factory(runtime={"maxBatchSize": 4, "maxBatchWaitMs": 200})
+    together = await asyncio.gather(engine.generate(FLUX, params("a red cube", 5)),
+                                    engine.generate(FLUX, params("a blue ball", 6)))
+    assert together[0].batch_size == 2
+    alone = await engine.generate(FLUX, params("a blue ball", 6))
+    diff = np.abs(np.asarray(alone.images[0].image, dtype=int) - np.asarray(together[1].images[0].image, dtype=int))
+    assert diff.max() <= 1
+
+
+async def test_full_queue_refuses_with_queue_full(engine_factory, gated):
+    engine = await engine_factory(handler_factory=gated, runtime={"queueSize": 2, "maxBatchSize": 1})
+    gated.gate.clear()
+    running = asyncio.ensure_future(engine.generate(FLUX, params("first")))
+    await asyncio.sleep(0.1)  # "first" is now in the pipeline; the next two wait in the queue
+    queued = [asyncio.ensure_future(engine.generate(FLUX, params(f"q{i}"))) for i in range(2)]
+    await asyncio.sleep(0.05)
+    with pytest.raises(QueueFull) as refused:
+        await engine.generate(FLUX, params("one too many"))
+    assert refused.value.status == 429 and refused.value.retry_after
+    assert engine.status()["models"][FLUX]["queue_depth"] == 2
+    assert engine.status()["models"][FLUX]["in_flight"] == 1
+    gated.gate.set()
+    assert all(len(r.images) == 1 for r in await asyncio.gather(running, *queued))
+
+
+async def test_deadline_passing_in_the_queue_raises_deadline_exceeded(engine_factory, gated):
+    engine = await engine_factory(handler_factory=gated, runtime={"maxBatchSize": 1})
+    gated.gate.clear()
+    blocker = asyncio.ensure_future(engine.generate(FLUX, params("first")))
+    await asyncio.sleep(0.1)
+    with pytest.raises(DeadlineExceeded, match="waiting in the queue") as late:
+        await engine.generate(FLUX, params("late"), timeout=0.2)
+    assert late.value.status == 504
+    assert engine.status()["models"][FLUX]["queue_depth"] == 0  # the expired job left the queue
+    gated.gate.set()
+    await blocker
+    assert engine.status()["models"][FLUX]["failed"] == 1
+
+
+@pytest.mark.parametrize(("prompt", "code"), [("explode", "generation_failed"), ("oom", "out_of_memory")])
+async def test_pipeline_exception_fails_only_that_request(engine_factory, gated, prompt, code):
+    engine = await engine_factory(handler_factory=gated)
+    with pytest.raises(GenerationFailed) as failed:
+        await engine.generate(FLUX, params(prompt))
+    assert failed.value.code == code and failed.value.status == 500
+    result = await engine.generate(FLUX, params("fine afterwards"))
+    assert len(result.images) == 1
+    counts = engine.status()["models"][FLUX]
+    assert (counts["served"], counts["failed"]) == (1, 1)
+    assert engine.readiness()[0] is True
+
+
+async def test_model_with_missing_directory_fails_and_the_other_serves(engine_factory, tiny_model_dirs, tmp_path):
+    missing = {"sdxl": tmp_path / "nowhere", "flux": tiny_model_dirs["flux"]}
+    engine = Engine(tiny_config(missing))
+    await engine.start()
+    try:
+        await wait_until_settled(engine)
+        state = {s.name: s for s in engine.model_states()}
+        assert state["tiny-sdxl"].state == "failed"
+        assert "does not exist" in state["tiny-sdxl"].reason
+        ready, reason = engine.readiness()
+        assert not ready and reason.startswith("tiny-sdxl failed: FileNotFoundError: model directory")
+        with pytest.raises(ModelNotReady, match="failed"):
+            await engine.generate("tiny-sdxl", params())
+        assert len((await engine.generate(FLUX, params())).images) == 1
+    finally:
+        await engine.stop()
+
+
+async def test_unplaceable_model_fails_with_the_placement_reason(tiny_model_dirs):
+    config = tiny_config(tiny_model_dirs, families=("flux",), runtime={"device": "cuda", "cpuFallback": False})
+    config.models[0].resources.gpus = 1
+    engine = Engine(config)
+    await engine.start()
+    try:
+        await wait_until_settled(engine)
+        ready, reason = engine.readiness()
+        assert not ready
+        assert "cannot be placed: runtime.device is cuda but no CUDA device was found" in reason
+    finally:
+        await engine.stop()
+
+
+async def test_unknown_model_raises_model_not_found(engine_factory):
+    engine = await engine_factory()
+    with pytest.raises(ModelNotFound, match="known models: tiny-flux"):
+        await engine.generate("nope", params())
+
+
+async def test_status_reports_devices_and_counts(engine_factory):
+    engine = await engine_factory()
+    await engine.generate(FLUX, params())
+    status = engine.status()
+    [cpu] = status["devices"]
+    assert cpu["name"] == "cpu" and cpu["kind"] == "cpu"
+    assert 0 < cpu["memory_used_bytes"] < cpu["memory_total_bytes"]
+    assert status["models"][FLUX] == {"device": "cpu", "queue_depth": 0, "in_flight": 0, "served": 1, "failed": 0}
+    assert status["uptime_seconds"] > 0
+
+
+async def test_stop_fails_queued_requests_cleanly(engine_factory, gated):
+    engine = await engine_factory(handler_factory=gated, runtime={"maxBatchSize": 1})
+    gated.gate.clear()
+    running = asyncio.ensure_future(engine.generate(FLUX, params("first")))
+    await asyncio.sleep(0.1)
+    queued = asyncio.ensure_future(engine.generate(FLUX, params("queued")))
+    await asyncio.sleep(0.05)
+    stopping = asyncio.ensure_future(engine.stop())
+    await asyncio.sleep(0.05)
+    gated.gate.set()
+    await stopping
+    assert len((await running).images) == 1  # the batch in the pipeline finishes
+    with pytest.raises(ModelNotReady, match="shutting down"):
+        await queued

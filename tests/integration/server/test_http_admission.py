@@ -1,0 +1,91 @@
+"""Admission over real HTTP: a full queue answers 429, loading or failed models 503, each with
+Retry-After; the process keeps serving. Model loading is held back by a gate in the handler
+factory (the real handler, loaded once the test opens the gate), so "not ready yet" is certain."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.server.conftest import start_live, wait_ready
+from tests.support.tiny_models import tiny_config
+from tinyimg.runtime.engine import build_handler
+
+
+def model_state_gauge(url: str, model: str) -> dict[str, float]:
+    text = httpx.get(f"{url}/metrics").text
+    (family,) = [f for f in text_string_to_metric_families(text) if f.name == "tinyimg_model_state"]
+    return {s.labels["state"]: s.value for s in family.samples if s.labels["model"] == model}
+
+
+async def test_a_full_queue_answers_429_with_retry_after_and_the_rest_complete(tiny_model_dirs):
+    config = tiny_config(tiny_model_dirs, ("sdxl",), runtime={"queueSize": 1, "maxBatchSize": 1})
+    live = start_live(config)
+    try:
+        async with httpx.AsyncClient(base_url=live.url, timeout=120) as client:
+            body = {"model": "tiny-sdxl", "prompt": "crowd", "steps": 4}
+            answers = await asyncio.gather(*(client.post("/generate", json={**body, "seed": i}) for i in range(8)))
+            statuses = sorted(a.status_code for a in answers)
+            refused = [a for a in answers if a.status_code == 429]
+            assert statuses.count(200) >= 2 and len(refused) >= 4, statuses
+            assert set(statuses) == {200, 429}
+            for r in refused:
+                assert int(r.headers["retry-after"]) >= 1
+                assert r.json()["error"]["code"] == "queue_full"
+                assert r.json()["error"]["request_id"] == r.headers["x-request-id"]
+            after = await client.post("/generate", json={**body, "seed": 99})
+            assert after.status_code == 200
+    finally:
+        live.server.stop()
+
+
+def test_readiness_is_503_until_the_models_are_loaded_and_warm(tiny_model_dirs):
+    gate = threading.Event()
+
+    def gated_handler(spec):
+        gate.wait(60)
+        return build_handler(spec)
+
+    live = start_live(tiny_config(tiny_model_dirs, ("flux",)), ready=False, handler_factory=gated_handler)
+    try:
+        assert httpx.get(f"{live.url}/health").json() == {"status": "ok"}
+        ready = httpx.get(f"{live.url}/health/ready")
+        assert ready.status_code == 503 and ready.headers["retry-after"] == "5"
+        assert "loading tiny-flux" in ready.json()["error"]["message"]
+        early = httpx.post(f"{live.url}/generate", json={"model": "tiny-flux", "prompt": "too soon"})
+        assert early.status_code == 503 and "retry-after" in early.headers
+        assert early.json()["error"]["code"] == "model_not_ready"
+        assert model_state_gauge(live.url, "tiny-flux") == {"loading": 1, "ready": 0, "failed": 0}
+
+        gate.set()
+        wait_ready(live.url)
+        assert httpx.get(f"{live.url}/health/ready").json()["status"] == "ready"
+        assert model_state_gauge(live.url, "tiny-flux") == {"loading": 0, "ready": 1, "failed": 0}
+        done = httpx.post(f"{live.url}/generate", json={"model": "tiny-flux", "prompt": "now", "steps": 1}, timeout=60)
+        assert done.status_code == 200
+    finally:
+        gate.set()
+        live.server.stop()
+
+
+def test_a_model_that_fails_to_load_is_reported_and_keeps_readiness_503(tiny_model_dirs, tmp_path):
+    dirs = {**tiny_model_dirs, "sdxl": tmp_path / "missing"}
+    live = start_live(tiny_config(dirs), ready=False)
+    try:
+        for _ in range(600):
+            models = {m["name"]: m for m in httpx.get(f"{live.url}/models").json()["models"]}
+            if models["tiny-sdxl"]["state"] == "failed" and models["tiny-flux"]["state"] == "ready":
+                break
+            threading.Event().wait(0.1)
+        assert models["tiny-sdxl"]["state"] == "failed" and models["tiny-sdxl"]["reason"]
+        ready = httpx.get(f"{live.url}/health/ready")
+        assert ready.status_code == 503 and "tiny-sdxl failed" in ready.json()["error"]["message"]
+        refused = httpx.post(f"{live.url}/generate", json={"model": "tiny-sdxl", "prompt": "x"})
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "model_not_ready"
+        served = httpx.post(f"{live.url}/generate", json={"model": "tiny-flux", "prompt": "x", "steps": 1}, timeout=60)
+        assert served.status_code == 200
+    finally:
+        live.server.stop()

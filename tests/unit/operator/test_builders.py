@@ -1,0 +1,153 @@
+"""Pure builders: what the Deployment, Service, ConfigMap and PVC of one model look like."""
+
+import pytest
+import yaml
+from tinyimg import labels
+from tinyimg.spec import ModelSpec, ServerConfig
+
+from tinyimg_operator.children import build_children
+from tinyimg_operator.configmap import build_configmap
+from tinyimg_operator.deployment import build_deployment
+from tinyimg_operator.imagemodel import InvalidSpecError, read_model_spec
+from tinyimg_operator.objects import CHECKSUM_ANNOTATION
+from tinyimg_operator.service import build_service
+from tinyimg_operator.settings import BuildSettings, load_build_settings
+from tinyimg_operator.storage import build_cache_claim
+
+OWNER = {"metadata": {"name": "m", "uid": "1234"}}
+
+
+def spec(**fields) -> ModelSpec:
+    return ModelSpec.model_validate({"name": "m", "family": "sdxl", "source": "org/m", **fields})
+
+
+def container(dep: dict) -> dict:
+    return dep["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_build_deployment_requests_gpu_count_and_never_surges():
+    dep = build_deployment(spec(resources={"gpus": 2}), "ns", BuildSettings())
+    assert container(dep)["resources"]["limits"] == {"nvidia.com/gpu": "2"}
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
+
+
+def test_build_deployment_without_gpus_has_no_gpu_limit_and_surges_one():
+    dep = build_deployment(spec(resources={"gpus": 0}, runtime={"device": "cpu"}), "ns", BuildSettings())
+    assert "nvidia.com/gpu" not in container(dep)["resources"].get("limits", {})
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+
+
+def test_build_deployment_runs_the_server_with_the_mounted_config():
+    c = container(build_deployment(spec(), "ns", BuildSettings(server_image="img:1", image_pull_policy="Always")))
+    assert c["command"] == ["tinyimg", "serve", "--config", "/etc/tinyimg/config.yaml"]
+    assert (c["image"], c["imagePullPolicy"]) == ("img:1", "Always")
+    assert c["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    assert {"name": "config", "mountPath": "/etc/tinyimg", "readOnly": True} in c["volumeMounts"]
+
+
+def test_per_model_image_overrides_the_operator_default():
+    assert container(build_deployment(spec(image="mine:2"), "ns", BuildSettings()))["image"] == "mine:2"
+
+
+@pytest.mark.parametrize("timeout", [10, 95, 1800, 2705])
+def test_startup_probe_covers_the_startup_timeout(timeout):
+    probe = container(build_deployment(spec(startupTimeoutSeconds=timeout), "ns", BuildSettings()))["startupProbe"]
+    assert probe["failureThreshold"] * probe["periodSeconds"] >= timeout
+    assert (probe["failureThreshold"] - 1) * probe["periodSeconds"] < timeout
+
+
+def test_probes_use_the_server_health_endpoints():
+    c = container(build_deployment(spec(), "ns", BuildSettings()))
+    assert c["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": "http"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+
+
+def test_pod_is_non_root_read_only_and_drops_capabilities():
+    pod = build_deployment(spec(), "ns", BuildSettings())["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 1000
+    sc = pod["containers"][0]["securityContext"]
+    assert sc == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+                  "capabilities": {"drop": ["ALL"]}}
+    assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
+
+
+def test_cache_is_a_claim_when_sized_else_an_empty_dir():
+    sized = spec(cache={"size": "30Gi", "storageClassName": "fast"})
+    pod = build_deployment(sized, "ns", BuildSettings())["spec"]["template"]["spec"]
+    assert {"name": "cache", "persistentVolumeClaim": {"claimName": "m-cache"}} in pod["volumes"]
+    claim = build_cache_claim(sized, "ns", OWNER)
+    assert claim["spec"]["resources"]["requests"]["storage"] == "30Gi"
+    assert claim["spec"]["storageClassName"] == "fast"
+    assert build_cache_claim(spec(), "ns") is None
+    plain = build_deployment(spec(), "ns", BuildSettings())["spec"]["template"]["spec"]
+    assert {"name": "cache", "emptyDir": {}} in plain["volumes"]
+
+
+def test_env_has_hf_home_token_secret_and_user_values():
+    c = container(build_deployment(spec(hfTokenSecret={"name": "hf"}, env={"A": "1", "HF_HOME": "/x"}), "ns", BuildSettings()))
+    assert c["env"] == [
+        {"name": "HF_HOME", "value": "/x"},
+        {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}},
+        {"name": "A", "value": "1"},
+    ]
+    assert {"name": "cache", "mountPath": "/var/cache/huggingface"} in c["volumeMounts"]
+
+
+def test_placement_fields_reach_the_pod():
+    s = spec(nodeSelector={"gpu": "a100"}, tolerations=[{"key": "g", "operator": "Exists", "effect": "NoSchedule"}],
+             resources={"gpus": 1, "cpu": "4", "memory": "24Gi", "memoryLimit": "32Gi"})
+    pod = build_deployment(s, "ns", BuildSettings())["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"gpu": "a100"}
+    assert pod["tolerations"] == [{"key": "g", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["containers"][0]["resources"] == {
+        "requests": {"cpu": "4", "memory": "24Gi"},
+        "limits": {"memory": "32Gi", "nvidia.com/gpu": "1"},
+    }
+
+
+def test_pod_template_has_scrape_annotations_and_config_checksum():
+    ann = build_deployment(spec(), "ns", BuildSettings())["spec"]["template"]["metadata"]["annotations"]
+    assert (ann["prometheus.io/scrape"], ann["prometheus.io/port"], ann["prometheus.io/path"]) == ("true", "8000", "/metrics")
+    other = build_deployment(spec(limits={"maxSteps": 50}), "ns", BuildSettings())
+    assert other["spec"]["template"]["metadata"]["annotations"][CHECKSUM_ANNOTATION] != ann[CHECKSUM_ANNOTATION]
+
+
+def test_every_child_has_the_model_labels_and_the_owner():
+    for obj in build_children(spec(cache={"size": "1Gi"}), "ns", BuildSettings(), owner=OWNER):
+        assert obj["metadata"]["labels"] == {
+            labels.NAME: "tinyimg", labels.COMPONENT: "model-server", labels.MODEL: "m",
+            labels.MANAGED_BY: "tinyimg-operator",
+        }, obj["kind"]
+        ref = obj["metadata"]["ownerReferences"][0]
+        assert (ref["kind"], ref["name"], ref["uid"], ref["controller"]) == ("ImageModel", "m", "1234", True)
+        assert obj["metadata"]["namespace"] == "ns"
+    assert [o["kind"] for o in build_children(spec(), "ns", BuildSettings())] == ["ConfigMap", "Service", "Deployment"]
+
+
+def test_service_selects_the_model_pods_on_port_8000():
+    svc = build_service(spec(), "ns")
+    assert svc["spec"]["selector"] == labels.model_server_labels("m")
+    assert svc["spec"]["ports"][0]["port"] == 8000 and svc["spec"]["ports"][0]["targetPort"] == "http"
+    dep = build_deployment(spec(), "ns", BuildSettings())
+    assert dep["spec"]["selector"]["matchLabels"] == svc["spec"]["selector"]
+
+
+def test_configmap_holds_a_server_config_with_this_one_model():
+    s = spec(limits={"maxSteps": 50})
+    config = ServerConfig.model_validate(yaml.safe_load(build_configmap(s, "ns")["data"]["config.yaml"]))
+    assert (config.host, config.port) == ("0.0.0.0", 8000)
+    assert config.models == [s]
+
+
+def test_read_model_spec_names_the_bad_field():
+    body = {"metadata": {"name": "m"}, "spec": {"family": "sdxl", "source": "x", "limits": {"maxWidth": 99999}}}
+    with pytest.raises(InvalidSpecError) as err:
+        read_model_spec(body)
+    assert err.value.field == "spec.limits.maxWidth"
+
+
+def test_build_settings_come_from_the_environment():
+    assert load_build_settings({"TINYIMG_SERVER_IMAGE": "x:1"}) == BuildSettings("x:1", None)
+    assert load_build_settings({}).server_image.startswith("ghcr.io/tinyimg/tinyimg-server:")
+    with pytest.raises(ValueError, match="TINYIMG_IMAGE_PULL_POLICY"):
+        load_build_settings({"TINYIMG_IMAGE_PULL_POLICY": "Sometimes"})

@@ -1,0 +1,50 @@
+"""Batch selection from a plain list standing in for a device queue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from tinyimg.runtime.batching import pick_batch
+from tinyimg.runtime.jobs import GenerationParams
+
+
+@dataclass
+class QueuedJob:
+    name: str
+    model: str
+    params: GenerationParams
+
+
+def job(name: str, model: str = "m", images: int = 1, size: int = 64, steps: int = 4) -> QueuedJob:
+    return QueuedJob(name, model, GenerationParams(f"prompt {name}", None, size, size, steps, 5.0, tuple(range(images))))
+
+
+def names(jobs) -> list[str]:
+    return [j.name for j in jobs]
+
+
+@pytest.mark.parametrize(
+    ("queue", "max_images", "expected"),
+    [
+        pytest.param([], 4, [], id="empty-queue"),
+        pytest.param([job("a")], 4, ["a"], id="single-job"),
+        pytest.param([job("a"), job("b"), job("c")], 4, ["a", "b", "c"], id="compatible-jobs-join"),
+        pytest.param([job("a"), job("b"), job("c")], 2, ["a", "b"], id="stops-at-max-images"),
+        pytest.param([job("a", images=3), job("b", images=2), job("c")], 4, ["a", "c"],
+                     id="skips-a-job-that-does-not-fit"),
+        pytest.param([job("a"), job("b", model="other"), job("c")], 4, ["a", "c"], id="other-model-stays-queued"),
+        pytest.param([job("a"), job("b", size=128), job("c", steps=8)], 4, ["a"], id="different-size-or-steps-stay"),
+        pytest.param([job("a", images=6), job("b")], 4, ["a"], id="oversized-head-runs-alone-whole"),
+        pytest.param([job("a", model="other"), job("b")], 4, ["a"], id="head-decides-the-model"),
+    ],
+)
+def test_pick_batch(queue, max_images, expected):
+    assert names(pick_batch(queue, max_images)) == expected
+
+
+def test_pick_batch_leaves_the_queue_untouched():
+    queue = [job("a"), job("b")]
+    pick_batch(queue, 4)
+    assert names(queue) == ["a", "b"]
