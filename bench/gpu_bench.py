@@ -126,16 +126,16 @@ def build_full_sdxl(device: str, dtype: Any) -> Any:
     from tinyimg.tiny import build_clip_tokenizer
 
     tokenizer, tokenizer_2 = build_clip_tokenizer(), build_clip_tokenizer()
-    with building_on(device, dtype):
-        return StableDiffusionXLPipeline(
-            vae=AutoencoderKL(**SDXL_VAE),
-            text_encoder=CLIPTextModel(clip_config(CLIP_L, tokenizer)),
-            text_encoder_2=CLIPTextModelWithProjection(clip_config(CLIP_BIGG, tokenizer_2)),
-            tokenizer=tokenizer,
-            tokenizer_2=tokenizer_2,
-            unet=UNet2DConditionModel(**SDXL_UNET),
-            scheduler=EulerDiscreteScheduler(**SDXL_SCHEDULER),
-        )
+    with building_on(device, dtype):  # the networks only: the scheduler keeps float32 CPU tables
+        networks = {
+            "vae": AutoencoderKL(**SDXL_VAE),
+            "text_encoder": CLIPTextModel(clip_config(CLIP_L, tokenizer)),
+            "text_encoder_2": CLIPTextModelWithProjection(clip_config(CLIP_BIGG, tokenizer_2)),
+            "unet": UNet2DConditionModel(**SDXL_UNET),
+        }
+    return StableDiffusionXLPipeline(
+        **networks, tokenizer=tokenizer, tokenizer_2=tokenizer_2, scheduler=EulerDiscreteScheduler(**SDXL_SCHEDULER)
+    )
 
 
 def build_full_flux(device: str, dtype: Any) -> Any:
@@ -146,15 +146,16 @@ def build_full_flux(device: str, dtype: Any) -> Any:
 
     tokenizer = build_clip_tokenizer()
     with building_on(device, dtype):
-        return FluxPipeline(
-            scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULER),
-            vae=AutoencoderKL(**FLUX_VAE),
-            text_encoder=CLIPTextModel(clip_config(CLIP_L, tokenizer)),
-            tokenizer=tokenizer,
-            text_encoder_2=T5EncoderModel(T5Config(**T5_XXL)),
-            tokenizer_2=build_t5_tokenizer(FLUX_MAX_SEQUENCE_LENGTH),
-            transformer=FluxTransformer2DModel(**FLUX_TRANSFORMER),
-        )
+        networks = {
+            "vae": AutoencoderKL(**FLUX_VAE),
+            "text_encoder": CLIPTextModel(clip_config(CLIP_L, tokenizer)),
+            "text_encoder_2": T5EncoderModel(T5Config(**T5_XXL)),
+            "transformer": FluxTransformer2DModel(**FLUX_TRANSFORMER),
+        }
+    return FluxPipeline(
+        **networks, tokenizer=tokenizer, tokenizer_2=build_t5_tokenizer(FLUX_MAX_SEQUENCE_LENGTH),
+        scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULER),
+    )
 
 
 def build_pipeline(family: str, tiny: bool, device: str, dtype: Any) -> Any:

@@ -455,11 +455,18 @@ class KopfOperator:
         self._task = None
 
 
-@pytest_asyncio.fixture()
-async def kube() -> AsyncIterator[Kube]:
+@contextlib.asynccontextmanager
+async def running_kube() -> AsyncIterator[Kube]:
     """A fresh emulated Kubernetes API on a loopback port, with the default resources declared."""
     async with KubeEmulator() as emulator, kmock.Server(emulator) as server:
         api = Kube(emulator, server)
         for resource, kind, namespaced, subresources in DEFAULT_RESOURCES:
             api.declare(resource, kind, namespaced, subresources)
+        yield api
+
+
+@pytest_asyncio.fixture()
+async def kube() -> AsyncIterator[Kube]:
+    """The emulator for one test (see :func:`running_kube`; outside pytest use that directly)."""
+    async with running_kube() as api:
         yield api

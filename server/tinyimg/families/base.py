@@ -7,15 +7,13 @@ extra call arguments it needs. torch and diffusers are imported inside methods o
 
 from __future__ import annotations
 
-import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
 from tinyimg.runtime.jobs import GeneratedImage, GenerationParams
 from tinyimg.runtime.memory import estimate_memory_gb, resolve_dtype_name
 from tinyimg.spec import ModelSpec
-
-log = logging.getLogger("tinyimg.engine")
 
 
 class Handler:
@@ -50,13 +48,17 @@ class Handler:
         if local and not Path(spec.source).expanduser().is_dir():
             raise FileNotFoundError(f"model directory {spec.source} does not exist")
         pipeline_class = getattr(diffusers, self.pipeline_class)
-        pipe = pipeline_class.from_pretrained(
-            str(Path(spec.source).expanduser()) if local else spec.source,
-            revision=spec.revision,
-            variant=spec.variant,
-            dtype=self.torch_dtype(device),
-            local_files_only=local,
-        )
+        with warnings.catch_warnings():
+            # diffusers 0.42 renamed torch_dtype to dtype; older releases (>= 0.35 is allowed) only
+            # know torch_dtype, and silently load float32 when given dtype.
+            warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+            pipe = pipeline_class.from_pretrained(
+                str(Path(spec.source).expanduser()) if local else spec.source,
+                revision=spec.revision,
+                variant=spec.variant,
+                torch_dtype=self.torch_dtype(device),
+                local_files_only=local,
+            )
         pipe.set_progress_bar_config(disable=True)
         if device.startswith("cuda") and offload == "model":
             pipe.enable_model_cpu_offload(device=device)
@@ -96,7 +98,8 @@ class Handler:
             ).images
         results, start = [], 0
         for p in batch:
-            results.append([GeneratedImage(img, seed) for img, seed in zip(images[start:], p.seeds)])
+            mine = images[start : start + len(p.seeds)]
+            results.append([GeneratedImage(img, seed) for img, seed in zip(mine, p.seeds, strict=True)])
             start += len(p.seeds)
         return results
 

@@ -74,14 +74,15 @@ class RouterState:
         self.forwarder: Forwarder | None = None
 
 
-def get_state(request: Request) -> RouterState:
+# Dependencies are async on purpose: FastAPI runs a sync one in a worker thread, per request.
+async def get_state(request: Request) -> RouterState:
     return request.app.state.router
 
 
 StateDep = Annotated[RouterState, Depends(get_state)]
 
 
-def check_access(request: Request, state: StateDep) -> None:
+async def check_access(request: Request, state: StateDep) -> None:
     """API key (when keys are configured) and rate limit, except on the open paths."""
     settings = state.settings
     if request.url.path in settings.open_paths:

@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate-burst", type=float, default=10.0, metavar="N", help="bucket size (default 10)")
     p.add_argument("--protect-health", action="store_true", help="require a key on /health* and /metrics too")
     p.add_argument("--poll-interval", type=float, default=1.0, metavar="S")
-    p.add_argument("--upstream-timeout", type=float, default=300.0, metavar="S")
+    p.add_argument("--upstream-timeout", type=float, default=330.0, metavar="S", help="wait for a generation answer")
     p.add_argument("--log-level", default="info")
     return p
 

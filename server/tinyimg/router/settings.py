@@ -17,6 +17,8 @@ class RouterSettings:
     poll_timeout: float = 1.0
     status_timeout: float = 2.0  # per pod, for the aggregated GET /status
     connect_timeout: float = 2.0
-    upstream_timeout: float = 300.0  # waiting for a pod's answer to a generation request
+    # Waiting for a pod's answer to a generation request: longer than the model server's own
+    # default deadline (300 s), so its 504 with a reason reaches the client rather than the router's.
+    upstream_timeout: float = 330.0
     retry_after: float = 2.0  # seconds, in 503s the router itself answers
     max_body_bytes: int = 1_000_000

@@ -97,8 +97,19 @@ class Engine:
             await worker.stop(lambda job: ModelNotReady(job.model, "the server is shutting down"), self._stop_grace)
 
     async def _boot(self) -> None:
-        devices, estimates = await asyncio.to_thread(self._survey)
+        try:
+            await self._place_and_load()
+        except Exception as err:  # a bug or an unreadable device/weights: say so instead of hanging in "loading"
+            log.exception("engine start failed")
+            for state in self._states.values():
+                if state.state == "loading":
+                    self._set_state(state.name, "failed", f"engine start failed: {type(err).__name__}: {err}")
+
+    async def _place_and_load(self) -> None:
+        devices, estimates, unmeasured = await asyncio.to_thread(self._survey)
         self.devices = devices
+        for name, reason in unmeasured.items():
+            self._set_state(name, "failed", f"cannot estimate its memory: {reason}")
         plan = place(estimates, devices)
         for name, reason in plan.failures.items():
             self._set_state(name, "failed", f"cannot be placed: {reason}")
@@ -114,14 +125,19 @@ class Engine:
             self._workers[device] = worker
         await asyncio.gather(*(self._load_device(d, entries) for d, entries in by_device.items()))
 
-    def _survey(self) -> tuple[list[Device], list[tuple[ModelSpec, float]]]:
+    def _survey(self) -> tuple[list[Device], list[tuple[ModelSpec, float]], dict[str, str]]:
+        """Devices, each model's memory estimate, and why a model could not be estimated."""
         devices = self._given_devices if self._given_devices is not None else discover_devices()
-        estimates = []
+        estimates, unmeasured = [], {}
         for spec in self.config.models:
-            estimate = load_handler_class(spec.family).estimate_memory_gb(spec)
+            try:
+                estimate = load_handler_class(spec.family).estimate_memory_gb(spec)
+            except Exception as err:  # e.g. a truncated weight file: that model fails, not the server
+                unmeasured[spec.name] = f"{type(err).__name__}: {err}"
+                continue
             estimates.append((spec, estimate))
             log.info("memory estimate", extra={"model": spec.name, "estimate_gb": estimate})
-        return devices, estimates
+        return devices, estimates, unmeasured
 
     async def _load_device(self, device: str, entries: list[tuple[ModelSpec, Placement]]) -> None:
         """Models sharing a device load one after another, on that device's thread."""
@@ -185,7 +201,8 @@ class Engine:
         except TimeoutError:
             worker.withdraw(job)
             self._failed[model] += 1
-            raise DeadlineExceeded(timeout, "waiting in the queue" if job.started_at is None else "generating") from None
+            where = "waiting in the queue" if job.started_at is None else "generating"
+            raise DeadlineExceeded(timeout, where) from None
         except EngineError:
             self._failed[model] += 1
             raise

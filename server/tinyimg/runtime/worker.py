@@ -92,6 +92,7 @@ class DeviceWorker:
     async def stop(self, error_for: Callable[[Job], EngineError], grace: float = 30.0) -> None:
         """Fail waiting jobs with ``error_for(job)``, let the running batch finish within ``grace``."""
         self._stopping = True
+        running = list(self.running)  # taken now: cancelling the task below clears self.running
         for job in self.pending:
             _settle(job, error=error_for(job))
         self.pending.clear()
@@ -101,7 +102,7 @@ class DeviceWorker:
                 await asyncio.wait_for(asyncio.shield(self._task), grace)
             except TimeoutError:
                 self._task.cancel()
-        for job in self.running:
+        for job in running:
             _settle(job, error=error_for(job))
         self.executor.shutdown(wait=False, cancel_futures=True)
 
@@ -152,33 +153,32 @@ class DeviceWorker:
         try:
             outputs = await self.call(batch[0].handler.generate, [j.params for j in batch])
         except Exception as err:  # one failed call fails its batch, never the worker
-            seconds = time.monotonic() - start
-            error = self._classify(err, model)
+            error = self._classify(err, model, [j.params.request_id for j in batch])
             for job in batch:
                 _settle(job, error=error)
-        else:
-            seconds = time.monotonic() - start
-            for job, generated in zip(batch, outputs):
-                result = GenerationResult(generated, self.device, start - job.enqueued_at, seconds, images)
-                _settle(job, result=result)
-            if self.on_batch is not None:
-                self.on_batch(model, images, seconds)
+            return
         finally:
             self.running = []
+        seconds = time.monotonic() - start
+        for job, generated in zip(batch, outputs, strict=True):
+            _settle(job, result=GenerationResult(generated, self.device, start - job.enqueued_at, seconds, images))
+        if self.on_batch is not None:
+            self.on_batch(model, images, seconds)
         log.info(
             "batch done",
             extra={"model": model, "device": self.device, "images": images, "seconds": round(seconds, 4),
                    "request_ids": [j.params.request_id for j in batch]},
         )
 
-    def _classify(self, err: Exception, model: str) -> GenerationFailed:
+    def _classify(self, err: Exception, model: str, request_ids: list[str]) -> GenerationFailed:
+        where = {"model": model, "device": self.device, "request_ids": request_ids}
         if is_out_of_memory(err):
             release_cuda_cache()
-            log.error("out of GPU memory", extra={"model": model, "device": self.device})
+            log.error("out of GPU memory", extra=where)
             return GenerationFailed(
                 f"out of GPU memory on {self.device}; try fewer images or a smaller size", "out_of_memory"
             )
-        log.exception("generation failed", extra={"model": model, "device": self.device})
+        log.exception("generation failed", extra=where)
         return GenerationFailed(f"generation failed: {type(err).__name__}: {err}")
 
 

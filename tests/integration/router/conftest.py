@@ -56,7 +56,9 @@ class Proc:
 def spawn(name: str, args: list[str], log_dir: Path) -> Proc:
     port = free_port()
     log = log_dir / f"{name}.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # One torch thread per server: several servers share 2 cores here, and oversubscribed
+    # threads make every request slow and the timings noisy.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     popen = subprocess.Popen(
         [TINYIMG, *args, "--host", "127.0.0.1", "--port", str(port)],
         stdout=log.open("w"),

@@ -236,3 +236,19 @@ async def test_stop_fails_queued_requests_cleanly(engine_factory, gated):
     assert len((await running).images) == 1  # the batch in the pipeline finishes
     with pytest.raises(ModelNotReady, match="shutting down"):
         await queued
+
+
+async def test_unreadable_weights_fail_that_model_only(engine_factory, tiny_model_dirs, tmp_path):
+    broken = tmp_path / "broken"
+    (broken / "unet").mkdir(parents=True)
+    (broken / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"\x01")  # truncated header
+    engine = Engine(tiny_config({"sdxl": broken, "flux": tiny_model_dirs["flux"]}))
+    await engine.start()
+    try:
+        await wait_until_settled(engine)
+        state = {s.name: s for s in engine.model_states()}
+        assert state["tiny-sdxl"].state == "failed"
+        assert state["tiny-sdxl"].reason.startswith("cannot estimate its memory: ")
+        assert state["tiny-flux"].state == "ready"
+    finally:
+        await engine.stop()

@@ -59,7 +59,7 @@ def test_a_batch_of_different_prompts_matches_each_seed_alone(handler):
     alone = [img for p in batch for seed in p.seeds
              for img in handler.generate([params(handler, p.prompt, seed)])[0]]
     assert [img.seed for img in together] == [1, 2, 3, 4]
-    for t, a in zip(together, alone):
+    for t, a in zip(together, alone, strict=True):
         # Batched kernels round differently in the last float bits; that may move a pixel by one
         # level out of 255, never more, and only in a handful of pixels.
         diff = np.abs(pixels(t) - pixels(a))

@@ -18,7 +18,8 @@ class QueuedJob:
 
 
 def job(name: str, model: str = "m", images: int = 1, size: int = 64, steps: int = 4) -> QueuedJob:
-    return QueuedJob(name, model, GenerationParams(f"prompt {name}", None, size, size, steps, 5.0, tuple(range(images))))
+    params = GenerationParams(f"prompt {name}", None, size, size, steps, 5.0, tuple(range(images)))
+    return QueuedJob(name, model, params)
 
 
 def names(jobs) -> list[str]:
