@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import time
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from tinyimg import imaging
 from tinyimg.api.auth import ApiKeyDep
 from tinyimg.api.deps import ConfigDep, EngineDep, MetricsDep
+from tinyimg.api.metrics import ServerMetrics
 from tinyimg.api.requests import (
     GenerateRequest,
     GenerateResponse,
@@ -24,6 +25,7 @@ from tinyimg.api.requests import (
 )
 from tinyimg.logs import request_id_var
 from tinyimg.runtime.jobs import GenerationParams, GenerationResult, ModelNotFound
+from tinyimg.spec import ServerConfig
 
 router = APIRouter(tags=["generate"])
 
@@ -57,7 +59,8 @@ class Generation:
 
 
 async def run_generation(
-    request: Request, body: GenerateRequest, config, engine, metrics, output_format: str
+    request: Request, body: GenerateRequest, config: ServerConfig, engine: Any, metrics: ServerMetrics,
+    output_format: str,
 ) -> Generation:
     """Resolve, generate and encode one request; shared by /generate and the OpenAI route."""
     started = time.perf_counter()

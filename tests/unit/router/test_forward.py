@@ -198,3 +198,34 @@ async def test_body_and_request_id_reach_the_backend_unchanged():
     response = await forwarder.forward("m", "/v1/images/generations", b'{"model":"m"}', {"x-request-id": "rid-7"}, "rid-7")
     assert (await read(response))[0] == 200
     assert seen == {"body": b'{"model":"m"}', "rid": "rid-7", "path": "/v1/images/generations"}
+
+
+class BreakingBody(httpx.AsyncByteStream):
+    """Sends one chunk, then the connection drops."""
+
+    async def __aiter__(self):
+        yield b"first-chunk"
+        raise httpx.ReadError("connection reset mid-body")
+
+
+async def test_failure_after_the_response_started_is_never_retried():
+    calls = []
+
+    def handler(request):
+        calls.append(request.url.host)
+        return httpx.Response(200, stream=BreakingBody())
+
+    forwarder, table, metrics = build_forwarder(handler)
+    response = await forwarder.forward("m", "/generate", b"{}", {}, "rid")
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    with pytest.raises(httpx.ReadError):
+        await response({"type": "http"}, None, send)
+    assert calls == ["a"]
+    assert [m.get("body") for m in sent[1:]] == [b"first-chunk"]
+    assert value(metrics, "tinyimg_router_requests_total", model="m", outcome="aborted") == 1
+    assert value(metrics, "tinyimg_router_retries_total", model="m") == 0
+    assert table.pods["http://a"].inflight == 0

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from tests.support.tiny_models import tiny_config, tiny_model_dirs  # noqa: F401  (the fixture)
+from tests.support.tiny_models import tiny_config
 
 TINYIMG = str(Path(sys.executable).with_name("tinyimg"))
 
