@@ -81,8 +81,10 @@ def load_kube_connection(namespace: str | None = None) -> KubeConnection:
         from kubernetes import client, config
 
         configuration = client.Configuration()
-        config.load_kube_config(client_configuration=configuration)
-        _, active = config.list_kube_config_contexts()
+        # The client reads $KUBECONFIG once, at import; read it now so the current value counts.
+        path = os.environ.get("KUBECONFIG")
+        config.load_kube_config(config_file=path, client_configuration=configuration)
+        _, active = config.list_kube_config_contexts(config_file=path)
     except Exception as err:  # the kubernetes client raises several unrelated types here
         raise KubeConfigError(f"no in-cluster service account and no usable kubeconfig: {err}") from None
     token = configuration.api_key.get("authorization") or configuration.api_key.get("BearerToken")
