@@ -58,7 +58,7 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -173,12 +173,30 @@ class KubeEmulator(kmock.KubernetesEmulator):
     _current_rv: int = attrs.field(default=0, init=False)
     # Serialises writes so that a version is computed from the state it is applied to.
     _write_lock: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
+    _inflight: dict[int, rendering.Request] = attrs.field(factory=dict, init=False)
+
+    def __iter__(self) -> Iterator[rendering.Request]:
+        # kmock matches a request to its reactions by scanning every request seen so far through
+        # every reaction's filters: quadratic, minutes for a few thousand requests. Only requests
+        # being served can match, so only those are scanned; the full history is history().
+        return iter(list(self._inflight.values()))
+
+    def history(self) -> list[rendering.Request]:
+        """Every request served so far, in order."""
+        return list(self._requests)
 
     def _next_rv(self) -> str:
         self._current_rv = next(self._versions)  # type: ignore[call-overload]
         return str(self._current_rv)
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        self._inflight[id(request)] = request
+        try:
+            return await self._serve(request)
+        finally:
+            del self._inflight[id(request)]
+
+    async def _serve(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         writes = (enums.action.CREATE, enums.action.UPDATE, enums.action.DELETE)
         if request.resource is None or request.action not in writes:
             return await super()._handle(request)
@@ -347,13 +365,13 @@ class Kube:
 
     def requests(self) -> list[rendering.Request]:
         """Every request served so far, in order (kmock's request objects)."""
-        return list(self.emulator)
+        return self.emulator.history()
 
     def writes(self, resource: str | None = None) -> list[rendering.Request]:
         """Create/patch/delete requests from clients under test (the helpers' own are left out)."""
         kinds = (enums.action.CREATE, enums.action.UPDATE, enums.action.DELETE)
         return [
-            r for r in self.emulator
+            r for r in self.emulator.history()
             if r.action in kinds and r.headers.get("User-Agent") != HELPER_AGENT
             and (resource is None or r.resource == kmock.resource(resource))
         ]

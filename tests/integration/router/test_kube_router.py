@@ -11,7 +11,7 @@ import httpx
 import pytest
 import uvicorn
 
-from tests.integration.router.processes import free_port, start_servers
+from tests.support.processes import free_port, start_servers
 from tests.support.kube import kube  # noqa: F401  (the fixture)
 from tests.support.tiny_models import tiny_model_dirs  # noqa: F401  (the fixture)
 from tinyimg.router.app import create_router_app

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.router.processes import free_port, running_router, start_servers
+from tests.support.processes import free_port, running_router, start_servers
 from tests.support.tiny_models import tiny_model_dirs  # noqa: F401  (the fixture)
 
 # The slow backend serves the same model name with far more default steps and a 4x larger image.

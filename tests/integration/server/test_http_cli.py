@@ -2,51 +2,26 @@
 
 from __future__ import annotations
 
-import json
-import socket
-import subprocess
-import sys
-import time
-
 import io
+import json
 
 import httpx
 import yaml
 from PIL import Image
 
+from tests.support.processes import spawn, wait_until_ready
 from tests.support.tiny_models import tiny_model_entry
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_tinyimg_serve_serves_a_png_and_logs_the_request_id(tiny_model_dirs, tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"models": [tiny_model_entry(f, d) for f, d in tiny_model_dirs.items()]}))
-    port = free_port()
-    log = (tmp_path / "server.log").open("w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tinyimg", "serve", "--config", str(config), "--model", "tiny-flux", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
+    proc = wait_until_ready(spawn("server", ["serve", "--config", str(config), "--model", "tiny-flux"], tmp_path))
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()
-            try:
-                if httpx.get(f"{url}/health/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        models = [m["name"] for m in httpx.get(f"{url}/models").json()["models"]]
+        models = [m["name"] for m in httpx.get(f"{proc.url}/models").json()["models"]]
         assert models == ["tiny-flux"]
         r = httpx.post(
-            f"{url}/generate",
+            f"{proc.url}/generate",
             json={"model": "tiny-flux", "prompt": "a harbour", "seed": 5},
             headers={"Accept": "image/png", "X-Request-ID": "cli-serve-1"},
             timeout=60,
@@ -54,9 +29,8 @@ def test_tinyimg_serve_serves_a_png_and_logs_the_request_id(tiny_model_dirs, tmp
         assert r.status_code == 200 and r.headers["x-seed"] == "5"
         assert Image.open(io.BytesIO(r.content)).size == (64, 64)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    lines = [json.loads(line) for line in (tmp_path / "server.log").read_text().splitlines() if line.startswith("{")]
+        proc.stop()
+    lines = [json.loads(line) for line in proc.log.read_text().splitlines() if line.startswith("{")]
     access = [e for e in lines if e["request_id"] == "cli-serve-1" and e["logger"] == "tinyimg.access"]
     assert access and access[0]["status"] == 200 and access[0]["path"] == "/generate"
     assert any(e["message"] == "model ready" and e.get("model") == "tiny-flux" for e in lines)

@@ -7,14 +7,13 @@ import io
 import re
 import shlex
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 from PIL import Image
+
+from tests.support.processes import spawn, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[3]
 DEMO_URL = "http://127.0.0.1:8000"
@@ -28,14 +27,6 @@ def readme_curl_command() -> list[str]:
     return shlex.split(line)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def demo_server(tiny_model_dirs, tmp_path_factory):
     """`tinyimg serve` on the demo config, its model sources pointed at the session's tiny models."""
@@ -43,30 +34,12 @@ def demo_server(tiny_model_dirs, tmp_path_factory):
     for model in demo["models"]:
         model["source"] = str(tiny_model_dirs[model["family"]])
     workdir = tmp_path_factory.mktemp("readme")
-    config = workdir / "config.yaml"
-    config.write_text(yaml.safe_dump(demo))
-    port = free_port()
-    log = (workdir / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tinyimg", "serve", "--config", str(config), "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
+    (workdir / "config.yaml").write_text(yaml.safe_dump(demo))
+    proc = wait_until_ready(spawn("demo", ["serve", "--config", str(workdir / "config.yaml")], workdir), timeout=180)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, (workdir / "server.log").read_text()
-            try:
-                if httpx.get(f"{url}/health/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "demo server not ready in 180 s"
-            time.sleep(0.2)
-        yield url, [m["name"] for m in demo["models"]]
+        yield proc.url, [m["name"] for m in demo["models"]]
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        proc.stop()
 
 
 def test_readme_curl_targets_the_make_run_defaults():
