@@ -74,4 +74,5 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--batch", type=int, default=50)
     args = parser.parse_args()
-    asyncio.run(main(args.runs, args.batch))
+    # Not asyncio.run(): it would wait at exit for tasks a cancelled kopf operator leaves behind.
+    asyncio.new_event_loop().run_until_complete(main(args.runs, args.batch))

@@ -28,6 +28,7 @@ PLURALS = {
     labels.KIND: labels.PLURAL,
 }
 MERGE_PATCH = "application/merge-patch+json"
+REQUEST_TIMEOUT = (10, 30)  # connect, read (seconds): a stuck call must not hold a handler thread
 
 
 class ApiError(Exception):
@@ -87,7 +88,9 @@ class KubeApi:
             _, url, headers, payload, _ = self._client.param_serialize(
                 method, path, header_params=headers, body=body, auth_settings=["BearerToken"]
             )
-            response = self._client.call_api(method, url, header_params=headers, body=payload)
+            response = self._client.call_api(
+                method, url, header_params=headers, body=payload, _request_timeout=REQUEST_TIMEOUT
+            )
             response.read()
         except (ApiException, OSError) as err:
             raise ApiError(getattr(err, "status", 0) or 0, str(err)) from None
