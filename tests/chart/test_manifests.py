@@ -75,9 +75,9 @@ def test_default_install_has_operator_and_router_and_nothing_optional(defaults: 
 OPERATOR_RULES = [
     (["tinyimg.io"], ["imagemodels"], ["get", "list", "watch", "patch"]),
     (["tinyimg.io"], ["imagemodels/status"], ["get", "patch"]),
-    ([""], ["configmaps", "services", "persistentvolumeclaims"], ["get", "list", "watch", "create", "patch", "delete"]),
-    (["apps"], ["deployments"], ["get", "list", "watch", "create", "patch", "delete"]),
-    ([""], ["events"], ["create", "patch"]),
+    ([""], ["configmaps", "services", "persistentvolumeclaims"], ["get", "list", "watch", "create", "patch"]),
+    (["apps"], ["deployments"], ["get", "list", "watch", "create", "patch"]),
+    ([""], ["events"], ["create"]),
 ]
 CRD_DISCOVERY_RULE = (["apiextensions.k8s.io"], ["customresourcedefinitions"], ["list", "watch"])
 NAMESPACES_RULE = ([""], ["namespaces"], ["list", "watch"])

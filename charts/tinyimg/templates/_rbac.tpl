@@ -1,4 +1,5 @@
-{{/* What the operator reconciles: a Role in its namespace, or part of its ClusterRole. */}}
+{{/* What the operator reconciles: a Role in its namespace, or part of its ClusterRole. Exactly
+the calls tinyimg_operator.applier and kopf make; nothing is deleted (ownerReferences do that). */}}
 {{- define "tinyimg.operator.rules" -}}
 - apiGroups: [tinyimg.io]
   resources: [imagemodels]
@@ -8,12 +9,12 @@
   verbs: [get, patch]
 - apiGroups: [""]
   resources: [configmaps, services, persistentvolumeclaims]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [get, list, watch, create, patch]
 # kopf posts its handler results as Events; the operator adds its own.
 - apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
+  verbs: [create]
 {{- end -}}
