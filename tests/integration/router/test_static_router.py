@@ -12,8 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.processes import free_port, running_router, start_servers
 from tests.support.tiny_models import tiny_model_dirs  # noqa: F401  (the fixture)
 
-# The slow backend serves the same model name with far more default steps and a 4x larger image.
-SLOW = {"defaults": {"steps": 8, "width": 128, "height": 128}}
+# The slow backend serves the same model name with far more work per request: about 20x the default
+# (4 steps at 64x64), clearly slower even on a busy machine.
+SLOW = {"defaults": {"steps": 20, "width": 256, "height": 256}}
 
 
 @pytest.fixture(scope="module")
