@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     procs = [
         subprocess.Popen([sys.executable, __file__, "--backend", str(backend_port)], env=env),
         subprocess.Popen(
-            [tinyimg, "router", "--backend", f"bench={backend_url}", "--port", str(router_port), "--log-level", "warning"],
+            [tinyimg, "router", "--backend", f"bench={backend_url}", "--port", str(router_port), "--log-level", os.environ.get("ROUTER_LOG_LEVEL", "warning")],
             env=env,
         ),
     ]
