@@ -170,8 +170,3 @@ def apply_status(api: KubeApi, owner: dict[str, Any], status: dict[str, Any]) ->
         return False
     api.request("PATCH", path_of(owner) + "/status", {"status": status}, MERGE_PATCH)
     return True
-
-
-def read_object(api: KubeApi, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-    return api.get(object_path(api_version, kind, namespace, name))
-

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import yaml
@@ -60,18 +61,27 @@ def cmd_manifests(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """Thin wrapper over ``kopf run -m tinyimg_operator.handlers --standalone`` (exits like kopf)."""
-    from kopf.cli import main as kopf_cli
+LOG_LEVELS = ("verbose", "debug", "quiet")
 
+
+def build_kopf_argv(args: argparse.Namespace, environ: Mapping[str, str]) -> list[str]:
+    """``kopf run`` arguments. Namespaced unless --all-namespaces; the namespace defaults to
+    $TINYIMG_NAMESPACE (the chart sets it to the pod's own), else ``default``."""
     argv = ["run", "-m", "tinyimg_operator.handlers", "--standalone"]
     if args.all_namespaces:
         argv.append("--all-namespaces")
     else:
-        argv += ["--namespace", args.namespace]
+        argv += ["--namespace", args.namespace or environ.get("TINYIMG_NAMESPACE") or "default"]
     if args.liveness:
         argv += ["--liveness", args.liveness]
-    kopf_cli.main(args=argv, prog_name="kopf")
+    return argv + [f"--{level}" for level in LOG_LEVELS if getattr(args, level)]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Thin wrapper over ``kopf run -m tinyimg_operator.handlers --standalone`` (exits like kopf)."""
+    from kopf.cli import main as kopf_cli
+
+    kopf_cli.main(args=build_kopf_argv(args, os.environ), prog_name="kopf")
     return 0
 
 
@@ -89,9 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     manifests.set_defaults(func=cmd_manifests)
     run = sub.add_parser("run", help="run the operator (kopf)")
     scope = run.add_mutually_exclusive_group()
-    scope.add_argument("--namespace", "-n", default="default")
-    scope.add_argument("--all-namespaces", "-A", action="store_true")
+    scope.add_argument("--namespace", "-n", help="the one namespace to watch (default: $TINYIMG_NAMESPACE, else default)")
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
     run.add_argument("--liveness", help="kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    for level in LOG_LEVELS:
+        run.add_argument(f"--{level}", action="store_true", help=f"kopf's {level} logging")
     run.set_defaults(func=cmd_run)
     return parser
 

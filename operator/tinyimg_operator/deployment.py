@@ -14,6 +14,7 @@ from tinyimg_operator.objects import (
     CHECKSUM_ANNOTATION,
     CONFIG_DIR,
     CONFIG_FILE,
+    TMP_DIR,
     cache_claim_name,
     configmap_name,
     object_labels,
@@ -112,7 +113,7 @@ def build_container(spec: ModelSpec, settings: BuildSettings) -> dict[str, Any]:
         },
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "tmp", "mountPath": TMP_DIR},
             {"name": "cache", "mountPath": CACHE_DIR},
         ],
     }
@@ -122,8 +123,14 @@ def build_container(spec: ModelSpec, settings: BuildSettings) -> dict[str, Any]:
 
 
 def build_env(spec: ModelSpec) -> list[dict[str, Any]]:
-    """HF_HOME on the cache volume, HF_TOKEN from the Secret, then spec.env (which may override)."""
-    env: dict[str, dict[str, Any]] = {"HF_HOME": {"name": "HF_HOME", "value": CACHE_DIR}}
+    """HF_HOME on the cache volume, HOME on tmp, HF_TOKEN from the Secret, then spec.env (which may override).
+
+    The root filesystem is read-only, so HOME points at the writable tmp volume: caches that
+    follow HOME (triton's ~/.triton when torch.compile is on, ~/.cache) then still work."""
+    env: dict[str, dict[str, Any]] = {
+        "HF_HOME": {"name": "HF_HOME", "value": CACHE_DIR},
+        "HOME": {"name": "HOME", "value": TMP_DIR},
+    }
     if spec.hf_token_secret:
         ref = {"name": spec.hf_token_secret.name, "key": spec.hf_token_secret.key}
         env["HF_TOKEN"] = {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": ref}}

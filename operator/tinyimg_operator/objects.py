@@ -10,6 +10,7 @@ API_VERSION = f"{labels.GROUP}/{labels.VERSION}"
 CONFIG_FILE = "config.yaml"
 CONFIG_DIR = "/etc/tinyimg"
 CACHE_DIR = "/var/cache/huggingface"
+TMP_DIR = "/tmp"
 CHECKSUM_ANNOTATION = f"{labels.GROUP}/config-checksum"
 
 

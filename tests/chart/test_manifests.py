@@ -102,6 +102,20 @@ def test_namespaced_operator_gets_a_role_and_only_crd_discovery_cluster_wide(def
     assert f"--namespace={NAMESPACE}" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
+@pytest.mark.parametrize(
+    ("values_set", "scope"),
+    [("defaults", ["--namespace", NAMESPACE]), ("cluster-wide-operator", ["--all-namespaces"])],
+)
+def test_operator_arguments_are_ones_its_cli_turns_into_the_chosen_kopf_scope(
+    rendered: dict[str, list[dict[str, Any]]], values_set: str, scope: list[str]
+) -> None:
+    from tinyimg_operator.cli import build_kopf_argv, build_parser
+
+    c = one(rendered[values_set], "Deployment", "-operator")["spec"]["template"]["spec"]["containers"][0]
+    argv = build_kopf_argv(build_parser().parse_args([*c["command"][1:], *c["args"]]), {})
+    assert argv[4:] == [*scope, "--liveness", "http://0.0.0.0:8080/healthz"]
+
+
 def test_cluster_wide_operator_gets_a_clusterrole_with_namespaces_and_no_role(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
@@ -112,11 +126,11 @@ def test_cluster_wide_operator_gets_a_clusterrole_with_namespaces_and_no_role(
     assert "--all-namespaces" in args and not any(a.startswith("--namespace") for a in args)
 
 
-def test_operator_runs_kopf_standalone_with_one_replica_and_the_server_image(every_option: list[dict[str, Any]]) -> None:
+def test_operator_runs_its_entrypoint_with_one_replica_and_the_server_image(every_option: list[dict[str, Any]]) -> None:
     deployment = one(every_option, "Deployment", "-operator")
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
     c = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert c["command"] == ["kopf", "run", "--standalone", "-m", "tinyimg_operator.handlers"]
+    assert c["command"] == ["tinyimg-operator", "run"]  # the image entrypoint: kopf --standalone
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["TINYIMG_SERVER_IMAGE"] == "registry.example.com/tinyimg-server:1.2.3"
     assert env["TINYIMG_IMAGE_PULL_POLICY"] == "IfNotPresent"

@@ -443,8 +443,14 @@ class KopfOperator:
     Log it in through a kubeconfig (``Kube.write_kubeconfig`` + ``KUBECONFIG``) or a login handler.
     """
 
-    def __init__(self, module: str) -> None:
+    def __init__(self, module: str, namespaces: tuple[str, ...] = ()) -> None:
+        """``namespaces``: watch only these (like ``--namespace``); none: cluster-wide.
+
+        Namespaced, kopf's namespace scanning is off: a namespaced Role answers its list of
+        namespaces with 403, and kopf then serves the named namespaces, which is what this gives
+        (kmock cannot answer ``GET /api/v1/namespaces`` at all)."""
         self.module = module
+        self.namespaces = namespaces
         self._task: asyncio.Task[None] | None = None
         self._stop: asyncio.Event | None = None
 
@@ -454,9 +460,12 @@ class KopfOperator:
         import kopf
 
         importlib.import_module(self.module)  # registers its handlers in kopf's default registry
+        settings = kopf.OperatorSettings()
+        settings.scanning.disabled = bool(self.namespaces)
         self._stop, ready = asyncio.Event(), asyncio.Event()
         self._task = asyncio.create_task(
-            kopf.operator(clusterwide=True, standalone=True, stop_flag=self._stop, ready_flag=ready)
+            kopf.operator(clusterwide=not self.namespaces, namespaces=self.namespaces, settings=settings,
+                          standalone=True, stop_flag=self._stop, ready_flag=ready)
         )
         await asyncio.wait_for(ready.wait(), timeout)
 

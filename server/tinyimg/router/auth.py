@@ -80,16 +80,25 @@ class TokenBucket:
         return (1 - self.tokens) / self.rate
 
 
+    def is_full_at(self, now: float) -> bool:
+        return self.tokens < 0 or self.tokens + (now - self.updated) * self.rate >= self.burst
+
+
 @dataclass
 class RateLimiter:
-    """One bucket per key (or per client address when keys are off)."""
+    """One bucket per key (or per client address when keys are off). Past ``max_buckets``, buckets
+    that have refilled are dropped (a fresh one is the same), so many addresses cannot grow memory
+    without bound."""
 
     rate: float
     burst: float
     buckets: dict[str, TokenBucket] = field(default_factory=dict)
+    max_buckets: int = 10_000
 
     def take(self, who: str, now: float) -> float:
         bucket = self.buckets.get(who)
         if bucket is None:
+            if len(self.buckets) >= self.max_buckets:
+                self.buckets = {k: b for k, b in self.buckets.items() if not b.is_full_at(now)}
             bucket = self.buckets[who] = TokenBucket(self.rate, self.burst)
         return bucket.take(now)

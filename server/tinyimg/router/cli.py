@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_settings(args: argparse.Namespace) -> RouterSettings:
+def load_settings(args: argparse.Namespace) -> RouterSettings:
     from tinyimg.router.auth import load_key_hashes
 
     return RouterSettings(
@@ -45,7 +45,7 @@ def build_settings(args: argparse.Namespace) -> RouterSettings:
     )
 
 
-def build_discovery(args: argparse.Namespace):  # noqa: ANN201 - StaticDiscovery | KubeDiscovery
+def load_discovery(args: argparse.Namespace):  # noqa: ANN201 - StaticDiscovery | KubeDiscovery
     if args.kubernetes:
         if args.backend or args.backends:
             raise ValueError("--kubernetes and --backend/--backends exclude each other")
@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     from tinyimg.router.discovery_static import BackendsError
 
     try:
-        settings = build_settings(args)
-        discovery = build_discovery(args)
+        settings = load_settings(args)
+        discovery = load_discovery(args)
     except (ValueError, KeyFileError, BackendsError) as err:
         print(f"tinyimg router: {err}", file=sys.stderr)
         return 2

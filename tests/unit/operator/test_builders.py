@@ -69,6 +69,7 @@ def test_pod_is_non_root_read_only_and_drops_capabilities():
     assert sc == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
                   "capabilities": {"drop": ["ALL"]}}
     assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
+    assert {"name": "tmp", "mountPath": "/tmp"} in pod["containers"][0]["volumeMounts"]
 
 
 def test_cache_is_a_claim_when_sized_else_an_empty_dir():
@@ -87,6 +88,7 @@ def test_env_has_hf_home_token_secret_and_user_values():
     c = container(build_deployment(spec(hfTokenSecret={"name": "hf"}, env={"A": "1", "HF_HOME": "/x"}), "ns", BuildSettings()))
     assert c["env"] == [
         {"name": "HF_HOME", "value": "/x"},
+        {"name": "HOME", "value": "/tmp"},  # the writable tmp volume: the root filesystem is read-only
         {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}},
         {"name": "A", "value": "1"},
     ]

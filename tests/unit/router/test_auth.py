@@ -87,3 +87,12 @@ def test_rate_limiter_keeps_one_bucket_per_key():
     assert limiter.take("a", 0.0) == 0.0
     assert limiter.take("a", 0.0) > 0
     assert limiter.take("b", 0.0) == 0.0
+
+
+def test_rate_limiter_drops_refilled_buckets_once_it_holds_too_many():
+    limiter = RateLimiter(rate=1.0, burst=2, max_buckets=2)
+    limiter.take("idle", 0.0)
+    limiter.take("busy", 9.0), limiter.take("busy", 9.0)
+    assert limiter.take("new", 10.0) == 0.0  # "idle" refilled long ago: dropped; "busy" still owes
+    assert sorted(limiter.buckets) == ["busy", "new"]
+    assert limiter.take("busy", 10.0) == 0.0 and limiter.take("busy", 10.0) > 0  # its state was kept

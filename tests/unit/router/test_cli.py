@@ -1,7 +1,7 @@
 import pytest
 
 from tinyimg.router.auth import hash_key
-from tinyimg.router.cli import build_discovery, build_parser, build_settings, main
+from tinyimg.router.cli import load_discovery, build_parser, load_settings, main
 from tinyimg.router.discovery_static import StaticDiscovery
 
 
@@ -24,7 +24,7 @@ def test_flags_and_file_merge_into_one_static_discovery(tmp_path):
     backends = tmp_path / "backends.yaml"
     backends.write_text("backends:\n  a: [http://h:1]\n  b: http://h:3\n")
     args = build_parser().parse_args(["--backends", str(backends), "--backend", "a=http://h:2", "--backend", "a=http://h:1"])
-    discovery = build_discovery(args)
+    discovery = load_discovery(args)
     assert isinstance(discovery, StaticDiscovery)
     assert discovery.backends == {"a": ["http://h:1", "http://h:2"], "b": ["http://h:3"]}
 
@@ -33,7 +33,7 @@ def test_settings_hash_keys_and_protect_health(tmp_path):
     keys = tmp_path / "keys"
     keys.write_text("k1\n")
     args = build_parser().parse_args(["--api-keys-file", str(keys), "--rate-limit", "5", "--protect-health"])
-    settings = build_settings(args)
+    settings = load_settings(args)
     assert settings.key_hashes == (hash_key("k1"),)
     assert (settings.rate_limit, settings.rate_burst, settings.open_paths) == (5.0, 10.0, ())
-    assert build_settings(build_parser().parse_args([])).open_paths == ("/health", "/health/ready", "/metrics")
+    assert load_settings(build_parser().parse_args([])).open_paths == ("/health", "/health/ready", "/metrics")

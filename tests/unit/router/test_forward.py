@@ -1,3 +1,7 @@
+"""The forwarder's retry, error and relay rules. Upstreams here are httpx.MockTransport handlers on
+purpose: they stage exact failures (refused, 503, timeout, a break after the head) on demand; the
+same rules against real model-server processes are in tests/integration/router."""
+
 import httpx
 import pytest
 
