@@ -1,8 +1,7 @@
-"""Encode generated images to PNG, JPEG or WebP bytes (and base64 for JSON answers)."""
+"""Encode generated images to PNG, JPEG or WebP bytes."""
 
 from __future__ import annotations
 
-import base64
 import io
 from typing import Any
 
@@ -24,7 +23,3 @@ def encode_image(image: Any, output_format: str = "png") -> bytes:
     options: dict[str, Any] = {} if pil_format == "PNG" else {"quality": QUALITY}
     image.convert("RGB").save(buffer, format=pil_format, **options)
     return buffer.getvalue()
-
-
-def encode_image_base64(image: Any, output_format: str = "png") -> str:
-    return base64.b64encode(encode_image(image, output_format)).decode("ascii")

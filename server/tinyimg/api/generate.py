@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from tinyimg.api.requests import (
     build_parameters_response,
 )
 from tinyimg.logs import request_id_var
-from tinyimg.runtime.jobs import GenerationParams, GenerationResult, ModelNotFound
+from tinyimg.runtime.jobs import EngineError, GenerationParams, GenerationResult, ModelNotFound
 from tinyimg.spec import ServerConfig
 
 router = APIRouter(tags=["generate"])
@@ -43,6 +44,41 @@ def read_raw_format(accept: str | None) -> str | None:
         if media in _JSON_MEDIA_TYPES:
             return None
     return None
+
+
+class ClientDisconnected(EngineError):
+    """The client hung up before its answer: its job left the queue. 499 is nginx's code for it;
+    nobody reads the answer, but the access log and the metrics do."""
+
+    def __init__(self) -> None:
+        super().__init__("the client closed the connection; its request was withdrawn", 499, "client_disconnected")
+
+
+async def read_disconnect(request: Request) -> None:
+    """Returns when the client hangs up. The route has read the whole body by now, so servers
+    send nothing more until the connection closes (or our response is complete)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def generate_while_connected(
+    request: Request, engine: Any, model: str, params: GenerationParams
+) -> GenerationResult:
+    """The engine's answer, unless the client hangs up first: then the generation is cancelled,
+    which withdraws a queued job (a running batch finishes; this request's images are dropped).
+    Servers do not cancel a route when its client goes away, so without this a queue of
+    abandoned requests would still be generated."""
+    generation = asyncio.ensure_future(engine.generate(model, params))
+    hangup = asyncio.ensure_future(read_disconnect(request))
+    try:
+        done, _ = await asyncio.wait((generation, hangup), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (generation, hangup):
+            task.cancel()
+    if generation in done:
+        return generation.result()
+    hangup.result()  # re-raises if listening for the hang-up itself failed
+    raise ClientDisconnected()
 
 
 def encode_all(images: list, output_format: str) -> list[bytes]:
@@ -70,7 +106,7 @@ async def run_generation(
     except KeyError:
         raise ModelNotFound(body.model, [m.name for m in config.models]) from None
     params = build_generation_params(body, spec, request_id_var.get())
-    result = await engine.generate(spec.name, params)
+    result = await generate_while_connected(request, engine, spec.name, params)
     # Encoding a large PNG takes tens of milliseconds: keep it off the event loop.
     encoded = await run_in_threadpool(encode_all, [i.image for i in result.images], output_format)
     metrics.count_images(spec.name, len(encoded))

@@ -30,6 +30,7 @@ _OUTCOMES = {
     413: "too_large",
     422: "invalid",
     429: "queue_full",
+    499: "disconnected",
     503: "not_ready",
     504: "deadline",
 }
@@ -51,7 +52,10 @@ class EngineCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         status = self.read_status()
         queue = GaugeMetricFamily("tinyimg_queue_depth", "Requests waiting, per model and device.", labels=["model", "device"])
-        inflight = GaugeMetricFamily("tinyimg_inflight_requests", "Requests admitted and not finished.", labels=["model"])
+        inflight = GaugeMetricFamily(
+            "tinyimg_inflight_requests", "Requests in a pipeline call now (the waiting ones: tinyimg_queue_depth).",
+            labels=["model"],
+        )
         for name, m in status.get("models", {}).items():
             queue.add_metric([name, str(m.get("device") or "none")], m.get("queue_depth", 0))
             inflight.add_metric([name], m.get("in_flight", 0))

@@ -8,6 +8,7 @@ extra call arguments it needs. torch and diffusers are imported inside methods o
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,18 +73,23 @@ class Handler:
             getattr(pipe, self.denoiser).compile()
         self.pipe, self.device, self.offload = pipe, device, offload
 
-    def generate(self, batch: list[GenerationParams]) -> list[list[GeneratedImage]]:
+    def generate(
+        self, batch: list[GenerationParams], should_stop: Callable[[], bool] | None = None
+    ) -> list[list[GeneratedImage]]:
         """ONE pipeline call for every image of every request in ``batch`` (equal batch keys).
 
         Each image gets its own CPU generator seeded with its seed, and each request's prompt is
         encoded on its own, so an image does not depend on its batch neighbours (up to float
-        rounding in batched kernels: at most 1/255 per pixel)."""
+        rounding in batched kernels: at most 1/255 per pixel). ``should_stop`` is asked after
+        every denoising step; once it says yes the remaining steps are skipped (the images that
+        come back are unfinished: for callers that have gone, deadline passed or hung up)."""
         import torch
 
         head = batch[0]
         if any(p.batch_key() != head.batch_key() for p in batch):
             raise ValueError("a batch must share width, height, steps and guidance")
         generators = [torch.Generator("cpu").manual_seed(seed) for p in batch for seed in p.seeds]
+        stop = {"callback_on_step_end": build_stop_callback(should_stop)} if should_stop is not None else {}
         with torch.inference_mode():
             embeddings = [self.encode_prompt(p, len(p.seeds)) for p in batch]
             merged = {key: torch.cat([e[key] for e in embeddings]) for key in embeddings[0]}
@@ -95,6 +101,7 @@ class Handler:
                 num_inference_steps=head.steps,
                 generator=generators,
                 output_type="pil",
+                **stop,
             ).images
         results, start = [], 0
         for p in batch:
@@ -112,3 +119,15 @@ class Handler:
 
     def call_arguments(self, params: GenerationParams) -> dict[str, Any]:
         return {"guidance_scale": params.guidance_scale}
+
+
+def build_stop_callback(should_stop: Callable[[], bool]) -> Callable[..., dict[str, Any]]:
+    """A diffusers ``callback_on_step_end`` that interrupts the denoising loop (diffusers' own
+    switch: the pipeline skips the remaining steps, then decodes) once ``should_stop()`` is true."""
+
+    def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        if should_stop():
+            pipe._interrupt = True
+        return tensors
+
+    return on_step_end

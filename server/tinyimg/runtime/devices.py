@@ -59,14 +59,30 @@ def read_memory(device: Device) -> tuple[int, int]:
 
 
 def release_cuda_cache() -> None:
-    """Give cached blocks back after an out-of-memory error, so the next batch starts clean."""
+    """Give cached blocks back after an out-of-memory error, so the next batch starts clean.
+    Collects garbage first: tensors caught in reference cycles hold their blocks until then."""
+    import gc
+
     import torch
 
     if torch.cuda.is_available():
+        gc.collect()
         torch.cuda.empty_cache()
+
+
+# What an allocation failure says when it arrives as a plain RuntimeError (older torch, or raised
+# by cuBLAS/cuDNN/a CUDA kernel rather than the caching allocator).
+_OUT_OF_MEMORY_MESSAGES = (
+    "CUDA out of memory",
+    "CUDA error: out of memory",
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    "CUDNN_STATUS_ALLOC_FAILED",
+)
 
 
 def is_out_of_memory(err: BaseException) -> bool:
     import torch
 
-    return isinstance(err, torch.cuda.OutOfMemoryError)
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(err, RuntimeError) and any(m in str(err) for m in _OUT_OF_MEMORY_MESSAGES)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -78,6 +79,7 @@ class DeviceWorker:
         """Forget a job whose caller gave up (deadline, disconnect) before it started."""
         if job in self.pending:
             self.pending.remove(job)
+            self._wakeup.set()  # it may have been the head the worker is gathering mates for
 
     def queue_depth(self, model: str) -> int:
         return sum(1 for j in self.pending if j.model == model)
@@ -112,11 +114,12 @@ class DeviceWorker:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            await self._gather(self.pending[0])
-            self._drop_expired()
-            if not self.pending or self._stopping:
-                continue
             head = self.pending[0]
+            await self._gather(head)
+            self._drop_expired()
+            # Withdrawn or expired while gathering: the next head gathers its own batch mates.
+            if head not in self.pending or self._stopping:
+                continue
             batch = pick_batch(self.pending, head.max_batch)
             for job in batch:
                 self.pending.remove(job)
@@ -151,17 +154,26 @@ class DeviceWorker:
         images = sum(len(j.params.seeds) for j in batch)
         model = batch[0].model
         try:
-            outputs = await self.call(batch[0].handler.generate, [j.params for j in batch])
-        except Exception as err:  # one failed call fails its batch, never the worker
+            outputs = await self.call(batch[0].handler.generate, [j.params for j in batch], _callers_gone(batch))
+            seconds = time.monotonic() - start
+            results = [
+                GenerationResult(generated, self.device, start - job.enqueued_at, seconds, images)
+                for job, generated in zip(batch, outputs, strict=True)
+            ]
+        except Exception as err:  # one failed call (or a handler's wrong answer) fails its batch, never the worker
             error = self._classify(err, model, [j.params.request_id for j in batch])
             for job in batch:
                 _settle(job, error=error)
+            if error.code == "out_of_memory":
+                # The failed call's frames still hold its activations; empty_cache cannot give back
+                # blocks that live tensors use, so drop those frames first.
+                traceback.clear_frames(err.__traceback__)
+                await self.call(release_cuda_cache)
             return
         finally:
             self.running = []
-        seconds = time.monotonic() - start
-        for job, generated in zip(batch, outputs, strict=True):
-            _settle(job, result=GenerationResult(generated, self.device, start - job.enqueued_at, seconds, images))
+        for job, result in zip(batch, results):
+            _settle(job, result=result)
         if self.on_batch is not None:
             self.on_batch(model, images, seconds)
         log.info(
@@ -173,13 +185,19 @@ class DeviceWorker:
     def _classify(self, err: Exception, model: str, request_ids: list[str]) -> GenerationFailed:
         where = {"model": model, "device": self.device, "request_ids": request_ids}
         if is_out_of_memory(err):
-            release_cuda_cache()
-            log.error("out of GPU memory", extra=where)
+            log.error("out of GPU memory", extra={**where, "error": str(err)})
             return GenerationFailed(
                 f"out of GPU memory on {self.device}; try fewer images or a smaller size", "out_of_memory"
             )
         log.exception("generation failed", extra=where)
         return GenerationFailed(f"generation failed: {type(err).__name__}: {err}")
+
+
+def _callers_gone(batch: list[Job]) -> Callable[[], bool]:
+    """True once no caller of the batch waits for it (each gave up at its deadline or hung up):
+    the pipeline then stops early instead of holding the device for answers nobody reads. Read
+    from the device thread; a future's done() is a plain attribute read."""
+    return lambda: all(job.future.done() for job in batch)
 
 
 def _settle(job: Job, *, result: GenerationResult | None = None, error: EngineError | None = None) -> None:

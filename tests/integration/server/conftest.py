@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from tests.support.faults import gated  # noqa: F401  (a fixture)
 from tests.support.tiny_models import tiny_config, tiny_model_dirs  # noqa: F401  (the fixture)
 from tinyimg.api.app import create_app
 from tinyimg.logs import JsonFormatter, RequestIdFilter

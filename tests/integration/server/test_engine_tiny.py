@@ -6,14 +6,11 @@ Where a test needs a stuck or failing pipeline, it injects a fault with a handle
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import numpy as np
 import pytest
-import torch
 
 from tests.support.tiny_models import tiny_config
-from tinyimg.families.flux import FluxHandler
 from tinyimg.runtime.engine import Engine
 from tinyimg.runtime.jobs import (
     DeadlineExceeded,
@@ -39,21 +36,6 @@ async def wait_until_settled(engine: Engine, timeout: float = 60) -> None:
     await asyncio.wait_for(settled(), timeout)
 
 
-class GatedFluxHandler(FluxHandler):
-    """Fault injection: generation blocks while ``gate`` is clear, and some prompts raise."""
-
-    gate = threading.Event()
-
-    def generate(self, batch):
-        self.gate.wait(30)
-        prompt = batch[0].prompt
-        if prompt == "explode":
-            raise RuntimeError("injected fault")
-        if prompt == "oom":
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
-        return super().generate(batch)
-
-
 @pytest.fixture
 async def engine_factory(tiny_model_dirs):
     engines = []
@@ -70,13 +52,6 @@ async def engine_factory(tiny_model_dirs):
     yield start
     for engine in engines:
         await engine.stop()
-
-
-@pytest.fixture
-def gated():
-    GatedFluxHandler.gate.set()
-    yield GatedFluxHandler
-    GatedFluxHandler.gate.set()
 
 
 async def test_both_families_load_and_generate_the_requested_size(engine_factory):
@@ -103,6 +78,21 @@ async def test_readiness_is_false_while_loading(tiny_model_dirs):
             await engine.generate(FLUX, params())
         await wait_until_settled(engine)
         assert engine.readiness() == (True, "all models ready")
+    finally:
+        await engine.stop()
+
+
+async def test_readiness_waits_for_the_warm_up_generation(tiny_model_dirs, gated):
+    gated.gate.clear()
+    engine = Engine(tiny_config(tiny_model_dirs, families=("flux",)), handler_factory=gated)
+    await engine.start()
+    try:
+        assert await asyncio.to_thread(gated.entered.wait, 60)  # weights loaded, warm-up call waiting
+        assert engine.readiness() == (False, "loading tiny-flux")
+        gated.gate.set()
+        await wait_until_settled(engine)
+        assert engine.readiness() == (True, "all models ready")
+        assert gated.prompts == [["warm-up"]]
     finally:
         await engine.stop()
 
@@ -160,7 +150,23 @@ async def test_deadline_passing_in_the_queue_raises_deadline_exceeded(engine_fac
     assert engine.status()["models"][FLUX]["failed"] == 1
 
 
-@pytest.mark.parametrize(("prompt", "code"), [("explode", "generation_failed"), ("oom", "out_of_memory")])
+async def test_deadline_passing_in_the_pipeline_raises_deadline_exceeded(engine_factory, gated):
+    engine = await engine_factory(handler_factory=gated, runtime={"maxBatchSize": 1})
+    gated.gate.clear()
+    with pytest.raises(DeadlineExceeded, match="while generating") as late:
+        await engine.generate(FLUX, params("slow"), timeout=0.3)
+    assert late.value.status == 504
+    assert engine.status()["models"][FLUX]["in_flight"] == 1  # a pipeline call cannot be interrupted
+    gated.gate.set()
+    assert len((await engine.generate(FLUX, params("next"))).images) == 1  # the late result was dropped
+    counts = engine.status()["models"][FLUX]
+    assert (counts["served"], counts["failed"], counts["in_flight"]) == (1, 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "code"),
+    [("explode", "generation_failed"), ("oom", "out_of_memory"), ("oom-runtime-error", "out_of_memory")],
+)
 async def test_pipeline_exception_fails_only_that_request(engine_factory, gated, prompt, code):
     engine = await engine_factory(handler_factory=gated)
     with pytest.raises(GenerationFailed) as failed:

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.server.conftest import start_live, wait_ready
@@ -88,4 +91,40 @@ def test_a_model_that_fails_to_load_is_reported_and_keeps_readiness_503(tiny_mod
         served = httpx.post(f"{live.url}/generate", json={"model": "tiny-flux", "prompt": "x", "steps": 1}, timeout=60)
         assert served.status_code == 200
     finally:
+        live.server.stop()
+
+
+def wait_for_counts(url: str, model: str, timeout: float = 10.0, **expected: int) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = httpx.get(f"{url}/status").json()["models"][model]
+        if all(counts[k] == v for k, v in expected.items()) or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.05)
+
+
+def test_a_client_that_hangs_up_has_its_queued_request_withdrawn(tiny_model_dirs, gated):
+    live = start_live(tiny_config(tiny_model_dirs, ("flux",), runtime={"maxBatchSize": 1}), handler_factory=gated)
+    body = {"model": "tiny-flux", "steps": 1}
+    try:
+        gated.gate.clear()
+        with ThreadPoolExecutor(1) as pool:
+            holder = pool.submit(httpx.post, f"{live.url}/generate", json={**body, "prompt": "holder"}, timeout=60)
+            assert wait_for_counts(live.url, "tiny-flux", in_flight=1)["in_flight"] == 1
+            with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes its connection
+                httpx.post(f"{live.url}/generate", json={**body, "prompt": "abandoned"}, timeout=0.5)
+            # Withdrawn while the pipeline is still held: it is not waiting for its turn to be wasted.
+            assert wait_for_counts(live.url, "tiny-flux", queue_depth=0)["queue_depth"] == 0
+            gated.gate.set()
+            assert holder.result().status_code == 200
+        after = httpx.post(f"{live.url}/generate", json={**body, "prompt": "after"}, timeout=60)
+        assert after.status_code == 200
+        assert gated.prompts[1:] == [["holder"], ["after"]]  # [0] is the warm-up; "abandoned" never ran
+        text = httpx.get(f"{live.url}/metrics").text
+        (family,) = [f for f in text_string_to_metric_families(text) if f.name == "tinyimg_requests"]
+        outcomes = {s.labels["outcome"]: s.value for s in family.samples
+                    if s.name == "tinyimg_requests_total" and s.labels["model"] == "tiny-flux"}
+        assert outcomes == {"ok": 2, "disconnected": 1}
+    finally:
+        gated.gate.set()
         live.server.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -83,3 +84,14 @@ def test_negative_prompt_is_used_by_sdxl_and_ignored_by_flux(handler, caplog):
     else:
         assert not changed
         assert "flux has no negative prompt; ignoring it" in caplog.messages
+
+
+def test_a_stop_request_skips_the_remaining_denoising_steps(handler):
+    six_steps = replace(params(handler, "a red cube", 1), steps=6)
+    asked = []
+    [[stopped]] = handler.generate([six_steps], lambda: asked.append(True) or len(asked) >= 2)
+    assert len(asked) == 2  # asked after steps 1 and 2; the loop skipped the other four
+    assert stopped.image.size == (64, 64)
+    asked.clear()
+    handler.generate([six_steps], lambda: asked.append(True) and False)
+    assert len(asked) == 6  # the next call runs every step again

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import io
 
 import pytest
 from PIL import Image
 
-from tinyimg.imaging import encode_image, encode_image_base64, media_type
+from tinyimg.imaging import encode_image, media_type
 
 
 def gradient(width: int = 48, height: int = 32) -> Image.Image:
@@ -29,11 +28,6 @@ def test_encode_image_writes_the_format_at_the_same_size(fmt, magic):
 def test_png_is_lossless():
     image = gradient()
     assert Image.open(io.BytesIO(encode_image(image, "png"))).convert("RGB").tobytes() == image.tobytes()
-
-
-def test_base64_decodes_to_the_encoded_bytes():
-    image = gradient()
-    assert base64.b64decode(encode_image_base64(image, "webp")) == encode_image(image, "webp")
 
 
 def test_media_types():

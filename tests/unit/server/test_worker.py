@@ -1,0 +1,190 @@
+"""One device worker driven directly, with a small handler standing in for a pipeline (the worker
+only calls ``handler.generate``; the real pipelines run in tests/integration/server). Covers what
+the engine tests cannot reach with a real pipeline: failure forms, and the queue changing while
+the worker waits for batch mates."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+
+import pytest
+import torch
+
+from tinyimg.runtime import worker as worker_module
+from tinyimg.runtime.devices import is_out_of_memory
+from tinyimg.runtime.jobs import GeneratedImage, GenerationFailed, GenerationParams
+from tinyimg.runtime.worker import DeviceWorker, Job
+
+
+class RecordingHandler:
+    """Answers one blank image per seed and records the prompts of each call."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def generate(self, batch: list[GenerationParams], should_stop=None) -> list[list[GeneratedImage]]:
+        self.calls.append([p.prompt for p in batch])
+        return [[GeneratedImage(None, seed) for seed in p.seeds] for p in batch]
+
+
+class OutOfMemoryHandler(RecordingHandler):
+    """The first call holds a tensor in its frame (like a pipeline's activations) and runs out of memory."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: weakref.ref | None = None
+
+    def generate(self, batch, should_stop=None):
+        if self.held is None:
+            activations = torch.zeros(1024)
+            self.held = weakref.ref(activations)
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().generate(batch, should_stop)
+
+
+class MiscountingHandler(RecordingHandler):
+    """A handler bug: one answer for a batch of two requests, on the first call only."""
+
+    def generate(self, batch, should_stop=None):
+        answers = super().generate(batch, should_stop)
+        return answers[:1] if len(self.calls) == 1 else answers
+
+
+def make_job(handler, prompt: str, *, steps: int = 2, max_batch: int = 4, max_wait: float = 0.0,
+             timeout: float = 30.0) -> Job:
+    params = GenerationParams(prompt, None, 64, 64, steps, 0.0, (1,), request_id=f"req-{prompt}")
+    return Job("m", params, handler, max_batch, max_wait, timeout, asyncio.get_running_loop().create_future())
+
+
+@pytest.fixture
+async def start_worker():
+    workers = []
+
+    def start() -> DeviceWorker:
+        worker = DeviceWorker("cpu", {"m": 8})
+        worker.start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        await worker.stop(lambda job: GenerationFailed("stopped"), grace=5)
+
+
+@pytest.mark.parametrize(
+    ("err", "expected"),
+    [
+        pytest.param(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB"), True,
+                     id="torch-oom-class"),
+        pytest.param(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total)"), True,
+                     id="runtime-error-old-torch"),
+        pytest.param(RuntimeError("CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported"),
+                     True, id="runtime-error-cuda-kernel"),
+        pytest.param(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"), True,
+                     id="runtime-error-cublas"),
+        pytest.param(RuntimeError("mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)"), False,
+                     id="runtime-error-other"),
+        pytest.param(ValueError("CUDA out of memory"), False, id="not-a-runtime-error"),
+    ],
+)
+def test_is_out_of_memory_knows_the_class_and_the_runtime_error_forms(err, expected):
+    assert is_out_of_memory(err) is expected
+
+
+async def test_out_of_memory_frees_the_failed_calls_tensors_before_emptying_the_cache(start_worker, monkeypatch):
+    # No CUDA here, so the real release is a no-op: record instead whether the failed call's
+    # tensors were already gone when the cache was emptied, and on which thread it ran.
+    released = []
+    monkeypatch.setattr(worker_module, "release_cuda_cache",
+                        lambda: released.append((handler.held() is None, threading.current_thread().name)))
+    handler = OutOfMemoryHandler()
+    worker = start_worker()
+    failing = make_job(handler, "too big")
+    worker.submit(failing)
+    with pytest.raises(GenerationFailed) as failed:
+        await failing.future
+    assert failed.value.code == "out_of_memory" and "out of GPU memory on cpu" in failed.value.message
+    after = make_job(handler, "fine afterwards")
+    worker.submit(after)
+    assert [i.seed for i in (await after.future).images] == [1]
+    assert handler.calls == [["fine afterwards"]]
+    # Once, on the device's thread, with the tensors gone although the caller still holds the exception.
+    assert released == [(True, "tinyimg-cpu_0")]
+
+
+async def test_a_handler_answering_too_few_results_fails_its_batch_and_the_worker_serves_on(start_worker):
+    handler = MiscountingHandler()
+    worker = start_worker()
+    pair = [make_job(handler, name, max_wait=0.5, max_batch=2) for name in ("a", "b")]
+    for job in pair:
+        worker.submit(job)
+    for job in pair:
+        with pytest.raises(GenerationFailed, match="ValueError"):
+            await job.future
+    after = make_job(handler, "c")
+    worker.submit(after)
+    assert len((await after.future).images) == 1
+    assert handler.calls == [["a", "b"], ["c"]]
+
+
+async def queue_behind_a_withdrawn_head(worker: DeviceWorker, handler, head_wait: float, next_wait: float) -> Job:
+    """A head that waits ``head_wait`` for mates, a job behind it that cannot ride with it (other
+    step count); the head's caller hangs up while the worker gathers. Returns the job behind."""
+    gone = make_job(handler, "gone", steps=3, max_wait=head_wait)
+    behind = make_job(handler, "behind", max_wait=next_wait)
+    worker.submit(gone)
+    worker.submit(behind)
+    await asyncio.sleep(0.05)
+    worker.withdraw(gone)
+    assert not gone.future.done()
+    return behind
+
+
+async def test_a_head_withdrawn_while_gathering_lets_the_next_head_gather_its_own_mates(start_worker):
+    handler = RecordingHandler()
+    worker = start_worker()
+    behind = await queue_behind_a_withdrawn_head(worker, handler, head_wait=0.4, next_wait=0.4)
+    await asyncio.sleep(0.05)
+    mate = make_job(handler, "mate", max_wait=0.4)
+    worker.submit(mate)
+    await asyncio.gather(behind.future, mate.future)
+    assert handler.calls == [["behind", "mate"]]
+
+
+async def test_a_withdrawn_head_does_not_hold_the_next_job_for_its_own_wait(start_worker):
+    handler = RecordingHandler()
+    worker = start_worker()
+    behind = await queue_behind_a_withdrawn_head(worker, handler, head_wait=20.0, next_wait=0.0)
+    result = await asyncio.wait_for(behind.future, 2.0)
+    assert result.queued_seconds < 1.0
+    assert handler.calls == [["behind"]]
+
+
+class AskingHandler(RecordingHandler):
+    """Waits for ``release``, then records what ``should_stop`` says (as a pipeline step would)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.answers: list[bool] = []
+
+    def generate(self, batch, should_stop=None):
+        self.release.wait(10)
+        self.answers.append(should_stop())
+        return super().generate(batch, should_stop)
+
+
+async def test_the_pipeline_is_told_to_stop_once_every_caller_of_its_batch_gave_up(start_worker):
+    handler = AskingHandler()
+    worker = start_worker()
+    abandoned = make_job(handler, "abandoned")
+    worker.submit(abandoned)
+    await asyncio.sleep(0.05)
+    abandoned.future.cancel()  # what the engine's deadline or a hang-up does to a running job
+    handler.release.set()
+    kept = make_job(handler, "kept")
+    worker.submit(kept)
+    await kept.future
+    assert handler.answers == [True, False]
