@@ -1,7 +1,8 @@
 """FLUX.1: a CLIP and a T5 text encoder and a rectified-flow transformer.
 
-Flux has no negative prompt (its distilled guidance has no unconditional branch): a request's
-``negative_prompt`` is ignored and a warning is logged. ``guidance_scale`` only matters for
+Flux has no negative prompt (its distilled guidance has no unconditional branch). The HTTP API
+refuses one with a 422 naming ``negative_prompt``; should one reach the handler another way, it
+is ignored with a warning. ``guidance_scale`` only matters for
 guidance-distilled checkpoints (FLUX.1-dev); FLUX.1-schnell ignores it.
 """
 

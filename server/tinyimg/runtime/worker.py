@@ -175,7 +175,10 @@ class DeviceWorker:
         for job, result in zip(batch, results):
             _settle(job, result=result)
         if self.on_batch is not None:
-            self.on_batch(model, images, seconds)
+            try:
+                self.on_batch(model, images, seconds)
+            except Exception:  # a metrics hook must never stop the device's worker
+                log.exception("on_batch callback failed", extra={"model": model, "device": self.device})
         log.info(
             "batch done",
             extra={"model": model, "device": self.device, "images": images, "seconds": round(seconds, 4),

@@ -188,3 +188,24 @@ async def test_the_pipeline_is_told_to_stop_once_every_caller_of_its_batch_gave_
     worker.submit(kept)
     await kept.future
     assert handler.answers == [True, False]
+
+
+async def test_a_failing_on_batch_hook_does_not_stop_the_worker():
+    calls = []
+
+    def broken_hook(model, images, seconds):
+        calls.append((model, images))
+        raise RuntimeError("metrics backend gone")
+
+    handler = RecordingHandler()
+    worker = DeviceWorker("cpu", {"m": 8}, on_batch=broken_hook)
+    worker.start()
+    try:
+        first, second = make_job(handler, "first"), make_job(handler, "second")
+        worker.submit(first)
+        assert (await first.future).images[0].seed == 1
+        worker.submit(second)
+        assert (await second.future).images[0].seed == 1
+        assert calls == [("m", 1), ("m", 1)]
+    finally:
+        await worker.stop(lambda job: GenerationFailed("stopped"), grace=5)
