@@ -25,11 +25,14 @@ _STANDARD_ATTRS = frozenset(
 
 
 class RequestIdFilter(logging.Filter):
-    """Stamps the current request id on a record (unless the caller gave one explicitly)."""
+    """Stamps the current request id on a record (unless the caller gave one explicitly). A device
+    worker logs outside any request, for a whole batch: its ``request_ids`` become the record's
+    ``request_id`` (comma-separated), so a search for one id finds its batch lines too."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not getattr(record, "request_id", ""):
-            record.request_id = request_id_var.get()
+            batch = getattr(record, "request_ids", None)
+            record.request_id = ",".join(batch) if batch else request_id_var.get()
         return True
 
 

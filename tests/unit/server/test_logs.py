@@ -46,3 +46,10 @@ def test_an_exception_is_kept_on_its_one_line(log_stream):
         log.exception("failed")
     (line,) = read_lines(log_stream)
     assert "ValueError: bad thing" in line["exception"]
+
+
+def test_a_batch_line_carries_the_request_ids_of_its_batch(log_stream):
+    logging.getLogger("tinyimg.engine").info("batch done", extra={"request_ids": ["rid-1", "rid-2"]})
+    (line,) = read_lines(log_stream)
+    assert line["request_id"] == "rid-1,rid-2"
+    assert line["request_ids"] == ["rid-1", "rid-2"]
