@@ -1,8 +1,15 @@
 """The least-loaded choice, as a pure function of what the router knows about each ready pod.
 
-Load = the router's own open requests on the pod + the pod's queue depth from its last /status
-poll. Ties go to the pod this router has sent the fewest requests, then to the lowest URL:
-deterministic (tests can predict it), and idle pods still take turns instead of one taking all.
+Load = the larger of the router's own open requests on the pod and the pod's own backlog
+(waiting + generating) from its last /status poll. Not their sum: the pod's backlog already holds
+this router's requests, so a sum counts them twice.
+
+Pods differ in speed (GPU kind, other models beside it), and a count of requests alone sends the
+next one to an idle slow pod rather than to a fast pod finishing its current request. So the
+choice minimises the expected wait: (load + 1) x the pod's recent time per request for this model
+(an exponentially weighted average of what this router saw). A pod with no timing yet counts as
+the average of the timed ones, so a new pod gets its share at once without being piled on. Ties go to the lower load, then to the pod this router
+has sent the fewest requests, then to the lowest URL: deterministic, and idle pods take turns.
 """
 
 from __future__ import annotations
@@ -10,20 +17,36 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+LATENCY_WEIGHT = 0.3  # weight of the newest sample in the moving average
+
 
 @dataclass(frozen=True)
 class Candidate:
     url: str
     inflight: int
-    queue_depth: int
+    backlog: int
     sent: int
+    latency: float = 0.0  # seconds per request, moving average; 0 = not timed yet
 
     @property
     def load(self) -> int:
-        return self.inflight + self.queue_depth
+        return max(self.inflight, self.backlog)
 
 
 def choose_backend(candidates: Iterable[Candidate], exclude: frozenset[str] = frozenset()) -> Candidate | None:
     """The pod to send the next request to, or None when no candidate is left after ``exclude``."""
     pool = [c for c in candidates if c.url not in exclude]
-    return min(pool, key=lambda c: (c.load, c.sent, c.url), default=None)
+    timed = [c.latency for c in pool if c.latency > 0]
+    untimed = sum(timed) / len(timed) if timed else 0.0
+
+    def key(c: Candidate) -> tuple[float, int, int, str]:
+        return ((c.load + 1) * (c.latency or untimed), c.load, c.sent, c.url)
+
+    return min(pool, key=key, default=None)
+
+
+def update_latency(previous: float | None, sample: float) -> float:
+    """The moving average after one more request took ``sample`` seconds."""
+    if previous is None:
+        return sample
+    return (1 - LATENCY_WEIGHT) * previous + LATENCY_WEIGHT * sample

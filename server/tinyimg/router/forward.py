@@ -17,7 +17,7 @@ import httpx
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from tinyimg.router.balancer import choose_backend
+from tinyimg.router.balancer import choose_backend, update_latency
 from tinyimg.router.errors import RouterError
 from tinyimg.router.metrics import RouterMetrics
 from tinyimg.router.table import BackendTable, PodState
@@ -183,7 +183,10 @@ class Forwarder:
 
         def done(completed: bool) -> None:
             pod.inflight -= 1
-            self.metrics.upstream_duration.labels(model).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self.metrics.upstream_duration.labels(model).observe(elapsed)
+            if completed and upstream.status_code < 400:  # errors are fast and say nothing of speed
+                pod.latency[model] = update_latency(pod.latency.get(model), elapsed)
             self._count(model, outcome_for_status(upstream.status_code) if completed else "aborted")
 
         return attempt, UpstreamResponse(upstream, request_id, done)

@@ -1,10 +1,10 @@
-"""Periodic polls of every pod's /status and /models: queue depth per model for the balancer, the
-model states a pod reports, and whether it answers at all.
+"""Periodic polls of every pod's /status and /models: queue depth per model, the
+model states a pod reports, its backlog (waiting + generating) for the balancer, and whether it
+answers at all.
 
 The model server reports ``/status`` as ``{"models": {name: {"queue_depth", "in_flight", ...}}}``
 and ``/models`` as ``{"models": [{"name", "family", "state", ...}]}``; the readers below also accept
-a list of models with ``name`` keys and camelCase keys, so a small format change does not blind
-the balancer.
+a list of models with ``name`` keys, so a small format change does not blind the balancer.
 """
 
 from __future__ import annotations
@@ -30,18 +30,14 @@ def _model_items(doc: Any) -> Iterable[tuple[str, dict[str, Any]]]:
     return []
 
 
-def _first(item: dict[str, Any], *keys: str) -> Any:
-    return next((item[k] for k in keys if k in item), None)
-
-
-def read_queue_depths(status: Any) -> dict[str, int]:
-    """model -> requests waiting on the pod, from its /status body."""
-    depths = {}
+def read_counts(status: Any, *keys: str) -> dict[str, int]:
+    """model -> the sum of the numeric fields ``keys`` (absent ones count 0), from a /status body."""
+    counts = {}
     for name, item in _model_items(status):
-        value = _first(item, "queue_depth", "queueDepth")
-        if isinstance(value, int | float):
-            depths[name] = int(value)
-    return depths
+        values = [item.get(k) for k in keys]
+        if any(isinstance(v, int | float) for v in values):
+            counts[name] = sum(int(v) for v in values if isinstance(v, int | float))
+    return counts
 
 
 def read_model_states(models: Any) -> dict[str, dict[str, Any]]:
@@ -66,7 +62,9 @@ async def poll_pod(client: httpx.AsyncClient, pod: PodState, timeout: float) -> 
         status.raise_for_status()
         models.raise_for_status()
         states = read_model_states(models.json())
-        pod.queue_depth = read_queue_depths(status.json())
+        body = status.json()
+        pod.queue_depth = read_counts(body, "queue_depth")
+        pod.backlog = read_counts(body, "queue_depth", "in_flight")
     except (httpx.HTTPError, ValueError) as err:
         if pod.reachable:
             log.warning("backend %s unreachable: %s", pod.url, err or type(err).__name__)

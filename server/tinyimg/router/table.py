@@ -24,6 +24,8 @@ class PodState:
     inflight: int = 0  # requests this router has open on it now
     sent: int = 0  # requests this router has sent it, ever (balancer tie-break)
     queue_depth: dict[str, int] = field(default_factory=dict)  # model -> waiting, from the last poll
+    backlog: dict[str, int] = field(default_factory=dict)  # model -> waiting + generating, last poll
+    latency: dict[str, float] = field(default_factory=dict)  # model -> moving average s/request seen
     model_states: dict[str, str] = field(default_factory=dict)  # model -> state, from the last poll
     last_error: str | None = None
 
@@ -98,7 +100,10 @@ class BackendTable:
     def candidates(self, model: str) -> list[Candidate]:
         """What the balancer needs of each ready pod of ``model``."""
         return [
-            Candidate(url=p.url, inflight=p.inflight, queue_depth=p.queue_depth.get(model, 0), sent=p.sent)
+            Candidate(
+                url=p.url, inflight=p.inflight, backlog=p.backlog.get(model, 0), sent=p.sent,
+                latency=p.latency.get(model, 0.0),
+            )
             for p in self.ready_pods(model)
         ]
 

@@ -1,22 +1,31 @@
 import pytest
 
-from tinyimg.router.balancer import Candidate, choose_backend
+from tinyimg.router.balancer import Candidate, choose_backend, update_latency
 
 
-def c(url: str, inflight: int = 0, queue: int = 0, sent: int = 0) -> Candidate:
-    return Candidate(url=url, inflight=inflight, queue_depth=queue, sent=sent)
+def c(url: str, inflight: int = 0, backlog: int = 0, sent: int = 0, latency: float = 0.0) -> Candidate:
+    return Candidate(url=url, inflight=inflight, backlog=backlog, sent=sent, latency=latency)
 
 
 CASES = [
     ("no candidates", [], frozenset(), None),
     ("single idle pod", [c("a")], frozenset(), "a"),
     ("fewest router in-flight wins", [c("a", inflight=2), c("b", inflight=1)], frozenset(), "b"),
-    ("polled queue depth counts", [c("a", queue=3), c("b", inflight=2)], frozenset(), "b"),
-    ("in-flight plus queue is the load", [c("a", inflight=1, queue=1), c("b", queue=3)], frozenset(), "a"),
+    ("the pod's polled backlog counts", [c("a", backlog=3), c("b", inflight=2)], frozenset(), "b"),
+    ("backlog from other clients counts", [c("a", inflight=1, backlog=4), c("b", inflight=2, backlog=2)], frozenset(), "b"),
+    # The router's own request is already in the pod's backlog: one request, not two.
+    ("own request is not counted twice", [c("a", inflight=1, backlog=1), c("b", inflight=1, backlog=0)], frozenset(), "a"),
+    ("router count wins when the poll is stale", [c("a", inflight=3, backlog=0), c("b", backlog=2)], frozenset(), "b"),
     ("tie goes to the pod sent fewer requests", [c("a", sent=5), c("b", sent=4)], frozenset(), "b"),
     ("full tie goes to the lowest url", [c("b"), c("a")], frozenset(), "a"),
     ("excluded pod is skipped even when idle", [c("a"), c("b", inflight=9)], frozenset({"a"}), "b"),
     ("all excluded", [c("a"), c("b")], frozenset({"a", "b"}), None),
+    # Speed: expected wait = (load + 1) x seconds per request.
+    ("idle slow pod loses to a busy fast pod", [c("slow", latency=3.0), c("fast", inflight=1, latency=0.1)], frozenset(), "fast"),
+    ("fast pod with a long backlog loses to an idle slow one", [c("slow", latency=1.0), c("fast", backlog=12, latency=0.1)], frozenset(), "slow"),
+    ("untimed idle pod counts as average speed", [c("new"), c("timed", latency=0.01, sent=3)], frozenset(), "new"),
+    ("busy untimed pod is not piled on", [c("new", inflight=1), c("timed", latency=0.1)], frozenset(), "timed"),
+    ("equal speed falls back to the load", [c("a", inflight=2, latency=0.5), c("b", inflight=1, latency=0.5)], frozenset(), "b"),
 ]
 
 
@@ -34,3 +43,15 @@ def test_idle_pods_take_turns_when_sent_counts_are_updated():
         sent[url] += 1
         order.append(url)
     assert order == ["a", "b", "c", "a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    ("previous", "sample", "expected"),
+    [
+        pytest.param(None, 2.0, 2.0, id="first-sample-is-the-average"),
+        pytest.param(1.0, 2.0, 1.3, id="new-sample-weighs-0.3"),
+        pytest.param(1.0, 1.0, 1.0, id="steady-stays"),
+    ],
+)
+def test_update_latency_is_a_moving_average(previous, sample, expected):
+    assert update_latency(previous, sample) == pytest.approx(expected)
