@@ -4,8 +4,6 @@ one input is at fault), with X-Request-ID, and Retry-After where waiting helps."
 from __future__ import annotations
 
 import logging
-import math
-from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,22 +11,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from tinyimg.logs import request_id_var
+from tinyimg.errors import build_error_response, status_code_name
 from tinyimg.runtime.jobs import EngineError
 
 log = logging.getLogger("tinyimg.api")
-
-
-def build_error_body(status: int, code: str, message: str, **extra: Any) -> dict[str, Any]:
-    error = {"code": code, "message": message, "request_id": request_id_var.get(), **extra}
-    return {"error": error}
-
-
-def build_error_response(
-    status: int, code: str, message: str, retry_after: float | None = None, **extra: Any
-) -> JSONResponse:
-    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
-    return JSONResponse(build_error_body(status, code, message, **extra), status_code=status, headers=headers)
 
 
 def build_field_path(loc: tuple[Any, ...]) -> str:
@@ -37,19 +23,6 @@ def build_field_path(loc: tuple[Any, ...]) -> str:
     if parts and parts[0] in ("body", "query", "path", "header"):
         parts = parts[1:]
     return ".".join(parts) or "body"
-
-
-# Stable codes where Python's phrase changed between versions (413 is "Content Too Large" in 3.13).
-_STATUS_CODES = {413: "payload_too_large"}
-
-
-def status_code_name(status: int) -> str:
-    if status in _STATUS_CODES:
-        return _STATUS_CODES[status]
-    try:
-        return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
-    except ValueError:
-        return "http_error"
 
 
 async def _engine_error(request: Request, exc: EngineError) -> JSONResponse:

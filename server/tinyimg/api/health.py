@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from tinyimg.api.deps import EngineDep
-from tinyimg.api.errors import build_error_response
+from tinyimg.errors import build_error_response
 from tinyimg.api.requests import HealthResponse
 
 router = APIRouter(tags=["health"])

@@ -17,7 +17,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tinyimg.api.errors import build_error_response, status_code_name
+from tinyimg.errors import build_error_response, status_code_name
 from tinyimg.logs import request_id_var
 
 log = logging.getLogger("tinyimg.api")

@@ -21,7 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tinyimg.logs import request_id_var
 from tinyimg.router.aggregate import build_health_view, build_models_view, build_status_view
 from tinyimg.router.auth import RateLimiter, match_key, parse_bearer
-from tinyimg.router.errors import RouterError, build_error_response, build_router_error_response
+from tinyimg.errors import build_error_response, status_code_name
+from tinyimg.router.errors import RouterError, build_router_error_response
 from tinyimg.router.forward import Forwarder, build_upstream_headers
 from tinyimg.router.metrics import RouterMetrics, build_router_metrics
 from tinyimg.router.poller import poll_all, run_poller
@@ -197,8 +198,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return response
 
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return build_error_response(exc.status_code, code, str(exc.detail))
+        return build_error_response(exc.status_code, status_code_name(exc.status_code), str(exc.detail))
 
     app.add_exception_handler(RouterError, router_error)
     app.add_exception_handler(HTTPException, http_error)
