@@ -70,9 +70,26 @@ def _clip_text_config_for(tokenizer: Any) -> Any:
     )
 
 
+def build_tiny_vae(**family_options: Any) -> Any:
+    """A 2-block AutoencoderKL with 4 latent channels; ``family_options`` are the family's own
+    (Flux's VAE has no quant convs and its own shift and scale)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=(32, 64),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        sample_size=64,
+        **family_options,
+    )
+
+
 def build_tiny_sdxl() -> Any:
     import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(TINY_SEED)
@@ -93,15 +110,7 @@ def build_tiny_sdxl() -> Any:
         projection_class_embeddings_input_dim=6 * 8 + 32,  # six size/crop ids + pooled text
         norm_num_groups=1,
     )
-    vae = AutoencoderKL(
-        block_out_channels=(32, 64),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        latent_channels=4,
-        sample_size=64,
-    )
+    vae = build_tiny_vae()
     tokenizer = build_clip_tokenizer()
     text_config = _clip_text_config_for(tokenizer)
     text_encoder = CLIPTextModel(text_config)
@@ -123,7 +132,7 @@ def build_tiny_sdxl() -> Any:
 
 def build_tiny_flux() -> Any:
     import torch
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import CLIPTextModel, T5Config, T5EncoderModel
 
     torch.manual_seed(TINY_SEED)
@@ -139,14 +148,7 @@ def build_tiny_flux() -> Any:
         axes_dims_rope=[4, 4, 8],
         guidance_embeds=False,  # like FLUX.1-schnell
     )
-    vae = AutoencoderKL(
-        block_out_channels=(32, 64),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        latent_channels=4,
-        sample_size=64,
+    vae = build_tiny_vae(
         use_quant_conv=False,
         use_post_quant_conv=False,
         shift_factor=0.0609,
