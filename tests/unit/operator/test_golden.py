@@ -26,15 +26,27 @@ def test_manifests_match_the_golden_file(name):
     assert built(name) == golden, "run `make generate` and review the diff"
 
 
+# The sdxl example asks for a cache PVC; the flux one uses an emptyDir.
+EXPECTED_KINDS = {
+    "sdxl": ["ConfigMap", "PersistentVolumeClaim", "Service", "Deployment"],
+    "flux": ["ConfigMap", "Service", "Deployment"],
+}
+
+
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_every_built_object_passes_strict_kubernetes_validation(name):
     owner = {"metadata": {"name": name, "uid": "0d4c1a2e-0000-4000-8000-000000000000"}}
-    for obj in built(name, owner):
-        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    objects = built(name, owner)
+    assert [o["kind"] for o in objects] == EXPECTED_KINDS[name]
+    for obj in objects:
+        # validate() raises on any schema violation; it returns the schema version it used.
+        assert kubernetes_validate.validate(obj, K8S_VERSION, strict=True) == K8S_VERSION
 
 
 def test_crd_passes_strict_kubernetes_validation():
-    kubernetes_validate.validate(build_crd(), K8S_VERSION, strict=True)
+    crd = build_crd()
+    assert crd["kind"] == "CustomResourceDefinition" and crd["metadata"]["name"] == "imagemodels.tinyimg.io"
+    assert kubernetes_validate.validate(crd, K8S_VERSION, strict=True) == K8S_VERSION
 
 
 def test_strict_validation_catches_a_misspelt_field():
