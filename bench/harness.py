@@ -56,6 +56,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_http(url: str, timeout: float = 30.0, process: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    """Until ``url`` answers 200; fails early when ``process`` (the one serving it) exits."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited; see {log}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} not answering 200 after {timeout}s; see {log}")
+
+
 class ServerProcess:
     """``tinyimg serve`` in its own process, as users run it: the clients in this process then do
     not compete with the server for this interpreter's GIL."""
@@ -72,19 +89,8 @@ class ServerProcess:
         self.process = subprocess.Popen(command, stdout=self.log_path.open("w"), stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 300.0) -> ServerProcess:
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited; see {self.log_path}")
-            try:
-                if httpx.get(f"{self.url}/health/ready").status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"server not ready after {timeout}s; see {self.log_path}")
+        wait_http(f"{self.url}/health/ready", timeout, self.process, self.log_path)
+        return self
 
     def stop(self) -> None:
         self.process.terminate()
