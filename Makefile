@@ -8,7 +8,7 @@ PORT   ?= 8000
 CONFIG ?= server/demo/config.yaml
 PYTEST_ARGS ?=
 
-.PHONY: run test test-unit bench venv demo-models generate clean tools
+.PHONY: run test test-unit lint bench venv demo-models generate clean tools
 
 $(VENV)/.installed: server/pyproject.toml operator/pyproject.toml requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,11 @@ demo-models: .demo/tiny-sdxl/model_index.json .demo/tiny-flux/model_index.json
 run: venv demo-models
 	$(BIN)/tinyimg serve --config $(CONFIG) --host $(HOST) --port $(PORT)
 
-test: venv tools
+test: venv tools lint
 	$(BIN)/pytest tests $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
 
 test-unit: venv
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.kube import KopfOperator, running_kube  # noqa: E402
+from tests.support.kube import KopfOperator, running_kube
 
 NAMESPACE = "bench"
 

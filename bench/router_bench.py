@@ -32,7 +32,7 @@ STATUS = json.dumps({"models": {"bench": {"queue_depth": 0, "in_flight": 0, "ser
 MODELS = json.dumps({"models": [{"name": "bench", "family": "flux", "state": "ready"}]}).encode()
 
 
-async def trivial_backend(scope, receive, send):  # noqa: ANN001 - a bare ASGI app
+async def trivial_backend(scope, receive, send):
     if scope["type"] != "http":
         return
     while (await receive()).get("more_body"):

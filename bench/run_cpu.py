@@ -66,9 +66,9 @@ def bench_http_overhead(runs: int, wait_ms: int) -> dict[str, Any]:
                 over_http(seed)
             direct_times, inference_mode_times, http_times = [], [], []
             for i in range(runs):  # interleaved, so drift in machine speed hits all sides alike
-                direct_times.append(time_call(lambda: direct(i)))
-                inference_mode_times.append(time_call(lambda: direct_inference_mode(i)))
-                http_times.append(time_call(lambda: over_http(i)))
+                direct_times.append(time_call(lambda i=i: direct(i)))
+                inference_mode_times.append(time_call(lambda i=i: direct_inference_mode(i)))
+                http_times.append(time_call(lambda i=i: over_http(i)))
                 progress(f"overhead run {i + 1}/{runs}: direct {direct_times[-1]:.3f}s, "
                          f"direct+inference_mode {inference_mode_times[-1]:.3f}s, http {http_times[-1]:.3f}s")
     finally:
@@ -104,7 +104,7 @@ def bench_batching(family: str, runs: int, clients: int, per_client: int, wait_m
     servers = {mode: start_server(config, f"batching-{family}-{mode}") for mode, config in modes.items()}
     rates: dict[str, list[float]] = {"on": [], "off": []}
     try:
-        for mode, server in servers.items():  # warm-up round
+        for server in servers.values():  # warm-up round
             asyncio.run(drive_clients(server.url, model, clients, 1))
         for i in range(runs):
             for mode, server in servers.items():
@@ -128,7 +128,7 @@ def bench_pipeline_scaling(family: str, runs: int = 3) -> dict[str, Any]:
     pipe.set_progress_bar_config(disable=True)
     rates = {}
     for batch in (1, 8):
-        def call() -> None:
+        def call(batch: int = batch) -> None:
             generators = [torch.Generator("cpu").manual_seed(i) for i in range(batch)]
             with torch.inference_mode():
                 pipe([PROMPT] * batch, width=SIZE, height=SIZE, num_inference_steps=STEPS, generator=generators)

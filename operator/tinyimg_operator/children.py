@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from tinyimg.spec import ModelSpec
-
 from tinyimg_operator.configmap import build_configmap
 from tinyimg_operator.deployment import build_deployment
 from tinyimg_operator.service import build_service

@@ -26,7 +26,6 @@ def cmd_crd(_: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     """config.yaml -> one ImageModel per model (sources stay as written: they name cluster paths)."""
     from tinyimg.spec import ConfigError, parse_config
-
     from tinyimg_operator.imagemodel import build_imagemodel
 
     path = Path(args.file)

@@ -6,9 +6,9 @@ import hashlib
 from typing import Any
 
 import yaml
+
 from tinyimg import labels
 from tinyimg.spec import ModelSpec, ServerConfig
-
 from tinyimg_operator.objects import CONFIG_FILE, configmap_name, object_meta
 
 

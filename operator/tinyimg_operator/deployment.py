@@ -7,7 +7,6 @@ from typing import Any
 
 from tinyimg import labels
 from tinyimg.spec import ModelSpec
-
 from tinyimg_operator.configmap import build_server_config_yaml, config_checksum
 from tinyimg_operator.objects import (
     CACHE_DIR,

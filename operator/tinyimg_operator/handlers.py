@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
-from tinyimg import labels
 
+from tinyimg import labels
 from tinyimg_operator.applier import ApiError, KubeApi
 from tinyimg_operator.imagemodel import InvalidSpecError
 from tinyimg_operator.reconcile import read_imagemodel, reconcile_imagemodel

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import ValidationError
+
 from tinyimg import labels
 from tinyimg.spec import ModelSpec
-
 from tinyimg_operator.objects import API_VERSION
 
 

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from tinyimg import labels
-
 from tinyimg_operator.applier import KubeApi, apply_object, apply_status, path_of
 from tinyimg_operator.children import build_children
 from tinyimg_operator.imagemodel import InvalidSpecError, read_model_spec

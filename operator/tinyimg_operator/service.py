@@ -6,7 +6,6 @@ from typing import Any
 
 from tinyimg import labels
 from tinyimg.spec import ModelSpec
-
 from tinyimg_operator.objects import object_meta
 
 

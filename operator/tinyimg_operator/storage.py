@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from tinyimg.spec import ModelSpec
-
 from tinyimg_operator.objects import cache_claim_name, object_meta
 
 

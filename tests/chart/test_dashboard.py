@@ -89,7 +89,7 @@ def test_metric_scan_expands_each_constructor_into_its_series(source: str, expec
 
 
 def test_metric_scan_refuses_a_name_it_cannot_read() -> None:
-    with pytest.raises(UnresolvedMetricName, match="case.py:3"):
+    with pytest.raises(UnresolvedMetricName, match=r"case\.py:3"):
         read_metric_families(IMPORTS + 'Gauge(make_name(), "h")', "case.py")
 
 

@@ -118,7 +118,7 @@ def build_generate_response(body: GenerateRequest, g: Generation) -> GenerateRes
         model=body.model,
         images=[
             ImageResponse(b64=base64.b64encode(data).decode("ascii"), seed=image.seed, format=g.output_format)
-            for data, image in zip(g.encoded, g.result.images)
+            for data, image in zip(g.encoded, g.result.images, strict=True)
         ],
         parameters=build_parameters_response(g.params, g.output_format),
         timings=TimingsResponse(

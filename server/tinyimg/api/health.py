@@ -6,8 +6,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from tinyimg.api.deps import EngineDep
-from tinyimg.errors import build_error_response
 from tinyimg.api.requests import HealthResponse
+from tinyimg.errors import build_error_response
 
 router = APIRouter(tags=["health"])
 

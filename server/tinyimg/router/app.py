@@ -18,10 +18,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tinyimg.errors import build_error_response, status_code_name
 from tinyimg.logs import request_id_var
 from tinyimg.router.aggregate import build_health_view, build_models_view, build_status_view
 from tinyimg.router.auth import RateLimiter, match_key, parse_bearer
-from tinyimg.errors import build_error_response, status_code_name
 from tinyimg.router.errors import RouterError, build_router_error_response
 from tinyimg.router.forward import Forwarder, build_upstream_headers
 from tinyimg.router.metrics import RouterMetrics, build_router_metrics

@@ -45,7 +45,7 @@ def load_settings(args: argparse.Namespace) -> RouterSettings:
     )
 
 
-def load_discovery(args: argparse.Namespace):  # noqa: ANN201 - StaticDiscovery | KubeDiscovery
+def load_discovery(args: argparse.Namespace):
     if args.kubernetes:
         if args.backend or args.backends:
             raise ValueError("--kubernetes and --backend/--backends exclude each other")

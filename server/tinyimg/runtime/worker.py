@@ -172,7 +172,7 @@ class DeviceWorker:
             return
         finally:
             self.running = []
-        for job, result in zip(batch, results):
+        for job, result in zip(batch, results, strict=True):
             _settle(job, result=result)
         if self.on_batch is not None:
             try:

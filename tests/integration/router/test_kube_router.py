@@ -11,25 +11,25 @@ import httpx
 import pytest
 import uvicorn
 
-from tests.support.processes import free_port, start_servers
 from tests.support.kube import kube  # noqa: F401  (the fixture)
+from tests.support.processes import free_port, start_servers
 from tests.support.tiny_models import tiny_model_dirs  # noqa: F401  (the fixture)
 from tinyimg.router.app import create_router_app
-from tinyimg.router.discovery_kube import KubeDiscovery, KubeConnection, load_kube_connection
+from tinyimg.router.discovery_kube import KubeConnection, KubeDiscovery, load_kube_connection
 from tinyimg.router.settings import RouterSettings
 
 NS = "models"
 
 
 @pytest.fixture(scope="module")
-def flux_server(tiny_model_dirs, tmp_path_factory):  # noqa: F811
+def flux_server(tiny_model_dirs, tmp_path_factory):
     proc = start_servers({"kube-flux": (("flux",), {})}, tiny_model_dirs, tmp_path_factory.mktemp("router-kube"))["kube-flux"]
     yield proc
     proc.stop()
 
 
 @contextlib.asynccontextmanager
-async def serving_router(kube_url: str) -> AsyncIterator[str]:  # noqa: F811
+async def serving_router(kube_url: str) -> AsyncIterator[str]:
     """The router app on real uvicorn, on this test's loop (the emulator lives on it too)."""
     port = free_port()
     app = create_router_app(RouterSettings(poll_interval=0.2), KubeDiscovery(KubeConnection(kube_url, NS)))
@@ -79,7 +79,7 @@ async def eventually(check, timeout: float = 10.0):
         await asyncio.sleep(0.05)
 
 
-async def test_router_table_follows_imagemodels_and_pods(kube, flux_server):  # noqa: F811
+async def test_router_table_follows_imagemodels_and_pods(kube, flux_server):
     server_port = int(flux_server.url.rsplit(":", 1)[1])
     async with serving_router(kube.url) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
         ready = await eventually(lambda: _ready_body(client))
@@ -135,7 +135,7 @@ async def test_router_table_follows_imagemodels_and_pods(kube, flux_server):  # 
         assert (await client.post("/generate", json={"model": "tiny-flux", "prompt": "x"})).status_code == 404
 
 
-async def test_router_watches_only_its_namespace_and_reads_a_kubeconfig(kube, tmp_path):  # noqa: F811
+async def test_router_watches_only_its_namespace_and_reads_a_kubeconfig(kube, tmp_path):
     await kube.create({**imagemodel("elsewhere"), "metadata": {"name": "elsewhere", "namespace": "other"}})
     await kube.create(imagemodel("here"))
     async with serving_router(kube.url) as url, httpx.AsyncClient(base_url=url) as client:

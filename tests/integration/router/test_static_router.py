@@ -18,7 +18,7 @@ SLOW = {"defaults": {"steps": 20, "width": 256, "height": 256}}
 
 
 @pytest.fixture(scope="module")
-def servers(tiny_model_dirs, tmp_path_factory):  # noqa: F811
+def servers(tiny_model_dirs, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("router-static")
     procs = start_servers(
         {
@@ -181,7 +181,7 @@ def test_openai_client_generates_through_the_router_with_a_key(servers):
     procs, tmp = servers
     keys = tmp / "openai-keys"
     keys.write_text("sk-router\n")
-    flags = backend_flags(**{"tiny-sdxl": [procs["both"].url]}) + ["--api-keys-file", str(keys)]
+    flags = [*backend_flags(**{"tiny-sdxl": [procs["both"].url]}), "--api-keys-file", str(keys)]
     with running_router(flags, tmp) as router:
         client = openai.OpenAI(base_url=router.url + "/v1", api_key="sk-router", max_retries=0)
         result = client.images.generate(model="tiny-sdxl", prompt="a lighthouse", n=1, size="64x64", response_format="b64_json")

@@ -41,7 +41,7 @@ def start_live(config, ready: bool = True, **engine_options) -> Live:
 
 
 @pytest.fixture(scope="session")
-def live(tiny_model_dirs) -> Iterator[Live]:  # noqa: F811
+def live(tiny_model_dirs) -> Iterator[Live]:
     """Both tiny models, batching on (max 4 images, 20 ms wait), shared by the HTTP tests."""
     served = start_live(tiny_config(tiny_model_dirs))
     yield served

@@ -2,9 +2,9 @@
 
 import pytest
 import yaml
+
 from tinyimg import labels
 from tinyimg.spec import ModelSpec, ServerConfig
-
 from tinyimg_operator.children import build_children
 from tinyimg_operator.configmap import build_configmap
 from tinyimg_operator.deployment import build_deployment

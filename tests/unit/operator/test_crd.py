@@ -6,8 +6,8 @@ import jsonschema
 import pytest
 import yaml
 
-from tinyimg_operator.crd import build_crd
 from tinyimg_operator.cli import main
+from tinyimg_operator.crd import build_crd
 
 from .conftest import ROOT, load_example
 

@@ -1,8 +1,8 @@
 """`tinyimg-operator render`: config.yaml -> ImageModels that round-trip to the same ModelSpecs."""
 
 import yaml
-from tinyimg.spec import load_config, parse_config
 
+from tinyimg.spec import load_config, parse_config
 from tinyimg_operator.cli import main
 from tinyimg_operator.imagemodel import read_model_spec
 

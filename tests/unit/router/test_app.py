@@ -15,11 +15,11 @@ DEAD = "http://127.0.0.1:9"
 
 
 @contextlib.asynccontextmanager
-async def router_client(settings=RouterSettings(), backends=None):
-    app = create_router_app(settings, StaticDiscovery(backends or {"a": [DEAD], "b": [DEAD]}))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://router") as client:
-            yield client
+async def router_client(settings=None, backends=None):
+    app = create_router_app(settings or RouterSettings(), StaticDiscovery(backends or {"a": [DEAD], "b": [DEAD]}))
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://router") as client:
+        yield client
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 import pytest
 
 from tinyimg.router.auth import hash_key
-from tinyimg.router.cli import load_discovery, build_parser, load_settings, main
+from tinyimg.router.cli import build_parser, load_discovery, load_settings, main
 from tinyimg.router.discovery_static import StaticDiscovery
 
 

@@ -42,7 +42,7 @@ def test_parse_backends_document_accepts_list_single_url_and_empty():
     ids=["not-a-mapping", "no-backends-key", "url-not-a-string", "bad-model-name"],
 )
 def test_parse_backends_document_rejects(doc):
-    with pytest.raises(BackendsError, match="^f"):
+    with pytest.raises(BackendsError, match=r"^f"):
         parse_backends_document(doc, "f")
 
 

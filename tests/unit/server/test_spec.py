@@ -117,7 +117,7 @@ def test_unreadable_config_files_name_the_file(tmp_path, text, why):
 
 
 def test_missing_config_file_names_the_file(tmp_path):
-    with pytest.raises(ConfigError, match="missing.yaml: cannot read"):
+    with pytest.raises(ConfigError, match=r"missing\.yaml: cannot read"):
         load_config(tmp_path / "missing.yaml")
 
 
