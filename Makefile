@@ -37,6 +37,7 @@ test-unit: venv
 
 bench: venv demo-models
 	$(BIN)/python bench/run_cpu.py
+	$(BIN)/python bench/vs_litserve.py
 
 # helm for the chart tests (tests/chart), pinned; see .ci/get-helm.
 tools: .tools/helm/helm
