@@ -32,18 +32,16 @@ def load_serve_config(
 def run_server(config: ServerConfig, log_level: str = "info") -> None:
     import uvicorn
 
-    from tinyimg.api.app import create_app
+    from tinyimg.api.app import build_edge_limits, create_app
+    from tinyimg.http.server import build_server_options
 
-    # log_config=None: our JSON handler (configured by the CLI) formats uvicorn's records too;
-    # the access line comes from our middleware, which knows the request id and the model.
     uvicorn.run(
         create_app(config),
         host=config.host,
         port=config.port,
-        log_config=None,
         log_level=log_level,
-        access_log=False,
         timeout_graceful_shutdown=10,
+        **build_server_options(build_edge_limits(config), config.trusted_proxies or ()),
     )
 
 

@@ -172,6 +172,10 @@ class ServerConfig(_Schema):
     port: int = Field(8000, ge=1, le=65535)
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest accepted request body.")
     api_keys_file: str | None = Field(None, description="One key per line; unset = no auth.")
+    trusted_proxies: list[str] | None = Field(
+        None, description="Addresses or networks whose X-Forwarded-For/-Proto are believed; unset = none."
+    )
+    max_connections: int | None = Field(None, ge=1, description="Open connections per process; unset = 1000.")
     models: list[ModelSpec] = Field(min_length=1)
 
     @field_validator("models")

@@ -12,9 +12,10 @@ from fastapi import FastAPI
 import tinyimg
 from tinyimg.api import generate, health, info, metrics, openai_images
 from tinyimg.api.auth import load_api_keys
-from tinyimg.api.errors import install_error_handlers
 from tinyimg.api.metrics import ServerMetrics
-from tinyimg.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from tinyimg.http.edge import install_edge
+from tinyimg.http.limits import EdgeLimits
+from tinyimg.router.auth import build_auth_failure_limiter
 from tinyimg.spec import ServerConfig
 
 log = logging.getLogger("tinyimg.api")
@@ -29,6 +30,13 @@ def build_engine(config: ServerConfig, server_metrics: ServerMetrics, options: M
         log.info("model %s is %s", model, state, extra={"model": model, "state": state})
 
     return Engine(config, on_batch=server_metrics.observe_batch, on_state=on_state, **options)
+
+
+def build_edge_limits(config: ServerConfig) -> EdgeLimits:
+    defaults = EdgeLimits()
+    return EdgeLimits(
+        max_body_bytes=config.max_body_bytes, max_connections=config.max_connections or defaults.max_connections
+    )
 
 
 def create_app(
@@ -57,10 +65,8 @@ def create_app(
     app.state.engine = engine
     app.state.metrics = server_metrics
     app.state.api_keys = load_api_keys(config.api_keys_file) if config.api_keys_file else None
-    install_error_handlers(app)
+    app.state.auth_failures = build_auth_failure_limiter()
     for router in ROUTERS:
         app.include_router(router)
-    # Added last = outermost: the request id covers the body limit's 413 too.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
-    app.add_middleware(RequestContextMiddleware, observe=server_metrics.observe_request)
+    install_edge(app, build_edge_limits(config), observe=server_metrics.observe_request)
     return app

@@ -19,13 +19,14 @@ from tinyimg.api.requests import (
     GenerateRequest,
     GenerateResponse,
     ImageResponse,
-    InvalidField,
     TimingsResponse,
     build_generation_params,
     build_parameters_response,
 )
+from tinyimg.contract import BODY_ERRORS, EDGE_ERRORS, build_error_responses
+from tinyimg.errors import ApiError, InvalidField
 from tinyimg.logs import request_id_var
-from tinyimg.runtime.jobs import EngineError, GenerationParams, GenerationResult, ModelNotFound
+from tinyimg.runtime.jobs import GenerationParams, GenerationResult, ModelNotFound
 from tinyimg.spec import ServerConfig
 
 router = APIRouter(tags=["generate"])
@@ -46,12 +47,16 @@ def read_raw_format(accept: str | None) -> str | None:
     return None
 
 
-class ClientDisconnected(EngineError):
+class ClientDisconnected(ApiError):
     """The client hung up before its answer: its job left the queue. 499 is nginx's code for it;
     nobody reads the answer, but the access log and the metrics do."""
 
     def __init__(self) -> None:
         super().__init__("the client closed the connection; its request was withdrawn", 499, "client_disconnected")
+
+
+# What a generation route can answer besides 200: the edge's, the body's, auth, the engine's.
+GENERATION_ERRORS = build_error_responses(*BODY_ERRORS, 401, 404, 429, 499, 503, 504, *EDGE_ERRORS)
 
 
 async def read_disconnect(request: Request) -> None:
@@ -147,7 +152,7 @@ def build_raw_response(g: Generation) -> Response:
 @router.post(
     "/generate",
     response_model=GenerateResponse,
-    responses={200: {"content": {media: {} for media in RAW_MEDIA_TYPES}}},
+    responses={200: {"content": {media: {} for media in RAW_MEDIA_TYPES}}, **GENERATION_ERRORS},
 )
 async def generate(
     body: GenerateRequest,

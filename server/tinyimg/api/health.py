@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from tinyimg.api.deps import EngineDep
-from tinyimg.api.requests import HealthResponse
+from tinyimg.contract import EDGE_ERRORS, HealthResponse, build_error_responses
 from tinyimg.errors import build_error_response
 
 router = APIRouter(tags=["health"])
@@ -15,12 +15,17 @@ router = APIRouter(tags=["health"])
 NOT_READY_RETRY_AFTER = 5.0
 
 
-@router.get("/health", response_model=HealthResponse, response_model_exclude_none=True)
+@router.get(
+    "/health", response_model=HealthResponse, response_model_exclude_none=True,
+    responses=build_error_responses(*EDGE_ERRORS),
+)
 async def read_liveness() -> HealthResponse:
     return HealthResponse(status="ok")
 
 
-@router.get("/health/ready", response_model=HealthResponse, responses={503: {"description": "Not ready"}})
+@router.get(
+    "/health/ready", response_model=HealthResponse, responses=build_error_responses(503, *EDGE_ERRORS)
+)
 async def read_readiness(engine: EngineDep) -> HealthResponse | JSONResponse:
     ready, reason = engine.readiness()
     if not ready:

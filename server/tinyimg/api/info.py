@@ -4,44 +4,55 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
+from tinyimg.api.auth import is_authenticated
 from tinyimg.api.deps import EngineDep
-from tinyimg.api.requests import ModelInfoResponse, ModelsResponse
+from tinyimg.contract import (
+    EDGE_ERRORS,
+    ModelInfoResponse,
+    ModelsResponse,
+    StatusResponse,
+    build_error_responses,
+)
 from tinyimg.families import family_info
+from tinyimg.http.process import read_process_status
 
 router = APIRouter(tags=["info"])
 
 
-def build_model_info(state: Any) -> ModelInfoResponse:
+def build_model_info(state: Any, show_local_source: bool) -> ModelInfoResponse:
+    """A local directory as ``source`` tells about the host: shown only to a caller with a key."""
     spec = state.spec
     return ModelInfoResponse(
         name=spec.name,
         family=spec.family,
-        source=spec.source,
+        source=spec.source if show_local_source or not spec.is_local_source() else None,
         state=state.state,
         reason=state.reason or None,
         device=state.device,
         offload=state.offload,
         negative_prompt_supported=family_info(spec.family).negative_prompt,
-        defaults=spec.resolved_defaults(),
-        limits=spec.limits,
+        defaults=spec.resolved_defaults().model_dump(),
+        limits=spec.limits.model_dump(),
     )
 
 
-@router.get("/models", response_model=ModelsResponse, response_model_by_alias=False)
-def list_models(engine: EngineDep) -> ModelsResponse:
-    return ModelsResponse(models=[build_model_info(s) for s in engine.model_states()])
+@router.get("/models", response_model=ModelsResponse, responses=build_error_responses(*EDGE_ERRORS))
+def list_models(request: Request, engine: EngineDep) -> ModelsResponse:
+    show = is_authenticated(request)
+    return ModelsResponse(models=[build_model_info(s, show) for s in engine.model_states()])
 
 
-def build_status(status: dict[str, Any], states: list[Any]) -> dict[str, Any]:
-    """The engine's status with each model's load state and reason beside its counts."""
+def build_status(status: dict[str, Any], states: list[Any]) -> StatusResponse:
+    """The engine's status with each model's load state and reason beside its counts, and this
+    process's own memory and CPU time."""
     models = {name: dict(counts) for name, counts in status.get("models", {}).items()}
     for s in states:
         models.setdefault(s.name, {}).update(state=s.state, reason=s.reason or None)
-    return {**status, "models": models}
+    return StatusResponse.model_validate({"process": read_process_status(), **status, "models": models})
 
 
-@router.get("/status")
-def read_status(engine: EngineDep) -> dict[str, Any]:
+@router.get("/status", response_model=StatusResponse, responses=build_error_responses(*EDGE_ERRORS))
+def read_status(engine: EngineDep) -> StatusResponse:
     return build_status(engine.status(), engine.model_states())

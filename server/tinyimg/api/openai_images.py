@@ -10,14 +10,14 @@ from fastapi import APIRouter, Request
 
 from tinyimg.api.auth import ApiKeyDep
 from tinyimg.api.deps import ConfigDep, EngineDep, MetricsDep
-from tinyimg.api.generate import run_generation
+from tinyimg.api.generate import GENERATION_ERRORS, run_generation
 from tinyimg.api.requests import (
-    InvalidField,
     OpenAIImageData,
     OpenAIImagesRequest,
     OpenAIImagesResponse,
     build_generate_request,
 )
+from tinyimg.errors import InvalidField
 
 router = APIRouter(tags=["openai"])
 
@@ -25,7 +25,7 @@ router = APIRouter(tags=["openai"])
 _OPENAI_FIELDS = {"width": "size", "height": "size", "num_images": "n"}
 
 
-@router.post("/v1/images/generations", response_model=OpenAIImagesResponse)
+@router.post("/v1/images/generations", response_model=OpenAIImagesResponse, responses=GENERATION_ERRORS)
 async def create_images(
     body: OpenAIImagesRequest,
     request: Request,
@@ -38,8 +38,7 @@ async def create_images(
     try:
         g = await run_generation(request, generate_body, config, engine, metrics, body.output_format)
     except InvalidField as err:
-        field = err.extra["field"]
-        raise InvalidField(_OPENAI_FIELDS.get(field, field), err.message.partition(": ")[2]) from None
+        raise InvalidField(_OPENAI_FIELDS.get(err.field, err.field), err.reason) from None
     return OpenAIImagesResponse(
         created=int(time.time()),
         data=[OpenAIImageData(b64_json=base64.b64encode(data).decode("ascii")) for data in g.encoded],

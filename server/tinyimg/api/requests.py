@@ -8,24 +8,31 @@ model is known, by ``build_generation_params``, which names the offending field.
 from __future__ import annotations
 
 import secrets
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from tinyimg.errors import InvalidField
 from tinyimg.families import family_info
-from tinyimg.runtime.jobs import EngineError, GenerationParams
-from tinyimg.spec import DefaultsSpec, LimitsSpec, ModelSpec
+from tinyimg.runtime.jobs import GenerationParams
+from tinyimg.spec import ModelSpec
 
 OutputFormat = Literal["png", "jpeg", "webp"]
 # Seeds feed torch.Generator.manual_seed; keep seed + num_images inside a signed 64-bit range.
 MAX_SEED = 2**63 - 1 - 64
 
 
-class InvalidField(EngineError):
-    """A request value outside what the model allows: 422 naming the field."""
+def check_unicode(text: str) -> str:
+    """JSON can carry a lone UTF-16 surrogate ("\\ud800") that no encoder accepts: the tokenizer
+    or the log would fail later, for the whole batch. Refuse it here, naming the field."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"not valid Unicode text (character {err.start} is a lone surrogate)") from None
+    return text
 
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}", 422, "invalid_request", extra={"field": field})
+
+Text = Annotated[str, AfterValidator(check_unicode)]
 
 
 class _Wire(BaseModel):
@@ -34,8 +41,8 @@ class _Wire(BaseModel):
 
 class GenerateRequest(_Wire):
     model: str = Field(min_length=1, max_length=100)
-    prompt: str
-    negative_prompt: str | None = None
+    prompt: Text
+    negative_prompt: Text | None = None
     width: int | None = Field(None, ge=1)
     height: int | None = Field(None, ge=1)
     steps: int | None = Field(None, ge=1)
@@ -79,35 +86,13 @@ class GenerateResponse(_Wire):
     request_id: str
 
 
-class ModelInfoResponse(_Wire):
-    name: str
-    family: str
-    source: str
-    state: str
-    reason: str | None
-    device: str | None
-    offload: str | None
-    negative_prompt_supported: bool
-    defaults: DefaultsSpec
-    limits: LimitsSpec
-
-
-class ModelsResponse(_Wire):
-    models: list[ModelInfoResponse]
-
-
-class HealthResponse(_Wire):
-    status: str
-    reason: str | None = None
-
-
 class OpenAIImagesRequest(BaseModel):
     """The subset of OpenAI's ``POST /v1/images/generations`` that maps onto ``/generate``."""
 
     # Unknown OpenAI fields (quality, style, user, ...) are accepted and ignored, as clients send them.
     model_config = ConfigDict(extra="ignore")
 
-    prompt: str
+    prompt: Text
     model: str | None = None
     n: int = Field(1, ge=1)
     size: str | None = Field(None, pattern=r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$", description='"WIDTHxHEIGHT"')

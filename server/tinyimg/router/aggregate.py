@@ -1,10 +1,21 @@
-"""Pure builders of the router's own views: /models, /status, /health/ready from the table (and,
-for /status, from each pod's /status fetched by the app)."""
+"""Pure builders of the router's own answers: /models, /status, /health/ready from the table (and
+from what the backends said, fetched by ``tinyimg.router.fetch``), in the contract's shapes."""
 
 from __future__ import annotations
 
-from typing import Any
-
+from tinyimg.contract import (
+    BackendInfo,
+    ModelInfoResponse,
+    ModelReadiness,
+    PodStatus,
+    RouterHealthResponse,
+    RouterModelInfoResponse,
+    RouterModelsResponse,
+    RouterSelfStatus,
+    RouterStatusResponse,
+    StatusResponse,
+    StatusTotals,
+)
 from tinyimg.router.table import STATE_READY, BackendTable, ModelEntry, PodState
 
 # Per-model counters of a pod's /status that add up meaningfully across pods.
@@ -29,75 +40,74 @@ def build_model_state(entry: ModelEntry, pods: list[PodState]) -> tuple[str, str
     return "unavailable", errors[0] if errors else "no ready backend"
 
 
-def build_model_item(table: BackendTable, entry: ModelEntry) -> dict[str, Any]:
+def build_model_item(
+    table: BackendTable, entry: ModelEntry, backend: ModelInfoResponse | None
+) -> RouterModelInfoResponse:
+    """The server's per-model shape (defaults and limits from a backend that answered), with the
+    router's state and replicas. ``source`` is never shown: it is a backend's local concern."""
     pods = table.pods_of(entry.name)
     state, reason = build_model_state(entry, pods)
-    item: dict[str, Any] = {
-        "name": entry.name,
-        "family": entry.family,
-        "state": state,
-        "ready_replicas": sum(p.serves(entry.name) for p in pods),
-        "replicas": len(pods),
-        "backends": [
-            {
-                "name": p.name,
-                "url": p.url,
-                "ready": p.serves(entry.name),
-                "reachable": p.reachable,
-                "in_flight": p.inflight,
-                "queue_depth": p.queue_depth.get(entry.name, 0),
-            }
+    known = backend.model_dump(include={"negative_prompt_supported", "defaults", "limits", "offload"}) if backend else {}
+    return RouterModelInfoResponse(
+        **known,
+        name=entry.name,
+        family=entry.family or (backend.family if backend else None),
+        source=None,
+        state=state,
+        reason=reason,
+        ready_replicas=sum(p.serves(entry.name) for p in pods),
+        replicas=len(pods),
+        backends=[
+            BackendInfo(
+                name=p.name, url=p.url, ready=p.serves(entry.name), reachable=p.reachable, in_flight=p.inflight,
+                queue_depth=p.queue_depth.get(entry.name, 0),
+            )
             for p in pods
         ],
-    }
-    if reason:
-        item["reason"] = reason
-    return item
+    )
 
 
-def build_models_view(table: BackendTable) -> dict[str, Any]:
-    return {"models": [build_model_item(table, table.models[n]) for n in sorted(table.models)]}
+def build_models_view(
+    table: BackendTable, backends: dict[str, ModelInfoResponse] | None = None
+) -> RouterModelsResponse:
+    backends = backends or {}
+    return RouterModelsResponse(
+        models=[build_model_item(table, table.models[n], backends.get(n)) for n in sorted(table.models)]
+    )
 
 
-def build_health_view(table: BackendTable, mode: str) -> dict[str, Any]:
+def build_health_view(table: BackendTable, mode: str) -> RouterHealthResponse:
     models = {
-        item["name"]: {k: item[k] for k in ("state", "ready_replicas", "replicas")}
-        for item in build_models_view(table)["models"]
+        item.name: ModelReadiness(state=item.state, ready_replicas=item.ready_replicas, replicas=item.replicas)
+        for item in build_models_view(table).models
     }
-    return {"status": "ready" if table.synced else "not_ready", "mode": mode, "models": models}
-
-
-def _sum_model_fields(status: dict[str, Any]) -> dict[str, float]:
-    models = status.get("models")
-    items = models.values() if isinstance(models, dict) else models if isinstance(models, list) else []
-    totals = dict.fromkeys(SUMMED_FIELDS, 0.0)
-    for item in items:
-        for key in SUMMED_FIELDS:
-            value = item.get(key) if isinstance(item, dict) else None
-            if isinstance(value, int | float):
-                totals[key] += value
-    return totals
+    return RouterHealthResponse(status="ready" if table.synced else "not_ready", mode=mode, models=models)
 
 
 def build_status_view(
-    table: BackendTable, results: dict[str, dict[str, Any] | str], router: dict[str, Any]
-) -> dict[str, Any]:
-    """``results``: pod url -> its /status body, or the error text when it could not be fetched."""
+    table: BackendTable, results: dict[str, StatusResponse | str], router: RouterSelfStatus
+) -> RouterStatusResponse:
+    """``results``: pod url -> its /status, or the error text when it could not be read."""
     pods = []
-    totals: dict[str, float] = dict.fromkeys(SUMMED_FIELDS, 0)
+    totals = dict.fromkeys(SUMMED_FIELDS, 0)
     for url in sorted(table.pods):
         pod = table.pods[url]
-        models = sorted(m for m, e in table.models.items() if url in e.pods)
         result = results.get(url, "not fetched")
-        item: dict[str, Any] = {"name": pod.name, "url": url, "models": models, "in_flight_from_router": pod.inflight}
-        if isinstance(result, dict):
-            item.update(reachable=True, status=result)
-            for key, value in _sum_model_fields(result).items():
-                totals[key] += value
+        item = PodStatus(
+            name=pod.name, url=url, models=sorted(m for m, e in table.models.items() if url in e.pods),
+            in_flight_from_router=pod.inflight, reachable=isinstance(result, StatusResponse),
+        )
+        if isinstance(result, StatusResponse):
+            item.status = result
+            for model in result.models.values():
+                for key in SUMMED_FIELDS:
+                    totals[key] += getattr(model, key)
         else:
-            item.update(reachable=False, error=result)
+            item.error = result
         pods.append(item)
-    reachable = sum(p["reachable"] for p in pods)
-    summary = {k: int(v) if float(v).is_integer() else v for k, v in totals.items()}
-    summary.update(pods=len(pods), reachable_pods=reachable, unreachable_pods=len(pods) - reachable)
-    return {"router": router, "pods": pods, "totals": summary}
+    reachable = sum(p.reachable for p in pods)
+    return RouterStatusResponse(
+        router=router,
+        pods=pods,
+        totals=StatusTotals(**totals, pods=len(pods), reachable_pods=reachable, unreachable_pods=len(pods) - reachable),
+    )

@@ -8,6 +8,11 @@ import hmac
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# Failed key attempts allowed per client address: a burst for a mistyped key, then one a second,
+# so guessing is slow; beyond it the answer is 429, not 401.
+AUTH_FAILURE_RATE = 1.0
+AUTH_FAILURE_BURST = 20.0
+
 
 class KeyFileError(Exception):
     pass
@@ -79,7 +84,6 @@ class TokenBucket:
             return 0.0
         return (1 - self.tokens) / self.rate
 
-
     def is_full_at(self, now: float) -> bool:
         return self.tokens < 0 or self.tokens + (now - self.updated) * self.rate >= self.burst
 
@@ -102,3 +106,7 @@ class RateLimiter:
                 self.buckets = {k: b for k, b in self.buckets.items() if not b.is_full_at(now)}
             bucket = self.buckets[who] = TokenBucket(self.rate, self.burst)
         return bucket.take(now)
+
+
+def build_auth_failure_limiter() -> RateLimiter:
+    return RateLimiter(AUTH_FAILURE_RATE, AUTH_FAILURE_BURST)

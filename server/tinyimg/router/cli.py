@@ -2,6 +2,7 @@
 
     tinyimg router [--backend MODEL=URL ...] [--backends FILE] [--kubernetes [--namespace NS]]
                    [--host H] [--port N] [--api-keys-file F] [--rate-limit RPS] [--rate-burst N]
+                   [--trusted-proxy ADDR ...] [--max-connections N] [--upstream-timeout S]
 """
 
 from __future__ import annotations
@@ -10,24 +11,33 @@ import argparse
 import logging
 import sys
 
-from tinyimg.labels import DEFAULT_PORT
-from tinyimg.router.settings import OPEN_PATHS_DEFAULT, RouterSettings
+from tinyimg.router.settings import RouterSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Flags left out default to None and then to RouterSettings' own defaults (one place)."""
+    d = RouterSettings()
     p = argparse.ArgumentParser(prog="tinyimg router", description="Route generation requests to model servers.")
     p.add_argument("--backend", action="append", default=[], metavar="MODEL=URL", help="a model's backend (repeat)")
     p.add_argument("--backends", metavar="FILE", help="YAML file: backends: {model: [url, ...]}")
     p.add_argument("--kubernetes", action="store_true", help="discover ImageModels and their pods in a cluster")
     p.add_argument("--namespace", help="namespace to watch (default: the router's own, or the kubeconfig's)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--host", help=f"listen address (default {d.host})")
+    p.add_argument("--port", type=int, help=f"listen port (default {d.port})")
     p.add_argument("--api-keys-file", metavar="PATH", help="file with one key per line, or a mounted Secret dir")
     p.add_argument("--rate-limit", type=float, metavar="RPS", help="requests per second per key")
-    p.add_argument("--rate-burst", type=float, default=10.0, metavar="N", help="bucket size (default 10)")
+    p.add_argument("--rate-burst", type=float, metavar="N", help=f"bucket size (default {d.rate_burst:g})")
     p.add_argument("--protect-health", action="store_true", help="require a key on /health* and /metrics too")
-    p.add_argument("--poll-interval", type=float, default=1.0, metavar="S")
-    p.add_argument("--upstream-timeout", type=float, default=330.0, metavar="S", help="wait for a generation answer")
+    p.add_argument("--poll-interval", type=float, metavar="S", help=f"default {d.poll_interval:g}")
+    p.add_argument(
+        "--upstream-timeout", type=float, metavar="S",
+        help=f"wait for a generation answer (default {d.upstream_timeout:g}: the longest model deadline + slack)",
+    )
+    p.add_argument(
+        "--trusted-proxy", action="append", dest="trusted_proxies", metavar="ADDR",
+        help="believe X-Forwarded-For/-Proto from this address or network (repeat; default none)",
+    )
+    p.add_argument("--max-connections", type=int, metavar="N", help=f"open connections (default {d.max_connections})")
     p.add_argument("--log-level", default="info")
     return p
 
@@ -35,14 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
 def load_settings(args: argparse.Namespace) -> RouterSettings:
     from tinyimg.router.auth import load_key_hashes
 
-    return RouterSettings(
-        key_hashes=tuple(load_key_hashes(args.api_keys_file)) if args.api_keys_file else (),
-        rate_limit=args.rate_limit,
-        rate_burst=args.rate_burst,
-        open_paths=() if args.protect_health else OPEN_PATHS_DEFAULT,
-        poll_interval=args.poll_interval,
-        upstream_timeout=args.upstream_timeout,
-    )
+    given = {
+        "host": args.host,
+        "port": args.port,
+        "rate_limit": args.rate_limit,
+        "rate_burst": args.rate_burst,
+        "poll_interval": args.poll_interval,
+        "upstream_timeout": args.upstream_timeout,
+        "max_connections": args.max_connections,
+        "trusted_proxies": tuple(args.trusted_proxies) if args.trusted_proxies else None,
+        "key_hashes": tuple(load_key_hashes(args.api_keys_file)) if args.api_keys_file else None,
+        "open_paths": () if args.protect_health else None,
+    }
+    return RouterSettings(**{k: v for k, v in given.items() if v is not None})
 
 
 def load_discovery(args: argparse.Namespace):
@@ -80,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import uvicorn
 
+    from tinyimg.http.server import build_server_options
     from tinyimg.logs import configure_logging
     from tinyimg.router.app import create_router_app
 
@@ -87,5 +103,6 @@ def main(argv: list[str] | None = None) -> int:
     # httpx logs every request at info: one line per poll and per forward is noise, not signal.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     app = create_router_app(settings, discovery)
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False, lifespan="on")
+    options = build_server_options(settings.edge_limits(), settings.trusted_proxies)
+    uvicorn.run(app, host=settings.host, port=settings.port, lifespan="on", log_level=args.log_level, **options)
     return 0

@@ -1,17 +1,11 @@
-"""Router errors, in the model server's shape (tinyimg.errors)."""
+"""Errors the router itself answers with: an ApiError (tinyimg.errors), so one handler and one
+shape serve both services. The argument order (status first) is the router's historical one."""
 
 from __future__ import annotations
 
-from fastapi.responses import JSONResponse
-
-from tinyimg.errors import build_error_response
+from tinyimg.errors import ApiError
 
 
-class RouterError(Exception):
+class RouterError(ApiError):
     def __init__(self, status: int, code: str, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
-
-
-def build_router_error_response(err: RouterError) -> JSONResponse:
-    return build_error_response(err.status, err.code, err.message, err.retry_after)
+        super().__init__(message, status, code, retry_after)

@@ -1,24 +1,47 @@
-"""The router's settings: one frozen object built by the CLI (or a test) and handed to the app."""
+"""The router's settings: one frozen object built by the CLI (or a test) and handed to the app.
+Each default lives here once; the CLI takes them from here, and values that depend on others are
+derived (the upstream timeout from the longest request timeout a model may have)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tinyimg.drain import build_upstream_timeout
+from tinyimg.http.limits import EdgeLimits
+from tinyimg.labels import DEFAULT_PORT
+from tinyimg.spec import RuntimeSpec
+
 OPEN_PATHS_DEFAULT = ("/health", "/health/ready", "/metrics")
+
+
+def read_max_request_timeout() -> float:
+    """The longest ``requestTimeoutSeconds`` a model may declare (the schema's own bound)."""
+    field = RuntimeSpec.model_fields["request_timeout_seconds"]
+    return float(next(m.le for m in field.metadata if getattr(m, "le", None) is not None))
+
+
+# Waiting for a pod's answer to a generation request: past the longest deadline a model may have,
+# so the model's own 504 with a reason reaches the client rather than the router's.
+UPSTREAM_TIMEOUT_DEFAULT = build_upstream_timeout(read_max_request_timeout())
 
 
 @dataclass(frozen=True)
 class RouterSettings:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
     key_hashes: tuple[str, ...] = ()  # sha256 hex of each API key; empty = no auth
     rate_limit: float | None = None  # requests per second per key (per client address without keys)
     rate_burst: float = 10.0
     open_paths: tuple[str, ...] = OPEN_PATHS_DEFAULT  # reachable without a key
     poll_interval: float = 1.0
     poll_timeout: float = 1.0
-    status_timeout: float = 2.0  # per pod, for the aggregated GET /status
+    status_timeout: float = 2.0  # per pod, for the aggregated GET /status and /models
     connect_timeout: float = 2.0
-    # Waiting for a pod's answer to a generation request: longer than the model server's own
-    # default deadline (300 s), so its 504 with a reason reaches the client rather than the router's.
-    upstream_timeout: float = 330.0
+    upstream_timeout: float = UPSTREAM_TIMEOUT_DEFAULT
     retry_after: float = 2.0  # seconds, in 503s the router itself answers
-    max_body_bytes: int = 1_000_000
+    max_body_bytes: int = EdgeLimits.max_body_bytes
+    max_connections: int = EdgeLimits.max_connections
+    trusted_proxies: tuple[str, ...] = ()  # whose X-Forwarded-For/-Proto are believed; none by default
+
+    def edge_limits(self) -> EdgeLimits:
+        return EdgeLimits(max_body_bytes=self.max_body_bytes, max_connections=self.max_connections)

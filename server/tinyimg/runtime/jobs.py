@@ -3,8 +3,10 @@ and the errors the engine raises (each knows its HTTP status). No torch here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from tinyimg.errors import ApiError
 
 
 @dataclass(frozen=True)
@@ -40,16 +42,12 @@ class GenerationResult:
     batch_size: int  # images in the pipeline call this request rode in
 
 
-@dataclass
-class EngineError(Exception):
-    message: str
-    status: int = 500
-    code: str = "generation_failed"
-    retry_after: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+class EngineError(ApiError):
+    """An error the engine raises; it carries its HTTP answer (tinyimg.errors.ApiError)."""
 
-    def __str__(self) -> str:
-        return self.message
+    def __init__(self, message: str, status: int = 500, code: str = "generation_failed",
+                 retry_after: float | None = None, extra: dict[str, Any] | None = None):
+        super().__init__(message, status, code, retry_after, extra)
 
 
 class ModelNotFound(EngineError):

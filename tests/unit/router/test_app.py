@@ -28,7 +28,7 @@ async def router_client(settings=None, backends=None):
         (b"not json", 422, "invalid_request"),
         (b'{"prompt": "x"}', 422, "invalid_request"),
         (b"[1, 2]", 422, "invalid_request"),
-        (b'{"model": "a", "prompt": "' + b"x" * 2000 + b'"}', 413, "request_too_large"),
+        (b'{"model": "a", "prompt": "' + b"x" * 2000 + b'"}', 413, "payload_too_large"),
     ],
     ids=["not-json", "no-model-with-two-known", "not-an-object", "too-large"],
 )

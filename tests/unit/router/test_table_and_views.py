@@ -1,3 +1,4 @@
+from tinyimg.contract import RouterSelfStatus, StatusResponse
 from tinyimg.router.aggregate import build_health_view, build_model_state, build_models_view, build_status_view
 from tinyimg.router.table import BackendRef, BackendTable, ModelBackends
 
@@ -34,7 +35,7 @@ def test_models_view_lists_a_model_with_no_reachable_backend():
     table.pods["http://h:1"].queue_depth = {"a": 2}
     table.pods["http://h:2"].reachable = False
     table.pods["http://h:2"].last_error = "refused"
-    view = {m["name"]: m for m in build_models_view(table)["models"]}
+    view = {m["name"]: m for m in build_models_view(table).model_dump()["models"]}
     assert (view["a"]["state"], view["a"]["ready_replicas"], view["a"]["replicas"]) == ("ready", 1, 2)
     assert view["a"]["backends"][0]["queue_depth"] == 2
     assert (view["b"]["state"], view["b"]["reason"], view["b"]["ready_replicas"]) == ("unavailable", "no backend known", 0)
@@ -55,21 +56,25 @@ def test_model_state_prefers_loading_then_discovery_state():
 def test_health_view_says_not_ready_until_discovery_has_synced():
     table = table_with(a=["http://h:1"])
     table.synced = False
-    assert build_health_view(table, "kubernetes")["status"] == "not_ready"
+    assert build_health_view(table, "kubernetes").status == "not_ready"
     table.synced = True
-    assert build_health_view(table, "static") == {
+    assert build_health_view(table, "static").model_dump(exclude_none=True) == {
         "status": "ready", "mode": "static", "models": {"a": {"state": "ready", "ready_replicas": 1, "replicas": 1}}
     }
 
 
 def test_status_view_sums_reachable_pods_and_lists_unreachable_ones():
     table = table_with(a=["http://h:1", "http://h:2", "http://h:3"])
+    def status(**counts):
+        return StatusResponse(uptime_seconds=1, devices=[], models={"a": counts})
+
     results = {
-        "http://h:1": {"models": {"a": {"queue_depth": 2, "in_flight": 1, "served": 10, "failed": 1}}},
-        "http://h:2": {"models": {"a": {"queue_depth": 1, "in_flight": 1, "served": 5, "failed": 0}}},
+        "http://h:1": status(queue_depth=2, in_flight=1, served=10, failed=1),
+        "http://h:2": status(queue_depth=1, in_flight=1, served=5, failed=0),
         "http://h:3": "ConnectError: refused",
     }
-    view = build_status_view(table, results, {"mode": "static"})
+    own = RouterSelfStatus(mode="static", uptime_seconds=1.0, in_flight=0)
+    view = build_status_view(table, results, own).model_dump(exclude_none=True)
     assert view["totals"] == {
         "queue_depth": 3, "in_flight": 2, "served": 15, "failed": 1, "pods": 3, "reachable_pods": 2, "unreachable_pods": 1
     }

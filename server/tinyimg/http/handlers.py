@@ -1,5 +1,5 @@
-"""Every error leaves the server as {"error": {"code", "message", "request_id"}} (plus "field" when
-one input is at fault), with X-Request-ID, and Retry-After where waiting helps."""
+"""Exception handlers of both apps: every error leaves as the JSON error shape with the request id
+(tinyimg.errors), with Retry-After where waiting helps."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from tinyimg.errors import build_error_response, status_code_name
-from tinyimg.runtime.jobs import EngineError
+from tinyimg.errors import ApiError, build_error_response, status_code_name
 
-log = logging.getLogger("tinyimg.api")
+log = logging.getLogger("tinyimg.http")
 
 
 def build_field_path(loc: tuple[Any, ...]) -> str:
@@ -25,14 +24,14 @@ def build_field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-async def _engine_error(request: Request, exc: EngineError) -> JSONResponse:
+async def answer_api_error(request: Request, exc: ApiError) -> JSONResponse:
     # 503 (loading, shutting down) is routine; other 5xx are worth a warning.
     if exc.status >= 500 and exc.status != 503:
         log.warning("request failed: %s", exc.message, extra={"code": exc.code, "status": exc.status})
-    return build_error_response(exc.status, exc.code, exc.message, exc.retry_after, **exc.extra)
+    return exc.to_response()
 
 
-async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+async def answer_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = exc.errors()
     first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
     field = build_field_path(tuple(first["loc"]))
@@ -47,14 +46,13 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     )
 
 
-async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+async def answer_http_error(request: Request, exc: HTTPException) -> JSONResponse:
     response = build_error_response(exc.status_code, status_code_name(exc.status_code), str(exc.detail))
-    for key, value in (exc.headers or {}).items():
-        response.headers[key] = value
+    response.headers.update(exc.headers or {})
     return response
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(EngineError, _engine_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(ApiError, answer_api_error)
+    app.add_exception_handler(RequestValidationError, answer_validation_error)
+    app.add_exception_handler(HTTPException, answer_http_error)

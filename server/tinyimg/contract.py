@@ -1,0 +1,190 @@
+"""The answers of /health, /models and /status, defined once (pydantic, torch-free): the model
+server sends them, the router reads them from its backends and builds its aggregated answers from
+them, and both apps' OpenAPI documents describe them. Wire names are snake_case, as the rest of the
+HTTP API; defaults and limits take their fields from the one schema (``tinyimg.spec``).
+
+Unknown fields are ignored when reading (a newer server may say more than an older router knows);
+to send a new field, add it here, optional, and both sides and the OpenAPI document follow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, create_model
+
+from tinyimg.spec import DefaultsSpec, LimitsSpec
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+def _snake_copy(spec: type[BaseModel], name: str) -> type[Wire]:
+    """A snake_case wire model with ``spec``'s fields (the spec's own are camelCase aliases)."""
+    fields: dict[str, Any] = {n: (f.annotation, f.default) for n, f in spec.model_fields.items()}
+    return create_model(name, __base__=Wire, __doc__=spec.__doc__, **fields)
+
+
+DefaultsResponse = _snake_copy(DefaultsSpec, "DefaultsResponse")
+LimitsResponse = _snake_copy(LimitsSpec, "LimitsResponse")
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    code: str
+    message: str
+    request_id: str
+    field: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class HealthResponse(Wire):
+    status: str
+    reason: str | None = None
+
+
+class ModelInfoResponse(Wire):
+    name: str
+    family: str | None
+    # A Hugging Face repo id, or a local directory: shown only to a caller with a valid API key
+    # (null otherwise, and always null from the router), since paths tell an attacker about the host.
+    source: str | None
+    state: str
+    reason: str | None = None
+    device: str | None = None
+    offload: str | None = None
+    # null only from a router that has reached no backend of the model yet
+    negative_prompt_supported: bool | None = None
+    defaults: DefaultsResponse | None = None  # type: ignore[valid-type]
+    limits: LimitsResponse | None = None  # type: ignore[valid-type]
+
+
+class ModelsResponse(Wire):
+    models: list[ModelInfoResponse]
+
+
+class DeviceStatus(Wire):
+    name: str
+    kind: str
+    memory_total_bytes: int | None = None
+    memory_used_bytes: int | None = None
+
+
+class ModelStatus(Wire):
+    device: str | None = None
+    queue_depth: int = 0
+    in_flight: int = 0
+    served: int = 0
+    failed: int = 0
+    state: str | None = None
+    reason: str | None = None
+
+
+class ProcessStatus(Wire):
+    """This process's own usage (not the host's)."""
+
+    rss_bytes: int
+    cpu_seconds: float
+
+
+class StatusResponse(Wire):
+    uptime_seconds: float
+    devices: list[DeviceStatus]
+    models: dict[str, ModelStatus]
+    process: ProcessStatus | None = None
+
+
+# The router's answers: the same per-model shape, plus what only the router knows.
+
+
+class BackendInfo(Wire):
+    name: str
+    url: str
+    ready: bool
+    reachable: bool
+    in_flight: int
+    queue_depth: int
+
+
+class RouterModelInfoResponse(ModelInfoResponse):
+    ready_replicas: int
+    replicas: int
+    backends: list[BackendInfo]
+
+
+class RouterModelsResponse(Wire):
+    models: list[RouterModelInfoResponse]
+
+
+class ModelReadiness(Wire):
+    state: str
+    ready_replicas: int
+    replicas: int
+
+
+class RouterHealthResponse(HealthResponse):
+    mode: str
+    models: dict[str, ModelReadiness]
+
+
+class RouterSelfStatus(Wire):
+    mode: str
+    uptime_seconds: float
+    in_flight: int
+    process: ProcessStatus | None = None
+
+
+class PodStatus(Wire):
+    name: str
+    url: str
+    models: list[str]
+    in_flight_from_router: int
+    reachable: bool
+    status: StatusResponse | None = None
+    error: str | None = None
+
+
+class StatusTotals(Wire):
+    queue_depth: int
+    in_flight: int
+    served: int
+    failed: int
+    pods: int
+    reachable_pods: int
+    unreachable_pods: int
+
+
+class RouterStatusResponse(Wire):
+    router: RouterSelfStatus
+    pods: list[PodStatus]
+    totals: StatusTotals
+
+
+def build_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` for the error statuses a route can answer, all in the error shape."""
+    return {status: {"model": ErrorResponse, "description": _DESCRIPTIONS.get(status, "Error")} for status in statuses}
+
+
+_DESCRIPTIONS = {
+    400: "Malformed request",
+    401: "Missing or invalid API key",
+    404: "Unknown model",
+    408: "Request body too slow",
+    413: "Request body too large",
+    422: "Invalid input (the field is named)",
+    429: "Queue full or rate limited (Retry-After)",
+    431: "Request headers too large or too many",
+    499: "Client closed the connection",
+    500: "Generation failed or internal error",
+    502: "Backend answered malformed",
+    503: "Not ready or no backend (Retry-After)",
+    504: "Deadline passed",
+}
+# Any route can answer these: the edge refuses before routing, and a bug is a JSON 500.
+EDGE_ERRORS = (431, 500)
+BODY_ERRORS = (408, 413, 422)

@@ -1,0 +1,17 @@
+"""``install_edge(app, limits)``: the same edge on both apps, in one call."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from tinyimg.http.body import BodyLimitMiddleware
+from tinyimg.http.context import Observer, RequestContextMiddleware
+from tinyimg.http.handlers import install_error_handlers
+from tinyimg.http.limits import EdgeLimits
+
+
+def install_edge(app: FastAPI, limits: EdgeLimits, observe: Observer | None = None) -> None:
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes, timeout=limits.body_timeout)
+    # Added last = outermost: the request id and the access log cover every answer, 413 included.
+    app.add_middleware(RequestContextMiddleware, max_header_count=limits.max_header_count, observe=observe)

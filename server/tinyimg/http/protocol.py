@@ -1,0 +1,134 @@
+"""uvicorn's h11 protocol with the bounds uvicorn lacks.
+
+- The request head (request line + headers) is at most ``max_header_bytes``: h11 holds no more
+  than that of an incomplete head (``max_incomplete_event_size``) and flags the overflow as 431,
+  which is answered in the JSON error shape. (uvicorn's default httptools parser has no bound.)
+- A head must be complete within ``header_timeout`` seconds of the connection opening or of the
+  previous answer. uvicorn has no header timeout, and its keep-alive timer restarts on every byte,
+  so a client dripping a byte at a time held a connection forever.
+- At most ``max_connections`` open connections per process: one more is answered 503 (JSON,
+  Retry-After) and closed at once, before it can hold a file descriptor.
+
+Answers written here come before any app runs, so they are built here, in the same shape, with a
+fresh request id, and logged to the same access log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from tinyimg.errors import build_error_body, build_retry_after
+from tinyimg.http.limits import EdgeLimits
+from tinyimg.http.request_id import new_request_id
+
+access_log = logging.getLogger("tinyimg.access")
+
+
+def build_raw_error(
+    status: int, code: str, message: str, request_id: str, retry_after: float | None = None
+) -> bytes:
+    """A complete HTTP/1.1 error answer that closes the connection, in the JSON error shape."""
+    body = json.dumps(build_error_body(code, message, request_id)).encode()
+    headers = [
+        ("content-type", "application/json"),
+        ("content-length", str(len(body))),
+        ("connection", "close"),
+        ("x-request-id", request_id),
+    ]
+    if retry_after is not None:
+        headers.append(("retry-after", build_retry_after(retry_after)))
+    head = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers)
+    return head.encode("latin-1") + b"\r\n" + body
+
+
+class RecordingConnection(h11.Connection):
+    """h11's connection, remembering why it refused the peer's data (its status hint: 431 for an
+    oversized head, 400 otherwise); uvicorn's handler does not pass the error on."""
+
+    last_error: h11.RemoteProtocolError | None = None
+
+    def next_event(self) -> Any:
+        try:
+            return super().next_event()
+        except h11.RemoteProtocolError as err:
+            self.last_error = err
+            raise
+
+
+class EdgeH11Protocol(H11Protocol):
+    limits = EdgeLimits()
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.conn = RecordingConnection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
+        self.head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            self.refuse(503, "too_many_connections", f"this process holds its limit of "
+                        f"{self.limits.max_connections} connections; retry shortly", retry_after=1)
+            return
+        self.arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.cancel_head_timer()
+        super().connection_lost(exc)
+
+    def handle_events(self) -> None:
+        cycle = self.cycle
+        super().handle_events()
+        if self.cycle is not cycle:  # a complete head arrived: a request runs
+            self.cancel_head_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and self.head_timer is None:
+            self.arm_head_timer()
+
+    def send_400_response(self, msg: str) -> None:
+        err = self.conn.last_error
+        if err is not None and err.error_status_hint == 431:
+            self.refuse(431, "headers_too_large", f"request head over {self.limits.max_header_bytes} bytes")
+        else:
+            self.refuse(400, "bad_request", f"invalid HTTP request: {err or msg}")
+
+    def arm_head_timer(self) -> None:
+        self.cancel_head_timer()
+        self.head_timer = self.loop.call_later(self.limits.header_timeout, self.on_head_timeout)
+
+    def cancel_head_timer(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+
+    def on_head_timeout(self) -> None:
+        self.head_timer = None
+        if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
+            return
+        pending, _ = self.conn.trailing_data
+        if pending:  # part of a head came, too slowly
+            self.refuse(408, "request_timeout", f"request head not received within {self.limits.header_timeout:g}s")
+        else:  # idle: close quietly, as a keep-alive timeout does
+            self.transport.close()
+
+    def refuse(self, status: int, code: str, message: str, retry_after: float | None = None) -> None:
+        request_id = new_request_id()
+        self.transport.write(build_raw_error(status, code, message, request_id, retry_after))
+        self.transport.close()
+        client = self.client[0] if self.client else ""
+        access_log.info(
+            "- - %d", status,
+            extra={"request_id": request_id, "status": status, "code": code, "client": client, "path": None},
+        )
+
+
+def build_protocol_class(limits: EdgeLimits) -> type[EdgeH11Protocol]:
+    return type("EdgeH11Protocol", (EdgeH11Protocol,), {"limits": limits})

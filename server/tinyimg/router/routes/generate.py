@@ -1,0 +1,50 @@
+"""POST /generate and POST /v1/images/generations: read the model name, forward the body as is."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from tinyimg.contract import BODY_ERRORS, EDGE_ERRORS, build_error_responses
+from tinyimg.errors import ApiError
+from tinyimg.router.forward import build_upstream_headers
+from tinyimg.router.state import AccessDep, StateDep
+
+GENERATION_PATHS = ("/generate", "/v1/images/generations")
+# Besides the backend's own answers (relayed as they are): the router's refusals.
+GENERATION_ERRORS = build_error_responses(*BODY_ERRORS, 401, 404, 429, 499, 503, 504, *EDGE_ERRORS)
+
+router = APIRouter(tags=["generate"], dependencies=[AccessDep])
+
+
+def read_model_name(body: bytes, known: list[str]) -> str:
+    """The model a body names. With one known model and no ``model`` field, that model is meant
+    (the backend then decides whether the body is valid)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python recurses
+        raise ApiError("body: not valid JSON (or nested too deeply)", 422, "invalid_request", extra={"field": "body"}) from None
+    model = data.get("model") if isinstance(data, dict) else None
+    if isinstance(model, str) and model:
+        return model
+    if len(known) == 1:
+        return known[0]
+    raise ApiError("model: field required (the router serves several models)", 422, "invalid_request",
+                   extra={"field": "model"})
+
+
+async def forward_generation(request: Request, state: StateDep) -> Any:
+    # The size and pace bounds of the edge (tinyimg.http.body) apply while this reads.
+    body = await request.body()
+    model = read_model_name(body, list(state.table.models))
+    request_id = request.scope["state"]["request_id"]
+    headers = build_upstream_headers(
+        [(k, v) for k, v in request.headers.items()], request_id, request.client.host if request.client else None
+    )
+    return await state.forwarder.forward(model, request.url.path, body, headers, request_id)
+
+
+for _path in GENERATION_PATHS:
+    router.add_api_route(_path, forward_generation, methods=["POST"], response_model=None, responses=GENERATION_ERRORS)

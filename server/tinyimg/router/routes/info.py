@@ -1,0 +1,42 @@
+"""GET /models and GET /status for every model together, in the contract's shapes."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter
+
+from tinyimg.contract import (
+    EDGE_ERRORS,
+    RouterModelsResponse,
+    RouterSelfStatus,
+    RouterStatusResponse,
+    StatusResponse,
+    build_error_responses,
+)
+from tinyimg.http.process import read_process_status
+from tinyimg.router.aggregate import build_models_view, build_status_view
+from tinyimg.router.fetch import read_model_infos, read_pod_documents
+from tinyimg.router.state import AccessDep, StateDep
+
+router = APIRouter(tags=["info"], dependencies=[AccessDep])
+INFO_ERRORS = build_error_responses(401, 429, *EDGE_ERRORS)
+
+
+@router.get("/models", response_model=RouterModelsResponse, responses=INFO_ERRORS)
+async def list_models(state: StateDep) -> RouterModelsResponse:
+    infos = await read_model_infos(state.client, state.table, state.settings.status_timeout)
+    return build_models_view(state.table, infos)
+
+
+@router.get("/status", response_model=RouterStatusResponse, responses=INFO_ERRORS)
+async def read_status(state: StateDep) -> RouterStatusResponse:
+    urls = sorted(state.table.pods)
+    results = await read_pod_documents(state.client, urls, "/status", StatusResponse, state.settings.status_timeout)
+    own = RouterSelfStatus(
+        mode=state.discovery.mode,
+        uptime_seconds=round(time.monotonic() - state.started, 3),
+        in_flight=sum(p.inflight for p in state.table.pods.values()),
+        process=read_process_status(),
+    )
+    return build_status_view(state.table, results, own)

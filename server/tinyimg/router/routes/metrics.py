@@ -1,0 +1,21 @@
+"""GET /metrics: the router's Prometheus text; the ready-pod gauge is set from the table here."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from tinyimg.contract import EDGE_ERRORS, build_error_responses
+from tinyimg.router.state import AccessDep, StateDep
+
+router = APIRouter(tags=["metrics"], dependencies=[AccessDep])
+
+
+@router.get("/metrics", response_class=Response, responses=build_error_responses(401, 429, *EDGE_ERRORS))
+async def read_metrics(state: StateDep) -> Response:
+    gauge = state.metrics.ready_pods
+    gauge.clear()
+    for name in state.table.models:
+        gauge.labels(name).set(len(state.table.ready_pods(name)))
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

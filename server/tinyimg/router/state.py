@@ -1,0 +1,74 @@
+"""What the router's routes share (``app.state.router``), and the access check they depend on."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import httpx
+from fastapi import Depends, Request
+
+from tinyimg.errors import ApiError
+from tinyimg.router.auth import RateLimiter, build_auth_failure_limiter, match_key, parse_bearer
+from tinyimg.router.forward import Forwarder
+from tinyimg.router.metrics import RouterMetrics, build_router_metrics
+from tinyimg.router.settings import RouterSettings
+from tinyimg.router.table import BackendTable
+
+
+class RouterState:
+    def __init__(self, settings: RouterSettings, discovery: Any):
+        self.settings, self.discovery = settings, discovery
+        self.table = BackendTable()
+        self.metrics: RouterMetrics = build_router_metrics()
+        self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst) if settings.rate_limit else None
+        self.auth_failures = build_auth_failure_limiter()
+        self.started = time.monotonic()
+        self.client: httpx.AsyncClient | None = None
+        self.forwarder: Forwarder | None = None
+
+
+# Dependencies are async on purpose: FastAPI runs a sync one in a worker thread, per request.
+async def get_state(request: Request) -> RouterState:
+    return request.app.state.router
+
+
+StateDep = Annotated[RouterState, Depends(get_state)]
+
+
+def refuse_rate(state: RouterState, reason: str, wait: float, message: str) -> ApiError:
+    state.metrics.rejected.labels(reason).inc()
+    return ApiError(message, 429, "rate_limited", retry_after=wait)
+
+
+async def check_access(request: Request, state: StateDep) -> None:
+    """API key (when keys are configured) and rate limit, except on the open paths. A failed key
+    counts against a per-address limit of its own (and the general one, when set), so a client
+    cannot try keys faster than that."""
+    settings = state.settings
+    if request.url.path in settings.open_paths:
+        return
+    address = request.client.host if request.client else "unknown"
+    who = address
+    now = time.monotonic()
+    if settings.key_hashes:
+        matched = match_key(parse_bearer(request.headers.get("authorization")), list(settings.key_hashes))
+        if matched is None:
+            wait = state.auth_failures.take(address, now)
+            if wait == 0 and state.limiter is not None:
+                wait = state.limiter.take(address, now)
+            if wait > 0:
+                raise refuse_rate(state, "auth_rate_limit", wait, "too many failed API key attempts from this address")
+            state.metrics.rejected.labels("auth").inc()
+            raise ApiError(
+                "missing or invalid API key (Authorization: Bearer <key>)", 401, "unauthorized",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        who = matched
+    if state.limiter is not None:
+        wait = state.limiter.take(who, now)
+        if wait > 0:
+            raise refuse_rate(state, "rate_limit", wait, "rate limit exceeded for this key")
+
+
+AccessDep = Depends(check_access)
