@@ -49,16 +49,21 @@ class BackgroundServer:
     """uvicorn serving ``app`` from a thread of this process, on a port the OS picks: for tests,
     benchmarks and embedding. ``with BackgroundServer(app) as server: httpx.get(server.url + ...)``."""
 
-    def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0, limits=None):
+        """``limits`` (an ``EdgeLimits``): the edge's protocol and bounds, as ``tinyimg serve`` runs."""
         import socket
 
         import uvicorn
+
+        from tinyimg.http.limits import EdgeLimits
+        from tinyimg.http.server import build_server_options
 
         self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.socket.bind((host, port))
         self.url = "http://{}:{}".format(*self.socket.getsockname())
-        config = uvicorn.Config(app, log_config=None, access_log=False, timeout_graceful_shutdown=5)
+        options = build_server_options(limits or EdgeLimits())
+        config = uvicorn.Config(app, timeout_graceful_shutdown=5, **options)
         self.server = uvicorn.Server(config)
         self.thread: threading.Thread | None = None
 

@@ -1,7 +1,6 @@
-"""The request body's bounds: its size (refused by Content-Length up front, and counted as it
-arrives, since a chunked upload has no Content-Length and a client may lie, so no more than the
-limit is ever held: 413) and its pace (a body that stalls between two pieces longer than the
-timeout: 408).
+"""The request body's size bound: refused by Content-Length up front, and counted as it arrives
+(a chunked upload has no Content-Length, and a client may lie), so no more than the limit is ever
+held: 413. (Its pace is bounded by the protocol: ``tinyimg.http.protocol``.)
 
 FastAPI's own ``max_body_size`` sits outside the app's middleware, so its 413 would carry neither
 the request id nor the error shape; this one sits inside ``RequestContextMiddleware``. Errors are
@@ -9,8 +8,6 @@ the request id nor the error shape; this one sits inside ``RequestContextMiddlew
 """
 
 from __future__ import annotations
-
-import asyncio
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -24,14 +21,9 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body is larger than the limit of {limit} bytes")
 
 
-class BodyStalled(HTTPException):
-    def __init__(self, seconds: float):
-        super().__init__(408, f"the request body stalled for more than {seconds:g}s")
-
-
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float):
-        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -44,23 +36,14 @@ class BodyLimitMiddleware:
             await response(scope, receive, send)
             return
         received = 0
-        more = True
 
         async def counting_receive() -> Message:
-            nonlocal received, more
-            if not more:  # the body is complete: what follows is a disconnect, however late
-                return await receive()
-            try:
-                message = await asyncio.wait_for(receive(), self.timeout)
-            except TimeoutError:
-                raise BodyStalled(self.timeout) from None
+            nonlocal received
+            message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                more = message.get("more_body", False)
                 if received > self.max_bytes:
                     raise BodyTooLarge(self.max_bytes)
-            else:
-                more = False
             return message
 
         await self.app(scope, counting_receive, send)

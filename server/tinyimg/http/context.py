@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tinyimg.errors import build_error_response
@@ -66,6 +67,8 @@ class RequestContextMiddleware:
                 await response(scope, receive, send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:  # gone while we read its body: nobody to answer (nginx's 499)
+            status = 499
         except Exception:
             log.exception("unhandled error in %s %s", scope["method"], scope["path"])
             if response_started:

@@ -6,6 +6,8 @@
 - A head must be complete within ``header_timeout`` seconds of the connection opening or of the
   previous answer. uvicorn has no header timeout, and its keep-alive timer restarts on every byte,
   so a client dripping a byte at a time held a connection forever.
+- A request body that stalls for ``body_timeout`` seconds between two pieces is answered 408 and
+  the connection closed (the app sees the client gone).
 - At most ``max_connections`` open connections per process: one more is answered 503 (JSON,
   Retry-After) and closed at once, before it can hold a file descriptor.
 
@@ -69,6 +71,7 @@ class EdgeH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self.conn = RecordingConnection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
         self.head_timer: asyncio.TimerHandle | None = None
+        self.body_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -80,6 +83,7 @@ class EdgeH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.cancel_head_timer()
+        self.cancel_body_timer()
         super().connection_lost(exc)
 
     def handle_events(self) -> None:
@@ -87,6 +91,33 @@ class EdgeH11Protocol(H11Protocol):
         super().handle_events()
         if self.cycle is not cycle:  # a complete head arrived: a request runs
             self.cancel_head_timer()
+        # Runs on every piece received, so the body timer measures the pause since the last one.
+        self.cancel_body_timer()
+        if self.reading_body():
+            self.body_timer = self.loop.call_later(self.limits.body_timeout, self.on_body_timeout)
+
+    def reading_body(self) -> bool:
+        cycle = self.cycle
+        return cycle is not None and cycle.more_body and not cycle.response_complete and not cycle.disconnected
+
+    def cancel_body_timer(self) -> None:
+        if self.body_timer is not None:
+            self.body_timer.cancel()
+            self.body_timer = None
+
+    def on_body_timeout(self) -> None:
+        self.body_timer = None
+        if not self.reading_body() or self.transport.is_closing():
+            return
+        if self.flow.read_paused:  # the app is slow to read, not the client to send
+            self.body_timer = self.loop.call_later(self.limits.body_timeout, self.on_body_timeout)
+            return
+        if not self.cycle.response_started:
+            self.refuse(408, "request_timeout", f"the request body stalled for more than {self.limits.body_timeout:g}s")
+        else:
+            self.transport.close()
+        self.cycle.disconnected = True  # the app's next receive() says the client is gone
+        self.cycle.message_event.set()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

@@ -157,7 +157,9 @@ async def test_router_is_not_ready_while_the_api_is_unreachable():
     async with serving_router(dead) as url, httpx.AsyncClient(base_url=url) as client:
         response = await client.get("/health/ready")
         assert response.status_code == 503
-        assert response.json()["status"] == "not_ready"
+        # The same answer as a model server that is not ready: the error shape, with Retry-After.
+        assert response.json()["error"]["code"] == "not_ready"
+        assert response.headers["retry-after"] == "2"
         assert (await client.get("/health")).status_code == 200
 
 

@@ -20,7 +20,7 @@ async def read_liveness() -> HealthResponse:
     return HealthResponse(status="ok")
 
 
-@router.get("/health/ready", response_model=RouterHealthResponse,
+@router.get("/health/ready", response_model=RouterHealthResponse, response_model_exclude_none=True,
             responses=build_error_responses(401, 429, 503, *EDGE_ERRORS))
 async def read_readiness(state: StateDep) -> RouterHealthResponse | JSONResponse:
     view = build_health_view(state.table, state.discovery.mode)
