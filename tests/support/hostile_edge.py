@@ -26,19 +26,23 @@ from tests.support.tiny_models import tiny_config
 API_KEY = "edge-test-key"
 
 
-def write_keyed_server_config(path: Path, dirs: dict[str, Path], keys_file: Path, **server: object) -> Path:
-    keys_file.write_text(API_KEY + "\n")
+def write_server_config(path: Path, dirs: dict[str, Path], **server: object) -> Path:
     wire = tiny_config(dirs, ("sdxl",)).to_wire()
-    path.write_text(yaml.safe_dump({**wire, "apiKeysFile": str(keys_file), **server}))
+    path.write_text(yaml.safe_dump({**wire, **server}))
     return path
 
 
 @contextlib.contextmanager
-def edge_processes(tmp: Path, dirs: dict[str, Path], router_args: Iterable[str] = ()) -> Iterator[tuple[Proc, Proc]]:
-    """(server, router): the server is live (its model may still load), the router in front."""
+def edge_processes(
+    tmp: Path, dirs: dict[str, Path], router_args: Iterable[str] = (), server_keys: bool = False
+) -> Iterator[tuple[Proc, Proc]]:
+    """(server, router): the server ready (its model loaded, so memory measured later is the
+    edge's, not the model's), the router in front. The router always requires ``API_KEY``; the
+    server only with ``server_keys`` (behind a router it has none: the router keeps the key)."""
     keys = tmp / "keys"
-    config = write_keyed_server_config(tmp / "server.yaml", dirs, keys)
-    server = wait_until_ready(spawn("edge-server", ["serve", "--config", str(config)], tmp), path="/health")
+    keys.write_text(API_KEY + "\n")
+    config = write_server_config(tmp / "server.yaml", dirs, **({"apiKeysFile": str(keys)} if server_keys else {}))
+    server = wait_until_ready(spawn("edge-server", ["serve", "--config", str(config)], tmp))
     router = None
     try:
         router = wait_until_ready(

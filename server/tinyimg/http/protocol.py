@@ -50,18 +50,29 @@ def build_raw_error(
     return head.encode("latin-1") + b"\r\n" + body
 
 
+def measure_head(event: h11.Request) -> int:
+    """The bytes of a parsed request head, as sent (give or take whitespace)."""
+    line = len(event.method) + len(event.target) + 11
+    return line + sum(len(name) + len(value) + 4 for name, value in event.headers.raw_items()) + 2
+
+
 class RecordingConnection(h11.Connection):
-    """h11's connection, remembering why it refused the peer's data (its status hint: 431 for an
-    oversized head, 400 otherwise); uvicorn's handler does not pass the error on."""
+    """h11's connection, bounding the whole head and remembering why it refused the peer's data
+    (its status hint: 431 for an oversized head, 400 otherwise); uvicorn's handler does not pass
+    the error on. h11's own bound applies only while a head is incomplete: a head that arrives
+    whole in one read is measured here."""
 
     last_error: h11.RemoteProtocolError | None = None
 
     def next_event(self) -> Any:
         try:
-            return super().next_event()
+            event = super().next_event()
+            if isinstance(event, h11.Request) and measure_head(event) > self._max_incomplete_event_size:
+                raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
         except h11.RemoteProtocolError as err:
             self.last_error = err
             raise
+        return event
 
 
 class EdgeH11Protocol(H11Protocol):
