@@ -185,6 +185,7 @@ _DESCRIPTIONS = {
     503: "Not ready or no backend (Retry-After)",
     504: "Deadline passed",
 }
-# Any route can answer these: the edge refuses before routing, and a bug is a JSON 500.
-EDGE_ERRORS = (431, 500)
+# Any route can answer these: the edge refuses a malformed or oversized head before routing,
+# and a bug is a JSON 500.
+EDGE_ERRORS = (400, 431, 500)
 BODY_ERRORS = (408, 413, 422)

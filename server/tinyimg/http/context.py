@@ -92,6 +92,7 @@ class RequestContextMiddleware:
             scope["path"],
             status,
             extra={
+                "request_id": scope.get("state", {}).get("request_id", ""),
                 "method": scope["method"],
                 "path": scope["path"],
                 "status": status,

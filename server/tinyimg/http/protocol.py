@@ -52,7 +52,7 @@ def build_raw_error(
 
 def measure_head(event: h11.Request) -> int:
     """The bytes of a parsed request head, as sent (give or take whitespace)."""
-    line = len(event.method) + len(event.target) + 11
+    line = len(event.method) + len(event.target) + 12  # "M T HTTP/1.1\r\n"
     return line + sum(len(name) + len(value) + 4 for name, value in event.headers.raw_items()) + 2
 
 

@@ -37,3 +37,16 @@ def test_settings_hash_keys_and_protect_health(tmp_path):
     assert settings.key_hashes == (hash_key("k1"),)
     assert (settings.rate_limit, settings.rate_burst, settings.open_paths) == (5.0, 10.0, ())
     assert load_settings(build_parser().parse_args([])).open_paths == ("/health", "/health/ready", "/metrics")
+
+
+def test_flags_left_out_take_the_settings_defaults_and_the_upstream_timeout_is_derived():
+    from tinyimg.drain import build_upstream_timeout
+    from tinyimg.router.settings import RouterSettings
+
+    assert load_settings(build_parser().parse_args([])) == RouterSettings()
+    # The longest request timeout a model may declare (a day) plus the drain module's slack.
+    assert RouterSettings().upstream_timeout == build_upstream_timeout(86_400)
+    args = build_parser().parse_args(["--trusted-proxy", "10.0.0.1", "--max-connections", "50", "--port", "9000"])
+    settings = load_settings(args)
+    assert (settings.trusted_proxies, settings.max_connections, settings.port) == (("10.0.0.1",), 50, 9000)
+    assert settings.edge_limits().max_connections == 50

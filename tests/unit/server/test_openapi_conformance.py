@@ -1,0 +1,39 @@
+"""The OpenAPI documents match what the apps send: schemathesis generates requests from each app's
+own document and checks every answer against it (documented status code, response schema, field
+names), for the model server and the router."""
+
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
+
+from tests.support.fake_engine import FakeEngine
+from tinyimg.api.app import create_app
+from tinyimg.router.app import create_router_app
+from tinyimg.router.discovery_static import StaticDiscovery
+from tinyimg.router.settings import RouterSettings
+from tinyimg.spec import parse_config
+
+CONFIG = parse_config(
+    {"models": [{"name": "tiny-sdxl", "family": "sdxl", "source": "/models/sdxl",
+                 "defaults": {"steps": 4, "width": 64, "height": 64}}]}
+)
+CHECKS = [status_code_conformance, response_schema_conformance, not_a_server_error]
+server_schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(CONFIG, FakeEngine(CONFIG)))
+
+
+@server_schema.parametrize()
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+def test_server_answers_match_its_openapi_document(case):
+    case.call_and_validate(checks=CHECKS)
+
+
+# A backend nobody listens on (port 9, discard): the router answers everything itself.
+router_app = create_router_app(RouterSettings(), StaticDiscovery({"tiny-sdxl": ["http://127.0.0.1:9"]}))
+router_schema = schemathesis.openapi.from_asgi("/openapi.json", router_app)
+
+
+@router_schema.parametrize()
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+def test_router_answers_match_its_openapi_document(case):
+    case.call_and_validate(checks=CHECKS)
