@@ -14,7 +14,7 @@ from tests.support.hostile_edge import (
 
 LIMIT = 1_000_000  # both services' default max body
 # Before, the router read 300 MiB into memory (575 MB resident) before its size check.
-CHUNKED_RSS_BOUND = 40 * 1024 * 1024
+CHUNKED_RSS_BOUND = 24 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
