@@ -15,8 +15,7 @@ from tests.support.hostile_edge import (
 )
 
 # What 8 connections streaming headers without end may make a process grow by, at most (measured:
-# 1-2 MiB). Before
-# the bound the router grew by ~520 MB and the server by ~500 MB for 64 MiB each.
+# 1-2 MiB). Before the bound the router grew by ~520 MB and the server by ~500 MB for 64 MiB each.
 FLOOD_RSS_BOUND = 24 * 1024 * 1024
 
 
