@@ -7,12 +7,16 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from tinyimg.api.requests import GenerateRequest, OpenAIImagesRequest
 from tinyimg.contract import BODY_ERRORS, EDGE_ERRORS, build_error_responses
 from tinyimg.errors import ApiError
 from tinyimg.router.forward import build_upstream_headers
 from tinyimg.router.state import AccessDep, StateDep
 
-GENERATION_PATHS = ("/generate", "/v1/images/generations")
+# The body is forwarded as sent (the backend validates it), but the document names its shape: the
+# model server's own request models, so both documents describe one request.
+GENERATION_BODIES = {"/generate": GenerateRequest, "/v1/images/generations": OpenAIImagesRequest}
+GENERATION_PATHS = tuple(GENERATION_BODIES)
 # Besides the backend's own answers (relayed as they are): the router's refusals.
 GENERATION_ERRORS = build_error_responses(*BODY_ERRORS, 401, 404, 429, 499, 503, 504, *EDGE_ERRORS)
 
@@ -46,5 +50,13 @@ async def forward_generation(request: Request, state: StateDep) -> Any:
     return await state.forwarder.forward(model, request.url.path, body, headers, request_id)
 
 
-for _path in GENERATION_PATHS:
-    router.add_api_route(_path, forward_generation, methods=["POST"], response_model=None, responses=GENERATION_ERRORS)
+def build_body_document(model: type) -> dict[str, Any]:
+    schema = {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}
+    return {"requestBody": schema}
+
+
+for _path, _body in GENERATION_BODIES.items():
+    router.add_api_route(
+        _path, forward_generation, methods=["POST"], response_model=None, responses=GENERATION_ERRORS,
+        openapi_extra=build_body_document(_body),
+    )
