@@ -62,6 +62,9 @@ class ModelInfoResponse(Wire):
     negative_prompt_supported: bool | None = None
     defaults: DefaultsResponse | None = None  # type: ignore[valid-type]
     limits: LimitsResponse | None = None  # type: ignore[valid-type]
+    # The model's deadline per request (runtime.requestTimeoutSeconds): what a caller, or a router
+    # sizing its upstream wait (tinyimg.drain.build_upstream_timeout), may expect at most.
+    request_timeout_seconds: float | None = None
 
 
 class ModelsResponse(Wire):

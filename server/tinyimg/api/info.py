@@ -35,6 +35,7 @@ def build_model_info(state: Any, show_local_source: bool) -> ModelInfoResponse:
         negative_prompt_supported=family_info(spec.family).negative_prompt,
         defaults=spec.resolved_defaults().model_dump(),
         limits=spec.limits.model_dump(),
+        request_timeout_seconds=spec.runtime.request_timeout_seconds,
     )
 
 

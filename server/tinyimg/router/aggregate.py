@@ -47,7 +47,7 @@ def build_model_item(
     router's state and replicas. ``source`` is never shown: it is a backend's local concern."""
     pods = table.pods_of(entry.name)
     state, reason = build_model_state(entry, pods)
-    known = backend.model_dump(include={"negative_prompt_supported", "defaults", "limits", "offload"}) if backend else {}
+    known = backend.model_dump(include={"negative_prompt_supported", "defaults", "limits", "offload", "request_timeout_seconds"}) if backend else {}
     return RouterModelInfoResponse(
         **known,
         name=entry.name,

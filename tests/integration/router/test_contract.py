@@ -55,6 +55,7 @@ async def test_router_models_are_the_servers_models_plus_replicas(backend):
         ModelInfoResponse.model_validate(item.model_dump())
         mine = by_name[item.name]
         assert (item.family, item.defaults, item.limits) == (mine.family, mine.defaults, mine.limits)
+        assert item.request_timeout_seconds == mine.request_timeout_seconds == 300
         assert (item.state, item.ready_replicas, item.replicas, item.source) == ("ready", 1, 1, None)
     assert routed.models[0].limits.max_steps == 40 and routed.models[1].defaults.steps == 3
 
