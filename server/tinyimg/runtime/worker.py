@@ -161,14 +161,8 @@ class DeviceWorker:
                 for job, generated in zip(batch, outputs, strict=True)
             ]
         except Exception as err:  # one failed call (or a handler's wrong answer) fails its batch, never the worker
-            error = self._classify(err, model, [j.params.request_id for j in batch])
-            for job in batch:
-                _settle(job, error=error)
-            if error.code == "out_of_memory":
-                # The failed call's frames still hold its activations; empty_cache cannot give back
-                # blocks that live tensors use, so drop those frames first.
-                traceback.clear_frames(err.__traceback__)
-                await self.call(release_cuda_cache)
+            self.running = []
+            await self._fail(batch, err)
             return
         finally:
             self.running = []
@@ -184,6 +178,36 @@ class DeviceWorker:
             extra={"model": model, "device": self.device, "images": images, "seconds": round(seconds, 4),
                    "request_ids": [j.params.request_id for j in batch]},
         )
+
+    async def _fail(self, batch: list[Job], err: Exception) -> None:
+        """A failed pipeline call. Out of memory fails the whole batch (its size is the cause, and
+        retrying would only run out again). Any other error may come from one request's input (a
+        prompt the tokenizer rejects), so a batch of several runs again one request at a time:
+        only the request that fails alone fails."""
+        error = self._classify(err, batch[0].model, [j.params.request_id for j in batch])
+        if error.code == "out_of_memory":
+            for job in batch:
+                _settle(job, error=error)
+            # The failed call's frames still hold its activations; empty_cache cannot give back
+            # blocks that live tensors use, so drop those frames first.
+            traceback.clear_frames(err.__traceback__)
+            await self.call(release_cuda_cache)
+            return
+        retry = [job for job in batch if not job.future.done()]
+        if len(batch) == 1 or not retry:
+            for job in batch:
+                _settle(job, error=error)
+            return
+        log.warning(
+            "batch failed; running its requests one at a time",
+            extra={"model": batch[0].model, "device": self.device, "request_ids": [j.params.request_id for j in retry]},
+        )
+        try:
+            for job in retry:
+                await self._execute([job])
+        finally:  # cancelled by stop() past its grace: whoever was not retried yet gets the batch's error
+            for job in retry:
+                _settle(job, error=error)
 
     def _classify(self, err: Exception, model: str, request_ids: list[str]) -> GenerationFailed:
         where = {"model": model, "device": self.device, "request_ids": request_ids}

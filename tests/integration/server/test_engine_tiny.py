@@ -6,6 +6,7 @@ Where a test needs a stuck or failing pipeline, it injects a fault with a handle
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import numpy as np
 import pytest
@@ -177,6 +178,31 @@ async def test_pipeline_exception_fails_only_that_request(engine_factory, gated,
     counts = engine.status()["models"][FLUX]
     assert (counts["served"], counts["failed"]) == (1, 1)
     assert engine.readiness()[0] is True
+
+
+@pytest.mark.parametrize("family", ["sdxl", "flux"])
+async def test_a_prompt_the_tokenizer_rejects_fails_only_its_own_request_in_a_batch(engine_factory, family, caplog):
+    # A lone surrogate reaches the engine only past the HTTP layer's check (the engine serves other
+    # callers too); the real tokenizer refuses it, which fails the whole pipeline call it rides in.
+    batches = []
+    engine = await engine_factory(families=(family,), on_batch=lambda m, n, s: batches.append(n),
+                                  runtime={"maxBatchSize": 4, "maxBatchWaitMs": 300})
+    batches.clear()  # forget the warm-up
+    prompts = ["a red cube", "x\ud800", "a blue ball"]
+    with caplog.at_level(logging.WARNING, logger="tinyimg.engine"):
+        results = await asyncio.gather(
+            *(engine.generate(f"tiny-{family}", params(p, i)) for i, p in enumerate(prompts)), return_exceptions=True)
+    [retried] = [r for r in caplog.records if r.getMessage() == "batch failed; running its requests one at a time"]
+    assert retried.request_ids == [f"req-{p}" for p in prompts]  # all three rode in the call that failed
+    cube, culprit, ball = results
+    assert isinstance(culprit, GenerationFailed) and culprit.status == 500
+    assert "TypeError" in culprit.message
+    assert [img.seed for img in cube.images] == [0] and [img.seed for img in ball.images] == [2]
+    assert batches == [1, 1]  # the failed batch of three, then each request alone
+    alone = await engine.generate(f"tiny-{family}", params("a blue ball", 2))
+    assert np.array_equal(np.asarray(alone.images[0].image), np.asarray(ball.images[0].image))
+    counts = engine.status()["models"][f"tiny-{family}"]
+    assert (counts["served"], counts["failed"]) == (3, 1)
 
 
 async def test_model_with_missing_directory_fails_and_the_other_serves(engine_factory, tiny_model_dirs, tmp_path):

@@ -114,19 +114,76 @@ async def test_out_of_memory_frees_the_failed_calls_tensors_before_emptying_the_
     assert released == [(True, "tinyimg-cpu_0")]
 
 
-async def test_a_handler_answering_too_few_results_fails_its_batch_and_the_worker_serves_on(start_worker):
+async def test_a_handler_answering_too_few_results_is_retried_one_request_at_a_time(start_worker):
     handler = MiscountingHandler()
     worker = start_worker()
     pair = [make_job(handler, name, max_wait=0.5, max_batch=2) for name in ("a", "b")]
     for job in pair:
         worker.submit(job)
     for job in pair:
-        with pytest.raises(GenerationFailed, match="ValueError"):
-            await job.future
+        assert [i.seed for i in (await job.future).images] == [1]
     after = make_job(handler, "c")
     worker.submit(after)
     assert len((await after.future).images) == 1
-    assert handler.calls == [["a", "b"], ["c"]]
+    assert handler.calls == [["a", "b"], ["a"], ["b"], ["c"]]
+
+
+class PoisonedHandler(RecordingHandler):
+    """Fails every call that carries the prompt "poison", as a tokenizer fails on text it cannot encode."""
+
+    def generate(self, batch, should_stop=None):
+        answers = super().generate(batch, should_stop)
+        if any(p.prompt == "poison" for p in batch):
+            raise TypeError("TextEncodeInput must be Union[TextInputSequence, Tuple[InputSequence, InputSequence]]")
+        return answers
+
+
+async def submit_batch(worker: DeviceWorker, handler, prompts: list[str]) -> list[Job]:
+    jobs = [make_job(handler, prompt, max_wait=0.5, max_batch=len(prompts)) for prompt in prompts]
+    for job in jobs:
+        worker.submit(job)
+    await asyncio.wait([job.future for job in jobs])
+    return jobs
+
+
+async def test_a_failing_batch_fails_only_the_request_that_fails_alone(start_worker):
+    handler = PoisonedHandler()
+    batches = []
+    worker = DeviceWorker("cpu", {"m": 8}, on_batch=lambda model, images, seconds: batches.append(images))
+    worker.start()
+    try:
+        first, poison, last = await submit_batch(worker, handler, ["first", "poison", "last"])
+    finally:
+        await worker.stop(lambda job: GenerationFailed("stopped"), grace=5)
+    assert handler.calls == [["first", "poison", "last"], ["first"], ["poison"], ["last"]]
+    assert [i.seed for i in first.future.result().images] == [1]
+    assert [i.seed for i in last.future.result().images] == [1]
+    assert first.future.result().batch_size == 1  # it was answered by its own call
+    failed = poison.future.exception()
+    assert isinstance(failed, GenerationFailed) and failed.code == "generation_failed"
+    assert "TypeError: TextEncodeInput" in failed.message
+    assert batches == [1, 1]  # only the calls that made images count as batches
+
+
+async def test_out_of_memory_fails_the_whole_batch_without_retrying(start_worker, monkeypatch):
+    monkeypatch.setattr(worker_module, "release_cuda_cache", lambda: None)
+    handler = OutOfMemoryHandler()
+    worker = start_worker()
+    jobs = await submit_batch(worker, handler, ["a", "b"])
+    assert [job.future.exception().code for job in jobs] == ["out_of_memory", "out_of_memory"]
+    assert handler.calls == []  # the failing call recorded nothing, and nothing ran again
+
+
+async def test_a_caller_that_left_during_the_failed_call_is_not_retried(start_worker):
+    handler = PoisonedHandler()
+    worker = start_worker()
+    jobs = [make_job(handler, prompt, max_wait=0.5, max_batch=3) for prompt in ("gone", "poison", "kept")]
+    for job in jobs:
+        worker.submit(job)
+    jobs[0].future.cancel()  # hung up before the batch ran
+    await asyncio.wait([jobs[1].future, jobs[2].future])
+    assert handler.calls == [["gone", "poison", "kept"], ["poison"], ["kept"]]
+    assert len(jobs[2].future.result().images) == 1
 
 
 async def queue_behind_a_withdrawn_head(worker: DeviceWorker, handler, head_wait: float, next_wait: float) -> Job:
