@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tinyimg.spec import ConfigError, ServerConfig, load_config
 
@@ -33,16 +34,27 @@ def run_server(config: ServerConfig, log_level: str = "info") -> None:
     import uvicorn
 
     from tinyimg.api.app import build_edge_limits, create_app
+    from tinyimg.drain import EXIT_SLACK_SECONDS
     from tinyimg.http.server import build_server_options
 
-    uvicorn.run(
-        create_app(config),
+    app = create_app(config)
+    uvicorn_config = uvicorn.Config(
+        app,
         host=config.host,
         port=config.port,
         log_level=log_level,
-        timeout_graceful_shutdown=10,
+        # uvicorn's wait for open connections starts only after the engine drained (SIGTERM).
+        timeout_graceful_shutdown=EXIT_SLACK_SECONDS,
         **build_server_options(build_edge_limits(config), config.trusted_proxies or ()),
     )
+    serve_with_drain(uvicorn_config, app.state.engine)
+
+
+def serve_with_drain(uvicorn_config: Any, engine: Any) -> None:
+    """Serve until a signal; SIGTERM drains the engine first, any other signal stops it (tinyimg.shutdown)."""
+    from tinyimg.shutdown import DrainingServer
+
+    DrainingServer(uvicorn_config, engine).run()
 
 
 class BackgroundServer:

@@ -49,6 +49,9 @@ class FakeEngine:
         ]
         return GenerationResult(images, "cpu", 0.01, 0.02, len(images))
 
+    def is_draining(self) -> bool:
+        return False
+
     def readiness(self) -> tuple[bool, str]:
         return (True, "all models ready") if self.ready else (False, "model tiny-sdxl is loading")
 

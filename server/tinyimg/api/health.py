@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
@@ -29,5 +31,10 @@ async def read_liveness() -> HealthResponse:
 async def read_readiness(engine: EngineDep) -> HealthResponse | JSONResponse:
     ready, reason = engine.readiness()
     if not ready:
-        return build_error_response(503, "not_ready", reason, NOT_READY_RETRY_AFTER)
+        return build_error_response(503, read_not_ready_code(engine), reason, NOT_READY_RETRY_AFTER)
     return HealthResponse(status="ready", reason=reason or None)
+
+
+def read_not_ready_code(engine: Any) -> str:
+    """``draining`` once shutdown began (the pod will not come back), else ``not_ready``."""
+    return "draining" if engine.is_draining() else "not_ready"

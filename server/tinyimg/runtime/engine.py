@@ -15,10 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tinyimg.drain import DrainTiming, build_drain_timing
 from tinyimg.families import load_handler_class
 from tinyimg.runtime.devices import Device, discover_devices, read_memory
 from tinyimg.runtime.jobs import (
     DeadlineExceeded,
+    Draining,
     EngineError,
     GenerationParams,
     GenerationResult,
@@ -80,7 +82,9 @@ class Engine:
         self._failed = {m.name: 0 for m in config.models}
         self._started = time.monotonic()
         self._boot_task: asyncio.Task | None = None
-        self._stopping = False
+        self._draining = False  # readiness says 503; requests are still taken (the preStop window)
+        self._stopping = False  # new requests are refused
+        self._stopped = False
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -89,12 +93,46 @@ class Engine:
             self._notify(state)
         self._boot_task = asyncio.get_running_loop().create_task(self._boot(), name="engine-boot")
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float | None = None) -> None:
+        """Refuse new requests, fail queued ones, let running batches finish within ``grace``
+        seconds (the constructor's ``stop_grace_seconds`` by default). Safe to call twice."""
         self._stopping = True
+        if self._stopped:
+            return
+        self._stopped = True
         if self._boot_task is not None and not self._boot_task.done():
             self._boot_task.cancel()
+        grace = self._stop_grace if grace is None else grace
         for worker in self._workers.values():
-            await worker.stop(lambda job: ModelNotReady(job.model, "the server is shutting down"), self._stop_grace)
+            await worker.stop(lambda job: Draining(job.model, "left unfinished"), grace)
+
+    def build_drain_timing(self) -> DrainTiming:
+        return build_drain_timing(m.runtime.request_timeout_seconds for m in self.config.models)
+
+    async def drain(self, timing: DrainTiming | None = None) -> bool:
+        """The shutdown sequence (on SIGTERM). Readiness turns 503 at once, but requests are still
+        taken for ``prestop_seconds`` (Kubernetes endpoints and routers take that long to stop
+        sending); then new requests are refused with 503 ``draining``, and queued and running
+        work has ``drain_seconds`` to finish. What is left then fails with 503 ``draining``.
+        True when nothing was left."""
+        timing = timing or self.build_drain_timing()
+        self._draining = True
+        log.info("draining", extra={"prestop_seconds": timing.prestop_seconds, "drain_seconds": timing.drain_seconds})
+        await asyncio.sleep(timing.prestop_seconds)
+        self._stopping = True
+        finished = await self._wait_idle(timing.drain_seconds)
+        left = {name: m["queue_depth"] + m["in_flight"] for name, m in self.status()["models"].items()}
+        log.info("drained" if finished else "drain time is up; failing what is left", extra={"left": left})
+        await self.stop(grace=0.0)
+        return finished
+
+    async def _wait_idle(self, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while any(w.pending or w.running for w in self._workers.values()):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
 
     async def _boot(self) -> None:
         try:
@@ -183,7 +221,7 @@ class Engine:
         if state is None:
             raise ModelNotFound(model, list(self._states))
         if self._stopping:
-            raise ModelNotReady(model, "the server is shutting down")
+            raise Draining(model)
         if state.state == "loading":
             raise ModelNotReady(model, "still loading")
         if state.state == "failed":
@@ -213,7 +251,12 @@ class Engine:
         return result
 
     # -- introspection ----------------------------------------------------------------------
+    def is_draining(self) -> bool:
+        return self._draining or self._stopping
+
     def readiness(self) -> tuple[bool, str]:
+        if self.is_draining():
+            return False, "draining"
         states = list(self._states.values())
         failed = [s for s in states if s.state == "failed"]
         if failed:

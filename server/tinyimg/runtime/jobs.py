@@ -62,6 +62,20 @@ class ModelNotReady(EngineError):
         super().__init__(f"model {model!r} is not ready: {reason}", 503, "model_not_ready", retry_after)
 
 
+class Draining(EngineError):
+    """The server is shutting down: refused before it was queued, or left unfinished when the
+    drain ran out of time. Retryable: another replica of the model can answer it."""
+
+    # Another replica behind the same Service can take the request at once.
+    RETRY_AFTER = 1.0
+
+    def __init__(self, model: str, what: str = "refused"):
+        super().__init__(
+            f"model {model!r}: request {what}, this server is shutting down; retry on another replica",
+            503, "draining", self.RETRY_AFTER,
+        )
+
+
 class QueueFull(EngineError):
     def __init__(self, device: str, size: int, retry_after: float = 1.0):
         super().__init__(

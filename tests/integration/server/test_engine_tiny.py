@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 from tests.support.tiny_models import tiny_config
+from tinyimg.drain import DrainTiming
 from tinyimg.runtime.engine import Engine
 from tinyimg.runtime.jobs import (
     DeadlineExceeded,
+    Draining,
     GenerationFailed,
     GenerationParams,
     ModelNotFound,
@@ -266,8 +268,43 @@ async def test_stop_fails_queued_requests_cleanly(engine_factory, gated):
     gated.gate.set()
     await stopping
     assert len((await running).images) == 1  # the batch in the pipeline finishes
-    with pytest.raises(ModelNotReady, match="shutting down"):
+    with pytest.raises(Draining, match="left unfinished, this server is shutting down") as left:
         await queued
+    assert (left.value.status, left.value.code, left.value.retry_after) == (503, "draining", 1.0)
+
+
+async def test_drain_keeps_taking_requests_for_the_prestop_window_then_refuses_and_finishes_the_queue(
+        engine_factory, gated):
+    engine = await engine_factory(handler_factory=gated, runtime={"maxBatchSize": 1})
+    gated.gate.clear()
+    accepted = [asyncio.ensure_future(engine.generate(FLUX, params(f"before {i}", i))) for i in range(3)]
+    await asyncio.sleep(0.1)
+    draining = asyncio.ensure_future(engine.drain(DrainTiming(prestop_seconds=1, drain_seconds=30, grace_seconds=41)))
+    await asyncio.sleep(0.1)
+    assert engine.readiness() == (False, "draining")
+    accepted.append(asyncio.ensure_future(engine.generate(FLUX, params("in the prestop window", 9))))
+    await asyncio.sleep(1.2)
+    with pytest.raises(Draining, match="refused") as refused:
+        await engine.generate(FLUX, params("after the prestop window"))
+    assert (refused.value.status, refused.value.code) == (503, "draining")
+    assert not draining.done()  # the queue is still there, waiting for the pipeline
+    gated.gate.set()
+    assert await asyncio.wait_for(draining, 30) is True
+    assert [r.images[0].seed for r in await asyncio.gather(*accepted)] == [0, 1, 2, 9]
+    assert engine.status()["models"][FLUX]["served"] == 4
+
+
+async def test_drain_out_of_time_fails_what_is_left_with_503_draining(engine_factory, gated):
+    engine = await engine_factory(handler_factory=gated, runtime={"maxBatchSize": 1})
+    gated.gate.clear()
+    accepted = [asyncio.ensure_future(engine.generate(FLUX, params(f"stuck {i}"))) for i in range(3)]
+    await asyncio.sleep(0.1)
+    started = asyncio.get_running_loop().time()
+    finished = await engine.drain(DrainTiming(prestop_seconds=0, drain_seconds=1, grace_seconds=11))
+    assert finished is False and asyncio.get_running_loop().time() - started < 3
+    errors = await asyncio.gather(*accepted, return_exceptions=True)
+    gated.gate.set()
+    assert [(type(e).__name__, e.status, e.code) for e in errors] == [("Draining", 503, "draining")] * 3
 
 
 async def test_unreadable_weights_fail_that_model_only(engine_factory, tiny_model_dirs, tmp_path):
