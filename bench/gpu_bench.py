@@ -1,7 +1,7 @@
 """GPU benchmark: full-size SDXL and FLUX.1-schnell with random weights, bare pipeline vs the server.
 
-The architectures come from the published configs (inline below) with random weights, so nothing is
-downloaded; a random-weight model runs the same kernels on the same shapes as the real one, so its
+The architectures come from the published configs (each family file's ``build_full``, in
+tinyimg.families) with random weights, so nothing is downloaded; a random-weight model runs the same kernels on the same shapes as the real one, so its
 timings and memory are the real model's. Tokenizers are the tiny offline ones from tinyimg.tiny:
 the text encoders still see full-length sequences (77 CLIP tokens, 256 T5 tokens).
 
@@ -30,59 +30,7 @@ from typing import Any
 OUT_DIR = Path(__file__).resolve().parent / "out"
 PROMPT = "an astronaut riding a horse on the moon, highly detailed"  # fits the tiny T5's 64 tokens
 
-# --- published configs (stabilityai/stable-diffusion-xl-base-1.0, black-forest-labs/FLUX.1-schnell) ---
-SDXL_UNET = {
-    "sample_size": 128, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
-    "block_out_channels": (320, 640, 1280), "attention_head_dim": (5, 10, 20),
-    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    "transformer_layers_per_block": (1, 2, 10), "cross_attention_dim": 2048, "use_linear_projection": True,
-    "addition_embed_type": "text_time", "addition_time_embed_dim": 256,
-    "projection_class_embeddings_input_dim": 2816, "norm_num_groups": 32, "norm_eps": 1e-5,
-}
-SDXL_VAE = {
-    "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2,
-    "block_out_channels": (128, 256, 512, 512), "down_block_types": ("DownEncoderBlock2D",) * 4,
-    "up_block_types": ("UpDecoderBlock2D",) * 4, "norm_num_groups": 32, "sample_size": 1024,
-    "scaling_factor": 0.13025, "force_upcast": True,
-}
-SDXL_SCHEDULER = {
-    "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000,
-    "steps_offset": 1, "timestep_spacing": "leading", "prediction_type": "epsilon",
-}
-CLIP_L = {  # SDXL text_encoder and FLUX text_encoder
-    "vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-    "num_attention_heads": 12, "projection_dim": 768, "max_position_embeddings": 77, "hidden_act": "quick_gelu",
-}
-CLIP_BIGG = {  # SDXL text_encoder_2
-    "vocab_size": 49408, "hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32,
-    "num_attention_heads": 20, "projection_dim": 1280, "max_position_embeddings": 77, "hidden_act": "gelu",
-}
-FLUX_TRANSFORMER = {
-    "patch_size": 1, "in_channels": 64, "num_layers": 19, "num_single_layers": 38, "attention_head_dim": 128,
-    "num_attention_heads": 24, "joint_attention_dim": 4096, "pooled_projection_dim": 768,
-    "guidance_embeds": False, "axes_dims_rope": (16, 56, 56),
-}
-FLUX_VAE = {
-    "in_channels": 3, "out_channels": 3, "latent_channels": 16, "layers_per_block": 2,
-    "block_out_channels": (128, 256, 512, 512), "down_block_types": ("DownEncoderBlock2D",) * 4,
-    "up_block_types": ("UpDecoderBlock2D",) * 4, "norm_num_groups": 32, "sample_size": 1024,
-    "scaling_factor": 0.3611, "shift_factor": 0.1159, "use_quant_conv": False, "use_post_quant_conv": False,
-}
-FLUX_SCHEDULER = {"num_train_timesteps": 1000, "shift": 1.0, "use_dynamic_shifting": False}
-T5_XXL = {
-    "vocab_size": 32128, "d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_layers": 24, "num_heads": 64,
-    "relative_attention_num_buckets": 32, "relative_attention_max_distance": 128,
-    "feed_forward_proj": "gated-gelu", "dense_act_fn": "gelu_new", "is_gated_act": True,
-    "decoder_start_token_id": 0, "pad_token_id": 0, "eos_token_id": 1,
-}
-FLUX_MAX_SEQUENCE_LENGTH = 256
-
 TINY_STEPS = 4
-FAMILY_RUN = {  # steps, guidance, denoiser attribute
-    "sdxl": (30, 5.0, "unet"),
-    "flux": (4, 0.0, "transformer"),
-}
 
 
 @dataclass
@@ -97,77 +45,21 @@ class Row:
     peak_memory_gb: float | None
 
 
-@contextlib.contextmanager
-def building_on(device: str, dtype: Any) -> Iterator[None]:
-    """Create parameters directly on ``device`` in ``dtype``: a 12B-parameter transformer built in
-    fp32 on the CPU would take minutes and 48 GB of host memory."""
-    import torch
+def benchmarked_families() -> dict[str, Any]:
+    """Every registered family that declares a full-size builder."""
+    from tinyimg.families import FAMILIES
 
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            yield
-    finally:
-        torch.set_default_dtype(previous)
-
-
-def clip_config(base: dict[str, Any], tokenizer: Any) -> Any:
-    from transformers import CLIPTextConfig
-
-    return CLIPTextConfig(**base, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                          pad_token_id=tokenizer.pad_token_id)
-
-
-def build_full_sdxl(device: str, dtype: Any) -> Any:
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
-
-    from tinyimg.tiny import build_clip_tokenizer
-
-    tokenizer, tokenizer_2 = build_clip_tokenizer(), build_clip_tokenizer()
-    with building_on(device, dtype):  # the networks only: the scheduler keeps float32 CPU tables
-        networks = {
-            "vae": AutoencoderKL(**SDXL_VAE),
-            "text_encoder": CLIPTextModel(clip_config(CLIP_L, tokenizer)),
-            "text_encoder_2": CLIPTextModelWithProjection(clip_config(CLIP_BIGG, tokenizer_2)),
-            "unet": UNet2DConditionModel(**SDXL_UNET),
-        }
-    return StableDiffusionXLPipeline(
-        **networks, tokenizer=tokenizer, tokenizer_2=tokenizer_2, scheduler=EulerDiscreteScheduler(**SDXL_SCHEDULER)
-    )
-
-
-def build_full_flux(device: str, dtype: Any) -> Any:
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-    from transformers import CLIPTextModel, T5Config, T5EncoderModel
-
-    from tinyimg.tiny import build_clip_tokenizer, build_t5_tokenizer
-
-    tokenizer = build_clip_tokenizer()
-    with building_on(device, dtype):
-        networks = {
-            "vae": AutoencoderKL(**FLUX_VAE),
-            "text_encoder": CLIPTextModel(clip_config(CLIP_L, tokenizer)),
-            "text_encoder_2": T5EncoderModel(T5Config(**T5_XXL)),
-            "transformer": FluxTransformer2DModel(**FLUX_TRANSFORMER),
-        }
-    return FluxPipeline(
-        **networks, tokenizer=tokenizer, tokenizer_2=build_t5_tokenizer(FLUX_MAX_SEQUENCE_LENGTH),
-        scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULER),
-    )
+    return {key: family for key, family in FAMILIES.items() if family.build_full is not None}
 
 
 def build_pipeline(family: str, tiny: bool, device: str, dtype: Any) -> Any:
     import torch
 
-    torch.manual_seed(0)
-    if tiny:
-        from tinyimg.tiny import build_tiny_pipeline
+    from tinyimg.families import family_info
 
-        pipe = build_tiny_pipeline(family).to(device, dtype)
-    else:
-        pipe = {"sdxl": build_full_sdxl, "flux": build_full_flux}[family](device, dtype)
+    torch.manual_seed(0)
+    declared = family_info(family)
+    pipe = declared.build_tiny().to(device, dtype) if tiny else declared.build_full(device, dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -200,15 +92,23 @@ def measure(run: Callable[[], None], device: str, warmup: int, runs: int) -> tup
     return seconds, peak
 
 
-def bare_call(pipe: Any, family: str, batch: int, size: int, steps: int) -> Callable[[], None]:
+def bare_call(pipe: Any, config: Any, batch: int, size: int, steps: int) -> Callable[[], None]:
+    """The pipeline called directly with a list of prompts, with the call arguments the family's
+    own handler would add (guidance, Flux's sequence length)."""
     import torch
 
-    _, guidance, _ = FAMILY_RUN[family]
-    extra = {"max_sequence_length": pipe.tokenizer_2.model_max_length} if family == "flux" else {}
+    from tinyimg.families import family_info
+    from tinyimg.runtime.jobs import GenerationParams
+
+    spec = config.models[0]
+    guidance = spec.resolved_defaults().guidance_scale
+    handler = family_info(spec.family).handler(spec)
+    handler.pipe = pipe
+    extra = handler.call_arguments(GenerationParams(PROMPT, None, size, size, steps, guidance, tuple(range(batch))))
 
     def run() -> None:
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in range(batch)]
-        pipe(prompt=[PROMPT] * batch, width=size, height=size, num_inference_steps=steps, guidance_scale=guidance,
+        pipe(prompt=[PROMPT] * batch, width=size, height=size, num_inference_steps=steps,
              generator=generators, output_type="pil", **extra)
 
     return run
@@ -279,19 +179,21 @@ def server_call(client: Any, model: str, batch: int, size: int, steps: int) -> C
 def bench_family(family: str, args: argparse.Namespace) -> list[Row]:
     import torch
 
+    from tinyimg.families import family_info
+
     dtype = torch.float32 if args.device == "cpu" else torch.bfloat16
-    steps, _, denoiser = FAMILY_RUN[family]
-    steps = args.steps or (TINY_STEPS if args.tiny else steps)
+    declared = family_info(family)
+    steps = args.steps or (TINY_STEPS if args.tiny else declared.default_steps)
     pipe = build_pipeline(family, args.tiny, args.device, dtype)
     config = build_bench_config(family, args.device.split(":")[0], args.size, steps, args.batches,
                                 "float32" if dtype == torch.float32 else "bfloat16")
     rows = []
     for mode in args.modes:
         if mode == "compile":
-            getattr(pipe, denoiser).compile()
+            getattr(pipe, declared.denoiser).compile()
         with serving(pipe, config) as client:
             for batch in args.batches:
-                paths = {"bare": bare_call(pipe, family, batch, args.size, steps),
+                paths = {"bare": bare_call(pipe, config, batch, args.size, steps),
                          "server": server_call(client, config.models[0].name, batch, args.size, steps)}
                 for path, run in paths.items():
                     seconds, peak = measure(run, args.device, args.warmup, args.runs)
@@ -341,14 +243,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="eager,compile (default: both; --tiny: eager)")
     parser.add_argument("--batches", default="1,4", type=lambda s: [int(b) for b in s.split(",")])
     parser.add_argument("--size", type=int, default=None, help="width and height (default 1024; --tiny: 64)")
-    parser.add_argument("--steps", type=int, default=None, help="override: SDXL 30, Flux 4 by default (--tiny: 4)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="override: the family's default steps (SDXL 30, Flux 4) by default (--tiny: 4)")
     parser.add_argument("--runs", type=int, default=3, help="timed runs per case (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs per case first")
     parser.add_argument("--out", type=Path, default=OUT_DIR)
     args = parser.parse_args(argv)
+    known = benchmarked_families()
     for family in args.families:
-        if family not in FAMILY_RUN:
-            parser.error(f"unknown family {family!r}; known: {', '.join(FAMILY_RUN)}")
+        if family not in known:
+            parser.error(f"unknown family {family!r}; known: {', '.join(known)}")
     args.modes = args.modes or (["eager"] if args.tiny else ["eager", "compile"])
     if any(m not in ("eager", "compile") for m in args.modes):
         parser.error("--modes takes eager and/or compile")

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tinyimg.tiny import TINY_BUILDERS  # import-light: torch loads only when a builder runs
+from tinyimg.families import FAMILIES  # import-light: torch loads only when a builder runs
 
 # Subcommands implemented in other modules, each with a ``main(argv) -> int``.
 DELEGATED = {"router": "tinyimg.router.cli"}
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     tiny = sub.add_parser("make-tiny-model", help="build a diffusers pipeline with tiny random weights")
-    tiny.add_argument("--family", required=True, choices=sorted(TINY_BUILDERS))
+    tiny.add_argument("--family", required=True, choices=sorted(FAMILIES))
     tiny.add_argument("--out", required=True, type=Path, help="directory to save_pretrained into")
 
     for name in DELEGATED:

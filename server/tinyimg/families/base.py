@@ -1,8 +1,10 @@
 """What every model family shares: loading a diffusers pipeline onto its device, and one pipeline
 call for a whole batch of requests.
 
-A family subclass names its pipeline class and says how to encode one request's prompt and which
-extra call arguments it needs. torch and diffusers are imported inside methods only.
+A family subclass says how to encode one request's prompt and which extra call arguments it needs;
+its ``Family`` declaration (same file) names the pipeline class. torch and diffusers are imported
+inside methods only, and the registry imports this module, so it imports nothing heavy or circular
+at the top.
 """
 
 from __future__ import annotations
@@ -10,29 +12,38 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tinyimg.runtime.jobs import GeneratedImage, GenerationParams
-from tinyimg.runtime.memory import estimate_memory_gb, resolve_dtype_name
-from tinyimg.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from tinyimg.families.family import Family
+    from tinyimg.spec import ModelSpec
 
 
 class Handler:
-    pipeline_class = "DiffusionPipeline"  # attribute of the diffusers package
-    denoiser = "unet"  # pipeline attribute that torch.compile wraps
-
     def __init__(self, spec: ModelSpec):
         self.spec = spec
         self.pipe: Any = None
         self.device = "cpu"
         self.offload = "none"
 
+    @property
+    def family(self) -> Family:
+        from tinyimg.families import family_info
+
+        return family_info(self.spec.family)
+
     @classmethod
     def estimate_memory_gb(cls, spec: ModelSpec, device_kind: str = "cuda") -> float:
+        from tinyimg.runtime.memory import estimate_memory_gb
+
         return estimate_memory_gb(spec, device_kind)
 
     def torch_dtype(self, device: str) -> Any:
         import torch
+
+        from tinyimg.runtime.memory import resolve_dtype_name
 
         return getattr(torch, resolve_dtype_name(self.spec, device.split(":")[0]))
 
@@ -48,7 +59,7 @@ class Handler:
         local = spec.is_local_source()
         if local and not Path(spec.source).expanduser().is_dir():
             raise FileNotFoundError(f"model directory {spec.source} does not exist")
-        pipeline_class = getattr(diffusers, self.pipeline_class)
+        pipeline_class = getattr(diffusers, self.family.pipeline_class)
         with warnings.catch_warnings():
             # diffusers 0.42 renamed torch_dtype to dtype; older releases (>= 0.35 is allowed) only
             # know torch_dtype, and silently load float32 when given dtype.
@@ -70,7 +81,7 @@ class Handler:
         if spec.runtime.vae_tiling:
             pipe.vae.enable_tiling()
         if spec.runtime.compile:
-            getattr(pipe, self.denoiser).compile()
+            getattr(pipe, self.family.denoiser).compile()
         self.pipe, self.device, self.offload = pipe, device, offload
 
     def generate(

@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tinyimg.families import family_info
-from tinyimg.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from tinyimg.spec import ModelSpec
 
 GB = 1024**3
 BYTES_PER_PARAM = {"float32": 4, "float16": 2, "bfloat16": 2}
@@ -19,9 +22,6 @@ SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4
 # Activations, the VAE decode and the CUDA context on top of the weights.
 WORKING_FRACTION = 0.2
 WORKING_FLOOR_GB = 0.5
-# Dtype each family runs in on a GPU when its spec says "auto" (fp16 SDXL overflows in bf16 less
-# often than Flux does in fp16).
-GPU_AUTO_DTYPE = {"sdxl": "float16", "flux": "bfloat16"}
 
 
 def resolve_dtype_name(spec: ModelSpec, device_kind: str) -> str:
@@ -30,7 +30,7 @@ def resolve_dtype_name(spec: ModelSpec, device_kind: str) -> str:
     if device_kind == "cpu":
         return "float32"
     if spec.dtype == "auto":
-        return GPU_AUTO_DTYPE.get(spec.family, "bfloat16")
+        return family_info(spec.family).gpu_dtype
     return spec.dtype
 
 

@@ -1,22 +1,25 @@
-"""The sdxl and flux handlers on real tiny pipelines, loaded from disk through from_pretrained, on CPU."""
+"""The family contract suite: every registered family (the product's and the tests' fixture
+families, see tests/support/tiny_models.py) on its real tiny pipeline, loaded from disk through
+from_pretrained, on CPU. A family is tested here the moment it is registered."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from tests.support.tiny_models import tiny_config
-from tinyimg.families import load_handler_class
+from tests.support.tiny_models import ALL_FAMILIES, fixture_families, tiny_config  # noqa: F401  (a fixture)
+from tinyimg.families import family_info, load_handler_class
+from tinyimg.families.base import Handler
+from tinyimg.runtime.engine import Engine
 from tinyimg.runtime.jobs import GenerationParams
 
-FAMILY_GUIDANCE = {"sdxl": 5.0, "flux": 0.0}
 
-
-@pytest.fixture(scope="module", params=["sdxl", "flux"])
-def handler(request, tiny_model_dirs):
+@pytest.fixture(scope="module", params=ALL_FAMILIES)
+def handler(request, tiny_model_dirs, fixture_families):
     family = request.param
     spec = tiny_config(tiny_model_dirs, families=(family,)).models[0]
     loaded = load_handler_class(family)(spec)
@@ -25,16 +28,24 @@ def handler(request, tiny_model_dirs):
 
 
 def params(handler, prompt: str, *seeds: int, width: int = 64, height: int = 64, negative: str | None = None):
-    return GenerationParams(prompt, negative, width, height, 3, FAMILY_GUIDANCE[handler.spec.family], seeds)
+    return GenerationParams(prompt, negative, width, height, 3, handler.family.default_guidance, seeds)
 
 
 def pixels(generated) -> np.ndarray:
     return np.asarray(generated.image.convert("RGB"), dtype=np.int16)
 
 
+def test_the_declaration_is_complete_and_consistent(handler):
+    family = family_info(handler.spec.family)
+    assert issubclass(family.handler, Handler) and family.handler is not Handler
+    assert family.default_size % family.size_multiple == 0
+    assert family.default_steps >= 1 and family.default_guidance >= 0 and family.memory_gb_bf16 > 0
+    assert family.gpu_dtype in ("float16", "bfloat16")
+    assert hasattr(handler.pipe, family.denoiser)
+
+
 def test_loads_the_family_pipeline_from_the_saved_dir(handler):
-    expected = {"sdxl": "StableDiffusionXLPipeline", "flux": "FluxPipeline"}[handler.spec.family]
-    assert type(handler.pipe).__name__ == expected
+    assert type(handler.pipe).__name__ == family_info(handler.spec.family).pipeline_class
 
 
 def test_images_have_the_requested_size_and_seed(handler):
@@ -74,16 +85,14 @@ def test_prompt_changes_the_image(handler):
     assert np.abs(pixels(cube) - pixels(ball)).max() > 1
 
 
-def test_negative_prompt_is_used_by_sdxl_and_ignored_by_flux(handler, caplog):
+def test_negative_prompt_is_used_exactly_when_the_family_declares_it(handler, caplog):
     [[plain]] = handler.generate([params(handler, "a red cube", 5)])
     with caplog.at_level(logging.WARNING, logger="tinyimg.engine"):
         [[negated]] = handler.generate([params(handler, "a red cube", 5, negative="blurry")])
-    changed = np.abs(pixels(plain) - pixels(negated)).max() > 1
-    if handler.spec.family == "sdxl":
-        assert changed
-    else:
-        assert not changed
-        assert "flux has no negative prompt; ignoring it" in caplog.messages
+    changed = bool(np.abs(pixels(plain) - pixels(negated)).max() > 1)
+    assert changed is handler.family.negative_prompt
+    if not handler.family.negative_prompt:
+        assert any("no negative prompt; ignoring it" in m for m in caplog.messages)
 
 
 def test_a_stop_request_skips_the_remaining_denoising_steps(handler):
@@ -95,3 +104,27 @@ def test_a_stop_request_skips_the_remaining_denoising_steps(handler):
     asked.clear()
     handler.generate([six_steps], lambda: asked.append(True) and False)
     assert len(asked) == 6  # the next call runs every step again
+
+
+def test_the_engine_loads_it_places_it_and_serves_a_batch(handler, tiny_model_dirs):
+    family = handler.spec.family
+    batches = []
+
+    async def serve() -> list:
+        engine = Engine(tiny_config(tiny_model_dirs, families=(family,), runtime={"maxBatchWaitMs": 300}),
+                        on_batch=lambda m, n, s: batches.append(n))
+        await engine.start()
+        try:
+            while engine.readiness()[1].startswith("loading"):
+                await asyncio.sleep(0.02)
+            assert engine.readiness() == (True, "all models ready")
+            batches.clear()  # forget the warm-up
+            wanted = [GenerationParams(f"prompt {i}", None, 64, 64, 2, handler.family.default_guidance, (i,))
+                      for i in range(3)]
+            return await asyncio.gather(*(engine.generate(f"tiny-{family}", p) for p in wanted))
+        finally:
+            await engine.stop()
+
+    results = asyncio.run(serve())
+    assert [r.images[0].seed for r in results] == [0, 1, 2]
+    assert batches == [3]  # one pipeline call for all three

@@ -67,7 +67,7 @@ def test_snake_case_names_are_accepted_from_python():
 @pytest.mark.parametrize(
     ("overrides", "field", "why"),
     [
-        pytest.param({"family": "sd15"}, "family", "Input should be", id="unknown-family"),
+        pytest.param({"family": "sd15"}, "family", "unknown family 'sd15'; known: sdxl, flux", id="unknown-family"),
         pytest.param({"source": ""}, "source", "at least 1 character", id="empty-source"),
         pytest.param({"name": "Bad_Name"}, "name", "pattern", id="name-not-dns-label"),
         pytest.param({"resources": {"gpus": -1}}, "resources.gpus", "greater than or equal", id="negative-gpus"),

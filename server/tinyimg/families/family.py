@@ -1,0 +1,28 @@
+"""What a model family declares: one ``Family`` per family file, registered in ``FAMILIES``.
+
+Import-light on purpose (no torch, no diffusers): the schema, the router and the operator read the
+registry. Builders and handlers import their heavy modules inside their functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+
+@dataclass(frozen=True, kw_only=True)
+class Family:
+    handler: type  # a tinyimg.families.base.Handler subclass: prompt encoding and call arguments
+    pipeline_class: str  # the diffusers class from_pretrained loads (an attribute of diffusers)
+    denoiser: Literal["unet", "transformer"]  # the pipeline attribute runtime.compile wraps
+    size_multiple: int  # width/height must be a multiple of this (VAE factor x patch size)
+    negative_prompt: bool  # whether the pipeline honours negative_prompt (else the API answers 422)
+    default_steps: int
+    default_guidance: float
+    default_size: int
+    memory_gb_bf16: float  # weights + working memory at 16-bit, for placing a Hub model before loading it
+    gpu_dtype: Literal["float16", "bfloat16"]  # what dtype "auto" means on a GPU
+    build_tiny: Callable[[], Any]  # a seeded tiny random-weight pipeline (tests, demo, make-tiny-model)
+    build_full: Callable[[str, Any], Any] | None = None  # (device, dtype) -> the full-size architecture
+    # with random weights, for the GPU benchmark; None: the family is not benchmarked
