@@ -62,9 +62,11 @@ class FakeEngine:
     def status(self) -> dict:
         return {
             "uptime_seconds": 1.5,
-            "devices": [{"name": "cpu", "kind": "cpu", "memory_total_bytes": 1000, "memory_used_bytes": 400}],
+            "process": {"rss_bytes": 400, "cpu_seconds": 0.25},
+            "devices": [{"name": "cpu", "kind": "cpu", "label": "2 cores", "memory_total_bytes": 1000,
+                         "memory_used_bytes": 400}],
             "models": {
-                m.name: {"device": "cpu", "queue_depth": 0, "in_flight": 0, "served": len(self.calls), "failed": 0}
+                m.name: {"device": "cpu", "devices": ["cpu"], "queue_depth": 0, "in_flight": 0, "served": len(self.calls), "failed": 0}
                 for m in self.config.models
             },
         }

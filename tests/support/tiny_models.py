@@ -5,8 +5,9 @@ tests: every ``tests/support/family_*.py`` (a ``KEY`` and a ``FAMILY``), found b
 one needs no other file. A fixture family is in the registry only inside ``registered_families``
 (the ``fixture_families`` fixture), so the product's schema and CRD never see it.
 
-``tiny_model_dirs`` reuses ``.demo/tiny-*`` when ``make run`` already built them, else builds each
-into a session temp dir (a few seconds). ``tiny_config`` makes a CPU ServerConfig serving the
+``tiny_model_dirs`` (the product's families; ``all_tiny_model_dirs``: with the fixture families)
+reuses ``.demo/tiny-*`` when ``make run`` already built them, else builds each into a session temp
+dir (a few seconds). ``tiny_config`` makes a CPU ServerConfig serving the
 product's families (or those named) at 64x64, 4 steps.
 """
 
@@ -61,10 +62,9 @@ def declared_family(key: str) -> Family:
     return REGISTRY[key] if key in REGISTRY else FIXTURE_FAMILIES[key]
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def build_tiny_dirs(families: tuple[str, ...], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     dirs = {}
-    for family in ALL_FAMILIES:
+    for family in families:
         demo = REPO_ROOT / ".demo" / f"tiny-{family}"
         if (demo / "model_index.json").is_file():
             dirs[family] = demo
@@ -72,6 +72,18 @@ def tiny_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
             dirs[family] = tmp_path_factory.mktemp("tiny-models") / f"tiny-{family}"
             declared_family(family).build_tiny().save_pretrained(dirs[family])
     return dirs
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The product's families."""
+    return build_tiny_dirs(FAMILIES, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def all_tiny_model_dirs(tiny_model_dirs, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The product's families and the fixture families: what the family contract suite uses."""
+    return tiny_model_dirs | build_tiny_dirs(tuple(FIXTURE_FAMILIES), tmp_path_factory)
 
 
 def tiny_model_entry(family: str, source: Path) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -47,15 +48,58 @@ def discover_devices() -> list[Device]:
     return found
 
 
-def read_memory(device: Device) -> tuple[int, int]:
-    """(total, used) bytes on the device now."""
-    if device.kind == "cuda":
-        import torch
+def read_process_usage() -> dict[str, float]:
+    """This process's own resident memory and CPU time (all threads, user + system)."""
+    return {"rss_bytes": read_rss_bytes(), "cpu_seconds": round(time.process_time(), 3)}
 
-        free, total = torch.cuda.mem_get_info(torch.device(device.name))
-        return total, total - free
-    total, free = read_cpu_memory()
-    return total, total - free
+
+def read_rss_bytes() -> int:
+    """Resident set size now, from /proc/self/statm; the peak (getrusage) where /proc is missing."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def read_device_status(device: Device) -> dict[str, Any]:
+    """What ``/status`` says about one device now.
+
+    CPU: the host's total, and as used what this process holds (its RSS; the rest of the host is
+    other processes'). CUDA: the device's total and used (every process's, from the driver), this
+    process's share (torch's allocator: allocated by tensors, reserved by the cache), and the
+    utilisation where ``torch.cuda.utilization`` works (it needs NVML). A device from a given
+    inventory that torch cannot see (tests) keeps its inventory figures."""
+    entry: dict[str, Any] = {"name": device.name, "kind": device.kind, "label": device.label}
+    if device.kind == "cpu":
+        total, _ = read_cpu_memory()
+        return entry | {"memory_total_bytes": total, "memory_used_bytes": read_rss_bytes()}
+    import torch
+
+    if not torch.cuda.is_available():
+        return entry | {"memory_total_bytes": device.total_bytes,
+                        "memory_used_bytes": device.total_bytes - device.free_bytes}
+    index = torch.device(device.name)
+    free, total = torch.cuda.mem_get_info(index)
+    return entry | {
+        "memory_total_bytes": total,
+        "memory_used_bytes": total - free,
+        "process_allocated_bytes": torch.cuda.memory_allocated(index),
+        "process_reserved_bytes": torch.cuda.memory_reserved(index),
+        "utilization_percent": read_utilization(index),
+    }
+
+
+def read_utilization(index: Any) -> int | None:
+    """Percent of the last sample period a kernel ran, or None where NVML is missing."""
+    import torch
+
+    try:
+        return int(torch.cuda.utilization(index))
+    except Exception:  # no pynvml/NVML, or a driver that does not report it: unknown, not an error
+        return None
 
 
 def release_cuda_cache() -> None:

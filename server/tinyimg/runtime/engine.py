@@ -12,12 +12,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tinyimg.drain import DrainTiming, build_drain_timing
 from tinyimg.families import load_handler_class
-from tinyimg.runtime.devices import Device, discover_devices, read_memory
+from tinyimg.runtime.devices import Device, discover_devices, read_device_status, read_process_usage
+from tinyimg.runtime.jobqueue import JobQueue
 from tinyimg.runtime.jobs import (
     DeadlineExceeded,
     Draining,
@@ -43,8 +44,9 @@ class ModelState:
     spec: ModelSpec
     state: str  # loading | ready | failed
     reason: str | None = None
-    device: str | None = None
+    device: str | None = None  # the first replica's
     offload: str = "none"
+    devices: list[str] = field(default_factory=list)  # one replica per device, all fed by one queue
 
 
 def build_handler(spec: ModelSpec) -> Any:
@@ -76,8 +78,10 @@ class Engine:
         self._handler_factory = handler_factory
         self._stop_grace = stop_grace_seconds
         self._states = {m.name: ModelState(m.name, m, "loading") for m in config.models}
-        self._handlers: dict[str, Any] = {}
+        self._queue = JobQueue({m.name: m.runtime.queue_size for m in config.models})
         self._workers: dict[str, DeviceWorker] = {}
+        self._loads_left: dict[str, int] = {}  # model -> replicas still loading
+        self._load_errors: dict[str, list[str]] = {}
         self._served = {m.name: 0 for m in config.models}
         self._failed = {m.name: 0 for m in config.models}
         self._started = time.monotonic()
@@ -128,7 +132,7 @@ class Engine:
 
     async def _wait_idle(self, seconds: float) -> bool:
         deadline = time.monotonic() + seconds
-        while any(w.pending or w.running for w in self._workers.values()):
+        while self._queue.pending or any(w.running for w in self._workers.values()):
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(0.05)
@@ -153,12 +157,16 @@ class Engine:
             self._set_state(name, "failed", f"cannot be placed: {reason}")
         by_device: dict[str, list[tuple[ModelSpec, Placement]]] = {}
         for spec in self.config.models:
-            if spec.name in plan.placements:
-                placement = plan.placements[spec.name]
+            replicas = plan.placements.get(spec.name, [])
+            if replicas:
+                state = self._states[spec.name]
+                state.device, state.offload = replicas[0].device, replicas[0].offload
+                state.devices = [p.device for p in replicas]
+                self._loads_left[spec.name] = len(replicas)
+            for placement in replicas:
                 by_device.setdefault(placement.device, []).append((spec, placement))
-        for device, entries in by_device.items():
-            limits = {spec.name: spec.runtime.queue_size for spec, _ in entries}
-            worker = DeviceWorker(device, limits, self._on_batch)
+        for device in by_device:
+            worker = DeviceWorker(device, self._queue, self._on_batch)
             worker.start()
             self._workers[device] = worker
         await asyncio.gather(*(self._load_device(d, entries) for d, entries in by_device.items()))
@@ -181,22 +189,39 @@ class Engine:
         """Models sharing a device load one after another, on that device's thread."""
         worker = self._workers[device]
         for spec, placement in entries:
-            state = self._states[spec.name]
-            state.device, state.offload = placement.device, placement.offload
             log.info(
                 "loading model",
                 extra={"model": spec.name, "device": device, "offload": placement.offload, "why": placement.why},
             )
             start = time.monotonic()
             try:
-                self._handlers[spec.name] = await worker.call(self._load_and_warm, spec, placement)
+                worker.handlers[spec.name] = await worker.call(self._load_and_warm, spec, placement)
             except Exception as err:
                 log.exception("model failed to load", extra={"model": spec.name, "device": device})
-                self._set_state(spec.name, "failed", f"{type(err).__name__}: {err}")
-                continue
-            log.info("model ready", extra={"model": spec.name, "device": device,
-                                           "seconds": round(time.monotonic() - start, 3)})
-            self._set_state(spec.name, "ready")
+                self._load_errors.setdefault(spec.name, []).append(f"{type(err).__name__}: {err}")
+            else:
+                log.info("model loaded", extra={"model": spec.name, "device": device,
+                                                "seconds": round(time.monotonic() - start, 3)})
+            self._replica_loaded(spec.name)
+
+    def _replica_loaded(self, name: str) -> None:
+        """Once every replica of a model has loaded or failed: ready on the devices that loaded it,
+        failed (with the first error) when none did."""
+        self._loads_left[name] -= 1
+        if self._loads_left[name]:
+            return
+        state = self._states[name]
+        loaded = [d for d in state.devices if name in self._workers[d].handlers]
+        errors = self._load_errors.get(name, [])
+        if not loaded:
+            self._set_state(name, "failed", errors[0])
+            return
+        if errors:
+            log.error("some replicas failed to load; serving with the others",
+                      extra={"model": name, "devices": loaded, "errors": errors})
+        state.devices, state.device = loaded, loaded[0]
+        log.info("model ready", extra={"model": name, "devices": loaded})
+        self._set_state(name, "ready")
 
     def _load_and_warm(self, spec: ModelSpec, placement: Placement) -> Any:
         handler = self._handler_factory(spec)
@@ -228,16 +253,15 @@ class Engine:
             raise ModelNotReady(model, f"failed: {state.reason}", retry_after=60.0)
         spec = state.spec
         timeout = timeout if timeout is not None else spec.runtime.request_timeout_seconds
-        worker = self._workers[state.device]
         job = Job(
-            model, params, self._handlers[model], spec.runtime.max_batch_size,
-            spec.runtime.max_batch_wait_ms / 1000, timeout, asyncio.get_running_loop().create_future(),
+            model, params, spec.runtime.max_batch_size, spec.runtime.max_batch_wait_ms / 1000, timeout,
+            asyncio.get_running_loop().create_future(),
         )
-        worker.submit(job)
+        self._queue.submit(job)
         try:
             result = await asyncio.wait_for(job.future, timeout)
         except TimeoutError:
-            worker.withdraw(job)
+            self._queue.withdraw(job)
             self._failed[model] += 1
             where = "waiting in the queue" if job.started_at is None else "generating"
             raise DeadlineExceeded(timeout, where) from None
@@ -245,7 +269,7 @@ class Engine:
             self._failed[model] += 1
             raise
         except asyncio.CancelledError:
-            worker.withdraw(job)
+            self._queue.withdraw(job)
             raise
         self._served[model] += 1
         return result
@@ -270,19 +294,16 @@ class Engine:
         return list(self._states.values())
 
     def status(self) -> dict[str, Any]:
-        devices = []
-        for device in self.devices:
-            total, used = read_memory(device)
-            devices.append({"name": device.name, "kind": device.kind, "memory_total_bytes": total,
-                            "memory_used_bytes": used})
+        devices = [read_device_status(device) for device in self.devices]
         models = {}
         for name, state in self._states.items():
-            worker = self._workers.get(state.device) if state.device else None
             models[name] = {
                 "device": state.device,
-                "queue_depth": worker.queue_depth(name) if worker else 0,
-                "in_flight": worker.in_flight(name) if worker else 0,
+                "devices": list(state.devices),
+                "queue_depth": self._queue.depth(name),
+                "in_flight": sum(w.in_flight(name) for w in self._workers.values()),
                 "served": self._served[name],
                 "failed": self._failed[name],
             }
-        return {"uptime_seconds": time.monotonic() - self._started, "devices": devices, "models": models}
+        return {"uptime_seconds": time.monotonic() - self._started, "process": read_process_usage(),
+                "devices": devices, "models": models}

@@ -77,9 +77,9 @@ class Draining(EngineError):
 
 
 class QueueFull(EngineError):
-    def __init__(self, device: str, size: int, retry_after: float = 1.0):
+    def __init__(self, where: str, size: int, retry_after: float = 1.0):
         super().__init__(
-            f"queue for device {device} is full ({size} waiting); retry later", 429, "queue_full", retry_after
+            f"queue for {where} is full ({size} waiting); retry later", 429, "queue_full", retry_after
         )
 
 

@@ -10,6 +10,11 @@ Policy per model (``runtime``):
   (layers streamed in), as far as its ``offload`` allows.
 Models are placed largest first, each on the GPU with the most free memory left, so two GPUs
 share the load. CPU memory is not checked: host memory can swap, a GPU cannot.
+
+Replicas: a model asking for ``resources.gpus: N`` gets up to N replicas, each on its own GPU (the
+pod is given N GPUs; one copy of the model per GPU, fed by one queue). The first replica decides
+where the model lives as above; the others go, one each, on the remaining GPUs that can hold one
+(most free first). Fewer GPUs than asked (or too small) means fewer replicas, not a failure.
 """
 
 from __future__ import annotations
@@ -34,8 +39,12 @@ class Placement:
 
 @dataclass
 class Plan:
-    placements: dict[str, Placement] = field(default_factory=dict)
+    # model name -> its replicas, first the one placed by the policy, then one per extra GPU
+    placements: dict[str, list[Placement]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)  # model name -> why it cannot be placed
+
+    def devices(self, model: str) -> list[str]:
+        return [p.device for p in self.placements.get(model, [])]
 
 
 def allowed_offloads(limit: str) -> tuple[str, ...]:
@@ -51,10 +60,28 @@ def place(models: list[tuple[ModelSpec, float]], devices: list[Device]) -> Plan:
         if placement is None:
             plan.failures[spec.name] = failure
             continue
-        plan.placements[spec.name] = placement
+        replicas = [placement]
         if placement.device in free_gb:
             free_gb[placement.device] -= placement.gpu_gb
+            replicas += place_replicas(spec, estimate, gpus, free_gb, spec.resources.gpus - 1, placement.device)
+        plan.placements[spec.name] = replicas
     return plan
+
+
+def place_replicas(
+    spec: ModelSpec, estimate: float, gpus: list[Device], free_gb: dict[str, float], count: int, first: str
+) -> list[Placement]:
+    """Up to ``count`` more replicas, one per GPU other than ``first``; takes their memory from ``free_gb``."""
+    replicas: list[Placement] = []
+    for _ in range(count):
+        others = [d for d in gpus if d.name != first and d.name not in {r.device for r in replicas}]
+        placement, _ = place_one(spec, estimate, others, free_gb) if others else (None, "")
+        if placement is None or placement.device == "cpu":
+            break
+        replicas.append(Placement(placement.device, placement.offload, placement.gpu_gb,
+                                  f"replica {len(replicas) + 2} of {count + 1}: {placement.why}"))
+        free_gb[placement.device] -= placement.gpu_gb
+    return replicas
 
 
 def place_one(

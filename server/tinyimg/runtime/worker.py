@@ -1,11 +1,10 @@
-"""One worker per device: a bounded queue, batching, and ONE pipeline call at a time.
+"""One worker per device: batching, and ONE pipeline call at a time.
 
 diffusers pipelines are not thread-safe, and two calls on one GPU only fight over memory, so each
-device gets a single-thread executor; loading, warm-up and every generation for the models placed
-on it run on that thread. The queue lives in the event loop; only pipeline work crosses to the thread.
-
-Queue bound: per model. Each model may have ``runtime.queueSize`` requests waiting on its device
-(in-flight ones do not count), so a busy model cannot fill the queue of a quiet one beside it.
+device gets a single-thread executor; loading, warm-up and every generation for the models loaded
+on it run on that thread. Waiting requests live in the engine's one ``JobQueue`` (in the event
+loop), shared by every worker: a free worker takes the next batch of any model it holds a replica
+of. Only pipeline work crosses to the thread.
 """
 
 from __future__ import annotations
@@ -21,13 +20,13 @@ from typing import Any
 
 from tinyimg.runtime.batching import pick_batch
 from tinyimg.runtime.devices import is_out_of_memory, release_cuda_cache
+from tinyimg.runtime.jobqueue import JobQueue
 from tinyimg.runtime.jobs import (
     DeadlineExceeded,
     EngineError,
     GenerationFailed,
     GenerationParams,
     GenerationResult,
-    QueueFull,
 )
 
 log = logging.getLogger("tinyimg.engine")
@@ -39,7 +38,6 @@ BatchCallback = Callable[[str, int, float], None]
 class Job:
     model: str
     params: GenerationParams
-    handler: Any  # tinyimg.families.base.Handler
     max_batch: int
     max_wait: float  # seconds the head job may wait for batch mates
     timeout: float
@@ -53,36 +51,21 @@ class Job:
 
 
 class DeviceWorker:
-    def __init__(self, device: str, queue_limits: dict[str, int], on_batch: BatchCallback | None = None):
+    def __init__(self, device: str, queue: JobQueue, on_batch: BatchCallback | None = None):
         self.device = device
-        self.queue_limits = queue_limits
+        self.queue = queue
         self.on_batch = on_batch
-        self.pending: list[Job] = []
+        # model -> its handler loaded on this device: the worker takes only these models' jobs
+        self.handlers: dict[str, Any] = {}
         self.running: list[Job] = []
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"tinyimg-{device}")
-        self._wakeup = asyncio.Event()
+        self._wakeup = queue.listen()
         self._task: asyncio.Task | None = None
         self._stopping = False
 
     # -- the event-loop side ------------------------------------------------------------------
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"worker-{self.device}")
-
-    def submit(self, job: Job) -> None:
-        waiting = self.queue_depth(job.model)
-        if waiting >= self.queue_limits.get(job.model, 1):
-            raise QueueFull(self.device, waiting)
-        self.pending.append(job)
-        self._wakeup.set()
-
-    def withdraw(self, job: Job) -> None:
-        """Forget a job whose caller gave up (deadline, disconnect) before it started."""
-        if job in self.pending:
-            self.pending.remove(job)
-            self._wakeup.set()  # it may have been the head the worker is gathering mates for
-
-    def queue_depth(self, model: str) -> int:
-        return sum(1 for j in self.pending if j.model == model)
 
     def in_flight(self, model: str) -> int:
         return sum(1 for j in self.running if j.model == model)
@@ -92,13 +75,12 @@ class DeviceWorker:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def stop(self, error_for: Callable[[Job], EngineError], grace: float = 30.0) -> None:
-        """Fail waiting jobs with ``error_for(job)``, let the running batch finish within ``grace``."""
+        """Fail the waiting jobs of this worker's models with ``error_for(job)``, let the running
+        batch finish within ``grace``."""
         self._stopping = True
         running = list(self.running)  # taken now: cancelling the task below clears self.running
-        for job in self.pending:
+        for job in self.queue.remove_for(self.handlers):
             _settle(job, error=error_for(job))
-        self.pending.clear()
-        self._wakeup.set()
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), grace)
@@ -108,27 +90,31 @@ class DeviceWorker:
             _settle(job, error=error_for(job))
         self.executor.shutdown(wait=False, cancel_futures=True)
 
+    def _mine(self) -> list[Job]:
+        return self.queue.for_models(self.handlers)
+
     async def _run(self) -> None:
         while not self._stopping:
-            if not self.pending:
+            mine = self._mine()
+            if not mine:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            head = self.pending[0]
+            head = mine[0]
             await self._gather(head)
             self._drop_expired()
-            # Withdrawn or expired while gathering: the next head gathers its own batch mates.
-            if head not in self.pending or self._stopping:
+            # Withdrawn, expired or taken by another replica's worker while gathering: the next
+            # head gathers its own batch mates.
+            if head not in self.queue.pending or self._stopping:
                 continue
-            batch = pick_batch(self.pending, head.max_batch)
-            for job in batch:
-                self.pending.remove(job)
+            batch = pick_batch(self._mine(), head.max_batch)
+            self.queue.take(batch)
             await self._execute(batch)
 
     async def _gather(self, head: Job) -> None:
         """Wait (up to the head's max wait, counted from when it was queued) for batch mates."""
-        while not self._stopping and head in self.pending:
-            chosen = pick_batch(self.pending, head.max_batch)
+        while not self._stopping and head in self.queue.pending:
+            chosen = pick_batch(self._mine(), head.max_batch)
             if sum(len(j.params.seeds) for j in chosen) >= head.max_batch:
                 return
             left = min(head.enqueued_at + head.max_wait, head.deadline) - time.monotonic()
@@ -142,8 +128,8 @@ class DeviceWorker:
 
     def _drop_expired(self) -> None:
         now = time.monotonic()
-        for job in [j for j in self.pending if j.deadline <= now]:
-            self.pending.remove(job)
+        for job in [j for j in self._mine() if j.deadline <= now]:
+            self.queue.withdraw(job)
             _settle(job, error=DeadlineExceeded(job.timeout, "waiting in the queue"))
 
     async def _execute(self, batch: list[Job]) -> None:
@@ -154,7 +140,7 @@ class DeviceWorker:
         images = sum(len(j.params.seeds) for j in batch)
         model = batch[0].model
         try:
-            outputs = await self.call(batch[0].handler.generate, [j.params for j in batch], _callers_gone(batch))
+            outputs = await self.call(self.handlers[model].generate, [j.params for j in batch], _callers_gone(batch))
             seconds = time.monotonic() - start
             results = [
                 GenerationResult(generated, self.device, start - job.enqueued_at, seconds, images)

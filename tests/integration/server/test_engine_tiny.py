@@ -245,15 +245,28 @@ async def test_unknown_model_raises_model_not_found(engine_factory):
         await engine.generate("nope", params())
 
 
+def read_vm_rss() -> int:
+    """This process's RSS from /proc/self/status (the engine reads /proc/self/statm)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+
 async def test_status_reports_devices_and_counts(engine_factory):
     engine = await engine_factory()
+    before = engine.status()["process"]["cpu_seconds"]
     await engine.generate(FLUX, params())
     status = engine.status()
     [cpu] = status["devices"]
     assert cpu["name"] == "cpu" and cpu["kind"] == "cpu"
     assert 0 < cpu["memory_used_bytes"] < cpu["memory_total_bytes"]
-    assert status["models"][FLUX] == {"device": "cpu", "queue_depth": 0, "in_flight": 0, "served": 1, "failed": 0}
+    assert status["models"][FLUX] == {"device": "cpu", "devices": ["cpu"], "queue_depth": 0, "in_flight": 0,
+                                      "served": 1, "failed": 0}
     assert status["uptime_seconds"] > 0
+    # The server's own memory and CPU time, not the host's (other processes' memory is not ours).
+    rss = read_vm_rss()
+    assert abs(status["process"]["rss_bytes"] - rss) < 64 * 2**20
+    assert abs(cpu["memory_used_bytes"] - rss) < 64 * 2**20
+    assert status["process"]["cpu_seconds"] > before  # the generation ran on this process's threads
 
 
 async def test_stop_fails_queued_requests_cleanly(engine_factory, gated):

@@ -11,7 +11,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from tests.support.tiny_models import ALL_FAMILIES, fixture_families, tiny_config  # noqa: F401  (a fixture)
+from tests.support.tiny_models import (  # noqa: F401  (fixtures)
+    ALL_FAMILIES,
+    all_tiny_model_dirs,
+    fixture_families,
+    tiny_config,
+)
 from tinyimg.families import family_info, load_handler_class
 from tinyimg.families.base import Handler
 from tinyimg.runtime.engine import Engine
@@ -19,9 +24,9 @@ from tinyimg.runtime.jobs import GenerationParams
 
 
 @pytest.fixture(scope="module", params=ALL_FAMILIES)
-def handler(request, tiny_model_dirs, fixture_families):
+def handler(request, all_tiny_model_dirs, fixture_families):
     family = request.param
-    spec = tiny_config(tiny_model_dirs, families=(family,)).models[0]
+    spec = tiny_config(all_tiny_model_dirs, families=(family,)).models[0]
     loaded = load_handler_class(family)(spec)
     loaded.load("cpu")
     return loaded
@@ -106,12 +111,12 @@ def test_a_stop_request_skips_the_remaining_denoising_steps(handler):
     assert len(asked) == 6  # the next call runs every step again
 
 
-def test_the_engine_loads_it_places_it_and_serves_a_batch(handler, tiny_model_dirs):
+def test_the_engine_loads_it_places_it_and_serves_a_batch(handler, all_tiny_model_dirs):
     family = handler.spec.family
     batches = []
 
     async def serve() -> list:
-        engine = Engine(tiny_config(tiny_model_dirs, families=(family,), runtime={"maxBatchWaitMs": 300}),
+        engine = Engine(tiny_config(all_tiny_model_dirs, families=(family,), runtime={"maxBatchWaitMs": 300}),
                         on_batch=lambda m, n, s: batches.append(n))
         await engine.start()
         try:

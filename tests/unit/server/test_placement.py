@@ -16,8 +16,13 @@ def gpu(index: int, free_gb: float, total_gb: float = 80) -> Device:
     return Device(f"cuda:{index}", "cuda", int(total_gb * GB), int(free_gb * GB), "test GPU")
 
 
-def model(name: str, **runtime) -> ModelSpec:
-    return ModelSpec(name=name, family="sdxl", source="org/repo", runtime=runtime, resources={"gpus": 0})
+def model(name: str, gpus: int = 0, **runtime) -> ModelSpec:
+    return ModelSpec(name=name, family="sdxl", source="org/repo", runtime=runtime, resources={"gpus": gpus})
+
+
+def placed(plan, name: str) -> tuple[str, str]:
+    [only] = plan.placements[name]
+    return only.device, only.offload
 
 
 @pytest.mark.parametrize(
@@ -40,7 +45,7 @@ def model(name: str, **runtime) -> ModelSpec:
 def test_place_single_model(runtime, devices, estimate, device, offload):
     plan = place([(model("m", **runtime), estimate)], devices)
     assert plan.failures == {}
-    assert (plan.placements["m"].device, plan.placements["m"].offload) == (device, offload)
+    assert placed(plan, "m") == (device, offload)
 
 
 @pytest.mark.parametrize(
@@ -64,17 +69,48 @@ def test_two_gpus_spread_models_by_free_memory():
     devices = [gpu(0, 40), gpu(1, 30), CPU]
     plan = place([(model("small", device="cuda"), 10), (model("big", device="cuda"), 34)], devices)
     # largest first onto the emptiest GPU (cuda:0 -> 6 GB left), then the other onto cuda:1
-    assert plan.placements["big"].device == "cuda:0"
-    assert plan.placements["small"].device == "cuda:1"
+    assert plan.devices("big") == ["cuda:0"]
+    assert plan.devices("small") == ["cuda:1"]
 
 
 def test_models_sharing_a_gpu_count_each_others_memory():
     plan = place([(model("a"), 10), (model("b"), 10), (model("c", cpuFallback=True), 10)], [gpu(0, 24), CPU])
-    assert [plan.placements[n].device for n in "abc"] == ["cuda:0", "cuda:0", "cpu"]
-    assert "cpuFallback" in plan.placements["c"].why
+    assert [plan.devices(n) for n in "abc"] == [["cuda:0"], ["cuda:0"], ["cpu"]]
+    assert "cpuFallback" in plan.placements["c"][0].why
 
 
 def test_one_unplaceable_model_does_not_stop_the_others():
     plan = place([(model("fits"), 10), (model("huge"), 100)], [gpu(0, 24), CPU])
-    assert plan.placements["fits"].device == "cuda:0"
+    assert plan.devices("fits") == ["cuda:0"]
     assert "huge" in plan.failures
+
+
+@pytest.mark.parametrize(
+    ("gpus", "devices", "expected"),
+    [
+        pytest.param(2, [gpu(0, 40), gpu(1, 40), CPU], ["cuda:0", "cuda:1"], id="two-gpus-asked-two-given"),
+        pytest.param(4, [gpu(0, 40), gpu(1, 30), gpu(2, 50), gpu(3, 20), CPU],
+                     ["cuda:2", "cuda:0", "cuda:1", "cuda:3"], id="four-replicas-most-free-first"),
+        pytest.param(2, [gpu(0, 40), gpu(1, 40), gpu(2, 40), CPU], ["cuda:0", "cuda:1"],
+                     id="no-more-replicas-than-asked"),
+        pytest.param(2, [gpu(0, 40), CPU], ["cuda:0"], id="fewer-gpus-than-asked-fewer-replicas"),
+        pytest.param(2, [gpu(0, 40), gpu(1, 4), CPU], ["cuda:0"], id="a-gpu-too-small-for-a-replica-is-skipped"),
+        pytest.param(1, [gpu(0, 40), gpu(1, 40), CPU], ["cuda:0"], id="one-gpu-asked-one-replica"),
+        pytest.param(2, [CPU], ["cpu"], id="no-gpu-one-cpu-replica"),
+    ],
+)
+def test_a_model_gets_one_replica_per_gpu_it_asks_for(gpus, devices, expected):
+    plan = place([(model("m", gpus=gpus), 10)], devices)
+    assert plan.failures == {}
+    assert plan.devices("m") == expected
+    assert all(p.offload == "none" for p in plan.placements["m"])
+
+
+def test_extra_replicas_use_offload_where_a_gpu_holds_only_part_and_count_its_memory():
+    plan = place([(model("m", gpus=2, offload="model"), 10), (model("n", cpuFallback=True), 10)],
+                 [gpu(0, 12), gpu(1, 8), CPU])
+    first, second = plan.placements["m"]
+    assert (first.device, first.offload, second.device, second.offload) == ("cuda:0", "none", "cuda:1", "model")
+    assert second.why.startswith("replica 2 of 2: needs 7.0 GB")
+    # 2 GB left on cuda:0 and 1 GB on cuda:1: the next model does not fit on either
+    assert plan.devices("n") == ["cpu"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import weakref
 
 import pytest
@@ -14,6 +15,7 @@ import torch
 
 from tinyimg.runtime import worker as worker_module
 from tinyimg.runtime.devices import is_out_of_memory
+from tinyimg.runtime.jobqueue import JobQueue
 from tinyimg.runtime.jobs import GeneratedImage, GenerationFailed, GenerationParams
 from tinyimg.runtime.worker import DeviceWorker, Job
 
@@ -52,19 +54,25 @@ class MiscountingHandler(RecordingHandler):
         return answers[:1] if len(self.calls) == 1 else answers
 
 
-def make_job(handler, prompt: str, *, steps: int = 2, max_batch: int = 4, max_wait: float = 0.0,
-             timeout: float = 30.0) -> Job:
+def make_job(prompt: str, *, steps: int = 2, max_batch: int = 4, max_wait: float = 0.0,
+             timeout: float = 30.0, model: str = "m") -> Job:
     params = GenerationParams(prompt, None, 64, 64, steps, 0.0, (1,), request_id=f"req-{prompt}")
-    return Job("m", params, handler, max_batch, max_wait, timeout, asyncio.get_running_loop().create_future())
+    return Job(model, params, max_batch, max_wait, timeout, asyncio.get_running_loop().create_future())
+
+
+def make_worker(handler, device: str = "cpu", queue: JobQueue | None = None, **options) -> DeviceWorker:
+    worker = DeviceWorker(device, queue or JobQueue({"m": 8}), **options)
+    worker.handlers["m"] = handler
+    worker.start()
+    return worker
 
 
 @pytest.fixture
 async def start_worker():
     workers = []
 
-    def start() -> DeviceWorker:
-        worker = DeviceWorker("cpu", {"m": 8})
-        worker.start()
+    def start(handler, **options) -> DeviceWorker:
+        worker = make_worker(handler, **options)
         workers.append(worker)
         return worker
 
@@ -100,14 +108,14 @@ async def test_out_of_memory_frees_the_failed_calls_tensors_before_emptying_the_
     monkeypatch.setattr(worker_module, "release_cuda_cache",
                         lambda: released.append((handler.held() is None, threading.current_thread().name)))
     handler = OutOfMemoryHandler()
-    worker = start_worker()
-    failing = make_job(handler, "too big")
-    worker.submit(failing)
+    worker = start_worker(handler)
+    failing = make_job("too big")
+    worker.queue.submit(failing)
     with pytest.raises(GenerationFailed) as failed:
         await failing.future
     assert failed.value.code == "out_of_memory" and "out of GPU memory on cpu" in failed.value.message
-    after = make_job(handler, "fine afterwards")
-    worker.submit(after)
+    after = make_job("fine afterwards")
+    worker.queue.submit(after)
     assert [i.seed for i in (await after.future).images] == [1]
     assert handler.calls == [["fine afterwards"]]
     # Once, on the device's thread, with the tensors gone although the caller still holds the exception.
@@ -116,14 +124,14 @@ async def test_out_of_memory_frees_the_failed_calls_tensors_before_emptying_the_
 
 async def test_a_handler_answering_too_few_results_is_retried_one_request_at_a_time(start_worker):
     handler = MiscountingHandler()
-    worker = start_worker()
-    pair = [make_job(handler, name, max_wait=0.5, max_batch=2) for name in ("a", "b")]
+    worker = start_worker(handler)
+    pair = [make_job(name, max_wait=0.5, max_batch=2) for name in ("a", "b")]
     for job in pair:
-        worker.submit(job)
+        worker.queue.submit(job)
     for job in pair:
         assert [i.seed for i in (await job.future).images] == [1]
-    after = make_job(handler, "c")
-    worker.submit(after)
+    after = make_job("c")
+    worker.queue.submit(after)
     assert len((await after.future).images) == 1
     assert handler.calls == [["a", "b"], ["a"], ["b"], ["c"]]
 
@@ -138,10 +146,10 @@ class PoisonedHandler(RecordingHandler):
         return answers
 
 
-async def submit_batch(worker: DeviceWorker, handler, prompts: list[str]) -> list[Job]:
-    jobs = [make_job(handler, prompt, max_wait=0.5, max_batch=len(prompts)) for prompt in prompts]
+async def submit_batch(worker: DeviceWorker, prompts: list[str]) -> list[Job]:
+    jobs = [make_job(prompt, max_wait=0.5, max_batch=len(prompts)) for prompt in prompts]
     for job in jobs:
-        worker.submit(job)
+        worker.queue.submit(job)
     await asyncio.wait([job.future for job in jobs])
     return jobs
 
@@ -149,10 +157,9 @@ async def submit_batch(worker: DeviceWorker, handler, prompts: list[str]) -> lis
 async def test_a_failing_batch_fails_only_the_request_that_fails_alone(start_worker):
     handler = PoisonedHandler()
     batches = []
-    worker = DeviceWorker("cpu", {"m": 8}, on_batch=lambda model, images, seconds: batches.append(images))
-    worker.start()
+    worker = make_worker(handler, on_batch=lambda model, images, seconds: batches.append(images))
     try:
-        first, poison, last = await submit_batch(worker, handler, ["first", "poison", "last"])
+        first, poison, last = await submit_batch(worker, ["first", "poison", "last"])
     finally:
         await worker.stop(lambda job: GenerationFailed("stopped"), grace=5)
     assert handler.calls == [["first", "poison", "last"], ["first"], ["poison"], ["last"]]
@@ -168,52 +175,52 @@ async def test_a_failing_batch_fails_only_the_request_that_fails_alone(start_wor
 async def test_out_of_memory_fails_the_whole_batch_without_retrying(start_worker, monkeypatch):
     monkeypatch.setattr(worker_module, "release_cuda_cache", lambda: None)
     handler = OutOfMemoryHandler()
-    worker = start_worker()
-    jobs = await submit_batch(worker, handler, ["a", "b"])
+    worker = start_worker(handler)
+    jobs = await submit_batch(worker, ["a", "b"])
     assert [job.future.exception().code for job in jobs] == ["out_of_memory", "out_of_memory"]
     assert handler.calls == []  # the failing call recorded nothing, and nothing ran again
 
 
 async def test_a_caller_that_left_during_the_failed_call_is_not_retried(start_worker):
     handler = PoisonedHandler()
-    worker = start_worker()
-    jobs = [make_job(handler, prompt, max_wait=0.5, max_batch=3) for prompt in ("gone", "poison", "kept")]
+    worker = start_worker(handler)
+    jobs = [make_job(prompt, max_wait=0.5, max_batch=3) for prompt in ("gone", "poison", "kept")]
     for job in jobs:
-        worker.submit(job)
+        worker.queue.submit(job)
     jobs[0].future.cancel()  # hung up before the batch ran
     await asyncio.wait([jobs[1].future, jobs[2].future])
     assert handler.calls == [["gone", "poison", "kept"], ["poison"], ["kept"]]
     assert len(jobs[2].future.result().images) == 1
 
 
-async def queue_behind_a_withdrawn_head(worker: DeviceWorker, handler, head_wait: float, next_wait: float) -> Job:
+async def queue_behind_a_withdrawn_head(worker: DeviceWorker, head_wait: float, next_wait: float) -> Job:
     """A head that waits ``head_wait`` for mates, a job behind it that cannot ride with it (other
     step count); the head's caller hangs up while the worker gathers. Returns the job behind."""
-    gone = make_job(handler, "gone", steps=3, max_wait=head_wait)
-    behind = make_job(handler, "behind", max_wait=next_wait)
-    worker.submit(gone)
-    worker.submit(behind)
+    gone = make_job("gone", steps=3, max_wait=head_wait)
+    behind = make_job("behind", max_wait=next_wait)
+    worker.queue.submit(gone)
+    worker.queue.submit(behind)
     await asyncio.sleep(0.05)
-    worker.withdraw(gone)
+    worker.queue.withdraw(gone)
     assert not gone.future.done()
     return behind
 
 
 async def test_a_head_withdrawn_while_gathering_lets_the_next_head_gather_its_own_mates(start_worker):
     handler = RecordingHandler()
-    worker = start_worker()
-    behind = await queue_behind_a_withdrawn_head(worker, handler, head_wait=0.4, next_wait=0.4)
+    worker = start_worker(handler)
+    behind = await queue_behind_a_withdrawn_head(worker, head_wait=0.4, next_wait=0.4)
     await asyncio.sleep(0.05)
-    mate = make_job(handler, "mate", max_wait=0.4)
-    worker.submit(mate)
+    mate = make_job("mate", max_wait=0.4)
+    worker.queue.submit(mate)
     await asyncio.gather(behind.future, mate.future)
     assert handler.calls == [["behind", "mate"]]
 
 
 async def test_a_withdrawn_head_does_not_hold_the_next_job_for_its_own_wait(start_worker):
     handler = RecordingHandler()
-    worker = start_worker()
-    behind = await queue_behind_a_withdrawn_head(worker, handler, head_wait=20.0, next_wait=0.0)
+    worker = start_worker(handler)
+    behind = await queue_behind_a_withdrawn_head(worker, head_wait=20.0, next_wait=0.0)
     result = await asyncio.wait_for(behind.future, 2.0)
     assert result.queued_seconds < 1.0
     assert handler.calls == [["behind"]]
@@ -235,14 +242,14 @@ class AskingHandler(RecordingHandler):
 
 async def test_the_pipeline_is_told_to_stop_once_every_caller_of_its_batch_gave_up(start_worker):
     handler = AskingHandler()
-    worker = start_worker()
-    abandoned = make_job(handler, "abandoned")
-    worker.submit(abandoned)
+    worker = start_worker(handler)
+    abandoned = make_job("abandoned")
+    worker.queue.submit(abandoned)
     await asyncio.sleep(0.05)
     abandoned.future.cancel()  # what the engine's deadline or a hang-up does to a running job
     handler.release.set()
-    kept = make_job(handler, "kept")
-    worker.submit(kept)
+    kept = make_job("kept")
+    worker.queue.submit(kept)
     await kept.future
     assert handler.answers == [True, False]
 
@@ -255,14 +262,59 @@ async def test_a_failing_on_batch_hook_does_not_stop_the_worker():
         raise RuntimeError("metrics backend gone")
 
     handler = RecordingHandler()
-    worker = DeviceWorker("cpu", {"m": 8}, on_batch=broken_hook)
-    worker.start()
+    worker = make_worker(handler, on_batch=broken_hook)
     try:
-        first, second = make_job(handler, "first"), make_job(handler, "second")
-        worker.submit(first)
+        first, second = make_job("first"), make_job("second")
+        worker.queue.submit(first)
         assert (await first.future).images[0].seed == 1
-        worker.submit(second)
+        worker.queue.submit(second)
         assert (await second.future).images[0].seed == 1
         assert calls == [("m", 1), ("m", 1)]
     finally:
         await worker.stop(lambda job: GenerationFailed("stopped"), grace=5)
+
+
+class SlowHandler(RecordingHandler):
+    """Takes ``seconds`` per call (on the device's thread, as a pipeline does)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def generate(self, batch, should_stop=None):
+        time.sleep(self.seconds)
+        return super().generate(batch, should_stop)
+
+
+async def test_one_queue_feeds_whichever_replica_is_free():
+    queue = JobQueue({"m": 8})
+    slow, fast = SlowHandler(1.0), RecordingHandler()
+    workers = [make_worker(slow, "cuda:0", queue), make_worker(fast, "cuda:1", queue)]
+    try:
+        jobs = [make_job(f"p{i}", max_batch=1) for i in range(5)]
+        for job in jobs:
+            queue.submit(job)
+        results = await asyncio.wait_for(asyncio.gather(*(job.future for job in jobs)), 10)
+    finally:
+        for worker in workers:
+            await worker.stop(lambda job: GenerationFailed("stopped"), grace=5)
+    # cuda:0 is busy with the first job for a second; cuda:1 serves the rest meanwhile.
+    assert [r.device for r in results] == ["cuda:0", "cuda:1", "cuda:1", "cuda:1", "cuda:1"]
+    assert slow.calls == [["p0"]] and fast.calls == [["p1"], ["p2"], ["p3"], ["p4"]]
+
+
+async def test_a_worker_takes_only_the_models_it_holds_a_replica_of():
+    queue = JobQueue({"m": 8, "other": 8})
+    handler = RecordingHandler()
+    worker = make_worker(handler, "cuda:0", queue)
+    try:
+        foreign = make_job("not mine", model="other")
+        mine = make_job("mine")
+        queue.submit(foreign)
+        queue.submit(mine)
+        await asyncio.wait_for(mine.future, 5)
+        assert handler.calls == [["mine"]]
+        assert queue.pending == [foreign]
+    finally:
+        await worker.stop(lambda job: GenerationFailed("stopped"), grace=5)
+    assert not foreign.future.done()  # another worker's model: this worker's stop leaves it alone
