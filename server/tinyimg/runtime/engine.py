@@ -1,9 +1,10 @@
 """The engine: everything the HTTP layer calls. It lives in the server's event loop.
 
-``start()`` returns at once; a background task discovers devices, places the models, and loads and
-warms each one on its device's thread. ``generate()`` queues a request on the model's device and
-waits for its batch. A model that cannot be placed or loaded is "failed" with a reason; the others
-still serve.
+``start()`` returns at once; a background task discovers devices, places the models (one replica
+per GPU a model asks for), and loads and warms each replica on its device's thread.
+``generate()`` puts a request in the engine's one queue, where whichever device holding a replica
+of its model is free takes it, and waits for its batch. A model that cannot be placed or loaded is
+"failed" with a reason; the others still serve. ``drain()`` is the SIGTERM sequence.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ count), so a busy model cannot fill the queue of a quiet one beside it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Container
 from typing import TYPE_CHECKING
 
 from tinyimg.runtime.jobs import QueueFull
@@ -53,14 +54,14 @@ class JobQueue:
             self.pending.remove(job)
             self._changed()  # it may have been the head a worker is gathering mates for
 
-    def for_models(self, models: object) -> list[Job]:
+    def for_models(self, models: Container[str]) -> list[Job]:
         """Waiting jobs of these models (a worker's), in arrival order."""
-        return [j for j in self.pending if j.model in models]  # type: ignore[operator]
+        return [j for j in self.pending if j.model in models]
 
     def depth(self, model: str) -> int:
         return sum(1 for j in self.pending if j.model == model)
 
-    def remove_for(self, models: object) -> list[Job]:
+    def remove_for(self, models: Container[str]) -> list[Job]:
         """Take out every waiting job of ``models`` (shutdown); the caller answers them."""
         removed = self.for_models(models)
         for job in removed:
