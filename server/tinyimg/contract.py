@@ -74,12 +74,19 @@ class ModelsResponse(Wire):
 class DeviceStatus(Wire):
     name: str
     kind: str
+    label: str | None = None  # the GPU's product name, or the CPU's core count
+    # CPU: the host's total, and as used this process's RSS. GPU: the device's (every process's).
     memory_total_bytes: int | None = None
     memory_used_bytes: int | None = None
+    # GPU only: this process's share (torch's allocator), and the utilisation where NVML works.
+    process_allocated_bytes: int | None = None
+    process_reserved_bytes: int | None = None
+    utilization_percent: int | None = None
 
 
 class ModelStatus(Wire):
-    device: str | None = None
+    device: str | None = None  # the first replica's
+    devices: list[str] | None = None  # one replica per device, fed by one queue
     queue_depth: int = 0
     in_flight: int = 0
     served: int = 0

@@ -37,6 +37,5 @@ async def test_every_gpu_gets_a_replica_and_reports_its_memory(tiny_model_dirs):
             assert 0 < device["memory_used_bytes"] <= device["memory_total_bytes"]
             assert device["process_reserved_bytes"] >= device["process_allocated_bytes"] > 0
             assert device["utilization_percent"] is None or 0 <= device["utilization_percent"] <= 100
-        assert status["process"]["rss_bytes"] > 0
     finally:
         await engine.stop()

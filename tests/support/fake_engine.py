@@ -62,7 +62,6 @@ class FakeEngine:
     def status(self) -> dict:
         return {
             "uptime_seconds": 1.5,
-            "process": {"rss_bytes": 400, "cpu_seconds": 0.25},
             "devices": [{"name": "cpu", "kind": "cpu", "label": "2 cores", "memory_total_bytes": 1000,
                          "memory_used_bytes": 400}],
             "models": {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -48,22 +47,6 @@ def discover_devices() -> list[Device]:
     return found
 
 
-def read_process_usage() -> dict[str, float]:
-    """This process's own resident memory and CPU time (all threads, user + system)."""
-    return {"rss_bytes": read_rss_bytes(), "cpu_seconds": round(time.process_time(), 3)}
-
-
-def read_rss_bytes() -> int:
-    """Resident set size now, from /proc/self/statm; the peak (getrusage) where /proc is missing."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-
-
 def read_device_status(device: Device) -> dict[str, Any]:
     """What ``/status`` says about one device now.
 
@@ -74,8 +57,10 @@ def read_device_status(device: Device) -> dict[str, Any]:
     inventory that torch cannot see (tests) keeps its inventory figures."""
     entry: dict[str, Any] = {"name": device.name, "kind": device.kind, "label": device.label}
     if device.kind == "cpu":
+        from tinyimg.http.process import read_process_status  # the one RSS reader (torch-free)
+
         total, _ = read_cpu_memory()
-        return entry | {"memory_total_bytes": total, "memory_used_bytes": read_rss_bytes()}
+        return entry | {"memory_total_bytes": total, "memory_used_bytes": read_process_status().rss_bytes}
     import torch
 
     if not torch.cuda.is_available():

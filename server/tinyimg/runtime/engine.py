@@ -18,7 +18,7 @@ from typing import Any
 
 from tinyimg.drain import DrainTiming, build_drain_timing
 from tinyimg.families import load_handler_class
-from tinyimg.runtime.devices import Device, discover_devices, read_device_status, read_process_usage
+from tinyimg.runtime.devices import Device, discover_devices, read_device_status
 from tinyimg.runtime.jobqueue import JobQueue
 from tinyimg.runtime.jobs import (
     DeadlineExceeded,
@@ -306,5 +306,4 @@ class Engine:
                 "served": self._served[name],
                 "failed": self._failed[name],
             }
-        return {"uptime_seconds": time.monotonic() - self._started, "process": read_process_usage(),
-                "devices": devices, "models": models}
+        return {"uptime_seconds": time.monotonic() - self._started, "devices": devices, "models": models}

@@ -253,7 +253,6 @@ def read_vm_rss() -> int:
 
 async def test_status_reports_devices_and_counts(engine_factory):
     engine = await engine_factory()
-    before = engine.status()["process"]["cpu_seconds"]
     await engine.generate(FLUX, params())
     status = engine.status()
     [cpu] = status["devices"]
@@ -262,11 +261,8 @@ async def test_status_reports_devices_and_counts(engine_factory):
     assert status["models"][FLUX] == {"device": "cpu", "devices": ["cpu"], "queue_depth": 0, "in_flight": 0,
                                       "served": 1, "failed": 0}
     assert status["uptime_seconds"] > 0
-    # The server's own memory and CPU time, not the host's (other processes' memory is not ours).
-    rss = read_vm_rss()
-    assert abs(status["process"]["rss_bytes"] - rss) < 64 * 2**20
-    assert abs(cpu["memory_used_bytes"] - rss) < 64 * 2**20
-    assert status["process"]["cpu_seconds"] > before  # the generation ran on this process's threads
+    # What the server holds of the host's memory: its own RSS, not what every process uses.
+    assert abs(cpu["memory_used_bytes"] - read_vm_rss()) < 64 * 2**20
 
 
 async def test_stop_fails_queued_requests_cleanly(engine_factory, gated):

@@ -110,11 +110,24 @@ async def test_a_replica_that_fails_to_load_leaves_the_model_serving_on_the_othe
     assert (await engine.generate("m", params(1))).device == "cuda:0"
 
 
-async def test_status_reports_each_simulated_gpu_from_its_inventory_and_the_process_usage(engine_on):
+async def test_status_reports_each_simulated_gpu_from_its_inventory(engine_on):
     engine = await engine_on(config(gpus=2), [gpu(0, free_gb=40), gpu(1, free_gb=30), CPU])
     status = engine.status()
     by_name = {d["name"]: d for d in status["devices"]}
     assert [d["name"] for d in status["devices"]] == ["cuda:0", "cuda:1", "cpu"]
     assert (by_name["cuda:1"]["memory_total_bytes"], by_name["cuda:1"]["memory_used_bytes"]) == (80 * GB, 50 * GB)
     assert by_name["cuda:0"]["label"] == "simulated GPU"
-    assert status["process"]["rss_bytes"] > 0 and status["process"]["cpu_seconds"] > 0
+    assert status["models"]["m"]["devices"] == ["cuda:0", "cuda:1"]
+
+
+async def test_the_status_answer_keeps_the_replicas_and_the_per_gpu_fields(engine_on):
+    from tinyimg.api.info import build_status
+
+    engine = await engine_on(config(gpus=2), [gpu(0), gpu(1), CPU])
+    answer = build_status(engine.status(), engine.model_states()).model_dump()
+    assert answer["models"]["m"]["devices"] == ["cuda:0", "cuda:1"]
+    assert [(d["name"], d["label"]) for d in answer["devices"]] == [
+        ("cuda:0", "simulated GPU"), ("cuda:1", "simulated GPU"), ("cpu", "")]
+    assert answer["process"]["rss_bytes"] > 0  # the API adds the process's own usage
+    cpu = answer["devices"][2]
+    assert cpu["memory_used_bytes"] == pytest.approx(answer["process"]["rss_bytes"], abs=64 * 2**20)
