@@ -5,6 +5,7 @@ accepted request gets its image, and the process exits within the drain bound (t
 from __future__ import annotations
 
 import json
+import math
 import signal
 import threading
 import time
@@ -17,14 +18,17 @@ from tinyimg.drain import build_drain_timing
 
 REQUEST_TIMEOUT = 60.0
 TIMING = build_drain_timing([REQUEST_TIMEOUT])
-# 256x256 at 8 steps takes a second or more here: six of them keep the queue busy for a while.
-SLOW = {"model": "tiny-flux", "prompt": "a slow harbour", "width": 256, "height": 256, "steps": 8}
+QUEUED = 6
+# Each request should take over a second, so that the queue outlasts the preStop window on any
+# machine: the steps are scaled from one timed request (see slow_request).
+SECONDS_PER_REQUEST = 1.25
+MAX_STEPS = 64
 
 
 @pytest.fixture
 def server(tiny_model_dirs, tmp_path) -> Proc:
     config = write_server_config(
-        tmp_path / "drain.yaml", tiny_model_dirs, ("flux",),
+        tmp_path / "drain.yaml", tiny_model_dirs, ("flux",), limits={"maxSteps": MAX_STEPS},
         runtime={"maxBatchSize": 1, "queueSize": 16, "requestTimeoutSeconds": REQUEST_TIMEOUT},
     )
     proc = wait_until_ready(spawn("drain", ["serve", "--config", str(config)], tmp_path))
@@ -32,17 +36,27 @@ def server(tiny_model_dirs, tmp_path) -> Proc:
     proc.kill()
 
 
-class Client:
-    """Posts from threads and keeps each answer (status, JSON or None, headers)."""
+def slow_request(url: str) -> dict:
+    """A 256x256 request with enough steps to take about SECONDS_PER_REQUEST here."""
+    body = {"model": "tiny-flux", "prompt": "a slow harbour", "width": 256, "height": 256, "steps": 8}
+    started = time.monotonic()
+    assert httpx.post(f"{url}/generate", json=body, timeout=REQUEST_TIMEOUT).status_code == 200
+    scale = math.ceil(SECONDS_PER_REQUEST / (time.monotonic() - started))
+    return {**body, "steps": min(MAX_STEPS, 8 * scale)}
 
-    def __init__(self, url: str) -> None:
+
+class Client:
+    """Posts ``body`` from threads and keeps each answer (status, JSON or None, headers)."""
+
+    def __init__(self, url: str, body: dict) -> None:
         self.url = url
+        self.body = body
         self.answers: dict[str, tuple[int, dict | None, httpx.Headers]] = {}
         self.threads: list[threading.Thread] = []
 
     def post(self, name: str, seed: int) -> None:
         def run() -> None:
-            r = httpx.post(f"{self.url}/generate", json={**SLOW, "seed": seed}, timeout=REQUEST_TIMEOUT + 30)
+            r = httpx.post(f"{self.url}/generate", json={**self.body, "seed": seed}, timeout=REQUEST_TIMEOUT + 30)
             body = r.json() if r.headers.get("content-type", "").startswith("application/json") else None
             self.answers[name] = (r.status_code, body, r.headers)
 
@@ -70,8 +84,8 @@ def queued(status: dict) -> int:
 
 
 def test_sigterm_drains_the_queue_and_refuses_new_requests_with_json_503(server):
-    client = Client(server.url)
-    for i in range(6):
+    client = Client(server.url, slow_request(server.url))
+    for i in range(QUEUED):
         client.post(f"queued-{i}", i)
     wait_for_status(server, lambda s: queued(s) >= 3)
     signalled = time.monotonic()
@@ -86,7 +100,7 @@ def test_sigterm_drains_the_queue_and_refuses_new_requests_with_json_503(server)
     client.post("in-prestop", 100)  # endpoints may still send requests for the preStop window
 
     time.sleep(max(0.0, signalled + TIMING.prestop_seconds + 0.5 - time.monotonic()))
-    refused = httpx.post(f"{server.url}/generate", json={**SLOW, "seed": 200}, timeout=30)
+    refused = httpx.post(f"{server.url}/generate", json={**client.body, "seed": 200}, timeout=30)
     assert refused.status_code == 503
     assert refused.json()["error"]["code"] == "draining"
     assert refused.headers["retry-after"] == "1"
@@ -95,11 +109,11 @@ def test_sigterm_drains_the_queue_and_refuses_new_requests_with_json_503(server)
     client.join()
     server.popen.wait(TIMING.grace_seconds)
     exited = time.monotonic() - signalled
-    assert sorted(client.answers) == sorted([f"queued-{i}" for i in range(6)] + ["in-prestop"])
+    assert sorted(client.answers) == sorted([f"queued-{i}" for i in range(QUEUED)] + ["in-prestop"])
     statuses = {name: status for name, (status, _, _) in client.answers.items()}
     assert set(statuses.values()) == {200}, statuses
     seeds = sorted(body["images"][0]["seed"] for _, body, _ in client.answers.values())
-    assert seeds == [0, 1, 2, 3, 4, 5, 100]
+    assert seeds == [*range(QUEUED), 100]
     assert server.popen.returncode == 0
     assert exited < TIMING.grace_seconds
     log = [json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")]
@@ -109,8 +123,8 @@ def test_sigterm_drains_the_queue_and_refuses_new_requests_with_json_503(server)
 
 
 def test_a_second_sigterm_answers_what_is_left_with_json_503_not_500(server):
-    client = Client(server.url)
-    for i in range(6):
+    client = Client(server.url, slow_request(server.url))
+    for i in range(QUEUED):
         client.post(f"queued-{i}", i)
     wait_for_status(server, lambda s: queued(s) >= 3)
     server.popen.send_signal(signal.SIGTERM)
@@ -121,7 +135,7 @@ def test_a_second_sigterm_answers_what_is_left_with_json_503_not_500(server):
     server.popen.wait(TIMING.grace_seconds)
     assert time.monotonic() - signalled < 15
     answers = dict(client.answers)
-    assert len(answers) == 6
+    assert len(answers) == QUEUED
     refused = {name: body for name, (status, body, _) in answers.items() if status != 200}
     assert refused, "some of the queue must have been left"
     for name, (status, body, headers) in answers.items():
