@@ -45,11 +45,13 @@ tools: .tools/helm/helm
 .tools/helm/helm: .ci/get-helm
 	.ci/get-helm
 
-# Generated files checked by tests: the ImageModel CRD (from ModelSpec) and the operator's golden manifests.
+# Generated files checked by tests: the ImageModel CRD (from ModelSpec), the chart's values schema
+# for `models`, and the operator's golden manifests.
 generate: venv
 	$(BIN)/tinyimg-operator crd > crds/imagemodels.tinyimg.io.yaml
 	cp crds/imagemodels.tinyimg.io.yaml charts/tinyimg/crds/
-	$(BIN)/python -m tests.chart.values_schema
+	$(BIN)/tinyimg-operator values-schema charts/tinyimg/values.schema.json > charts/tinyimg/values.schema.json.new
+	mv charts/tinyimg/values.schema.json.new charts/tinyimg/values.schema.json
 	for m in sdxl flux; do \
 	  env -u TINYIMG_SERVER_IMAGE -u TINYIMG_IMAGE_PULL_POLICY \
 	    $(BIN)/tinyimg-operator manifests crds/examples/$$m.yaml > tests/unit/operator/golden/$$m.yaml || exit 1; \

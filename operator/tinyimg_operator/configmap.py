@@ -13,8 +13,11 @@ from tinyimg_operator.objects import CONFIG_FILE, configmap_name, object_meta
 
 
 def build_server_config_yaml(spec: ModelSpec) -> str:
-    """What ``tinyimg serve`` reads in the pod: listen on all interfaces, this one model."""
-    config = ServerConfig(host="0.0.0.0", port=labels.DEFAULT_PORT, models=[spec])
+    """What ``tinyimg serve`` reads in the pod: listen on all interfaces, this one model.
+
+    ``spec.env`` is left out: it reaches the process as the container's environment, and may hold
+    values (tokens, URLs with credentials) that a ConfigMap, readable more widely, must not carry."""
+    config = ServerConfig(host="0.0.0.0", port=labels.DEFAULT_PORT, models=[spec.model_copy(update={"env": {}})])
     return yaml.safe_dump(config.to_wire(), sort_keys=False)
 
 

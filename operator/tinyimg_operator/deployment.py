@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from tinyimg import labels
+from tinyimg.drain import DrainTiming, build_drain_timing
 from tinyimg.spec import ModelSpec
 from tinyimg_operator.configmap import build_server_config_yaml, config_checksum
 from tinyimg_operator.objects import (
@@ -57,15 +58,21 @@ def build_deployment(
 
 
 def build_strategy(spec: ModelSpec) -> dict[str, Any]:
-    if spec.resources.gpus:
-        # Replace pods one at a time without a surge pod: a rollout never needs extra GPUs.
+    # Replace pods one at a time without a surge pod: a rollout never needs extra GPUs, and a
+    # ReadWriteOnce cache never has to attach to a surge pod on another node.
+    if spec.resources.gpus or (spec.cache.size and spec.cache.access_mode == "ReadWriteOnce"):
         return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
     return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
 
 
 def build_pod_spec(spec: ModelSpec, settings: BuildSettings) -> dict[str, Any]:
+    timing = build_drain_timing([spec.runtime.request_timeout_seconds])
     pod: dict[str, Any] = {
         "enableServiceLinks": False,
+        # The model server never talks to the Kubernetes API: no token for an intruder to use.
+        "automountServiceAccountToken": False,
+        # preStop + the server's own drain + exit slack: the kubelet never kills accepted work.
+        "terminationGracePeriodSeconds": timing.grace_seconds,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": USER_ID,
@@ -73,7 +80,7 @@ def build_pod_spec(spec: ModelSpec, settings: BuildSettings) -> dict[str, Any]:
             "fsGroup": USER_ID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [build_container(spec, settings)],
+        "containers": [build_container(spec, settings, timing)],
         "volumes": [
             {"name": "config", "configMap": {"name": configmap_name(spec.name)}},
             {"name": "tmp", "emptyDir": {}},
@@ -93,7 +100,7 @@ def build_cache_volume(spec: ModelSpec) -> dict[str, Any]:
     return {"name": "cache", "emptyDir": {}}
 
 
-def build_container(spec: ModelSpec, settings: BuildSettings) -> dict[str, Any]:
+def build_container(spec: ModelSpec, settings: BuildSettings, timing: DrainTiming) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": spec.image or settings.server_image,
@@ -104,6 +111,7 @@ def build_container(spec: ModelSpec, settings: BuildSettings) -> dict[str, Any]:
         "startupProbe": _probe("/health/ready", failures=math.ceil(spec.startup_timeout_seconds / PROBE_PERIOD_SECONDS)),
         "readinessProbe": _probe("/health/ready", failures=3, period=5),
         "livenessProbe": _probe("/health", failures=3),
+        "lifecycle": build_lifecycle(timing),
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
@@ -119,6 +127,15 @@ def build_container(spec: ModelSpec, settings: BuildSettings) -> dict[str, Any]:
     if settings.image_pull_policy:
         container["imagePullPolicy"] = settings.image_pull_policy
     return container
+
+
+def build_lifecycle(timing: DrainTiming) -> dict[str, Any]:
+    """Sleep before SIGTERM so endpoints and the router drop the pod while it still accepts.
+
+    An ``exec`` of ``sleep`` rather than the native ``sleep`` action: that needs Kubernetes 1.30
+    (older API servers reject the pod), and the chart supports 1.25+; the server image is Ubuntu
+    based, so /bin/sleep is there (an allow-listed image must carry it too)."""
+    return {"preStop": {"exec": {"command": ["sleep", str(timing.prestop_seconds)]}}}
 
 
 def build_env(spec: ModelSpec) -> list[dict[str, Any]]:
@@ -138,9 +155,12 @@ def build_env(spec: ModelSpec) -> list[dict[str, Any]]:
 
 
 def build_resources(spec: ModelSpec) -> dict[str, Any]:
+    """Requests from the spec; the memory limit is memoryLimit, else the memory request (a model
+    server that leaks or loads too much is OOM-killed alone instead of starving its node)."""
     res = spec.resources
     requests = {k: v for k, v in (("cpu", res.cpu), ("memory", res.memory)) if v}
-    limits: dict[str, Any] = {k: v for k, v in (("cpu", res.cpu_limit), ("memory", res.memory_limit)) if v}
+    memory_limit = res.memory_limit or res.memory
+    limits: dict[str, Any] = {k: v for k, v in (("cpu", res.cpu_limit), ("memory", memory_limit)) if v}
     if res.gpus:
         limits[GPU_RESOURCE] = str(res.gpus)  # quantities come back from the API as strings
     return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}

@@ -25,7 +25,8 @@ OWNED = {labels.MANAGED_BY: labels.OPERATOR_NAME, labels.MODEL: kopf.PRESENT}
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    """All operator settings, in one place (env: TINYIMG_SERVER_IMAGE, TINYIMG_IMAGE_PULL_POLICY)."""
+    """All operator settings, in one place (env: TINYIMG_SERVER_IMAGE, TINYIMG_IMAGE_PULL_POLICY,
+    TINYIMG_ALLOWED_IMAGES)."""
     memo.build = load_build_settings()
     memo.api = KubeApi()  # connected by login(); shared by every handler's memo copy
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=labels.GROUP)
@@ -62,7 +63,7 @@ def reconcile(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any
         try:
             outcome = reconcile_imagemodel(memo.api, memo.build, obj)
         except InvalidSpecError as err:
-            kopf.warn(obj, reason="InvalidSpec", message=str(err))
+            kopf.warn(obj, reason=err.reason, message=str(err))
             raise kopf.PermanentError(f"invalid spec: {err}") from None
         except ApiError as err:
             if not err.transient:

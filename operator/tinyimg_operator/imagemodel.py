@@ -9,15 +9,19 @@ from pydantic import ValidationError
 from tinyimg import labels
 from tinyimg.spec import ModelSpec
 from tinyimg_operator.objects import API_VERSION
+from tinyimg_operator.settings import BuildSettings
 
 
 class InvalidSpecError(ValueError):
-    """An ImageModel whose spec fails ModelSpec validation; ``field`` is the first bad field path."""
+    """An ImageModel the operator will not run: its spec fails ModelSpec validation (reason
+    ``InvalidSpec``) or the operator's policy (e.g. ``ImageNotAllowed``); ``field`` is the first bad
+    field path."""
 
-    def __init__(self, field: str, message: str):
+    def __init__(self, field: str, message: str, reason: str = "InvalidSpec"):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+        self.reason = reason
 
 
 def build_imagemodel(spec: ModelSpec, namespace: str | None = None) -> dict[str, Any]:
@@ -40,3 +44,14 @@ def read_model_spec(body: dict[str, Any]) -> ModelSpec:
         loc = ".".join(str(p) for p in first["loc"])
         field = "metadata.name" if loc == "name" else f"spec.{loc}" if loc else "spec"
         raise InvalidSpecError(field, first["msg"]) from None
+
+
+def check_policy(spec: ModelSpec, settings: BuildSettings) -> None:
+    """Refuse what the spec may express but this operator does not allow (InvalidSpecError)."""
+    if spec.image and not settings.image_allowed(spec.image):
+        raise InvalidSpecError(
+            "spec.image",
+            f"image {spec.image!r} is not allowed by this operator (allowed: the server image"
+            f" {settings.server_image!r} and TINYIMG_ALLOWED_IMAGES {list(settings.allowed_images)})",
+            reason="ImageNotAllowed",
+        )

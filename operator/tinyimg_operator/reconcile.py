@@ -12,7 +12,7 @@ from typing import Any
 from tinyimg import labels
 from tinyimg_operator.applier import KubeApi, apply_object, apply_status, path_of
 from tinyimg_operator.children import build_children
-from tinyimg_operator.imagemodel import InvalidSpecError, read_model_spec
+from tinyimg_operator.imagemodel import InvalidSpecError, check_policy, read_model_spec
 from tinyimg_operator.settings import BuildSettings
 from tinyimg_operator.status import build_invalid_status, build_status
 
@@ -33,8 +33,11 @@ def reconcile_imagemodel(api: KubeApi, settings: BuildSettings, body: dict[str, 
     name, namespace, generation = meta["name"], meta["namespace"], meta.get("generation")
     try:
         spec = read_model_spec(body)
+        check_policy(spec, settings)
     except InvalidSpecError as err:
-        status = build_invalid_status(name, namespace, generation, err.field, err.message, body.get("status"), utc_now())
+        status = build_invalid_status(
+            name, namespace, generation, err.field, err.message, body.get("status"), utc_now(), err.reason
+        )
         apply_status(api, body, status)
         raise
     changes: dict[str, str] = {}

@@ -14,12 +14,27 @@ PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 class BuildSettings:
     server_image: str = DEFAULT_SERVER_IMAGE
     image_pull_policy: str | None = None
+    # Images an ImageModel's spec.image may name (see image_allowed); empty: only server_image.
+    allowed_images: tuple[str, ...] = ()
+
+    def image_allowed(self, image: str) -> bool:
+        """The operator's own server image, or one on the allow-list: an exact reference, or a
+        prefix ending in ``*`` (``registry.example.com/tinyimg/*``)."""
+        if image == self.server_image:
+            return True
+        return any(image.startswith(p[:-1]) if p.endswith("*") else image == p for p in self.allowed_images)
 
 
 def load_build_settings(environ: Mapping[str, str] | None = None) -> BuildSettings:
-    """TINYIMG_SERVER_IMAGE (default model-server image), TINYIMG_IMAGE_PULL_POLICY (optional)."""
+    """TINYIMG_SERVER_IMAGE (default model-server image), TINYIMG_IMAGE_PULL_POLICY (optional),
+    TINYIMG_ALLOWED_IMAGES (comma-separated images or ``prefix*`` an ImageModel may also use)."""
     env = os.environ if environ is None else environ
     policy = env.get("TINYIMG_IMAGE_PULL_POLICY") or None
     if policy is not None and policy not in PULL_POLICIES:
         raise ValueError(f"TINYIMG_IMAGE_PULL_POLICY must be one of {', '.join(PULL_POLICIES)}, not {policy!r}")
-    return BuildSettings(server_image=env.get("TINYIMG_SERVER_IMAGE") or DEFAULT_SERVER_IMAGE, image_pull_policy=policy)
+    allowed = tuple(p.strip() for p in (env.get("TINYIMG_ALLOWED_IMAGES") or "").split(",") if p.strip())
+    return BuildSettings(
+        server_image=env.get("TINYIMG_SERVER_IMAGE") or DEFAULT_SERVER_IMAGE,
+        image_pull_policy=policy,
+        allowed_images=allowed,
+    )

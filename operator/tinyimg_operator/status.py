@@ -81,9 +81,16 @@ def build_status(
 
 
 def build_invalid_status(
-    model: str, namespace: str, generation: int | None, field: str, message: str, previous: dict[str, Any] | None, now: str
+    model: str,
+    namespace: str,
+    generation: int | None,
+    field: str,
+    message: str,
+    previous: dict[str, Any] | None,
+    now: str,
+    reason: str = "InvalidSpec",
 ) -> dict[str, Any]:
-    """Status for a spec that failed validation: Degraded naming the field, nothing running."""
+    """Status for a spec that failed validation or policy: Degraded naming the field and reason."""
     prev = (previous or {}).get("conditions")
     text = f"{field}: {message}"
     return {
@@ -93,8 +100,8 @@ def build_invalid_status(
         "selector": selector_string(model),
         "url": service_url(model, namespace),
         "conditions": [
-            build_condition("Ready", False, "InvalidSpec", text, now, prev),
-            build_condition("Progressing", False, "InvalidSpec", text, now, prev),
-            build_condition("Degraded", True, "InvalidSpec", text, now, prev),
+            build_condition("Ready", False, reason, text, now, prev),
+            build_condition("Progressing", False, reason, text, now, prev),
+            build_condition("Degraded", True, reason, text, now, prev),
         ],
     }

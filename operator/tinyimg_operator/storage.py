@@ -12,7 +12,7 @@ def build_cache_claim(spec: ModelSpec, namespace: str, owner: dict[str, Any] | N
     if not spec.cache.size:
         return None
     claim_spec: dict[str, Any] = {
-        "accessModes": ["ReadWriteOnce"],
+        "accessModes": [spec.cache.access_mode],
         "resources": {"requests": {"storage": spec.cache.size}},
     }
     if spec.cache.storage_class_name:

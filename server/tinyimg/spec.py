@@ -92,11 +92,24 @@ class TolerationSpec(_Schema):
     toleration_seconds: int | None = None
 
 
+CacheAccessMode = Literal["ReadWriteOnce", "ReadWriteMany"]
+
+
 class CacheSpec(_Schema):
     """The model-cache volume (HF_HOME): a PVC when ``size`` is set, else an emptyDir."""
 
+    # One PVC is shared by every replica, so more than one replica needs ReadWriteMany: a
+    # ReadWriteOnce volume attaches to one node only, and replicas on other nodes would never start.
     size: str | None = Field(None, pattern=QUANTITY_PATTERN)
     storage_class_name: str | None = None
+    access_mode: CacheAccessMode = Field(
+        "ReadWriteOnce",
+        description="ReadWriteMany (NFS, CephFS, ...) lets several replicas share one cache PVC;"
+        " ReadWriteOnce allows one replica.",
+    )
+
+    def shareable_by(self, replicas: int) -> bool:
+        return not self.size or replicas <= 1 or self.access_mode == "ReadWriteMany"
 
 
 class SecretKeySpec(_Schema):
@@ -156,6 +169,11 @@ class ModelSpec(_Schema):
             raise ValueError(f"defaults.steps {d.steps} is over limits.maxSteps {lim.max_steps}")
         if self.runtime.device == "cpu" and self.resources.gpus:
             raise ValueError("runtime.device is cpu but resources.gpus is not 0")
+        if not self.cache.shareable_by(self.replicas):
+            raise ValueError(
+                f"cache.accessMode ReadWriteOnce cannot be shared by {self.replicas} replicas: set"
+                " cache.accessMode: ReadWriteMany, or drop cache.size (a per-pod emptyDir)"
+            )
         return self
 
     def resolved_defaults(self) -> DefaultsSpec:

@@ -4,11 +4,12 @@ import pytest
 import yaml
 
 from tinyimg import labels
+from tinyimg.drain import build_drain_timing
 from tinyimg.spec import ModelSpec, ServerConfig
 from tinyimg_operator.children import build_children
 from tinyimg_operator.configmap import build_configmap
 from tinyimg_operator.deployment import build_deployment
-from tinyimg_operator.imagemodel import InvalidSpecError, read_model_spec
+from tinyimg_operator.imagemodel import InvalidSpecError, check_policy, read_model_spec
 from tinyimg_operator.objects import CHECKSUM_ANNOTATION
 from tinyimg_operator.service import build_service
 from tinyimg_operator.settings import BuildSettings, load_build_settings
@@ -27,7 +28,7 @@ def container(dep: dict) -> dict:
 
 def test_build_deployment_requests_gpu_count_and_never_surges():
     dep = build_deployment(spec(resources={"gpus": 2}), "ns", BuildSettings())
-    assert container(dep)["resources"]["limits"] == {"nvidia.com/gpu": "2"}
+    assert container(dep)["resources"]["limits"] == {"memory": "16Gi", "nvidia.com/gpu": "2"}
     assert dep["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
 
 
@@ -150,6 +151,88 @@ def test_read_model_spec_names_the_bad_field():
 
 def test_build_settings_come_from_the_environment():
     assert load_build_settings({"TINYIMG_SERVER_IMAGE": "x:1"}) == BuildSettings("x:1", None)
+    assert load_build_settings({"TINYIMG_ALLOWED_IMAGES": " a:1, reg.io/org/* ,"}).allowed_images == ("a:1", "reg.io/org/*")
     assert load_build_settings({}).server_image.startswith("ghcr.io/tinyimg/tinyimg-server:")
     with pytest.raises(ValueError, match="TINYIMG_IMAGE_PULL_POLICY"):
         load_build_settings({"TINYIMG_IMAGE_PULL_POLICY": "Sometimes"})
+
+
+@pytest.mark.parametrize("timeout", [1, 300, 86_400])
+def test_grace_period_and_prestop_come_from_the_drain_timing(timeout):
+    pod = build_deployment(spec(runtime={"requestTimeoutSeconds": timeout}), "ns", BuildSettings())["spec"]["template"]["spec"]
+    timing = build_drain_timing([timeout])
+    assert pod["terminationGracePeriodSeconds"] == timing.grace_seconds
+    assert pod["terminationGracePeriodSeconds"] >= timing.prestop_seconds + timeout
+    assert pod["containers"][0]["lifecycle"] == {"preStop": {"exec": {"command": ["sleep", str(timing.prestop_seconds)]}}}
+
+
+def test_model_pods_get_no_service_account_token():
+    pod = build_deployment(spec(), "ns", BuildSettings())["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+
+
+MEMORY_LIMITS = {
+    "limit-defaults-to-the-request": ({"memory": "24Gi"}, "24Gi"),
+    "explicit-limit-wins": ({"memory": "24Gi", "memoryLimit": "32Gi"}, "32Gi"),
+    "no-memory-no-limit": ({"memory": None}, None),
+}
+
+
+@pytest.mark.parametrize("resources,limit", MEMORY_LIMITS.values(), ids=MEMORY_LIMITS.keys())
+def test_memory_limit_comes_from_the_spec(resources, limit):
+    res = container(build_deployment(spec(resources={"gpus": 1, **resources}), "ns", BuildSettings()))["resources"]
+    assert res["limits"].get("memory") == limit
+
+
+def test_env_goes_to_the_pod_only_never_into_the_configmap():
+    s = spec(env={"API_TOKEN": "s3cr3t-value"})
+    assert "s3cr3t-value" not in yaml.safe_dump(build_configmap(s, "ns"))
+    assert {"name": "API_TOKEN", "value": "s3cr3t-value"} in container(build_deployment(s, "ns", BuildSettings()))["env"]
+
+
+IMAGES = {
+    "no-override": (None, (), True),
+    "the-server-image": ("srv:1", (), True),
+    "other-image-refused-by-default": ("evil:1", (), False),
+    "exact-entry": ("mine:2", ("mine:2",), True),
+    "prefix-entry": ("reg.io/org/srv:3", ("reg.io/org/*",), True),
+    "prefix-does-not-match-elsewhere": ("reg.io/other/srv:3", ("reg.io/org/*",), False),
+}
+
+
+@pytest.mark.parametrize("image,allowed,ok", IMAGES.values(), ids=IMAGES.keys())
+def test_image_allow_list(image, allowed, ok):
+    settings = BuildSettings(server_image="srv:1", allowed_images=allowed)
+    s = spec(image=image) if image else spec()
+    if ok:
+        check_policy(s, settings)
+        return
+    with pytest.raises(InvalidSpecError) as err:
+        check_policy(s, settings)
+    assert (err.value.field, err.value.reason) == ("spec.image", "ImageNotAllowed")
+    assert image in err.value.message
+
+
+CACHE_MODES = {
+    "rwo-one-replica": ({"size": "1Gi"}, 1, "ReadWriteOnce"),
+    "rwx-many-replicas": ({"size": "1Gi", "accessMode": "ReadWriteMany"}, 3, "ReadWriteMany"),
+    "empty-dir-many-replicas": ({}, 3, None),
+}
+
+
+@pytest.mark.parametrize("cache,replicas,mode", CACHE_MODES.values(), ids=CACHE_MODES.keys())
+def test_cache_claim_access_mode(cache, replicas, mode):
+    claim = build_cache_claim(spec(cache=cache, replicas=replicas), "ns")
+    assert (claim["spec"]["accessModes"] if claim else None) == ([mode] if mode else None)
+
+
+def test_read_write_once_cache_with_several_replicas_is_refused():
+    body = {"metadata": {"name": "m"}, "spec": {"family": "sdxl", "source": "x", "replicas": 2, "cache": {"size": "1Gi"}}}
+    with pytest.raises(InvalidSpecError) as err:
+        read_model_spec(body)
+    assert "cache.accessMode" in err.value.message and "ReadWriteMany" in err.value.message
+
+
+def test_read_write_once_cache_never_surges_even_without_gpus():
+    s = spec(resources={"gpus": 0}, runtime={"device": "cpu"}, cache={"size": "1Gi"})
+    assert build_deployment(s, "ns", BuildSettings())["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0

@@ -1,22 +1,17 @@
-"""The `models` part of charts/tinyimg/values.schema.json, built from the generated CRD.
+"""The `models` part of the chart's values.schema.json, built from the ImageModel CRD (pure).
 
 Unknown fields in an ImageModel are pruned silently by the API server; with this schema `helm
 lint/install` names a misspelt model field instead. Kubernetes' OpenAPI v3 is turned into the JSON
 Schema helm reads: `nullable` becomes a "null" type, boolean exclusive bounds become numbers, and
-objects with fixed properties refuse others. Regenerate with `make generate`
-(`python -m tests.chart.values_schema`); test_values_schema.py fails when it drifts."""
+objects with fixed properties refuse others. `tinyimg-operator values-schema` writes it (`make
+generate`); tests/chart/test_imagemodels.py fails when the shipped file drifts.
+"""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-ROOT = Path(__file__).resolve().parents[2]
-CRD = ROOT / "crds" / "imagemodels.tinyimg.io.yaml"
-VALUES_SCHEMA = ROOT / "charts" / "tinyimg" / "values.schema.json"
+from tinyimg.spec import ModelSpec
 
 
 def to_json_schema(node: dict[str, Any]) -> dict[str, Any]:
@@ -38,8 +33,6 @@ def to_json_schema(node: dict[str, Any]) -> dict[str, Any]:
 
 def build_model_item_schema(crd: dict[str, Any]) -> dict[str, Any]:
     """One `models:` entry: the ImageModel spec plus `name` (its metadata.name)."""
-    from tinyimg.spec import ModelSpec
-
     [version] = crd["spec"]["versions"]
     spec = to_json_schema(version["schema"]["openAPIV3Schema"]["properties"]["spec"])
     name = {k: v for k, v in ModelSpec.model_json_schema(by_alias=True)["properties"]["name"].items() if k != "title"}
@@ -50,15 +43,10 @@ def build_model_item_schema(crd: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def read_crd() -> dict[str, Any]:
-    return yaml.safe_load(CRD.read_text())
-
-
-def main() -> None:
-    schema = json.loads(VALUES_SCHEMA.read_text())
-    schema["properties"]["models"]["items"] = build_model_item_schema(read_crd())
-    VALUES_SCHEMA.write_text(json.dumps(schema, indent=2) + "\n")
-
-
-if __name__ == "__main__":
-    main()
+def build_values_schema(shipped: dict[str, Any], crd: dict[str, Any]) -> dict[str, Any]:
+    """The chart's hand-written values schema with `models.items` generated from the CRD."""
+    schema = dict(shipped)
+    properties = dict(schema["properties"])
+    properties["models"] = {**properties["models"], "items": build_model_item_schema(crd)}
+    schema["properties"] = properties
+    return schema
