@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,7 @@ def test_default_install_has_operator_and_router_and_nothing_optional(defaults: 
     assert kinds == sorted([
         "CustomResourceDefinition", "ServiceAccount", "ServiceAccount", "ConfigMap", "ClusterRole",
         "ClusterRoleBinding", "Role", "Role", "RoleBinding", "RoleBinding", "Service", "Deployment", "Deployment",
+        "NetworkPolicy",  # on by default: model pods are reachable only through the router (issue 11)
     ])
 
 
@@ -169,7 +171,7 @@ def test_router_watches_its_namespace_and_serves_on_8000(defaults: list[dict[str
 def test_router_reads_api_keys_from_the_mounted_secret(every_option: list[dict[str, Any]]) -> None:
     pod = one(every_option, "Deployment", "-router")["spec"]["template"]["spec"]
     secret = one(every_option, "Secret", "-api-keys")
-    assert secret["stringData"] == {"api-keys": "key-one\nkey-two\n"}
+    assert base64.b64decode(secret["data"]["api-keys"]).decode() == "key-one\nkey-two\n"
     volume = next(v for v in pod["volumes"] if v["name"] == "api-keys")
     assert volume["secret"]["secretName"] == secret["metadata"]["name"]
     args = pod["containers"][0]["args"]

@@ -64,6 +64,46 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- default (printf "%s-api-keys" (include "tinyimg.router.fullname" .)) .Values.router.apiKeys.existingSecret -}}
 {{- end -}}
 
+{{/* What the chart-made key Secret holds under secretKey: one key per line. */}}
+{{- define "tinyimg.router.apiKeysContent" -}}
+{{- range .Values.router.apiKeys.keys }}{{ . }}
+{{ end -}}
+{{- end -}}
+
+{{/* A random revision of the chart-made key Secret, stored in its annotation and in the router's
+pod template (a change rolls the pods). It reveals nothing about the keys, unlike a hash of them
+(with one key, its SHA-256 is exactly what the router compares). The live Secret's revision is
+kept while its content is unchanged (`lookup`; without a cluster, as in `helm template`, every
+render draws a new one). Memoised in .Values so the Secret and the Deployment get the same one. */}}
+{{- define "tinyimg.router.apiKeysRevision" -}}
+{{- $keys := .Values.router.apiKeys -}}
+{{- if not (hasKey $keys "_revision") -}}
+{{- $live := lookup "v1" "Secret" .Release.Namespace (include "tinyimg.router.apiKeysSecret" .) | default dict -}}
+{{- $revision := randAlphaNum 32 -}}
+{{- if eq (dig "data" $keys.secretKey "" $live) (include "tinyimg.router.apiKeysContent" . | b64enc) -}}
+{{- $revision = dig "metadata" "annotations" "tinyimg.io/api-keys-revision" $revision $live -}}
+{{- end -}}
+{{- $_ := set $keys "_revision" $revision -}}
+{{- end -}}
+{{- $keys._revision -}}
+{{- end -}}
+
+{{/* Seconds an ingress waits for the router's answer: router.ingress.timeoutSeconds, else derived
+from the longest requestTimeoutSeconds of the chart's `models` (the schema's default, 300, when
+none): the router waits that plus its upstream slack (30 s, tinyimg.drain.UPSTREAM_SLACK_SECONDS)
+and answers a JSON 504 itself, so the ingress waits 30 s more than the router. */}}
+{{- define "tinyimg.router.ingressTimeout" -}}
+{{- $timeout := int .Values.router.ingress.timeoutSeconds -}}
+{{- if not $timeout -}}
+{{- $longest := 0 -}}
+{{- range .Values.models -}}
+{{- $longest = max $longest (dig "runtime" "requestTimeoutSeconds" 300 . | float64 | ceil | int) -}}
+{{- end -}}
+{{- $timeout = add (default 300 $longest) 30 30 -}}
+{{- end -}}
+{{- $timeout -}}
+{{- end -}}
+
 {{/* Pod-level scheduling and pull secrets. Call with (dict "component" .Values.X "root" $). */}}
 {{- define "tinyimg.podScheduling" -}}
 {{- with .root.Values.imagePullSecrets }}
