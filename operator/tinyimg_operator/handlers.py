@@ -14,8 +14,9 @@ from typing import Any
 import kopf
 
 from tinyimg import labels
-from tinyimg_operator.applier import ApiError, KubeApi
 from tinyimg_operator.imagemodel import InvalidSpecError
+from tinyimg_operator.kubeapi import ApiError, KubeApi
+from tinyimg_operator.locks import ModelLocks
 from tinyimg_operator.reconcile import read_imagemodel, reconcile_imagemodel
 from tinyimg_operator.settings import load_build_settings
 
@@ -29,6 +30,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     TINYIMG_ALLOWED_IMAGES)."""
     memo.build = load_build_settings()
     memo.api = KubeApi()  # connected by login(); shared by every handler's memo copy
+    memo.locks = ModelLocks()
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=labels.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=labels.GROUP, key="last-handled-configuration"
@@ -59,7 +61,7 @@ def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
 @kopf.on.update(labels.GROUP, labels.VERSION, labels.PLURAL)
 def reconcile(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
     obj = _plain(body)
-    with memo.api.model_lock(obj["metadata"]["namespace"], obj["metadata"]["name"]):
+    with memo.locks(obj["metadata"]["namespace"], obj["metadata"]["name"]):
         try:
             outcome = reconcile_imagemodel(memo.api, memo.build, obj)
         except InvalidSpecError as err:
@@ -83,7 +85,7 @@ def child_changed(namespace: str | None, meta: kopf.Meta, memo: kopf.Memo, logge
     model = meta.get("labels", {}).get(labels.MODEL)
     if not namespace or not model:
         return
-    with memo.api.model_lock(namespace, model):
+    with memo.locks(namespace, model):
         try:
             body = read_imagemodel(memo.api, namespace, model)
             if body is not None:

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from tinyimg import labels
-from tinyimg_operator.applier import KubeApi, apply_object, apply_status, path_of
+from tinyimg_operator.applier import apply_object, apply_status, path_of
 from tinyimg_operator.children import build_children
 from tinyimg_operator.imagemodel import InvalidSpecError, check_policy, read_model_spec
+from tinyimg_operator.kubeapi import KubeApi
 from tinyimg_operator.settings import BuildSettings
 from tinyimg_operator.status import build_invalid_status, build_status
 

@@ -5,8 +5,9 @@ import logging
 import kopf
 import pytest
 
-from tinyimg_operator.applier import ApiError, KubeApi
 from tinyimg_operator.handlers import reconcile
+from tinyimg_operator.kubeapi import ApiError, KubeApi
+from tinyimg_operator.locks import ModelLocks
 from tinyimg_operator.settings import BuildSettings
 
 BODY = {
@@ -27,13 +28,13 @@ class FailingApi(KubeApi):
 
 @pytest.mark.parametrize("status", [0, 409, 429, 500, 503])
 def test_transient_api_errors_retry_with_a_delay(status):
-    memo = kopf.Memo(api=FailingApi(status), build=BuildSettings())
+    memo = kopf.Memo(api=FailingApi(status), build=BuildSettings(), locks=ModelLocks())
     with pytest.raises(kopf.TemporaryError) as err:
         reconcile(body=BODY, memo=memo, logger=logging.getLogger("t"))
     assert err.value.delay == 10
 
 
 def test_rejected_objects_are_permanent_errors():
-    memo = kopf.Memo(api=FailingApi(422), build=BuildSettings())
+    memo = kopf.Memo(api=FailingApi(422), build=BuildSettings(), locks=ModelLocks())
     with pytest.raises(kopf.PermanentError):
         reconcile(body=BODY, memo=memo, logger=logging.getLogger("t"))
