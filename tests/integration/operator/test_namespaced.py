@@ -1,10 +1,13 @@
 """The operator as the chart and the image run it by default: watching one namespace only."""
 
-import asyncio
-
 import pytest
 
-from .conftest import DEPLOYMENTS, NAMESPACE, SERVER_IMAGE, imagemodel, start_operator
+from tests.support.kube import HELPER_AGENT
+
+from .conftest import DEPLOYMENTS, IMAGEMODELS, NAMESPACE, SERVER_IMAGE, imagemodel, start_operator
+
+# Everything the operator lists and watches (tinyimg_operator.handlers).
+WATCHED = {"imagemodels", "deployments", "configmaps", "services", "persistentvolumeclaims"}
 
 
 @pytest.fixture()
@@ -22,6 +25,13 @@ async def test_namespaced_operator_reconciles_its_namespace_and_leaves_others_al
     await kube.create(imagemodel("mine"))
     dep = await kube.wait_for(lambda: kube.get(DEPLOYMENTS, NAMESPACE, "mine"))
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == SERVER_IMAGE
-    await asyncio.sleep(0.5)  # the other namespace's model was created first: it had its chance
+    # Sync: "mine" is handled to the end (status written), and it was created after "elsewhere".
+    await kube.wait_for(lambda: (kube.get(IMAGEMODELS, NAMESPACE, "mine").get("status") or {}).get("conditions"))
+    # Why nothing happened to "elsewhere": the operator never even asked for it. Every request
+    # it made is scoped to its own namespace (a cluster-wide watch would have delivered it).
+    paths = {str(r.url.path) for r in kube.requests() if r.headers.get("User-Agent") != HELPER_AGENT}
+    scoped = {p for p in paths if f"/namespaces/{NAMESPACE}/" in p}
+    assert any(p.endswith(f"/namespaces/{NAMESPACE}/imagemodels") for p in scoped)  # it did watch its own
+    assert not [p for p in paths - scoped if p.rsplit("/", 1)[-1] in WATCHED], sorted(paths - scoped)
     assert kube.get(DEPLOYMENTS, "other-team", "elsewhere") is None
-    assert not (kube.get("tinyimg.io/v1alpha1/imagemodels", "other-team", "elsewhere").get("status") or {})
+    assert not (kube.get(IMAGEMODELS, "other-team", "elsewhere").get("status") or {})

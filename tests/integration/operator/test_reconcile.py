@@ -1,8 +1,10 @@
 """The real operator against the emulated API: children, updates, repair, status, restarts."""
 
-import asyncio
+import json
 
 from .conftest import DEPLOYMENTS, IMAGEMODELS, NAMESPACE, SERVER_IMAGE, imagemodel
+
+HANDLED_ANNOTATION = "tinyimg.io/last-handled-configuration"
 
 
 def children(kube, name):
@@ -27,6 +29,9 @@ async def test_create_builds_configmap_deployment_and_service(kube, operator):
     assert c["startupProbe"]["failureThreshold"] * c["startupProbe"]["periodSeconds"] >= 600
     assert c["readinessProbe"]["httpGet"]["path"] == "/health/ready"
     assert "model: sdxl" not in cm["data"]["config.yaml"] and "name: sdxl" in cm["data"]["config.yaml"]
+    pod = dep["spec"]["template"]["spec"]
+    assert (pod["automountServiceAccountToken"], pod["terminationGracePeriodSeconds"]) == (False, 315)
+    assert c["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
     assert svc["spec"]["selector"]["tinyimg.io/model"] == "sdxl"
 
 
@@ -84,6 +89,14 @@ async def test_ready_deployment_makes_the_imagemodel_ready(kube, operator):
     assert condition(model, "Progressing")["status"] == "False"
 
 
+def handled_spec(kube, name):
+    """The spec kopf recorded as handled (its diff-base annotation, written once every handler of
+    an event has finished, failed for good included): a sync point that proves processing ended."""
+    model = kube.get(IMAGEMODELS, NAMESPACE, name) or {}
+    recorded = (model.get("metadata", {}).get("annotations") or {}).get(HANDLED_ANNOTATION)
+    return json.loads(recorded)["spec"] if recorded else None
+
+
 async def test_invalid_spec_is_degraded_with_an_event_and_no_children(kube, operator):
     await kube.create(imagemodel("bad", limits={"maxWidth": 99999}))
     model = await kube.wait_for(
@@ -93,18 +106,67 @@ async def test_invalid_spec_is_degraded_with_an_event_and_no_children(kube, oper
     assert "spec.limits.maxWidth" in degraded["message"]
     events = await kube.wait_for(lambda: [e for e in kube.list("v1/events", NAMESPACE) if e.get("reason") == "InvalidSpec"])
     assert "spec.limits.maxWidth" in events[0]["message"]
-    await asyncio.sleep(0.3)
+    # Sync: a second invalid spec is handled to the end (kopf records it as handled, and the
+    # status names the new field), so the first event's handling has long finished.
+    await kube.patch(IMAGEMODELS, NAMESPACE, "bad", {"spec": {"limits": {"maxWidth": 2048, "maxSteps": 0}}})
+    await kube.wait_for(lambda: (handled_spec(kube, "bad") or {}).get("limits", {}).get("maxSteps") == 0)
+    await kube.wait_for(lambda: "spec.limits.maxSteps" in condition(kube.get(IMAGEMODELS, NAMESPACE, "bad"), "Degraded")["message"])
     assert children(kube, "bad") == (None, None, None)
+    assert [w for w in kube.writes() if "/imagemodels/" not in str(w.url.path) and "/events" not in str(w.url.path)] == []
 
 
-async def test_restart_sends_no_duplicate_writes(kube, operator):
+def kopf_said(caplog, since: int, text: str) -> int:
+    return sum(text in r.getMessage() for r in caplog.records[since:])
+
+
+async def test_restart_sends_no_duplicate_writes(kube, operator, caplog):
     await kube.create(imagemodel("m"))
     await kube.wait_for(lambda: all(children(kube, "m")))
-    await kube.wait_for(lambda: condition(kube.get(IMAGEMODELS, NAMESPACE, "m"), "Ready"))
-    await asyncio.sleep(0.5)  # let the echo events of our own writes settle
+    await kube.wait_for(lambda: condition(kube.get(IMAGEMODELS, NAMESPACE, "m"), "Ready") and handled_spec(kube, "m"))
     await operator.stop()
-    before = len(kube.writes())
+    before, logged = len(kube.writes()), len(caplog.records)
     await operator.start()
-    await asyncio.sleep(1.0)
+    # Sync: the restarted operator has handled every object it found, its own handlers done
+    # (kopf logs these after the handler returned): the model's resume handler and the child
+    # handler of each of its three children, every one of which runs a full reconcile.
+    await kube.wait_for(lambda: kopf_said(caplog, logged, "Resuming is processed: 1 succeeded") >= 1)
+    await kube.wait_for(lambda: kopf_said(caplog, logged, "Handler 'child_changed' succeeded") >= 3)
     after = kube.writes()[before:]
     assert [(w.method, str(w.url.path)) for w in after] == []
+
+
+async def test_image_outside_the_allow_list_is_degraded_and_runs_nothing(kube, operator):
+    await kube.create(imagemodel("evil", image="docker.io/attacker/miner:latest", env={"TOKEN": "x"}))
+    model = await kube.wait_for(
+        lambda: (m := kube.get(IMAGEMODELS, NAMESPACE, "evil")) and condition(m, "Degraded") and m)
+    degraded = condition(model, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "ImageNotAllowed")
+    assert "docker.io/attacker/miner:latest" in degraded["message"] and SERVER_IMAGE in degraded["message"]
+    events = await kube.wait_for(lambda: [e for e in kube.list("v1/events", NAMESPACE) if e.get("reason") == "ImageNotAllowed"])
+    assert "spec.image" in events[0]["message"]
+    await kube.wait_for(lambda: handled_spec(kube, "evil"))  # sync: kopf finished with the event
+    assert children(kube, "evil") == (None, None, None)
+    # The server image itself is always allowed: the same model then runs, env in the pod only.
+    await kube.patch(IMAGEMODELS, NAMESPACE, "evil", {"spec": {"image": SERVER_IMAGE}})
+    cm, _, dep = await kube.wait_for(lambda: all(children(kube, "evil")) and children(kube, "evil"))
+    assert {"name": "TOKEN", "value": "x"} in dep["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert "TOKEN" not in cm["data"]["config.yaml"]
+
+
+async def test_quantities_the_api_server_normalises_cause_no_patch(kube, operator):
+    await kube.create(imagemodel("q", resources={"gpus": 1, "cpu": "0.5", "memory": "1024Mi"}))
+    dep = await kube.wait_for(lambda: kube.get(DEPLOYMENTS, NAMESPACE, "q"))
+    await kube.wait_for(lambda: condition(kube.get(IMAGEMODELS, NAMESPACE, "q"), "Ready"))
+    # What a real API server stores: the same quantities in canonical form.
+    containers = dep["spec"]["template"]["spec"]["containers"]
+    containers[0]["resources"] = {"requests": {"cpu": "500m", "memory": "1Gi"},
+                                  "limits": {"memory": "1Gi", "nvidia.com/gpu": "1"}}
+    before = len(kube.writes())
+    await kube.patch(DEPLOYMENTS, NAMESPACE, "q", {"spec": {"template": {"spec": {"containers": containers}}}})
+    # Sync: a later event on the Deployment makes the operator write the model's status, so it
+    # has reconciled after the normalised spec arrived.
+    await kube.patch_status(DEPLOYMENTS, NAMESPACE, "q", {
+        "observedGeneration": 2, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1})
+    await kube.wait_for(lambda: condition(kube.get(IMAGEMODELS, NAMESPACE, "q"), "Ready").get("status") == "True")
+    writes = [str(w.url.path) for w in kube.writes()[before:]]
+    assert writes == [f"/apis/tinyimg.io/v1alpha1/namespaces/{NAMESPACE}/imagemodels/q/status"]
