@@ -22,3 +22,42 @@ def test_operator_distribution_depends_on_the_server_core_only():
     reqs = requires("tinyimg-operator") or []
     assert any(r.startswith("tinyimg-server") and "[" not in r.split(";")[0] for r in reqs)
     assert not any(r.split()[0].lower().startswith(("torch", "diffusers")) for r in reqs)
+
+
+def load_lowest_constraints():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / ".github" / "scripts" / "lowest_constraints.py"
+    spec = importlib.util.spec_from_file_location("lowest_constraints", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_lowest_versions_job_pins_every_declared_floor(tmp_path):
+    """What CI's lowest-versions job installs: each product dependency at its floor, test tools apart."""
+    lowest = load_lowest_constraints()
+    lowest.main(tmp_path)
+    pins = dict(line.split("==") for line in (tmp_path / "constraints.txt").read_text().splitlines())
+    declared = {lowest.normalise(lowest.REQUIREMENT.match(r).group(1)) for p in lowest.PYPROJECTS for r in lowest.declared(p)}
+    assert set(pins) == declared - lowest.OWN
+    tools = {lowest.normalise(lowest.REQUIREMENT.match(t).group(1)) for t in (tmp_path / "test-tools.txt").read_text().splitlines()}
+    assert "pytest" in tools and "kmock" in tools and not tools & set(pins)
+
+
+def test_kubernetes_floor_has_what_the_operator_calls():
+    """kubeapi.py calls ApiClient.param_serialize, which the kubernetes client has from 37 on
+    (with 36 the operator never created anything while declaring >=29)."""
+    import kubernetes.client
+
+    lowest = load_lowest_constraints()
+    floors = lowest.floors([r for p in lowest.PYPROJECTS for r in lowest.declared(p)])
+    assert int(floors["kubernetes"].split(".")[0]) >= 37
+    assert hasattr(kubernetes.client.ApiClient, "param_serialize")
+
+
+def test_a_dependency_without_a_floor_is_refused():
+    lowest = load_lowest_constraints()
+    with pytest.raises(SystemExit, match="no floor"):
+        lowest.floors(["requests"])
