@@ -40,3 +40,16 @@ def test_manifests_command_prints_the_children(capsys):
     docs = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
     assert [(d["kind"], d["metadata"]["namespace"]) for d in docs] == [
         ("ConfigMap", "x"), ("Service", "x"), ("Deployment", "x")]
+
+
+def test_manifests_command_refuses_an_image_the_operator_would_refuse(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TINYIMG_SERVER_IMAGE", "srv:1")
+    monkeypatch.delenv("TINYIMG_ALLOWED_IMAGES", raising=False)
+    doc = yaml.safe_load((ROOT / "crds" / "examples" / "flux.yaml").read_text())
+    doc["spec"]["image"] = "elsewhere/img:1"
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["manifests", str(path)]) == 2
+    assert "spec.image" in capsys.readouterr().err
+    monkeypatch.setenv("TINYIMG_ALLOWED_IMAGES", "elsewhere/*")
+    assert main(["manifests", str(path)]) == 0
