@@ -130,7 +130,8 @@ def build_container(spec: ModelSpec, settings: BuildSettings, timing: DrainTimin
 
 
 def build_lifecycle(timing: DrainTiming) -> dict[str, Any]:
-    """Sleep before SIGTERM so endpoints and the router drop the pod while it still accepts.
+    """Sleep before SIGTERM: the pod is already terminating (endpoints and the router drop it),
+    and it keeps accepting until they have.
 
     An ``exec`` of ``sleep`` rather than the native ``sleep`` action: that needs Kubernetes 1.30
     (older API servers reject the pod), and the chart supports 1.25+; the server image is Ubuntu
