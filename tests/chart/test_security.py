@@ -124,3 +124,23 @@ def test_ingress_timeout_is_the_longest_of_the_chart_models_and_yours_win(every_
 def test_ingress_timeout_can_be_set_or_switched_off() -> None:
     assert ingress_annotations("router.ingress.timeoutSeconds=7200")["haproxy.org/timeout-server"] == "7200s"
     assert not set(TIMEOUT_KEYS) & set(ingress_annotations("router.ingress.timeoutAnnotations=false"))
+
+
+@pytest.mark.parametrize("sets,request_timeout", [
+    ((), 300),
+    (("models[0].name=m", "models[0].family=sdxl", "models[0].source=o/m",
+      "models[0].runtime.requestTimeoutSeconds=1800"), 1800),
+], ids=["schema-default", "longest-model-timeout"])
+def test_router_grace_period_covers_the_longest_proxied_request(sets: tuple[str, ...], request_timeout: float) -> None:
+    """The same derivation as a model pod's (tinyimg.drain), over the router's upstream timeout."""
+    from tinyimg.drain import build_drain_timing, build_upstream_timeout
+
+    pod = one(render(sets=sets), "Deployment", "-router")["spec"]["template"]["spec"]
+    timing = build_drain_timing([build_upstream_timeout(request_timeout)])
+    assert pod["terminationGracePeriodSeconds"] == timing.grace_seconds
+    assert pod["containers"][0]["lifecycle"] == {"preStop": {"exec": {"command": ["sleep", str(timing.prestop_seconds)]}}}
+
+
+def test_router_grace_period_can_be_set() -> None:
+    pod = one(render(sets=("router.terminationGracePeriodSeconds=42",)), "Deployment", "-router")["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 42

@@ -88,20 +88,33 @@ render draws a new one). Memoised in .Values so the Secret and the Deployment ge
 {{- $keys._revision -}}
 {{- end -}}
 
-{{/* Seconds an ingress waits for the router's answer: router.ingress.timeoutSeconds, else derived
-from the longest requestTimeoutSeconds of the chart's `models` (the schema's default, 300, when
-none): the router waits that plus its upstream slack (30 s, tinyimg.drain.UPSTREAM_SLACK_SECONDS)
-and answers a JSON 504 itself, so the ingress waits 30 s more than the router. */}}
-{{- define "tinyimg.router.ingressTimeout" -}}
-{{- $timeout := int .Values.router.ingress.timeoutSeconds -}}
-{{- if not $timeout -}}
+{{/* The longest runtime.requestTimeoutSeconds of the chart's `models` (the schema's default, 300,
+when none), rounded up. The router waits that plus its upstream slack for a model's answer. */}}
+{{- define "tinyimg.longestRequestTimeout" -}}
 {{- $longest := 0 -}}
 {{- range .Values.models -}}
 {{- $longest = max $longest (dig "runtime" "requestTimeoutSeconds" 300 . | float64 | ceil | int) -}}
 {{- end -}}
-{{- $timeout = add (default 300 $longest) 30 30 -}}
+{{- default 300 $longest -}}
 {{- end -}}
-{{- $timeout -}}
+
+{{/* The router's upstream timeout for the longest model: tinyimg.drain.build_upstream_timeout
+(request timeout + UPSTREAM_SLACK_SECONDS, 30 s). */}}
+{{- define "tinyimg.router.upstreamTimeout" -}}
+{{- add (include "tinyimg.longestRequestTimeout" . | int) 30 -}}
+{{- end -}}
+
+{{/* Seconds an ingress waits for the router: router.ingress.timeoutSeconds, else the router's
+upstream timeout + 30 s, so the router's own JSON 504 arrives before the ingress gives up. */}}
+{{- define "tinyimg.router.ingressTimeout" -}}
+{{- .Values.router.ingress.timeoutSeconds | int | default (add (include "tinyimg.router.upstreamTimeout" . | int) 30) -}}
+{{- end -}}
+
+{{/* The router pod's terminationGracePeriodSeconds: router.terminationGracePeriodSeconds, else
+tinyimg.drain.build_drain_timing([upstream timeout]).grace_seconds: the preStop sleep (5 s), the
+longest proxied request, and 10 s to exit. */}}
+{{- define "tinyimg.router.graceSeconds" -}}
+{{- .Values.router.terminationGracePeriodSeconds | int | default (add 5 (include "tinyimg.router.upstreamTimeout" . | int) 10) -}}
 {{- end -}}
 
 {{/* Pod-level scheduling and pull secrets. Call with (dict "component" .Values.X "root" $). */}}
