@@ -108,7 +108,7 @@ class KubeApi:
         if response.status == 404 and method == "GET":
             return None
         if response.status >= 400:
-            raise ApiError(response.status, _message(response.data))
+            raise ApiError(response.status, _message(response.data or b""))
         return json.loads(response.data) if response.data else {}
 
     def get(self, path: str) -> dict[str, Any] | None:
