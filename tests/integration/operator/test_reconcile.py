@@ -156,7 +156,8 @@ async def test_image_outside_the_allow_list_is_degraded_and_runs_nothing(kube, o
 async def test_quantities_the_api_server_normalises_cause_no_patch(kube, operator):
     await kube.create(imagemodel("q", resources={"gpus": 1, "cpu": "0.5", "memory": "1024Mi"}))
     dep = await kube.wait_for(lambda: kube.get(DEPLOYMENTS, NAMESPACE, "q"))
-    await kube.wait_for(lambda: condition(kube.get(IMAGEMODELS, NAMESPACE, "q"), "Ready"))
+    # The creation is handled to the end, kopf's own bookkeeping patch included.
+    await kube.wait_for(lambda: condition(kube.get(IMAGEMODELS, NAMESPACE, "q"), "Ready") and handled_spec(kube, "q"))
     # What a real API server stores: the same quantities in canonical form.
     containers = dep["spec"]["template"]["spec"]["containers"]
     containers[0]["resources"] = {"requests": {"cpu": "500m", "memory": "1Gi"},
