@@ -8,8 +8,15 @@ Pods differ in speed (GPU kind, other models beside it), and a count of requests
 next one to an idle slow pod rather than to a fast pod finishing its current request. So the
 choice minimises the expected wait: (load + 1) x the pod's recent time per request for this model
 (an exponentially weighted average of what this router saw). A pod with no timing yet counts as
-the average of the timed ones, so a new pod gets its share at once without being piled on. Ties go to the lower load, then to the pod this router
-has sent the fewest requests, then to the lowest URL: deterministic, and idle pods take turns.
+the average of the timed ones, so a new pod gets its share at once without being piled on. Ties go
+to the lower load, then to the pod this router has sent the fewest requests, then to the lowest
+URL: deterministic, and idle pods take turns.
+
+Estimates age. A pod's time is only measured when it is picked, so a pod that was slow once (a
+stall, a GC pause, a noisy neighbour) would otherwise never be picked again to show it recovered.
+The longer since its last measurement, the closer its estimate moves to the average of the other
+pods (half-way every ``LATENCY_HALF_LIFE_SECONDS``): a recovered pod is tried again within
+seconds, and its next real measurement then decides.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 LATENCY_WEIGHT = 0.3  # weight of the newest sample in the moving average
+LATENCY_HALF_LIFE_SECONDS = 1.5
 
 
 @dataclass(frozen=True)
@@ -27,20 +35,35 @@ class Candidate:
     backlog: int
     sent: int
     latency: float = 0.0  # seconds per request, moving average; 0 = not timed yet
+    age: float = 0.0  # seconds since ``latency`` was last measured
 
     @property
     def load(self) -> int:
         return max(self.inflight, self.backlog)
 
 
+def aged_latency(latency: float, age: float, neutral: float) -> float:
+    """``latency`` moved toward ``neutral``, half-way per half-life of ``age``."""
+    if latency <= 0 or neutral <= 0:
+        return latency
+    keep = 0.5 ** (max(age, 0.0) / LATENCY_HALF_LIFE_SECONDS)
+    return neutral + (latency - neutral) * keep
+
+
 def choose_backend(candidates: Iterable[Candidate], exclude: frozenset[str] = frozenset()) -> Candidate | None:
     """The pod to send the next request to, or None when no candidate is left after ``exclude``."""
     pool = [c for c in candidates if c.url not in exclude]
-    timed = [c.latency for c in pool if c.latency > 0]
-    untimed = sum(timed) / len(timed) if timed else 0.0
+    timed = [c for c in pool if c.latency > 0]
+    untimed = sum(c.latency for c in timed) / len(timed) if timed else 0.0
+
+    def expected(c: Candidate) -> float:
+        if c.latency <= 0:
+            return untimed
+        others = [o.latency for o in timed if o is not c]
+        return aged_latency(c.latency, c.age, sum(others) / len(others)) if others else c.latency
 
     def key(c: Candidate) -> tuple[float, int, int, str]:
-        return ((c.load + 1) * (c.latency or untimed), c.load, c.sent, c.url)
+        return ((c.load + 1) * expected(c), c.load, c.sent, c.url)
 
     return min(pool, key=key, default=None)
 

@@ -2,13 +2,23 @@
 
 Retry rule: at most one retry, on another pod, and only when nothing of a response has reached the
 client: the connection failed (refused, reset, closed before any response) or the pod answered
-503 (not ready). Once the upstream head is passed on, a failure aborts the client's connection
-instead: the router never retries after a response has started.
+503 (not ready, or ``draining`` while it shuts down). Once the upstream head is passed on, a
+failure aborts the client's connection instead: the router never retries after a response has
+started.
+
+"The backend failed" and "this request cannot be forwarded" are kept apart: only a connection
+failure takes a pod out of the rotation. A request the HTTP client refuses to send (a header it
+rejects) is answered 400 ``unforwardable_request`` and says nothing about the pod; headers are
+normalised first (surrounding whitespace is not part of a field value, RFC 9110 5.5) so that
+harmless variants are forwarded rather than refused.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,14 +29,16 @@ from starlette.types import Receive, Scope, Send
 
 from tinyimg.router.balancer import choose_backend, update_latency
 from tinyimg.router.errors import RouterError
-from tinyimg.router.metrics import RouterMetrics
+from tinyimg.router.metrics import UNKNOWN_MODEL_LABEL, RouterMetrics
 from tinyimg.router.table import BackendTable, PodState
 
 log = logging.getLogger("tinyimg.router.forward")
 
 MAX_ATTEMPTS = 2
-CONNECTION_FAILURE = "connection"
-TIMEOUT_FAILURE = "timeout"
+CONNECTION_FAILURE = "connection"  # the pod failed: refused, reset, closed before any response
+TIMEOUT_FAILURE = "timeout"  # the pod took too long: never retried (it may still be working on it)
+UNFORWARDABLE = "unforwardable"  # this request cannot be sent by the HTTP client: the pod is fine
+OTHER_FAILURE = "other"  # anything else the client raised: fail this request, keep the pod
 # Headers that describe one connection, not the message: never passed through a proxy.
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
@@ -35,6 +47,15 @@ HOP_BY_HOP = frozenset(
 # The client's key is for the router; the router's own server adds date and server.
 NOT_FORWARDED_REQUEST = HOP_BY_HOP | {"authorization", "x-request-id"}
 NOT_RETURNED_RESPONSE = (HOP_BY_HOP - {"content-length"}) | {"date", "server"}
+# RFC 9110 5.1/5.5: a field name is a token; a field value is visible ASCII or obs-text (0x80-0xff)
+# with single spaces/tabs inside, no control characters. h11 (httpx's HTTP/1.1 layer) refuses
+# anything else, so anything else is refused here, before a pod is involved.
+FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+FIELD_VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?")
+# A draining pod is out of the rotation this long unless its 503 says how long (Retry-After).
+DRAIN_HOLD_SECONDS = 5.0
+MAX_DRAIN_HOLD_SECONDS = 30.0
+MAX_ERROR_BODY_BYTES = 64 * 1024  # a 503 body is read to see its code; a real one is ~200 bytes
 
 
 @dataclass(frozen=True)
@@ -42,16 +63,18 @@ class Attempt:
     """How one try at one pod ended before anything was sent to the client."""
 
     status: int | None = None  # the upstream status, when a response head came back
-    failure: str | None = None  # CONNECTION_FAILURE or TIMEOUT_FAILURE, when none did
+    failure: str | None = None  # one of the *_FAILURE kinds above, when none did
 
 
-def classify_failure(err: httpx.HTTPError) -> str | None:
-    """What a transport error means for retrying; None for errors that are not the pod's fault."""
+def classify_failure(err: httpx.HTTPError) -> str:
+    """What a transport error means for the pod and for retrying."""
+    if isinstance(err, httpx.LocalProtocolError):
+        return UNFORWARDABLE  # h11 refused to write our own request: nothing reached the pod
     if isinstance(err, httpx.ConnectTimeout | httpx.ConnectError | httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
-        return CONNECTION_FAILURE  # refused, reset, or closed before any response byte
+        return CONNECTION_FAILURE
     if isinstance(err, httpx.TimeoutException):
         return TIMEOUT_FAILURE  # the pod is working on it: retrying would run it twice and wait twice
-    return None
+    return OTHER_FAILURE
 
 
 def should_retry(attempt_index: int, attempt: Attempt) -> bool:
@@ -61,12 +84,31 @@ def should_retry(attempt_index: int, attempt: Attempt) -> bool:
     return attempt.failure == CONNECTION_FAILURE or attempt.status == 503
 
 
-def build_upstream_headers(headers: list[tuple[str, str]], request_id: str, client_host: str | None) -> dict[str, str]:
-    out = {k: v for k, v in headers if k.lower() not in NOT_FORWARDED_REQUEST}
-    out["x-request-id"] = request_id
+def normalise_header(name: str, value: str) -> tuple[bytes, bytes]:
+    """The header as bytes, surrounding whitespace dropped; RouterError 400 when no HTTP/1.1 client
+    may send it. Starlette decoded the bytes as latin-1, so encoding back gives the client's bytes."""
+    raw_name, raw_value = name.encode("latin-1"), value.encode("latin-1").strip(b" \t")
+    if not FIELD_NAME.fullmatch(raw_name):
+        raise RouterError(400, "unforwardable_request", f"header {name!r}: not a valid HTTP header name")
+    if not FIELD_VALUE.fullmatch(raw_value):
+        raise RouterError(
+            400, "unforwardable_request", f"header {name!r}: value has characters HTTP does not allow (control characters)"
+        )
+    return raw_name, raw_value
+
+
+def build_upstream_headers(
+    headers: list[tuple[str, str]], request_id: str, client_host: str | None
+) -> list[tuple[bytes, bytes]]:
+    """The headers to send a pod: end-to-end ones only, normalised (see ``normalise_header``), the
+    router's request id, and the client's address appended to X-Forwarded-For."""
+    out = [normalise_header(k, v) for k, v in headers if k.lower() not in NOT_FORWARDED_REQUEST]
+    out.append((b"x-request-id", request_id.encode("latin-1")))
     if client_host:
-        prior = out.get("x-forwarded-for")
-        out["x-forwarded-for"] = f"{prior}, {client_host}" if prior else client_host
+        prior = [v for k, v in out if k.lower() == b"x-forwarded-for"]
+        out = [(k, v) for k, v in out if k.lower() != b"x-forwarded-for"]
+        address = client_host.encode("latin-1")
+        out.append((b"x-forwarded-for", b", ".join([*prior, address])))
     return out
 
 
@@ -77,12 +119,37 @@ def build_response_headers(raw: list[tuple[bytes, bytes]], request_id: str) -> l
     return out
 
 
+def read_error_code(body: bytes) -> str | None:
+    """``error.code`` of a JSON error body (both services' shape), else None."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    error = doc.get("error") if isinstance(doc, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) else None
+
+
+def drain_hold_seconds(retry_after: str | None) -> float:
+    """How long to keep a draining pod out of the rotation: its Retry-After (bounded), else a default."""
+    try:
+        seconds = float(retry_after) if retry_after is not None else DRAIN_HOLD_SECONDS
+    except ValueError:
+        seconds = DRAIN_HOLD_SECONDS
+    if not math.isfinite(seconds):
+        seconds = DRAIN_HOLD_SECONDS
+    return min(max(seconds, 1.0), MAX_DRAIN_HOLD_SECONDS)
+
+
 class UpstreamResponse(Response):
     """A response that relays an upstream response's bytes unchanged (no re-encoding), and calls
-    ``on_done(completed)`` exactly once, however the relay ends (client gone included)."""
+    ``on_done(completed)`` exactly once, however the relay ends (client gone included). ``body``:
+    the upstream body when it was already read (a 503 whose code was looked at)."""
 
-    def __init__(self, upstream: httpx.Response, request_id: str, on_done: Callable[[bool], None]):
-        self.upstream, self.on_done = upstream, on_done
+    def __init__(
+        self, upstream: httpx.Response, request_id: str, on_done: Callable[[bool], None], body: bytes | None = None
+    ):
+        self.upstream, self.on_done, self.read_body = upstream, on_done, body
         self.status_code = upstream.status_code
         self.background = None
         self.raw_headers = build_response_headers(upstream.headers.raw, request_id)
@@ -91,13 +158,27 @@ class UpstreamResponse(Response):
         completed = False
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-            async for chunk in self.upstream.aiter_raw():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if self.read_body is not None:
+                await send({"type": "http.response.body", "body": self.read_body, "more_body": False})
+            else:
+                async for chunk in self.upstream.aiter_raw():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
             completed = True
         finally:
             await self.upstream.aclose()
             self.on_done(completed)
+
+
+async def read_bounded(upstream: httpx.Response, limit: int) -> bytes:
+    """The raw upstream body, at most ``limit`` bytes (more is cut: only its error code matters)."""
+    chunks, size = [], 0
+    async for chunk in upstream.aiter_raw():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(chunks)[:limit]
 
 
 def outcome_for_status(status: int) -> str:
@@ -113,15 +194,18 @@ class Forwarder:
     def _count(self, model: str, outcome: str) -> None:
         self.metrics.requests.labels(model, outcome).inc()
 
-    async def forward(self, model: str, path: str, body: bytes, headers: dict[str, str], request_id: str) -> UpstreamResponse:
+    async def forward(
+        self, model: str, path: str, body: bytes, headers: list[tuple[bytes, bytes]], request_id: str
+    ) -> UpstreamResponse:
         if model not in self.table.models:
-            self._count(model if len(model) <= 100 else "invalid", "unknown_model")
+            # Only known names become label values: clients cannot grow /metrics.
+            self._count(UNKNOWN_MODEL_LABEL, "unknown_model")
             known = ", ".join(sorted(self.table.models)) or "none"
             raise RouterError(404, "model_not_found", f"unknown model {model!r}; known models: {known}")
         tried: set[str] = set()
         last: Attempt | None = None
         for index in range(MAX_ATTEMPTS):
-            choice = choose_backend(self.table.candidates(model), frozenset(tried))
+            choice = choose_backend(self.table.candidates(model, time.monotonic()), frozenset(tried))
             if choice is None:
                 break
             if index:
@@ -138,9 +222,15 @@ class Forwarder:
         if last is None:
             self._count(model, "no_backend")
             raise RouterError(503, "no_ready_backend", f"model {model!r} has no ready backend", self.retry_after)
+        if last.failure == UNFORWARDABLE:
+            self._count(model, "unforwardable")
+            raise RouterError(400, "unforwardable_request", "the request cannot be forwarded as HTTP/1.1 (check its headers)")
         if last.failure == TIMEOUT_FAILURE:
             self._count(model, "timeout")
             raise RouterError(504, "upstream_timeout", f"the backend of model {model!r} did not answer in time")
+        if last.failure == OTHER_FAILURE:
+            self._count(model, "forward_failed")
+            raise RouterError(502, "forward_failed", f"forwarding to a backend of model {model!r} failed")
         self._count(model, "unreachable")
         raise RouterError(503, "backend_unreachable", f"no backend of model {model!r} could be reached", self.retry_after)
 
@@ -150,7 +240,7 @@ class Forwarder:
         model: str,
         path: str,
         body: bytes,
-        headers: dict[str, str],
+        headers: list[tuple[bytes, bytes]],
         request_id: str,
         may_retry: bool,
         tried: set[str],
@@ -159,27 +249,34 @@ class Forwarder:
         pod.inflight += 1
         pod.sent += 1
         started = time.perf_counter()
-        request = self.client.build_request("POST", pod.url + path, content=body, headers=headers)
         try:
+            request = self.client.build_request("POST", pod.url + path, content=body, headers=headers)
             upstream = await self.client.send(request, stream=True)
         except httpx.HTTPError as err:
             pod.inflight -= 1
-            failure = classify_failure(err) or CONNECTION_FAILURE
+            failure = classify_failure(err)
             if failure == CONNECTION_FAILURE:
                 # Out of the rotation until a poll reaches it again.
                 pod.reachable, pod.last_error = False, str(err) or type(err).__name__
-            log.warning("forward to %s failed: %s", pod.url, pod.last_error or err, extra={"model": model})
+                log.warning("forward to %s failed: %s", pod.url, pod.last_error, extra={"model": model})
+            else:
+                log.info("request not forwarded to %s (%s): %r", pod.url, failure, err, extra={"model": model})
             return Attempt(failure=failure), None
         attempt = Attempt(status=upstream.status_code)
-        # A 503 is relayed as is unless another pod can take the request now.
-        if (
-            may_retry
-            and should_retry(0, attempt)
-            and choose_backend(self.table.candidates(model), frozenset(tried)) is not None
-        ):
-            await upstream.aclose()
-            pod.inflight -= 1
-            return attempt, None
+        read_body = None
+        if upstream.status_code == 503:
+            try:
+                read_body = await read_bounded(upstream, MAX_ERROR_BODY_BYTES)
+            except httpx.HTTPError:
+                read_body = b""
+            if read_error_code(read_body) == "draining":
+                # It is shutting down: no new work for it, whatever its last poll said.
+                pod.hold_until = time.monotonic() + drain_hold_seconds(upstream.headers.get("retry-after"))
+            # A 503 is relayed as is unless another pod can take the request now.
+            if may_retry and choose_backend(self.table.candidates(model, time.monotonic()), frozenset(tried)) is not None:
+                await upstream.aclose()
+                pod.inflight -= 1
+                return attempt, None
 
         def done(completed: bool) -> None:
             pod.inflight -= 1
@@ -187,6 +284,7 @@ class Forwarder:
             self.metrics.upstream_duration.labels(model).observe(elapsed)
             if completed and upstream.status_code < 400:  # errors are fast and say nothing of speed
                 pod.latency[model] = update_latency(pod.latency.get(model), elapsed)
+                pod.latency_at[model] = time.monotonic()
             self._count(model, outcome_for_status(upstream.status_code) if completed else "aborted")
 
-        return attempt, UpstreamResponse(upstream, request_id, done)
+        return attempt, UpstreamResponse(upstream, request_id, done, read_body)

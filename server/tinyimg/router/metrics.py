@@ -2,8 +2,12 @@
 
 ``tinyimg_router_requests_total`` outcomes: ok, upstream_client_error (a 4xx relayed),
 upstream_error (a 5xx relayed), aborted (the relay broke after the head was sent), unknown_model,
-no_backend, unreachable (every try failed to connect), timeout. ``tinyimg_router_ready_pods`` is
-set from the table at each scrape.
+no_backend, unreachable (every try failed to connect), timeout, unforwardable (a request the HTTP
+client refuses to send: 400), forward_failed. ``tinyimg_router_ready_pods`` is set from the table
+at each scrape.
+
+Label values are never taken from a request as is: ``model`` is a model the table knows (an
+unknown name counts as ``UNKNOWN_MODEL_LABEL``), so no client can grow the metrics.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Generation through one hop takes from ~0.1 s (tiny models) to minutes (big models on CPU).
+# Not a valid model name (those are lowercase letters, digits and "-"), so it never collides.
+UNKNOWN_MODEL_LABEL = "_unknown"
 UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 

@@ -6,6 +6,7 @@ of it lives on one event loop, so plain attributes suffice (no locks).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from tinyimg.router.balancer import Candidate
@@ -26,11 +27,16 @@ class PodState:
     queue_depth: dict[str, int] = field(default_factory=dict)  # model -> waiting, from the last poll
     backlog: dict[str, int] = field(default_factory=dict)  # model -> waiting + generating, last poll
     latency: dict[str, float] = field(default_factory=dict)  # model -> moving average s/request seen
+    latency_at: dict[str, float] = field(default_factory=dict)  # model -> monotonic time of the last sample
+    hold_until: float = 0.0  # monotonic; out of the rotation until then (it answered 503 draining)
     model_states: dict[str, str] = field(default_factory=dict)  # model -> state, from the last poll
     last_error: str | None = None
 
-    def serves(self, model: str) -> bool:
-        """Ready for ``model``: discovery says ready, it answered lately, and it has the model loaded."""
+    def serves(self, model: str, now: float | None = None) -> bool:
+        """Ready for ``model``: discovery says ready, it answered lately, it is not draining, and it
+        has the model loaded."""
+        if self.hold_until and self.hold_until > (time.monotonic() if now is None else now):
+            return False
         return self.ready and self.reachable and self.model_states.get(model, STATE_READY) == STATE_READY
 
 
@@ -94,17 +100,17 @@ class BackendTable:
         entry = self.models.get(model)
         return [self.pods[u] for u in entry.pods if u in self.pods] if entry else []
 
-    def ready_pods(self, model: str) -> list[PodState]:
-        return [p for p in self.pods_of(model) if p.serves(model)]
+    def ready_pods(self, model: str, now: float | None = None) -> list[PodState]:
+        return [p for p in self.pods_of(model) if p.serves(model, now)]
 
-    def candidates(self, model: str) -> list[Candidate]:
-        """What the balancer needs of each ready pod of ``model``."""
+    def candidates(self, model: str, now: float) -> list[Candidate]:
+        """What the balancer needs of each ready pod of ``model`` at monotonic time ``now``."""
         return [
             Candidate(
                 url=p.url, inflight=p.inflight, backlog=p.backlog.get(model, 0), sent=p.sent,
-                latency=p.latency.get(model, 0.0),
+                latency=p.latency.get(model, 0.0), age=now - p.latency_at.get(model, now),
             )
-            for p in self.ready_pods(model)
+            for p in self.ready_pods(model, now)
         ]
 
     def model_family(self, model: str) -> str | None:

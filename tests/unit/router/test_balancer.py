@@ -1,10 +1,10 @@
 import pytest
 
-from tinyimg.router.balancer import Candidate, choose_backend, update_latency
+from tinyimg.router.balancer import LATENCY_HALF_LIFE_SECONDS, Candidate, aged_latency, choose_backend, update_latency
 
 
-def c(url: str, inflight: int = 0, backlog: int = 0, sent: int = 0, latency: float = 0.0) -> Candidate:
-    return Candidate(url=url, inflight=inflight, backlog=backlog, sent=sent, latency=latency)
+def c(url: str, inflight: int = 0, backlog: int = 0, sent: int = 0, latency: float = 0.0, age: float = 0.0) -> Candidate:
+    return Candidate(url=url, inflight=inflight, backlog=backlog, sent=sent, latency=latency, age=age)
 
 
 CASES = [
@@ -26,6 +26,10 @@ CASES = [
     ("untimed idle pod counts as average speed", [c("new"), c("timed", latency=0.01, sent=3)], frozenset(), "new"),
     ("busy untimed pod is not piled on", [c("new", inflight=1), c("timed", latency=0.1)], frozenset(), "timed"),
     ("equal speed falls back to the load", [c("a", inflight=2, latency=0.5), c("b", inflight=1, latency=0.5)], frozenset(), "b"),
+    # Ageing: a pod measured slow long ago is tried again; a fresh slow measurement still counts.
+    ("freshly stalled pod is avoided", [c("stalled", latency=4.0), c("ok", inflight=3, latency=0.1)], frozenset(), "ok"),
+    ("stalled pod unmeasured for 10 s is tried again", [c("stalled", latency=4.0, age=10), c("ok", inflight=3, latency=0.1)], frozenset(), "stalled"),
+    ("a fast pod's own fresh time is not aged", [c("a", inflight=1, latency=0.1), c("b", latency=0.5, age=0.0)], frozenset(), "a"),
 ]
 
 
@@ -55,3 +59,28 @@ def test_idle_pods_take_turns_when_sent_counts_are_updated():
 )
 def test_update_latency_is_a_moving_average(previous, sample, expected):
     assert update_latency(previous, sample) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("latency", "age", "neutral", "expected"),
+    [
+        pytest.param(4.0, 0.0, 0.1, 4.0, id="fresh-estimate-unchanged"),
+        pytest.param(4.0, LATENCY_HALF_LIFE_SECONDS, 0.0 + 0.2, 2.1, id="half-way-after-one-half-life"),
+        pytest.param(0.02, LATENCY_HALF_LIFE_SECONDS, 0.1, 0.06, id="fast-estimate-ages-up-too"),
+        pytest.param(4.0, 1000.0, 0.1, 0.1, id="old-estimate-is-the-neutral-value"),
+        pytest.param(0.0, 5.0, 0.1, 0.0, id="untimed-stays-untimed"),
+    ],
+)
+def test_aged_latency_moves_toward_neutral_with_time(latency, age, neutral, expected):
+    assert aged_latency(latency, age, neutral) == pytest.approx(expected)
+
+
+def test_recovered_pod_gets_picked_again_within_seconds_of_its_stall():
+    """A pod whose last sample was a 15 s stall, beside a busy pod at 0.1 s per request: simulated
+    time in 0.1 s steps; the stalled pod is picked again in under 8 s."""
+    for t in range(0, 200):
+        age = t / 10
+        choice = choose_backend([c("stalled", latency=0.7 * 0.1 + 0.3 * 15.0, age=age), c("ok", inflight=2, latency=0.1)])
+        if choice.url == "stalled":
+            break
+    assert age < 8.0, age

@@ -8,12 +8,17 @@ import pytest
 from tinyimg.router.errors import RouterError
 from tinyimg.router.forward import (
     CONNECTION_FAILURE,
+    OTHER_FAILURE,
     TIMEOUT_FAILURE,
+    UNFORWARDABLE,
     Attempt,
     Forwarder,
     build_response_headers,
     build_upstream_headers,
     classify_failure,
+    drain_hold_seconds,
+    normalise_header,
+    read_error_code,
     should_retry,
 )
 from tinyimg.router.metrics import build_router_metrics
@@ -45,6 +50,8 @@ def test_should_retry(index, attempt, expected):
         (httpx.ReadError("reset"), CONNECTION_FAILURE),
         (httpx.ReadTimeout("no answer"), TIMEOUT_FAILURE),
         (httpx.PoolTimeout("pool"), TIMEOUT_FAILURE),
+        (httpx.LocalProtocolError("Illegal header value b'bar '"), UNFORWARDABLE),
+        (httpx.UnsupportedProtocol("ftp"), OTHER_FAILURE),
     ],
     ids=lambda v: type(v).__name__ if isinstance(v, Exception) else v,
 )
@@ -59,7 +66,63 @@ def test_build_upstream_headers_drops_hop_by_hop_and_the_client_key():
         "rid-1",
         "10.0.0.9",
     )
-    assert headers == {"Content-Type": "application/json", "Accept": "image/png", "x-request-id": "rid-1", "x-forwarded-for": "10.0.0.9"}
+    assert headers == [
+        (b"Content-Type", b"application/json"), (b"Accept", b"image/png"), (b"x-request-id", b"rid-1"),
+        (b"x-forwarded-for", b"10.0.0.9"),
+    ]
+
+
+def test_build_upstream_headers_appends_the_client_to_one_forwarded_for():
+    headers = build_upstream_headers([("X-Forwarded-For", "1.2.3.4"), ("x-forwarded-for", "5.6.7.8")], "r", "10.0.0.9")
+    assert [v for k, v in headers if k.lower() == b"x-forwarded-for"] == [b"1.2.3.4, 5.6.7.8, 10.0.0.9"]
+
+
+NORMALISED = [
+    ("trailing space is not part of the value", ("X-Foo", "bar "), (b"X-Foo", b"bar")),
+    ("leading tab too", ("X-Foo", "\tbar"), (b"X-Foo", b"bar")),
+    ("inner spaces are kept", ("X-Foo", "a  b\tc"), (b"X-Foo", b"a  b\tc")),
+    ("empty value", ("X-Foo", "   "), (b"X-Foo", b"")),
+    # Starlette decodes header bytes as latin-1: the client's byte 0xe9 goes out unchanged.
+    ("obs-text byte", ("X-Foo", "caf\xe9"), (b"X-Foo", b"caf\xe9")),
+]
+
+
+@pytest.mark.parametrize(("given", "expected"), [x[1:] for x in NORMALISED], ids=[x[0] for x in NORMALISED])
+def test_normalise_header(given, expected):
+    assert normalise_header(*given) == expected
+
+
+REFUSED = [
+    ("space in name", ("X Foo", "v")),
+    ("colon in name", ("X:Foo", "v")),
+    ("empty name", ("", "v")),
+    ("NUL in value", ("X-Foo", "a\x00b")),
+    ("CR LF in value", ("X-Foo", "a\r\nInjected: 1")),
+    ("control character", ("X-Foo", "a\x01b")),
+    ("DEL", ("X-Foo", "a\x7fb")),
+]
+
+
+@pytest.mark.parametrize("given", [x[1] for x in REFUSED], ids=[x[0] for x in REFUSED])
+def test_normalise_header_refuses_what_http_does_not_allow_with_400(given):
+    with pytest.raises(RouterError) as err:
+        normalise_header(*given)
+    assert (err.value.status, err.value.code) == (400, "unforwardable_request")
+    assert repr(given[0]) in err.value.message
+
+
+def test_every_header_normalise_accepts_is_sent_by_the_real_http_client():
+    """Every single-byte variant around a value: what the rule lets through, h11 (httpx's HTTP/1.1
+    writer) accepts too, so no accepted header can fail at send time."""
+    import h11
+
+    for byte in range(256):
+        for value in (bytes([byte]), b"a" + bytes([byte]) + b"b", bytes([byte]) + b"x"):
+            try:
+                name, normalised = normalise_header("X-Probe", value.decode("latin-1"))
+            except RouterError:
+                continue
+            h11.Request(method="POST", target="/", headers=[("host", "x"), (name, normalised)])
 
 
 def test_build_response_headers_keeps_length_and_type_and_sets_one_request_id():
@@ -116,7 +179,7 @@ async def test_connection_error_is_retried_on_the_other_pod_and_marks_the_pod_un
         return answer(200, b"image")
 
     forwarder, table, metrics = build_forwarder(handler)
-    response = await forwarder.forward("m", "/generate", b"{}", {}, "rid")
+    response = await forwarder.forward("m", "/generate", b"{}", [], "rid")
     assert await read(response) == (200, b"image")
     assert calls == ["a", "b"]
     assert table.pods["http://a"].reachable is False
@@ -130,13 +193,87 @@ async def test_503_is_retried_once_on_another_pod():
         return answer(503 if request.url.host == "a" else 200, request.url.host.encode())
 
     forwarder, table, _ = build_forwarder(handler)
-    assert await read(await forwarder.forward("m", "/generate", b"{}", {}, "rid")) == (200, b"b")
+    assert await read(await forwarder.forward("m", "/generate", b"{}", [], "rid")) == (200, b"b")
     assert table.pods["http://a"].reachable  # a 503 is an answer: the pod is up
+
+
+async def test_a_request_the_client_refuses_to_send_is_400_and_leaves_every_pod_in_the_rotation():
+    calls = []
+
+    def handler(request):
+        calls.append(request.url.host)
+        raise httpx.LocalProtocolError("Illegal header value b'bar '")
+
+    forwarder, table, metrics = build_forwarder(handler)
+    with pytest.raises(RouterError) as err:
+        await forwarder.forward("m", "/generate", b"{}", [], "rid")
+    assert (err.value.status, err.value.code) == (400, "unforwardable_request")
+    assert calls == ["a"]  # not tried elsewhere: it would fail the same way
+    assert [(p.reachable, p.inflight) for p in table.pods.values()] == [(True, 0), (True, 0)]
+    assert value(metrics, "tinyimg_router_requests_total", model="m", outcome="unforwardable") == 1
+
+
+async def test_draining_503_is_retried_and_the_draining_pod_is_held_out_of_the_rotation():
+    calls = []
+    draining = b'{"error": {"code": "draining", "message": "shutting down", "request_id": "r"}}'
+
+    def handler(request):
+        calls.append(request.url.host)
+        if request.url.host == "a":
+            return answer(503, draining, headers={"retry-after": "7"})
+        return answer(200, b"image")
+
+    forwarder, table, _ = build_forwarder(handler)
+    assert await read(await forwarder.forward("m", "/generate", b"{}", [], "r1")) == (200, b"image")
+    assert await read(await forwarder.forward("m", "/generate", b"{}", [], "r2")) == (200, b"image")
+    assert calls == ["a", "b", "b"]  # the second request went straight to b
+    assert table.ready_pods("m", now=table.pods["http://a"].hold_until - 0.1) == [table.pods["http://b"]]
+    assert len(table.ready_pods("m", now=table.pods["http://a"].hold_until + 0.1)) == 2
+
+
+async def test_draining_503_from_the_only_pod_is_relayed_with_its_body():
+    body = b'{"error": {"code": "draining", "message": "shutting down"}}'
+    forwarder, _, _ = build_forwarder(lambda r: answer(503, body, headers={"retry-after": "2"}), pods=("http://a",))
+    assert await read(await forwarder.forward("m", "/generate", b"{}", [], "rid")) == (503, body)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"error": {"code": "draining"}}', "draining"),
+        (b'{"error": "x"}', None),
+        (b"[1]", None),
+        (b"not json", None),
+        (b"", None),
+    ],
+    ids=["error-shape", "no-code", "not-an-object", "not-json", "empty"],
+)
+def test_read_error_code(body, expected):
+    assert read_error_code(body) == expected
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "expected"),
+    [(None, 5.0), ("3", 3.0), ("0", 1.0), ("3600", 30.0), ("soon", 5.0), ("nan", 5.0)],
+    ids=["default", "given", "at-least-one", "bounded", "not-a-number", "nan"],
+)
+def test_drain_hold_seconds(retry_after, expected):
+    assert drain_hold_seconds(retry_after) == expected
+
+
+async def test_unknown_model_names_share_one_metrics_label():
+    forwarder, _, metrics = build_forwarder(lambda r: answer(200))
+    for name in ("<script>", "x" * 500, "nope"):
+        with pytest.raises(RouterError):
+            await forwarder.forward(name, "/generate", b"{}", [], "rid")
+    assert value(metrics, "tinyimg_router_requests_total", model="_unknown", outcome="unknown_model") == 3
+    labels = {s.labels["model"] for f in metrics.registry.collect() for s in f.samples if "model" in s.labels}
+    assert labels == {"_unknown"}
 
 
 async def test_503_from_the_only_pod_is_relayed_with_its_body():
     forwarder, _, _ = build_forwarder(lambda r: answer(503, b"busy"), pods=("http://a",))
-    assert await read(await forwarder.forward("m", "/generate", b"{}", {}, "rid")) == (503, b"busy")
+    assert await read(await forwarder.forward("m", "/generate", b"{}", [], "rid")) == (503, b"busy")
 
 
 async def test_second_503_is_relayed_not_retried_again():
@@ -147,7 +284,7 @@ async def test_second_503_is_relayed_not_retried_again():
         return answer(503, request.url.host.encode())
 
     forwarder, _, _ = build_forwarder(handler, pods=("http://a", "http://b", "http://c"))
-    assert await read(await forwarder.forward("m", "/generate", b"{}", {}, "rid")) == (503, b"b")
+    assert await read(await forwarder.forward("m", "/generate", b"{}", [], "rid")) == (503, b"b")
     assert calls == ["a", "b"]
 
 
@@ -157,7 +294,7 @@ async def test_connection_errors_on_every_pod_give_503_with_retry_after():
 
     forwarder, _, metrics = build_forwarder(handler)
     with pytest.raises(RouterError) as err:
-        await forwarder.forward("m", "/generate", b"{}", {}, "rid")
+        await forwarder.forward("m", "/generate", b"{}", [], "rid")
     assert (err.value.status, err.value.code, err.value.retry_after) == (503, "backend_unreachable", 3)
     assert value(metrics, "tinyimg_router_requests_total", model="m", outcome="unreachable") == 1
 
@@ -171,7 +308,7 @@ async def test_upstream_timeout_is_504_and_not_retried():
 
     forwarder, _, _ = build_forwarder(handler)
     with pytest.raises(RouterError) as err:
-        await forwarder.forward("m", "/generate", b"{}", {}, "rid")
+        await forwarder.forward("m", "/generate", b"{}", [], "rid")
     assert (err.value.status, err.value.code) == (504, "upstream_timeout")
     assert calls == ["a"]
 
@@ -179,7 +316,7 @@ async def test_upstream_timeout_is_504_and_not_retried():
 async def test_unknown_model_is_404_naming_the_known_ones():
     forwarder, _, _ = build_forwarder(lambda r: answer(200))
     with pytest.raises(RouterError) as err:
-        await forwarder.forward("nope", "/generate", b"{}", {}, "rid")
+        await forwarder.forward("nope", "/generate", b"{}", [], "rid")
     assert err.value.status == 404
     assert "known models: m" in err.value.message
 
@@ -187,7 +324,7 @@ async def test_unknown_model_is_404_naming_the_known_ones():
 async def test_model_without_ready_pod_is_503_with_retry_after():
     forwarder, _, _ = build_forwarder(lambda r: answer(200), pods=())
     with pytest.raises(RouterError) as err:
-        await forwarder.forward("m", "/generate", b"{}", {}, "rid")
+        await forwarder.forward("m", "/generate", b"{}", [], "rid")
     assert (err.value.status, err.value.code, err.value.retry_after) == (503, "no_ready_backend", 3)
 
 
@@ -199,7 +336,7 @@ async def test_body_and_request_id_reach_the_backend_unchanged():
         return answer(200, b"ok", headers={"x-request-id": "rid-7"})
 
     forwarder, _, _ = build_forwarder(handler)
-    response = await forwarder.forward("m", "/v1/images/generations", b'{"model":"m"}', {"x-request-id": "rid-7"}, "rid-7")
+    response = await forwarder.forward("m", "/v1/images/generations", b'{"model":"m"}', [(b"x-request-id", b"rid-7")], "rid-7")
     assert (await read(response))[0] == 200
     assert seen == {"body": b'{"model":"m"}', "rid": "rid-7", "path": "/v1/images/generations"}
 
@@ -220,7 +357,7 @@ async def test_failure_after_the_response_started_is_never_retried():
         return httpx.Response(200, stream=BreakingBody())
 
     forwarder, table, metrics = build_forwarder(handler)
-    response = await forwarder.forward("m", "/generate", b"{}", {}, "rid")
+    response = await forwarder.forward("m", "/generate", b"{}", [], "rid")
     sent = []
 
     async def send(message):
