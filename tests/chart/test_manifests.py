@@ -146,10 +146,11 @@ def test_image_tags_default_to_the_app_version(defaults: list[dict[str, Any]]) -
     assert {"name": "TINYIMG_SERVER_IMAGE", "value": "ghcr.io/tinyimg/tinyimg-server:0.1.0"} in env
 
 
-def test_router_role_only_lists_and_watches_models_and_pods(defaults: list[dict[str, Any]]) -> None:
+def test_router_role_only_lists_and_watches_models_pods_and_their_owners(defaults: list[dict[str, Any]]) -> None:
     assert rules_of(one(defaults, "Role", "-router")) == [
         (["tinyimg.io"], ["imagemodels"], ["list", "watch"]),
         ([""], ["pods"], ["list", "watch"]),
+        (["apps"], ["deployments", "replicasets"], ["list", "watch"]),
     ]
     router = one(defaults, "Deployment", "-router")["spec"]["template"]["spec"]
     assert router["serviceAccountName"] == one(defaults, "ServiceAccount", "-router")["metadata"]["name"]

@@ -1,5 +1,13 @@
-"""Kubernetes discovery: watch the ImageModels of one namespace and the pods labelled
-``tinyimg.io/model``, and keep the backend table equal to what they say.
+"""Kubernetes discovery: watch the ImageModels of one namespace, the operator's Deployments and
+their ReplicaSets, and the pods labelled ``tinyimg.io/model``, and keep the backend table equal to
+what they say.
+
+A label proves nothing: anyone who may create a pod in the namespace can set it. A pod is a
+backend of model M only when its owner chain ends at the ImageModel M that exists now:
+pod -> ReplicaSet -> Deployment (or pod -> Deployment), each link the ``controller``
+ownerReference naming the owner's uid, the Deployment labelled
+``app.kubernetes.io/managed-by: tinyimg-operator`` and ``tinyimg.io/model: M``. Uids are checked
+against the objects watched, so an ownerReference that names a made-up owner matches nothing.
 
 Plain httpx against the API server (list, then watch from the list's resourceVersion; on any end or
 error, list again after a short pause), on the app's event loop, no thread. Every event rebuilds
@@ -128,15 +136,62 @@ def build_model_status(imagemodel: dict[str, Any]) -> tuple[str | None, str | No
     return family, "loading", None
 
 
-def build_desired_table(imagemodels: dict[str, dict[str, Any]], pods: dict[str, dict[str, Any]]) -> dict[str, ModelBackends]:
-    """model -> its backends, from the ImageModels and pods of the namespace. Pods of a model with no
-    ImageModel are left out: the model is not known (and its pods are going away)."""
+def controller_of(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The ownerReference marked ``controller: true`` (at most one per object), else None."""
+    refs = obj.get("metadata", {}).get("ownerReferences") or []
+    return next((r for r in refs if isinstance(r, dict) and r.get("controller") is True), None)
+
+
+def _by_uid(objects: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {uid: o for o in objects.values() if (uid := o.get("metadata", {}).get("uid"))}
+
+
+def _owned(obj: dict[str, Any], kind: str, owners_by_uid: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The owner of ``obj`` of ``kind``, when its controller reference names one that exists."""
+    ref = controller_of(obj)
+    if ref is None or ref.get("kind") != kind:
+        return None
+    owner = owners_by_uid.get(ref.get("uid"))
+    return owner if owner is not None and owner["metadata"].get("name") == ref.get("name") else None
+
+
+def find_owning_model(
+    pod: dict[str, Any],
+    imagemodels: dict[str, dict[str, Any]],
+    deployments: dict[str, dict[str, Any]],
+    replicasets: dict[str, dict[str, Any]],
+) -> str | None:
+    """The ImageModel whose operator-made Deployment owns ``pod`` (directly or through a
+    ReplicaSet), or None. The pod's model label must name the same model."""
+    deployments_by_uid = _by_uid(deployments)
+    replicaset = _owned(pod, "ReplicaSet", _by_uid(replicasets))
+    deployment = _owned(replicaset, "Deployment", deployments_by_uid) if replicaset else _owned(pod, "Deployment", deployments_by_uid)
+    if deployment is None:
+        return None
+    dep_labels = deployment["metadata"].get("labels") or {}
+    model = dep_labels.get(labels.MODEL)
+    if dep_labels.get(labels.MANAGED_BY) != labels.OPERATOR_NAME or model not in imagemodels:
+        return None
+    if (pod.get("metadata", {}).get("labels") or {}).get(labels.MODEL) != model:
+        return None
+    owner = _owned(deployment, labels.KIND, _by_uid({model: imagemodels[model]}))
+    return model if owner is not None else None
+
+
+def build_desired_table(
+    imagemodels: dict[str, dict[str, Any]],
+    pods: dict[str, dict[str, Any]],
+    deployments: dict[str, dict[str, Any]],
+    replicasets: dict[str, dict[str, Any]],
+) -> dict[str, ModelBackends]:
+    """model -> its backends, from the ImageModels, the operator's Deployments, their ReplicaSets and
+    the pods of the namespace. Pods not owned by an existing ImageModel's Deployment are left out."""
     backends: dict[str, list[BackendRef]] = {name: [] for name in imagemodels}
     for name in sorted(pods):
         pod = pods[name]
-        model = pod.get("metadata", {}).get("labels", {}).get(labels.MODEL)
+        model = find_owning_model(pod, imagemodels, deployments, replicasets)
         url = build_pod_url(pod)
-        if model in backends and url:
+        if model is not None and url:
             backends[model].append(BackendRef(url=url, name=name, ready=is_pod_ready(pod)))
     desired = {}
     for name, obj in imagemodels.items():
@@ -159,6 +214,10 @@ def has_model_label(obj: dict[str, Any]) -> bool:
     return labels.MODEL in (obj.get("metadata", {}).get("labels") or {})
 
 
+def is_operator_managed(obj: dict[str, Any]) -> bool:
+    return (obj.get("metadata", {}).get("labels") or {}).get(labels.MANAGED_BY) == labels.OPERATOR_NAME
+
+
 class KubeDiscovery:
     mode = "kubernetes"
 
@@ -166,6 +225,8 @@ class KubeDiscovery:
         self.connection = connection
         self.imagemodels: dict[str, dict[str, Any]] = {}
         self.pods: dict[str, dict[str, Any]] = {}
+        self.deployments: dict[str, dict[str, Any]] = {}
+        self.replicasets: dict[str, dict[str, Any]] = {}
         self.listed: set[str] = set()
         self.tasks: list[asyncio.Task[None]] = []
         self.client: httpx.AsyncClient | None = None
@@ -176,16 +237,24 @@ class KubeDiscovery:
         return {
             "imagemodels": f"/apis/{labels.GROUP}/{labels.VERSION}/namespaces/{ns}/{labels.PLURAL}",
             "pods": f"/api/v1/namespaces/{ns}/pods",
+            "deployments": f"/apis/apps/v1/namespaces/{ns}/deployments",
+            "replicasets": f"/apis/apps/v1/namespaces/{ns}/replicasets",
         }
 
     async def start(self, table: BackendTable) -> None:
         """Starts the watches and returns at once: /health/ready says 503 until both are listed."""
         self.table, self.client = table, self.connection.build_client()
         paths = self._paths()
+        managed = {"labelSelector": f"{labels.MANAGED_BY}={labels.OPERATOR_NAME}"}
+        model_label = {"labelSelector": labels.MODEL}
         self.tasks = [
             asyncio.create_task(self._watch("imagemodels", paths["imagemodels"], {}, self.imagemodels, lambda o: True)),
+            asyncio.create_task(self._watch("pods", paths["pods"], model_label, self.pods, has_model_label)),
             asyncio.create_task(
-                self._watch("pods", paths["pods"], {"labelSelector": labels.MODEL}, self.pods, has_model_label)
+                self._watch("deployments", paths["deployments"], managed, self.deployments, is_operator_managed)
+            ),
+            asyncio.create_task(
+                self._watch("replicasets", paths["replicasets"], model_label, self.replicasets, has_model_label)
             ),
         ]
 
@@ -200,8 +269,8 @@ class KubeDiscovery:
 
     def _refresh(self) -> None:
         assert self.table is not None
-        self.table.sync(build_desired_table(self.imagemodels, self.pods))
-        if self.listed == {"imagemodels", "pods"}:
+        self.table.sync(build_desired_table(self.imagemodels, self.pods, self.deployments, self.replicasets))
+        if self.listed == {"imagemodels", "pods", "deployments", "replicasets"}:
             self.table.synced = True
 
     async def _watch(
@@ -235,8 +304,11 @@ class KubeDiscovery:
                         if event.get("type") == "ERROR":
                             break  # e.g. 410 Gone: the list below starts over
                         obj = event.get("object") or {}
-                        if wanted(obj) or event.get("type") == "DELETED":
-                            apply_event(objects, event.get("type", ""), obj)
+                        kind_of_event = event.get("type", "")
+                        if not wanted(obj) and kind_of_event == "MODIFIED":
+                            kind_of_event = "DELETED"  # it lost what made it ours (a label)
+                        if wanted(obj) or kind_of_event == "DELETED":
+                            apply_event(objects, kind_of_event, obj)
                             self._refresh()
             except asyncio.CancelledError:
                 raise

@@ -28,6 +28,13 @@ def flux_server(tiny_model_dirs, tmp_path_factory):
     proc.stop()
 
 
+@pytest.fixture
+def kube_with_replicasets(kube):
+    """The emulator declares no ReplicaSets by default; the router lists them (owner chain)."""
+    kube.declare("apps/v1/replicasets", "ReplicaSet")
+    return kube
+
+
 @contextlib.asynccontextmanager
 async def serving_router(kube_url: str) -> AsyncIterator[str]:
     """The router app on real uvicorn, on this test's loop (the emulator lives on it too)."""
@@ -53,11 +60,36 @@ def imagemodel(name: str, family: str = "flux") -> dict:
     }
 
 
-def pod(name: str, model: str, port: int, ready: bool = False, ip: str = "127.0.0.1") -> dict:
+def owner(obj: dict) -> list[dict]:
+    meta = obj["metadata"]
+    return [{"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": meta["name"], "uid": meta["uid"], "controller": True}]
+
+
+async def create_owner_chain(kube, model: str) -> dict:
+    """What the operator and the Deployment controller make for an existing ImageModel: its
+    Deployment (labelled as the operator's) and a ReplicaSet; returns the ReplicaSet, pods' owner."""
+    im = kube.get("tinyimg.io/v1alpha1/imagemodels", NS, model)
+    model_labels = {"tinyimg.io/model": model, "app.kubernetes.io/managed-by": "tinyimg-operator"}
+    dep = await kube.create({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": model, "namespace": NS, "labels": model_labels, "ownerReferences": owner(im)},
+        "spec": {"selector": {"matchLabels": {"tinyimg.io/model": model}}, "template": {}},
+    })
+    return await kube.create({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": f"{model}-7d9f", "namespace": NS, "labels": model_labels, "ownerReferences": owner(dep)},
+        "spec": {"selector": {"matchLabels": {"tinyimg.io/model": model}}, "template": {}},
+    })
+
+
+def pod(name: str, model: str, port: int, ready: bool = False, ip: str = "127.0.0.1", owned_by: dict | None = None) -> dict:
+    meta = {"name": name, "namespace": NS, "labels": {"tinyimg.io/model": model}}
+    if owned_by is not None:
+        meta["ownerReferences"] = owner(owned_by)
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": NS, "labels": {"tinyimg.io/model": model}},
+        "metadata": meta,
         "spec": {"containers": [{"name": "server", "image": "x", "ports": [{"name": "http", "containerPort": port}]}]},
         "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
     }
@@ -79,21 +111,27 @@ async def eventually(check, timeout: float = 10.0):
         await asyncio.sleep(0.05)
 
 
-async def test_router_table_follows_imagemodels_and_pods(kube, flux_server):
+async def test_router_table_follows_imagemodels_and_pods(kube_with_replicasets, flux_server):
+    kube = kube_with_replicasets
     server_port = int(flux_server.url.rsplit(":", 1)[1])
     async with serving_router(kube.url) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
         ready = await eventually(lambda: _ready_body(client))
         assert ready == {"status": "ready", "mode": "kubernetes", "models": {}}
 
         await kube.create(imagemodel("tiny-flux"))
+        replicaset = await create_owner_chain(kube, "tiny-flux")
         await kube.create(pod("stray", "not-a-model", server_port, ready=True))  # no ImageModel: ignored
+        # Ready, labelled for the model, but not made by the operator's Deployment: never a backend.
+        await kube.create(pod("impostor", "tiny-flux", server_port, ready=True))
+        forged = {**replicaset, "metadata": {**replicaset["metadata"], "uid": "made-up"}}
+        await kube.create(pod("forged-owner", "tiny-flux", server_port, ready=True, owned_by=forged))
         flux = await eventually(lambda: _model(client, "tiny-flux"))
         assert (flux["family"], flux["state"], flux["ready_replicas"], flux["replicas"]) == ("flux", "loading", 0, 0)
         assert "not-a-model" not in await models_view(client)
         no_pod = await client.post("/generate", json={"model": "tiny-flux", "prompt": "x"})
         assert no_pod.status_code == 503 and "retry-after" in no_pod.headers
 
-        await kube.create(pod("tiny-flux-1", "tiny-flux", server_port, ready=False))
+        await kube.create(pod("tiny-flux-1", "tiny-flux", server_port, ready=False, owned_by=replicaset))
         flux = await eventually(lambda: _model(client, "tiny-flux", replicas=1))
         assert flux["ready_replicas"] == 0
 
@@ -106,7 +144,7 @@ async def test_router_table_follows_imagemodels_and_pods(kube, flux_server):
 
         # A second pod that is ready in Kubernetes but answers nothing: listed, then dropped from
         # the rotation by the poller; the first pod keeps serving.
-        await kube.create(pod("tiny-flux-2", "tiny-flux", free_port(), ready=True))
+        await kube.create(pod("tiny-flux-2", "tiny-flux", free_port(), ready=True, owned_by=replicaset))
         flux = await eventually(lambda: _model(client, "tiny-flux", replicas=2))
         statuses = [(await client.post("/generate", json={"model": "tiny-flux", "prompt": "x"})).status_code for _ in range(3)]
         assert statuses == [200, 200, 200]
@@ -135,7 +173,8 @@ async def test_router_table_follows_imagemodels_and_pods(kube, flux_server):
         assert (await client.post("/generate", json={"model": "tiny-flux", "prompt": "x"})).status_code == 404
 
 
-async def test_router_watches_only_its_namespace_and_reads_a_kubeconfig(kube, tmp_path):
+async def test_router_watches_only_its_namespace_and_reads_a_kubeconfig(kube_with_replicasets, tmp_path):
+    kube = kube_with_replicasets
     await kube.create({**imagemodel("elsewhere"), "metadata": {"name": "elsewhere", "namespace": "other"}})
     await kube.create(imagemodel("here"))
     async with serving_router(kube.url) as url, httpx.AsyncClient(base_url=url) as client:

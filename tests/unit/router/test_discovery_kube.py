@@ -5,13 +5,23 @@ from tinyimg.router.discovery_kube import (
     build_desired_table,
     build_model_status,
     build_pod_url,
+    controller_of,
+    find_owning_model,
     is_pod_ready,
 )
 from tinyimg.router.table import BackendRef
 
 
-def pod(name="p1", model="m", ip="10.0.0.1", ready=True, terminating=False, ports=None):
+def ref(kind, name, uid, controller=True):
+    return {"apiVersion": "x", "kind": kind, "name": name, "uid": uid, "controller": controller}
+
+
+def pod(name="p1", model="m", ip="10.0.0.1", ready=True, terminating=False, ports=None, owner="default"):
     meta = {"name": name, "labels": {"tinyimg.io/model": model} if model else {}}
+    if owner == "default":
+        owner = ref("ReplicaSet", f"{model}-abc", f"uid-rs-{model}")
+    if owner is not None:
+        meta["ownerReferences"] = [owner]
     if terminating:
         meta["deletionTimestamp"] = "2026-11-27T12:00:00Z"
     return {
@@ -22,7 +32,35 @@ def pod(name="p1", model="m", ip="10.0.0.1", ready=True, terminating=False, port
 
 
 def imagemodel(name="m", family="sdxl", conditions=()):
-    return {"metadata": {"name": name}, "spec": {"family": family}, "status": {"conditions": list(conditions)}}
+    return {"metadata": {"name": name, "uid": f"uid-im-{name}"}, "spec": {"family": family}, "status": {"conditions": list(conditions)}}
+
+
+def deployment(model="m", managed_by="tinyimg-operator", owner_uid=None, uid=None):
+    return {
+        "metadata": {
+            "name": model, "uid": uid or f"uid-dep-{model}",
+            "labels": {"tinyimg.io/model": model, "app.kubernetes.io/managed-by": managed_by},
+            "ownerReferences": [ref("ImageModel", model, owner_uid or f"uid-im-{model}")],
+        }
+    }
+
+
+def replicaset(model="m", deployment_uid=None):
+    return {
+        "metadata": {
+            "name": f"{model}-abc", "uid": f"uid-rs-{model}", "labels": {"tinyimg.io/model": model},
+            "ownerReferences": [ref("Deployment", model, deployment_uid or f"uid-dep-{model}")],
+        }
+    }
+
+
+def chain(*models):
+    """ImageModels, operator Deployments and ReplicaSets for ``models``, keyed by name."""
+    return (
+        {m: imagemodel(m) for m in models},
+        {m: deployment(m) for m in models},
+        {f"{m}-abc": replicaset(m) for m in models},
+    )
 
 
 @pytest.mark.parametrize(
@@ -68,14 +106,45 @@ def test_build_model_status(conditions, expected):
     assert build_model_status(imagemodel(conditions=conditions)) == expected
 
 
-def test_build_desired_table_groups_pods_by_model_label_and_keeps_models_without_pods():
+OWNERSHIP = [
+    ("through the ReplicaSet", lambda im, dep, rs: (pod(), im, dep, rs), "m"),
+    ("owned by the Deployment directly", lambda im, dep, rs: (pod(owner=ref("Deployment", "m", "uid-dep-m")), im, dep, {}), "m"),
+    ("no owner: a bare pod with the label", lambda im, dep, rs: (pod(owner=None), im, dep, rs), None),
+    ("owner reference not marked controller", lambda im, dep, rs: (pod(owner=ref("ReplicaSet", "m-abc", "uid-rs-m", controller=False)), im, dep, rs), None),
+    ("made-up ReplicaSet uid", lambda im, dep, rs: (pod(owner=ref("ReplicaSet", "m-abc", "forged")), im, dep, rs), None),
+    ("right uid, wrong name", lambda im, dep, rs: (pod(owner=ref("ReplicaSet", "other", "uid-rs-m")), im, dep, rs), None),
+    ("ReplicaSet of another Deployment", lambda im, dep, rs: (pod(), im, dep, {"m-abc": replicaset(deployment_uid="uid-dep-other")}), None),
+    ("Deployment not made by the operator", lambda im, dep, rs: (pod(), im, {"m": deployment(managed_by="someone")}, rs), None),
+    ("Deployment owned by a deleted ImageModel", lambda im, dep, rs: (pod(), im, {"m": deployment(owner_uid="uid-im-old")}, rs), None),
+    ("ImageModel gone", lambda im, dep, rs: (pod(), {}, dep, rs), None),
+    ("pod labelled for another model", lambda im, dep, rs: ({**pod(), "metadata": {**pod()["metadata"], "labels": {"tinyimg.io/model": "x"}}}, {**im, "x": imagemodel("x")}, dep, rs), None),
+    ("pod owned by a ReplicaSet but claims to be the Deployment's", lambda im, dep, rs: (pod(owner=ref("Deployment", "m", "uid-dep-m")), im, {}, rs), None),
+]
+
+
+@pytest.mark.parametrize(("build", "expected"), [x[1:] for x in OWNERSHIP], ids=[x[0] for x in OWNERSHIP])
+def test_find_owning_model_follows_the_owner_chain_to_an_existing_imagemodel(build, expected):
+    the_pod, imagemodels, deployments, replicasets = build(*chain("m"))
+    assert find_owning_model(the_pod, imagemodels, deployments, replicasets) == expected
+
+
+def test_controller_of_picks_the_controller_reference():
+    obj = {"metadata": {"ownerReferences": [ref("A", "a", "1", controller=False), ref("B", "b", "2")]}}
+    assert controller_of(obj)["kind"] == "B"
+    assert controller_of({"metadata": {}}) is None
+
+
+def test_build_desired_table_groups_owned_pods_by_model_and_keeps_models_without_pods():
     pods = {
         "a-1": pod("a-1", "a", "10.0.0.1"),
         "a-2": pod("a-2", "a", "10.0.0.2", ready=False),
         "orphan": pod("orphan", "gone", "10.0.0.3"),
         "pending": pod("pending", "a", None),
+        "impostor": pod("impostor", "a", "10.0.0.66", owner=None),
     }
-    desired = build_desired_table({"a": imagemodel("a"), "b": imagemodel("b", "flux")}, pods)
+    imagemodels, deployments, replicasets = chain("a", "b")
+    imagemodels["b"]["spec"]["family"] = "flux"
+    desired = build_desired_table(imagemodels, pods, deployments, replicasets)
     assert sorted(desired) == ["a", "b"]
     assert desired["a"].backends == (
         BackendRef("http://10.0.0.1:8000", "a-1", True),
