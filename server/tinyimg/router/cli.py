@@ -3,6 +3,7 @@
     tinyimg router [--backend MODEL=URL ...] [--backends FILE] [--kubernetes [--namespace NS]]
                    [--host H] [--port N] [--api-keys-file F] [--rate-limit RPS] [--rate-burst N]
                    [--trusted-proxy ADDR ...] [--max-connections N] [--upstream-timeout S]
+                   [--shutdown-timeout S]
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="believe X-Forwarded-For/-Proto from this address or network (repeat; default none)",
     )
     p.add_argument("--max-connections", type=int, metavar="N", help=f"open connections (default {d.max_connections})")
+    p.add_argument(
+        "--shutdown-timeout", type=float, metavar="S",
+        help=f"on SIGTERM, wait at most this long for open requests, then cancel them (default {d.shutdown_timeout:g})",
+    )
     p.add_argument("--log-level", default="info")
     return p
 
@@ -53,6 +58,7 @@ def load_settings(args: argparse.Namespace) -> RouterSettings:
         "poll_interval": args.poll_interval,
         "upstream_timeout": args.upstream_timeout,
         "max_connections": args.max_connections,
+        "shutdown_timeout": args.shutdown_timeout,
         "trusted_proxies": tuple(args.trusted_proxies) if args.trusted_proxies else None,
         "key_hashes": tuple(load_key_hashes(args.api_keys_file)) if args.api_keys_file else None,
         "open_paths": () if args.protect_health else None,
@@ -104,5 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     app = create_router_app(settings, discovery)
     options = build_server_options(settings.edge_limits(), settings.trusted_proxies)
-    uvicorn.run(app, host=settings.host, port=settings.port, lifespan="on", log_level=args.log_level, **options)
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, lifespan="on", log_level=args.log_level,
+        timeout_graceful_shutdown=settings.shutdown_timeout, **options,
+    )
     return 0

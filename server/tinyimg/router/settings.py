@@ -42,6 +42,9 @@ class RouterSettings:
     max_body_bytes: int = EdgeLimits.max_body_bytes
     max_connections: int = EdgeLimits.max_connections
     trusted_proxies: tuple[str, ...] = ()  # whose X-Forwarded-For/-Proto are believed; none by default
+    # On SIGTERM, open requests get this long, then are cancelled: inside Kubernetes' default 30 s
+    # grace period, so the router exits on its own rather than being killed.
+    shutdown_timeout: float = 25.0
 
     def edge_limits(self) -> EdgeLimits:
         return EdgeLimits(max_body_bytes=self.max_body_bytes, max_connections=self.max_connections)
