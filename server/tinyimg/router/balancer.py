@@ -16,7 +16,8 @@ Estimates age. A pod's time is only measured when it is picked, so a pod that wa
 stall, a GC pause, a noisy neighbour) would otherwise never be picked again to show it recovered.
 The longer since its last measurement, the closer its estimate moves to the average of the other
 pods (half-way every ``LATENCY_HALF_LIFE_SECONDS``): a recovered pod is tried again within
-seconds, and its next real measurement then decides.
+seconds. Old samples also weigh less in the moving average by their age, so that one new
+measurement after a long gap decides (a stall's samples do not need many probes to wash out).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 LATENCY_WEIGHT = 0.3  # weight of the newest sample in the moving average
-LATENCY_HALF_LIFE_SECONDS = 1.5
+LATENCY_HALF_LIFE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,10 @@ def choose_backend(candidates: Iterable[Candidate], exclude: frozenset[str] = fr
     return min(pool, key=key, default=None)
 
 
-def update_latency(previous: float | None, sample: float) -> float:
-    """The moving average after one more request took ``sample`` seconds."""
+def update_latency(previous: float | None, sample: float, age: float = 0.0) -> float:
+    """The moving average after one more request took ``sample`` seconds, ``age`` seconds after
+    the previous sample: the old average's weight halves every half-life."""
     if previous is None:
         return sample
-    return (1 - LATENCY_WEIGHT) * previous + LATENCY_WEIGHT * sample
+    keep = (1 - LATENCY_WEIGHT) * 0.5 ** (max(age, 0.0) / LATENCY_HALF_LIFE_SECONDS)
+    return keep * previous + (1 - keep) * sample

@@ -283,8 +283,10 @@ class Forwarder:
             elapsed = time.perf_counter() - started
             self.metrics.upstream_duration.labels(model).observe(elapsed)
             if completed and upstream.status_code < 400:  # errors are fast and say nothing of speed
-                pod.latency[model] = update_latency(pod.latency.get(model), elapsed)
-                pod.latency_at[model] = time.monotonic()
+                now = time.monotonic()
+                age = now - pod.latency_at.get(model, now)
+                pod.latency[model] = update_latency(pod.latency.get(model), elapsed, age)
+                pod.latency_at[model] = now
             self._count(model, outcome_for_status(upstream.status_code) if completed else "aborted")
 
         return attempt, UpstreamResponse(upstream, request_id, done, read_body)

@@ -61,6 +61,13 @@ def test_update_latency_is_a_moving_average(previous, sample, expected):
     assert update_latency(previous, sample) == pytest.approx(expected)
 
 
+def test_old_samples_weigh_less_by_their_age():
+    half = update_latency(6.0, 0.1, age=LATENCY_HALF_LIFE_SECONDS)
+    assert half == pytest.approx(0.35 * 6.0 + 0.65 * 0.1)
+    # One measurement after a long quiet spell replaces a stall's estimate almost entirely.
+    assert update_latency(6.0, 0.1, age=10 * LATENCY_HALF_LIFE_SECONDS) == pytest.approx(0.1, abs=0.01)
+
+
 @pytest.mark.parametrize(
     ("latency", "age", "neutral", "expected"),
     [
@@ -77,10 +84,10 @@ def test_aged_latency_moves_toward_neutral_with_time(latency, age, neutral, expe
 
 def test_recovered_pod_gets_picked_again_within_seconds_of_its_stall():
     """A pod whose last sample was a 15 s stall, beside a busy pod at 0.1 s per request: simulated
-    time in 0.1 s steps; the stalled pod is picked again in under 8 s."""
+    time in 0.1 s steps; the stalled pod is picked again in under 6 s."""
     for t in range(0, 200):
         age = t / 10
         choice = choose_backend([c("stalled", latency=0.7 * 0.1 + 0.3 * 15.0, age=age), c("ok", inflight=2, latency=0.1)])
         if choice.url == "stalled":
             break
-    assert age < 8.0, age
+    assert age < 6.0, age
