@@ -14,7 +14,7 @@ import httpx
 from fastapi import FastAPI
 
 from tinyimg.http.edge import install_edge
-from tinyimg.router.forward import Forwarder
+from tinyimg.router.forward import Forwarder, build_forward_pool, build_timeouts
 from tinyimg.router.poller import poll_all, run_poller
 from tinyimg.router.routes import generate, health, info, metrics
 from tinyimg.router.settings import RouterSettings
@@ -24,7 +24,7 @@ ROUTERS = (generate.router, info.router, health.router, metrics.router)
 
 
 def build_http_client(settings: RouterSettings) -> httpx.AsyncClient:
-    """The one pooled client for forwarding and polling."""
+    """The pooled client for polling and the aggregated views (forwarding has its own pool)."""
     timeout = httpx.Timeout(settings.upstream_timeout, connect=settings.connect_timeout, pool=settings.connect_timeout)
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30)
     return httpx.AsyncClient(timeout=timeout, limits=limits)
@@ -38,7 +38,8 @@ def create_router_app(settings: RouterSettings, discovery: Any) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.client = build_http_client(settings)
-        state.forwarder = Forwarder(state.client, state.table, state.metrics, settings.retry_after)
+        timeouts = build_timeouts(settings.upstream_timeout, settings.connect_timeout)
+        state.forwarder = Forwarder(build_forward_pool(), state.table, state.metrics, settings.retry_after, timeouts)
         await discovery.start(state.table)
         # One round before serving: the first requests then already know which backends answer.
         await poll_all(state.client, state.table, settings.poll_timeout)
@@ -50,6 +51,7 @@ def create_router_app(settings: RouterSettings, discovery: Any) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
             await discovery.stop()
+            await state.forwarder.aclose()
             await state.client.aclose()
 
     app = FastAPI(title="tinyimg router", lifespan=lifespan, docs_url=None, redoc_url=None)

@@ -11,6 +11,10 @@ failure takes a pod out of the rotation. A request the HTTP client refuses to se
 rejects) is answered 400 ``unforwardable_request`` and says nothing about the pod; headers are
 normalised first (surrounding whitespace is not part of a field value, RFC 9110 5.5) so that
 harmless variants are forwarded rather than refused.
+
+The forwarder speaks to pods through httpcore's connection pool directly (keep-alive connections,
+reused): httpx's layer above it (URL and header models, cookies, auth and redirect handling) cost
+about a third of the router's per-request time, and a proxy needs none of it.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import httpx
+import httpcore
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -48,7 +52,7 @@ HOP_BY_HOP = frozenset(
 NOT_FORWARDED_REQUEST = HOP_BY_HOP | {"authorization", "x-request-id"}
 NOT_RETURNED_RESPONSE = (HOP_BY_HOP - {"content-length"}) | {"date", "server"}
 # RFC 9110 5.1/5.5: a field name is a token; a field value is visible ASCII or obs-text (0x80-0xff)
-# with single spaces/tabs inside, no control characters. h11 (httpx's HTTP/1.1 layer) refuses
+# with single spaces/tabs inside, no control characters. h11 (httpcore's HTTP/1.1 layer) refuses
 # anything else, so anything else is refused here, before a pod is involved.
 FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 FIELD_VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?")
@@ -66,13 +70,15 @@ class Attempt:
     failure: str | None = None  # one of the *_FAILURE kinds above, when none did
 
 
-def classify_failure(err: httpx.HTTPError) -> str:
-    """What a transport error means for the pod and for retrying."""
-    if isinstance(err, httpx.LocalProtocolError):
+def classify_failure(err: Exception) -> str:
+    """What a transport error (httpcore's) means for the pod and for retrying."""
+    if isinstance(err, httpcore.LocalProtocolError):
         return UNFORWARDABLE  # h11 refused to write our own request: nothing reached the pod
-    if isinstance(err, httpx.ConnectTimeout | httpx.ConnectError | httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+    if isinstance(
+        err, httpcore.ConnectTimeout | httpcore.ConnectError | httpcore.RemoteProtocolError | httpcore.ReadError | httpcore.WriteError
+    ):
         return CONNECTION_FAILURE
-    if isinstance(err, httpx.TimeoutException):
+    if isinstance(err, httpcore.TimeoutException):
         return TIMEOUT_FAILURE  # the pod is working on it: retrying would run it twice and wait twice
     return OTHER_FAILURE
 
@@ -112,6 +118,17 @@ def build_upstream_headers(
     return out
 
 
+def header_value(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """The first value of header ``name`` (lowercase), decoded."""
+    return next((v.decode("latin-1") for k, v in headers if k.lower() == name), None)
+
+
+def content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The declared body length (h11 has checked it is one valid number), else None."""
+    value = header_value(headers, b"content-length")
+    return int(value) if value is not None and value.isdigit() else None
+
+
 def build_response_headers(raw: list[tuple[bytes, bytes]], request_id: str) -> list[tuple[bytes, bytes]]:
     out = [(k.lower(), v) for k, v in raw if k.lower().decode("latin-1") not in NOT_RETURNED_RESPONSE]
     out = [(k, v) for k, v in out if k != b"x-request-id"]
@@ -147,12 +164,12 @@ class UpstreamResponse(Response):
     the upstream body when it was already read (a 503 whose code was looked at)."""
 
     def __init__(
-        self, upstream: httpx.Response, request_id: str, on_done: Callable[[bool], None], body: bytes | None = None
+        self, upstream: httpcore.Response, request_id: str, on_done: Callable[[bool], None], body: bytes | None = None
     ):
         self.upstream, self.on_done, self.read_body = upstream, on_done, body
-        self.status_code = upstream.status_code
+        self.status_code = upstream.status
         self.background = None
-        self.raw_headers = build_response_headers(upstream.headers.raw, request_id)
+        self.raw_headers = build_response_headers(upstream.headers, request_id)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         completed = False
@@ -161,19 +178,27 @@ class UpstreamResponse(Response):
             if self.read_body is not None:
                 await send({"type": "http.response.body", "body": self.read_body, "more_body": False})
             else:
-                async for chunk in self.upstream.aiter_raw():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                # With a Content-Length, the chunk that completes it is the last: one message less
+                # through the middleware stack per response. Without one (chunked, a stream), each
+                # chunk is passed on as it comes and an empty message ends the body.
+                left, ended = content_length(self.upstream.headers), False
+                async for chunk in self.upstream.stream:
+                    if left is not None:
+                        left -= len(chunk)
+                    ended = left == 0
+                    await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
+                if not ended:  # no length, or an empty body
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
             completed = True
         finally:
             await self.upstream.aclose()
             self.on_done(completed)
 
 
-async def read_bounded(upstream: httpx.Response, limit: int) -> bytes:
+async def read_bounded(upstream: httpcore.Response, limit: int) -> bytes:
     """The raw upstream body, at most ``limit`` bytes (more is cut: only its error code matters)."""
     chunks, size = [], 0
-    async for chunk in upstream.aiter_raw():
+    async for chunk in upstream.stream:
         chunks.append(chunk)
         size += len(chunk)
         if size >= limit:
@@ -187,9 +212,41 @@ def outcome_for_status(status: int) -> str:
     return "upstream_client_error" if status < 500 else "upstream_error"
 
 
+def build_forward_pool() -> httpcore.AsyncConnectionPool:
+    """The pooled connections to the pods (separate from the pollers' httpx client, whose few
+    requests a second gain nothing from this)."""
+    return httpcore.AsyncConnectionPool(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30)
+
+
+def build_timeouts(upstream_timeout: float, connect_timeout: float) -> dict[str, float]:
+    """httpcore's per-request timeouts: connecting (and waiting for a pooled connection) is quick
+    or the pod is in trouble; the answer may take as long as a generation does."""
+    return {"connect": connect_timeout, "pool": connect_timeout, "read": upstream_timeout, "write": upstream_timeout}
+
+
 class Forwarder:
-    def __init__(self, client: httpx.AsyncClient, table: BackendTable, metrics: RouterMetrics, retry_after: float):
-        self.client, self.table, self.metrics, self.retry_after = client, table, metrics, retry_after
+    def __init__(
+        self,
+        pool: httpcore.AsyncConnectionPool,
+        table: BackendTable,
+        metrics: RouterMetrics,
+        retry_after: float,
+        timeouts: dict[str, float],
+    ):
+        self.pool, self.table, self.metrics, self.retry_after = pool, table, metrics, retry_after
+        self.extensions = {"timeout": timeouts}
+        self.hosts: dict[str, bytes] = {}  # pod url -> its Host header value
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+
+    def _host(self, url: str) -> bytes:
+        host = self.hosts.get(url)
+        if host is None:
+            if len(self.hosts) > 10_000:  # pods come and go: forget them all now and then
+                self.hosts.clear()
+            host = self.hosts[url] = url.split("://", 1)[1].encode("ascii")
+        return host
 
     def _count(self, model: str, outcome: str) -> None:
         self.metrics.requests.labels(model, outcome).inc()
@@ -249,10 +306,16 @@ class Forwarder:
         pod.inflight += 1
         pod.sent += 1
         started = time.perf_counter()
+        request = httpcore.Request(
+            b"POST",
+            (pod.url + path).encode("ascii"),
+            headers=[(b"host", self._host(pod.url)), (b"content-length", str(len(body)).encode()), *headers],
+            content=body,
+            extensions=self.extensions,
+        )
         try:
-            request = self.client.build_request("POST", pod.url + path, content=body, headers=headers)
-            upstream = await self.client.send(request, stream=True)
-        except httpx.HTTPError as err:
+            upstream = await self.pool.handle_async_request(request)
+        except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol) as err:
             pod.inflight -= 1
             failure = classify_failure(err)
             if failure == CONNECTION_FAILURE:
@@ -262,16 +325,16 @@ class Forwarder:
             else:
                 log.info("request not forwarded to %s (%s): %r", pod.url, failure, err, extra={"model": model})
             return Attempt(failure=failure), None
-        attempt = Attempt(status=upstream.status_code)
+        attempt = Attempt(status=upstream.status)
         read_body = None
-        if upstream.status_code == 503:
+        if upstream.status == 503:
             try:
                 read_body = await read_bounded(upstream, MAX_ERROR_BODY_BYTES)
-            except httpx.HTTPError:
+            except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError):
                 read_body = b""
             if read_error_code(read_body) == "draining":
                 # It is shutting down: no new work for it, whatever its last poll said.
-                pod.hold_until = time.monotonic() + drain_hold_seconds(upstream.headers.get("retry-after"))
+                pod.hold_until = time.monotonic() + drain_hold_seconds(header_value(upstream.headers, b"retry-after"))
             # A 503 is relayed as is unless another pod can take the request now.
             if may_retry and choose_backend(self.table.candidates(model, time.monotonic()), frozenset(tried)) is not None:
                 await upstream.aclose()
@@ -282,11 +345,11 @@ class Forwarder:
             pod.inflight -= 1
             elapsed = time.perf_counter() - started
             self.metrics.upstream_duration.labels(model).observe(elapsed)
-            if completed and upstream.status_code < 400:  # errors are fast and say nothing of speed
+            if completed and upstream.status < 400:  # errors are fast and say nothing of speed
                 now = time.monotonic()
                 age = now - pod.latency_at.get(model, now)
                 pod.latency[model] = update_latency(pod.latency.get(model), elapsed, age)
                 pod.latency_at[model] = now
-            self._count(model, outcome_for_status(upstream.status_code) if completed else "aborted")
+            self._count(model, outcome_for_status(upstream.status) if completed else "aborted")
 
         return attempt, UpstreamResponse(upstream, request_id, done, read_body)

@@ -116,7 +116,8 @@ def test_unknown_model_is_404_and_a_model_without_backend_is_503_with_retry_afte
         assert ghost.json()["error"]["code"] == "no_ready_backend"
         assert int(ghost.headers["retry-after"]) >= 1
         metrics = httpx.get(router.url + "/metrics").text
-        assert sample(metrics, "tinyimg_router_requests_total", model="nope", outcome="unknown_model") == 1
+        assert sample(metrics, "tinyimg_router_requests_total", model="_unknown", outcome="unknown_model") == 1
+        assert sample(metrics, "tinyimg_router_requests_total", model="nope", outcome="unknown_model") == 0
         assert sample(metrics, "tinyimg_router_requests_total", model="ghost", outcome="no_backend") == 1
         assert sample(metrics, "tinyimg_router_ready_pods", model="tiny-flux") == 1
         assert sample(metrics, "tinyimg_router_ready_pods", model="ghost") == 0

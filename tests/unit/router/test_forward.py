@@ -1,7 +1,9 @@
-"""The forwarder's retry, error and relay rules. Upstreams here are httpx.MockTransport handlers on
-purpose: they stage exact failures (refused, 503, timeout, a break after the head) on demand; the
-same rules against real model-server processes are in tests/integration/router."""
+"""The forwarder's retry, error and relay rules. Upstreams here are handlers behind a stand-in for
+httpcore's pool on purpose: they stage exact failures (refused, 503, timeout, a break after the
+head) on demand; the same rules against real model-server processes are in
+tests/integration/router and tests/hostile."""
 
+import httpcore
 import httpx
 import pytest
 
@@ -44,14 +46,14 @@ def test_should_retry(index, attempt, expected):
 @pytest.mark.parametrize(
     ("error", "expected"),
     [
-        (httpx.ConnectError("refused"), CONNECTION_FAILURE),
-        (httpx.ConnectTimeout("slow connect"), CONNECTION_FAILURE),
-        (httpx.RemoteProtocolError("Server disconnected without sending a response."), CONNECTION_FAILURE),
-        (httpx.ReadError("reset"), CONNECTION_FAILURE),
-        (httpx.ReadTimeout("no answer"), TIMEOUT_FAILURE),
-        (httpx.PoolTimeout("pool"), TIMEOUT_FAILURE),
-        (httpx.LocalProtocolError("Illegal header value b'bar '"), UNFORWARDABLE),
-        (httpx.UnsupportedProtocol("ftp"), OTHER_FAILURE),
+        (httpcore.ConnectError("refused"), CONNECTION_FAILURE),
+        (httpcore.ConnectTimeout("slow connect"), CONNECTION_FAILURE),
+        (httpcore.RemoteProtocolError("Server disconnected without sending a response."), CONNECTION_FAILURE),
+        (httpcore.ReadError("reset"), CONNECTION_FAILURE),
+        (httpcore.ReadTimeout("no answer"), TIMEOUT_FAILURE),
+        (httpcore.PoolTimeout("pool"), TIMEOUT_FAILURE),
+        (httpcore.LocalProtocolError("Illegal header value b'bar '"), UNFORWARDABLE),
+        (httpcore.UnsupportedProtocol("ftp"), OTHER_FAILURE),
     ],
     ids=lambda v: type(v).__name__ if isinstance(v, Exception) else v,
 )
@@ -133,8 +135,8 @@ def test_build_response_headers_keeps_length_and_type_and_sets_one_request_id():
     ]
 
 
-class Body(httpx.AsyncByteStream):
-    """A streamed body, as a real transport gives (httpx reads plain ``content=`` eagerly)."""
+class Body:
+    """A streamed body, as a real connection gives."""
 
     def __init__(self, data: bytes):
         self.data = data
@@ -142,17 +144,41 @@ class Body(httpx.AsyncByteStream):
     async def __aiter__(self):
         yield self.data
 
+    async def aclose(self):
+        pass
 
-def answer(status: int, data: bytes = b"", **kwargs) -> httpx.Response:
-    return httpx.Response(status, stream=Body(data), **kwargs)
+
+def answer(status: int, data: bytes = b"", headers: dict[str, str] | None = None) -> httpcore.Response:
+    raw = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    return httpcore.Response(status, headers=raw, content=Body(data))
+
+
+class HandlerPool:
+    """Stands in for httpcore.AsyncConnectionPool: hands each request, as an httpx.Request (for its
+    readable accessors), to ``handler``, which returns an httpcore.Response or raises."""
+
+    def __init__(self, handler):
+        self.handler = handler
+
+    async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
+        content = b"".join([chunk async for chunk in request.stream])
+        url = request.url
+        as_httpx = httpx.Request(
+            request.method.decode(), f"{url.scheme.decode()}://{url.host.decode()}{url.target.decode()}",
+            headers=request.headers, content=content,
+        )
+        return self.handler(as_httpx)
+
+    async def aclose(self):
+        pass
 
 
 def build_forwarder(handler, pods=("http://a", "http://b"), models=("m",)):
     table = BackendTable()
     table.sync({m: ModelBackends(backends=tuple(BackendRef(u, u) for u in pods)) for m in models})
-    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     metrics = build_router_metrics()
-    return Forwarder(client, table, metrics, retry_after=3), table, metrics
+    timeouts = {"connect": 1, "pool": 1, "read": 5, "write": 5}
+    return Forwarder(HandlerPool(handler), table, metrics, retry_after=3, timeouts=timeouts), table, metrics
 
 
 async def read(response) -> tuple[int, bytes]:
@@ -175,7 +201,7 @@ async def test_connection_error_is_retried_on_the_other_pod_and_marks_the_pod_un
     def handler(request):
         calls.append(str(request.url.host))
         if request.url.host == "a":
-            raise httpx.ConnectError("refused")
+            raise httpcore.ConnectError("refused")
         return answer(200, b"image")
 
     forwarder, table, metrics = build_forwarder(handler)
@@ -202,7 +228,7 @@ async def test_a_request_the_client_refuses_to_send_is_400_and_leaves_every_pod_
 
     def handler(request):
         calls.append(request.url.host)
-        raise httpx.LocalProtocolError("Illegal header value b'bar '")
+        raise httpcore.LocalProtocolError("Illegal header value b'bar '")
 
     forwarder, table, metrics = build_forwarder(handler)
     with pytest.raises(RouterError) as err:
@@ -290,7 +316,7 @@ async def test_second_503_is_relayed_not_retried_again():
 
 async def test_connection_errors_on_every_pod_give_503_with_retry_after():
     def handler(request):
-        raise httpx.ConnectError("refused")
+        raise httpcore.ConnectError("refused")
 
     forwarder, _, metrics = build_forwarder(handler)
     with pytest.raises(RouterError) as err:
@@ -304,7 +330,7 @@ async def test_upstream_timeout_is_504_and_not_retried():
 
     def handler(request):
         calls.append(request.url.host)
-        raise httpx.ReadTimeout("slow")
+        raise httpcore.ReadTimeout("slow")
 
     forwarder, _, _ = build_forwarder(handler)
     with pytest.raises(RouterError) as err:
@@ -332,21 +358,24 @@ async def test_body_and_request_id_reach_the_backend_unchanged():
     seen = {}
 
     def handler(request):
-        seen.update(body=request.content, rid=request.headers["x-request-id"], path=request.url.path)
+        seen.update(
+            body=request.content, rid=request.headers["x-request-id"], path=request.url.path,
+            host=request.headers["host"], length=request.headers["content-length"],
+        )
         return answer(200, b"ok", headers={"x-request-id": "rid-7"})
 
     forwarder, _, _ = build_forwarder(handler)
     response = await forwarder.forward("m", "/v1/images/generations", b'{"model":"m"}', [(b"x-request-id", b"rid-7")], "rid-7")
     assert (await read(response))[0] == 200
-    assert seen == {"body": b'{"model":"m"}', "rid": "rid-7", "path": "/v1/images/generations"}
+    assert seen == {"body": b'{"model":"m"}', "rid": "rid-7", "path": "/v1/images/generations", "host": "a", "length": "13"}
 
 
-class BreakingBody(httpx.AsyncByteStream):
+class BreakingBody(Body):
     """Sends one chunk, then the connection drops."""
 
     async def __aiter__(self):
         yield b"first-chunk"
-        raise httpx.ReadError("connection reset mid-body")
+        raise httpcore.ReadError("connection reset mid-body")
 
 
 async def test_failure_after_the_response_started_is_never_retried():
@@ -354,7 +383,7 @@ async def test_failure_after_the_response_started_is_never_retried():
 
     def handler(request):
         calls.append(request.url.host)
-        return httpx.Response(200, stream=BreakingBody())
+        return httpcore.Response(200, content=BreakingBody(b""))
 
     forwarder, table, metrics = build_forwarder(handler)
     response = await forwarder.forward("m", "/generate", b"{}", [], "rid")
@@ -363,10 +392,40 @@ async def test_failure_after_the_response_started_is_never_retried():
     async def send(message):
         sent.append(message)
 
-    with pytest.raises(httpx.ReadError):
+    with pytest.raises(httpcore.ReadError):
         await response({"type": "http"}, None, send)
     assert calls == ["a"]
     assert [m.get("body") for m in sent[1:]] == [b"first-chunk"]
     assert value(metrics, "tinyimg_router_requests_total", model="m", outcome="aborted") == 1
     assert value(metrics, "tinyimg_router_retries_total", model="m") == 0
     assert table.pods["http://a"].inflight == 0
+
+
+class Chunks(Body):
+    def __init__(self, *chunks: bytes):
+        self.chunks = chunks
+
+    async def __aiter__(self):
+        for chunk in self.chunks:
+            yield chunk
+
+
+@pytest.mark.parametrize(
+    ("headers", "chunks", "expected"),
+    [
+        pytest.param({"content-length": "6"}, (b"abc", b"def"), [(b"abc", True), (b"def", False)], id="length-known-last-chunk-ends-it"),
+        pytest.param({}, (b"abc", b"def"), [(b"abc", True), (b"def", True), (b"", False)], id="no-length-an-empty-message-ends-it"),
+        pytest.param({"content-length": "0"}, (), [(b"", False)], id="empty-body"),
+    ],
+)
+async def test_relay_ends_the_body_exactly_once(headers, chunks, expected):
+    raw = [(k.encode(), v.encode()) for k, v in headers.items()]
+    forwarder, _, _ = build_forwarder(lambda r: httpcore.Response(200, headers=raw, content=Chunks(*chunks)))
+    response = await forwarder.forward("m", "/generate", b"{}", [], "rid")
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    await response({"type": "http"}, None, send)
+    assert [(m["body"], m["more_body"]) for m in sent[1:]] == expected
