@@ -49,6 +49,13 @@ async def trivial_backend(scope, receive, send):
 
 
 # -- the harness ----------------------------------------------------------------------------------
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far (Linux /proc): what the router spends, whatever else
+    runs on the machine. Wall-clock figures move with the machine's load; this moves far less."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -115,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         direct = measure_latency(backend_url, args.requests)
         routed = measure_latency(router_url, args.requests)
         rps_direct = asyncio.run(measure_throughput(backend_url, args.throughput_requests, args.concurrency))
+        cpu_before = cpu_seconds(procs[1].pid)
         rps_routed = asyncio.run(measure_throughput(router_url, args.throughput_requests, args.concurrency))
+        # Warm-up round and measured round both went through the router.
+        router_cpu_us = (cpu_seconds(procs[1].pid) - cpu_before) / (2 * args.throughput_requests) * 1e6
     finally:
         for proc in procs:
             proc.terminate()
@@ -127,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"direct to backend   p50 {d50:6.2f} ms   p99 {d99:6.2f} ms   mean {statistics.mean(direct):6.2f} ms")
     print(f"through the router  p50 {r50:6.2f} ms   p99 {r99:6.2f} ms   mean {statistics.mean(routed):6.2f} ms")
     print(f"added by the hop    p50 {added50:6.2f} ms   p99 {r99 - d99:6.2f} ms   (target p50 <= {TARGET_ADDED_P50_MS} ms)")
+    print(f"router CPU time per forwarded request (user + system): {router_cpu_us:6.0f} us")
     ratio = rps_routed / rps_direct
     print(
         f"throughput, {args.concurrency} concurrent clients: direct {rps_direct:7.0f} req/s, router {rps_routed:7.0f} req/s"
