@@ -19,6 +19,7 @@ about a third of the router's per-request time, and a proxy needs none of it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -325,6 +326,9 @@ class Forwarder:
             else:
                 log.info("request not forwarded to %s (%s): %r", pod.url, failure, err, extra={"model": model})
             return Attempt(failure=failure), None
+        except BaseException:  # cancelled (shutdown) or a bug: the count must still come down
+            pod.inflight -= 1
+            raise
         attempt = Attempt(status=upstream.status)
         read_body = None
         if upstream.status == 503:
@@ -332,6 +336,11 @@ class Forwarder:
                 read_body = await read_bounded(upstream, MAX_ERROR_BODY_BYTES)
             except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError):
                 read_body = b""
+            except BaseException:
+                pod.inflight -= 1
+                # Shielded: when cancelled, the pooled connection is still given back.
+                await asyncio.shield(upstream.aclose())
+                raise
             if read_error_code(read_body) == "draining":
                 # It is shutting down: no new work for it, whatever its last poll said.
                 pod.hold_until = time.monotonic() + drain_hold_seconds(header_value(upstream.headers, b"retry-after"))

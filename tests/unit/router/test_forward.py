@@ -3,6 +3,8 @@ httpcore's pool on purpose: they stage exact failures (refused, 503, timeout, a 
 head) on demand; the same rules against real model-server processes are in
 tests/integration/router and tests/hostile."""
 
+import asyncio
+
 import httpcore
 import httpx
 import pytest
@@ -429,3 +431,22 @@ async def test_relay_ends_the_body_exactly_once(headers, chunks, expected):
 
     await response({"type": "http"}, None, send)
     assert [(m["body"], m["more_body"]) for m in sent[1:]] == expected
+
+
+async def test_a_cancelled_forward_leaves_no_request_counted_in_flight():
+    entered = asyncio.Event()
+
+    class HangingPool(HandlerPool):
+        async def handle_async_request(self, request):
+            entered.set()
+            await asyncio.sleep(60)
+
+    forwarder, table, _ = build_forwarder(None)
+    forwarder.pool = HangingPool(None)
+    task = asyncio.create_task(forwarder.forward("m", "/generate", b"{}", [], "rid"))
+    await entered.wait()
+    assert sum(p.inflight for p in table.pods.values()) == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [p.inflight for p in table.pods.values()] == [0, 0]
