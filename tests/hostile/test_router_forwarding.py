@@ -71,7 +71,8 @@ async def test_headers_the_client_refuses_never_take_backends_out_of_the_rotatio
         statuses = result.statuses()
         assert set(statuses) == {200} and statuses[200] >= 10, statuses
         # Normalised (RFC 9110: surrounding whitespace is not part of a value) and forwarded.
-        assert len(odd) >= 3 * 10 and set(odd) == {200}, odd
+        # Each odd request is a generation too: on a busy machine a few rounds, not 60, fit in 6 s.
+        assert len(odd) >= 3 * len(BAD_HEADERS) and set(odd) == {200}, odd
         pods = httpx.get(router.url + "/status").json()["pods"]
         assert [p["reachable"] for p in pods] == [True, True]
 
