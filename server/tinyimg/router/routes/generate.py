@@ -18,7 +18,7 @@ from tinyimg.router.state import AccessDep, StateDep
 GENERATION_BODIES = {"/generate": GenerateRequest, "/v1/images/generations": OpenAIImagesRequest}
 GENERATION_PATHS = tuple(GENERATION_BODIES)
 # Besides the backend's own answers (relayed as they are): the router's refusals.
-GENERATION_ERRORS = build_error_responses(*BODY_ERRORS, 401, 404, 429, 499, 503, 504, *EDGE_ERRORS)
+GENERATION_ERRORS = build_error_responses(*BODY_ERRORS, 401, 404, 429, 499, 502, 503, 504, *EDGE_ERRORS)
 
 router = APIRouter(tags=["generate"], dependencies=[AccessDep])
 
