@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import string
 import threading
 import time
@@ -119,3 +120,20 @@ async def test_a_draining_backend_is_retried_elsewhere_and_held_out_of_the_rotat
         s.value for f in text_string_to_metric_families(metrics) for s in f.samples if s.name == "tinyimg_router_retries_total"
     )
     assert retries == draining.refused
+
+
+# Last in the module: it shuts flux-a down.
+async def test_a_real_server_shutting_down_under_load_loses_no_request_through_the_router(servers):
+    """SIGTERM on a real model server while two clients generate through the router: whichever
+    way the router learns of it (its listening socket closed, so refused connections and failed
+    polls; or 503 ``draining``, retried on the other backend and held out), no request fails."""
+    procs, tmp = servers
+    a, b = procs["flux-a"], procs["flux-b"]
+    with running_router(flags(a.url, b.url), tmp) as router:
+        load = asyncio.create_task(run_load(router.url, BODY, clients=2, seconds=14))
+        await asyncio.sleep(2.0)
+        a.popen.send_signal(signal.SIGTERM)
+        result = await load
+    statuses = result.statuses()
+    assert set(statuses) == {200}, (statuses, [x.code for x in result.answers if x.status != 200])
+    assert statuses[200] >= 20  # the load really ran across the shutdown
