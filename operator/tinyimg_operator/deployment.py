@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from tinyimg import labels
-from tinyimg.drain import DrainTiming, build_drain_timing
+from tinyimg.drain import build_drain_timing
 from tinyimg.spec import ModelSpec
 from tinyimg_operator.configmap import build_server_config_yaml, config_checksum
 from tinyimg_operator.objects import (
@@ -71,7 +71,9 @@ def build_pod_spec(spec: ModelSpec, settings: BuildSettings) -> dict[str, Any]:
         "enableServiceLinks": False,
         # The model server never talks to the Kubernetes API: no token for an intruder to use.
         "automountServiceAccountToken": False,
-        # preStop + the server's own drain + exit slack: the kubelet never kills accepted work.
+        # The server's own preStop window (it keeps accepting for a few seconds after SIGTERM while
+        # readiness is already 503) + its drain + exit slack: the kubelet never kills accepted work.
+        # No preStop hook: the server does that wait itself, so the two never add up.
         "terminationGracePeriodSeconds": timing.grace_seconds,
         "securityContext": {
             "runAsNonRoot": True,
@@ -80,7 +82,7 @@ def build_pod_spec(spec: ModelSpec, settings: BuildSettings) -> dict[str, Any]:
             "fsGroup": USER_ID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [build_container(spec, settings, timing)],
+        "containers": [build_container(spec, settings)],
         "volumes": [
             {"name": "config", "configMap": {"name": configmap_name(spec.name)}},
             {"name": "tmp", "emptyDir": {}},
@@ -100,7 +102,7 @@ def build_cache_volume(spec: ModelSpec) -> dict[str, Any]:
     return {"name": "cache", "emptyDir": {}}
 
 
-def build_container(spec: ModelSpec, settings: BuildSettings, timing: DrainTiming) -> dict[str, Any]:
+def build_container(spec: ModelSpec, settings: BuildSettings) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": spec.image or settings.server_image,
@@ -111,7 +113,6 @@ def build_container(spec: ModelSpec, settings: BuildSettings, timing: DrainTimin
         "startupProbe": _probe("/health/ready", failures=math.ceil(spec.startup_timeout_seconds / PROBE_PERIOD_SECONDS)),
         "readinessProbe": _probe("/health/ready", failures=3, period=5),
         "livenessProbe": _probe("/health", failures=3),
-        "lifecycle": build_lifecycle(timing),
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
@@ -127,16 +128,6 @@ def build_container(spec: ModelSpec, settings: BuildSettings, timing: DrainTimin
     if settings.image_pull_policy:
         container["imagePullPolicy"] = settings.image_pull_policy
     return container
-
-
-def build_lifecycle(timing: DrainTiming) -> dict[str, Any]:
-    """Sleep before SIGTERM: the pod is already terminating (endpoints and the router drop it),
-    and it keeps accepting until they have.
-
-    An ``exec`` of ``sleep`` rather than the native ``sleep`` action: that needs Kubernetes 1.30
-    (older API servers reject the pod), and the chart supports 1.25+; the server image is Ubuntu
-    based, so /bin/sleep is there (an allow-listed image must carry it too)."""
-    return {"preStop": {"exec": {"command": ["sleep", str(timing.prestop_seconds)]}}}
 
 
 def build_env(spec: ModelSpec) -> list[dict[str, Any]]:
