@@ -13,8 +13,7 @@ from .conftest import EXAMPLES, load_example
 
 GOLDEN = EXAMPLES["sdxl"].parents[2] / "tests" / "unit" / "operator" / "golden"
 K8S_VERSION = "1.30"
-# The chart's oldest Kubernetes and the newest schemas on hand: the preStop sleep is an exec, so
-# the pods are valid on 1.25 too (the native sleep action would need 1.30).
+# The chart's oldest Kubernetes and the newest schemas on hand: the built objects are valid on each.
 K8S_VERSIONS = ("1.25", K8S_VERSION, kubernetes_validate.utils.latest_version())
 
 
