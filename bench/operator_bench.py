@@ -1,4 +1,4 @@
-"""Operator latency against the emulated Kubernetes API (tests/support/kube.py), in one process.
+"""Operator latency against the emulated Kubernetes API (tests/support/kube/), in one process.
 
 Measures the time from ImageModel creation until its ConfigMap, Service and Deployment exist:
 for one ImageModel, and for 50 created at once. Each run uses a fresh emulator and operator;

@@ -1,11 +1,12 @@
-"""The emulator fixture fills kmock's gaps the operator and router rely on."""
+"""The emulated API server (tests/support/kube/emulator.py) fills kmock's gaps the operator, the
+router, kubectl, helm and the process kubelet rely on; each gap has a test here."""
 
 import asyncio
 import json
 
 import aiohttp
 
-from tests.support.kube import kube, match_label_selector  # noqa: F401
+from tests.support.kube import kube, match_field_selector, match_label_selector  # noqa: F401
 
 POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p1", "namespace": "ns", "labels": {"app": "a"}}, "spec": {}}
 
@@ -82,3 +83,30 @@ async def test_writes_leave_out_helper_requests(kube):
     async with aiohttp.ClientSession(kube.url) as s:
         await s.patch("/api/v1/namespaces/ns/pods/p1", json={"metadata": {"labels": {"x": "y"}}})
     assert [(w.method, w.name) for w in kube.writes("v1/pods")] == [("PATCH", "p1")]
+
+
+def test_field_selector_reads_any_dotted_field():
+    pod = {"metadata": {"name": "p"}, "status": {"phase": "Running"}}
+    assert match_field_selector(pod, "status.phase=Running,metadata.name!=q")
+    assert not match_field_selector(pod, "status.phase!=Running")
+    assert match_field_selector(pod, "spec.nodeName=")  # absent reads as empty, as the API server does
+
+
+async def test_bad_selector_is_400(kube):
+    async with aiohttp.ClientSession(kube.url) as s:
+        resp = await s.get("/api/v1/pods", params={"labelSelector": "a in (b"})
+    assert resp.status == 400
+
+
+async def test_requests_are_recorded_per_user_with_rbac_verbs(kube, tmp_path):
+    token = kube.emulator.issue_token("system:serviceaccount:ns:reader")
+    await kube.create(POD)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(kube.url, headers=headers) as s:
+        await s.get("/api/v1/namespaces/ns/pods")
+        await s.get("/api/v1/namespaces/ns/pods/p1")
+        await s.patch("/api/v1/namespaces/ns/pods/p1/status", json={"status": {"phase": "Running"}},
+                      headers={"Content-Type": "application/merge-patch+json"})
+    mine = [(r.verb, r.resource, r.subresource, r.namespace) for r in kube.requests()
+            if r.user == "system:serviceaccount:ns:reader"]
+    assert mine == [("list", "pods", None, "ns"), ("get", "pods", None, "ns"), ("patch", "pods", "status", "ns")]
