@@ -39,10 +39,10 @@ bench: venv demo-models
 	$(BIN)/python bench/run_cpu.py
 	$(BIN)/python bench/vs_litserve.py
 
-# helm for the chart tests (tests/chart), pinned; see .ci/get-helm.
-tools: .tools/helm/helm
+# helm and kubectl for the chart and cluster tests (tests/chart, tests/cluster), pinned; see .ci/get-helm.
+tools: .tools/helm/helm .tools/kubectl/kubectl
 
-.tools/helm/helm: .ci/get-helm
+.tools/helm/helm .tools/kubectl/kubectl &: .ci/get-helm
 	.ci/get-helm
 
 # Generated files checked by tests: the ImageModel CRD (from ModelSpec), the chart's values schema

@@ -1,7 +1,8 @@
 """The emulated Kubernetes API for tests, in four parts with one job each:
 
 - ``selectors``: label- and field-selector semantics (pure);
-- ``emulator``: the API server itself (the only module that touches kmock);
+- ``emulator``: the API server itself (HTTP, the object store, watches), built from the pure
+  ``discovery``, ``patches`` and ``crd`` modules;
 - ``client``: test-side helpers (``Kube``, the ``kube`` fixture, ``running_kube``, kubeconfigs);
 - ``kopf_runner``: a real kopf operator in the test's event loop.
 
