@@ -636,4 +636,5 @@ async def running_emulator() -> AsyncIterator[KubeEmulator]:
         yield emulator
     finally:
         emulator.end_watches()
-        await runner.cleanup()
+        with contextlib.suppress(TimeoutError):  # a client that never reads must not hold the test up
+            await asyncio.wait_for(runner.cleanup(), 5)

@@ -45,6 +45,9 @@ class KopfOperator:
         done, _ = await asyncio.wait([self._task], timeout=0.5)
         if not done:
             self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+            # kopf may shield its scheduler's close from the cancellation; do not wait on it forever.
+            await asyncio.wait([self._task], timeout=5)
+        if self._task.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                self._task.result()
         self._task = None
