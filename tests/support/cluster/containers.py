@@ -1,0 +1,227 @@
+"""How the process kubelet turns a Pod's container into a local process (pure: no I/O here).
+
+A container here is a process group on this machine. Three mappings make a pod template written
+for a cluster run unchanged; they are the only liberties taken, and each is applied the same way
+everywhere:
+
+1. **Images → executables.** An image is not pulled; its command is looked up among the
+   programs of this checkout's virtualenv (:data:`EXECUTABLES`: ``tinyimg``, ``tinyimg-operator``,
+   ``kopf``, ``python``). A container without ``command`` runs its image's entrypoint, known
+   by image name (:data:`ENTRYPOINTS`, the same as the Dockerfiles': the server image runs
+   ``tinyimg serve --config /etc/tinyimg/config.yaml --host 0.0.0.0 --port 8000``, the operator
+   image ``tinyimg-operator run``). Anything else cannot run: :class:`CannotRun`, which the
+   kubelet reports on the Pod (phase Failed, with the message), as a kubelet reports a bad image.
+2. **Filesystem.** Every volume is a directory under the pod's own directory, and a container
+   path under a ``mountPath`` M is ``<pod dir>/root<M>/...``: the kubelet rewrites every
+   command/args word and env value that is such a path (whole, or after ``=``). ConfigMap and
+   Secret volumes are their keys as files (``items`` honoured); ``emptyDir`` and
+   ``persistentVolumeClaim`` are empty directories (a claim's directory lives as long as the node).
+3. **Network.** Each pod has its own loopback address (its ``status.podIP``); the wildcard
+   address ``0.0.0.0`` in command/args, env values and mounted ConfigMap/Secret files means that
+   address, so every server listens on its real container port (8000) without colliding.
+
+Credentials: ``KUBECONFIG`` points at a kubeconfig the kubelet writes per pod, whose token names
+the pod's ServiceAccount (the in-cluster token path is not used: there is no
+``KUBERNETES_SERVICE_HOST``). Env ``valueFrom`` supports ``configMapKeyRef``, ``secretKeyRef``
+(``optional`` honoured) and ``fieldRef`` (``metadata.name``, ``metadata.namespace``,
+``metadata.uid``, ``status.podIP``, ``spec.nodeName``, ``spec.serviceAccountName``);
+``$(VAR)`` in command/args expands from the container's env, as in Kubernetes.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+EXECUTABLES = ("tinyimg", "tinyimg-operator", "kopf", "python")
+ENTRYPOINTS: dict[str, list[str]] = {
+    "tinyimg-server": ["tinyimg", "serve", "--config", "/etc/tinyimg/config.yaml", "--host", "0.0.0.0", "--port", "8000"],
+    "tinyimg-operator": ["tinyimg-operator", "run"],
+}
+WILDCARD = "0.0.0.0"
+# Python processes of a 2-core machine: one torch thread each, logs unbuffered, no Hub downloads.
+BASE_ENV = {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "LANG": "C.UTF-8"}
+
+
+class CannotRun(ValueError):
+    """The pod's template cannot run here; the message says why (it ends up on the Pod)."""
+
+
+@dataclass
+class VolumePlan:
+    name: str
+    files: dict[str, bytes] = field(default_factory=dict)  # relative path → content (ConfigMap/Secret)
+    persistent_key: str | None = None  # a claim's directory, kept across pods
+
+
+@dataclass
+class ContainerPlan:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    port: int | None  # the readiness probe's port, resolved
+    probe_path: str | None
+    probe_period: float
+    probe_initial_delay: float
+
+
+@dataclass
+class PodPlan:
+    volumes: list[VolumePlan]
+    containers: list[ContainerPlan]
+    grace_seconds: float
+
+
+Lookup = Callable[[str, str], dict[str, Any] | None]  # (resource, name) → object in the pod's namespace
+
+
+def image_name(image: str) -> str:
+    """``ghcr.io/x/tinyimg-server:0.1.0@sha256:...`` → ``tinyimg-server``."""
+    return image.split("@")[0].rsplit("/", 1)[-1].split(":")[0]
+
+
+def container_argv(container: Mapping[str, Any]) -> list[str]:
+    command, args = container.get("command"), container.get("args")
+    if not command:
+        entry = ENTRYPOINTS.get(image_name(container.get("image", "")))
+        if entry is None:
+            raise CannotRun(f"image {container.get('image')!r} has no known entrypoint and the container gives no command")
+        # An image's CMD is replaced by args; the operator image has only an ENTRYPOINT.
+        command = entry if not args else (entry[:2] if image_name(container["image"]) == "tinyimg-server" else entry)
+    argv = [*command, *(args or [])]
+    if argv[0] not in EXECUTABLES:
+        raise CannotRun(f"executable {argv[0]!r} is not in this image (known: {', '.join(EXECUTABLES)})")
+    return argv
+
+
+def _decode(data: Mapping[str, str] | None, binary: bool) -> dict[str, bytes]:
+    return {k: base64.b64decode(v) if binary else v.encode() for k, v in (data or {}).items()}
+
+
+def volume_plan(volume: Mapping[str, Any], lookup: Lookup, namespace: str) -> VolumePlan:
+    name = volume["name"]
+    if "emptyDir" in volume:
+        return VolumePlan(name)
+    if "persistentVolumeClaim" in volume:
+        return VolumePlan(name, persistent_key=f"{namespace}/{volume['persistentVolumeClaim']['claimName']}")
+    for kind, resource, ref_key in (("configMap", "configmaps", "name"), ("secret", "secrets", "secretName")):
+        if kind not in volume:
+            continue
+        source = volume[kind]
+        obj = lookup(resource, source.get(ref_key, ""))
+        if obj is None:
+            if source.get("optional"):
+                return VolumePlan(name)
+            raise CannotRun(f'{kind} "{source.get(ref_key)}" not found for volume "{name}"')
+        files = _decode(obj.get("data"), binary=kind == "secret") | _decode(obj.get("binaryData"), binary=True)
+        if source.get("items"):
+            missing = [i["key"] for i in source["items"] if i["key"] not in files]
+            if missing and not source.get("optional"):
+                raise CannotRun(f'{kind} "{source.get(ref_key)}" has no key {missing[0]!r} (volume "{name}")')
+            files = {i["path"]: files[i["key"]] for i in source["items"] if i["key"] in files}
+        return VolumePlan(name, files=files)
+    raise CannotRun(f'volume "{name}" has a source this kubelet does not provide ({", ".join(sorted(set(volume) - {"name"}))})')
+
+
+def field_ref(pod: Mapping[str, Any], path: str, pod_ip: str) -> str:
+    values = {
+        "metadata.name": pod["metadata"]["name"],
+        "metadata.namespace": pod["metadata"]["namespace"],
+        "metadata.uid": pod["metadata"].get("uid", ""),
+        "status.podIP": pod_ip,
+        "spec.nodeName": pod.get("spec", {}).get("nodeName", ""),
+        "spec.serviceAccountName": pod.get("spec", {}).get("serviceAccountName", "default"),
+    }
+    if path not in values:
+        raise CannotRun(f"fieldRef {path!r} is not supported")
+    return values[path]
+
+
+def env_value(item: Mapping[str, Any], pod: Mapping[str, Any], pod_ip: str, lookup: Lookup) -> str | None:
+    if "value" in item:
+        return str(item["value"])
+    source = item.get("valueFrom") or {}
+    if "fieldRef" in source:
+        return field_ref(pod, source["fieldRef"]["fieldPath"], pod_ip)
+    for kind, resource in (("configMapKeyRef", "configmaps"), ("secretKeyRef", "secrets")):
+        if kind in source:
+            ref = source[kind]
+            obj = lookup(resource, ref.get("name", ""))
+            data = _decode((obj or {}).get("data"), binary=resource == "secrets")
+            if ref["key"] in data:
+                return data[ref["key"]].decode()
+            if ref.get("optional"):
+                return None
+            raise CannotRun(f'{kind} {ref.get("name")}/{ref["key"]} not found for env {item["name"]}')
+    if not source:
+        return ""
+    raise CannotRun(f"env {item['name']}: valueFrom {sorted(source)} is not supported")
+
+
+def expand(word: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` expansion (``$$`` escapes; unknown references stay as written)."""
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                  lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), word)
+
+
+def rewrite(word: str, mounts: Mapping[str, Path], pod_ip: str) -> str:
+    """Mapping 2 (paths under a mountPath) and 3 (the wildcard address) on one word."""
+    word = word.replace(WILDCARD, pod_ip)
+    for mount_path, host_dir in sorted(mounts.items(), key=lambda kv: -len(kv[0])):
+        prefix = mount_path.rstrip("/")
+        word = re.sub(rf"(^|=){re.escape(prefix)}(?=/|$)", lambda m, d=host_dir: m.group(1) + str(d), word)
+    return word
+
+
+def probe_port(container: Mapping[str, Any], port: Any) -> int:
+    if isinstance(port, int) or (isinstance(port, str) and port.isdigit()):
+        return int(port)
+    for p in container.get("ports") or []:
+        if p.get("name") == port:
+            return int(p["containerPort"])
+    raise CannotRun(f'container "{container["name"]}" has no port named {port!r}')
+
+
+def pod_plan(pod: Mapping[str, Any], pod_ip: str, pod_root: Path, lookup: Lookup, base_env: Mapping[str, str]) -> PodPlan:
+    """Everything needed to start the pod's containers, or :class:`CannotRun`."""
+    spec = pod.get("spec") or {}
+    namespace = pod["metadata"]["namespace"]
+    volumes = {v["name"]: volume_plan(v, lookup, namespace) for v in spec.get("volumes") or []}
+    containers = []
+    for container in spec.get("containers") or []:
+        mounts: dict[str, Path] = {}
+        for mount in container.get("volumeMounts") or []:
+            if mount["name"] not in volumes:
+                raise CannotRun(f'container "{container["name"]}" mounts volume "{mount["name"]}", which the pod does not declare')
+            mounts[mount["mountPath"]] = pod_root / "root" / mount["mountPath"].lstrip("/")
+        env: dict[str, str] = dict(base_env) | BASE_ENV
+        for item in container.get("env") or []:
+            value = env_value(item, pod, pod_ip, lookup)
+            if value is not None:
+                env[item["name"]] = rewrite(expand(value, env), mounts, pod_ip)
+        argv = [rewrite(expand(word, env), mounts, pod_ip) for word in container_argv(container)]
+        probe = container.get("readinessProbe") or {}
+        http = probe.get("httpGet")
+        containers.append(ContainerPlan(
+            name=container["name"], argv=argv, env=env,
+            port=probe_port(container, http["port"]) if http else None,
+            probe_path=http.get("path", "/") if http else None,
+            probe_period=float(probe.get("periodSeconds", 10)),
+            probe_initial_delay=float(probe.get("initialDelaySeconds", 0)),
+        ))
+    if not containers:
+        raise CannotRun("the pod has no containers")
+    return PodPlan(list(volumes.values()), containers, float(spec.get("terminationGracePeriodSeconds", 30)))
+
+
+def mount_dirs(pod: Mapping[str, Any], pod_root: Path) -> dict[str, list[Path]]:
+    """volume name → the host directories its mounts map to (one per mounting container)."""
+    result: dict[str, list[Path]] = {}
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for mount in container.get("volumeMounts") or []:
+            result.setdefault(mount["name"], []).append(pod_root / "root" / mount["mountPath"].lstrip("/"))
+    return result

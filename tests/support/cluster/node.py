@@ -1,0 +1,278 @@
+"""The process kubelet: runs the Pods bound to its node as local process groups.
+
+For each Pod with ``spec.nodeName`` equal to its node it takes a loopback address, materialises
+the volumes, starts every container (see ``containers`` for the image, filesystem and network
+mappings), probes readiness over HTTP on the pod's address and writes the Pod's status (phase,
+``podIP``, ``Ready``/``ContainersReady`` conditions, container states with ``restartCount``). A
+container that exits is restarted (``restartPolicy: Always``) after a back-off that doubles from
+0.5 s to 5 s (a kubelet's 10 s to 5 min, compressed for tests), shown as ``CrashLoopBackOff``. A
+Pod marked for deletion gets SIGTERM on each process group, SIGKILL after its grace period, and is
+then deleted for good (``gracePeriodSeconds: 0``). A template that cannot run leaves the Pod
+``Failed`` with the reason, never an exception in the harness. Probe periods are capped at
+:data:`PROBE_PERIOD_CAP` seconds (time compression for tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from tests.support.cluster.addresses import AddressPool
+from tests.support.cluster.containers import CannotRun, ContainerPlan, PodPlan, mount_dirs, pod_plan
+from tests.support.kube.client import kubeconfig
+
+log = logging.getLogger("tests.cluster.kubelet")
+VENV_BIN = Path(sys.executable).parent
+PROBE_PERIOD_CAP = 0.5
+BACKOFF_START, BACKOFF_MAX = 0.5, 5.0
+
+
+def _now() -> str:
+    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Container:
+    plan: ContainerPlan
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+    restart_count: int = 0
+    started_at: str = ""
+    restart_at: float = 0.0
+    last_exit: int | None = None
+    last_finished: str = ""
+    ready: bool = False
+    probe_at: float = 0.0
+    probing: bool = False
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+
+@dataclass
+class PodRuntime:
+    namespace: str
+    name: str
+    uid: str
+    ip: str
+    root: Path
+    containers: list[Container] = field(default_factory=list)
+    grace: float = 30.0
+    failed: str | None = None  # the message when the template cannot run
+    stop_deadline: float | None = None
+    started: str = ""
+    last_status: dict[str, Any] | None = None
+
+
+class ProcessKubelet:
+    """One node. ``tick()`` (called by the harness's loop) does one level-based pass."""
+
+    def __init__(self, cluster: Any, node: str, root: Path, pool: AddressPool, api_url: str) -> None:
+        self.cluster, self.node, self.root, self.pool, self.api_url = cluster, node, root, pool, api_url
+        self.pods: dict[str, PodRuntime] = {}  # by uid
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(2.0))
+
+    # -- the pass ------------------------------------------------------------------------------
+    async def tick(self) -> None:
+        bound = {p["metadata"]["uid"]: p for p in self.cluster.read_all("v1/pods") if p["spec"].get("nodeName") == self.node}
+        for uid, runtime in list(self.pods.items()):
+            if uid not in bound:  # force-deleted: nothing to wait for
+                self._kill(runtime)
+                self._forget(runtime)
+        for uid, pod in bound.items():
+            runtime = self.pods.get(uid)
+            if runtime is None:
+                if pod["metadata"].get("deletionTimestamp"):
+                    await self.cluster.delete_now("v1/pods", pod["metadata"]["namespace"], pod["metadata"]["name"])
+                    continue
+                runtime = self._start_pod(pod)
+            if pod["metadata"].get("deletionTimestamp"):
+                await self._terminate(runtime, pod)
+                continue
+            self._supervise(runtime)
+            await self._write_status(runtime, pod)
+
+    # -- start -----------------------------------------------------------------------------------
+    def _start_pod(self, pod: dict[str, Any]) -> PodRuntime:
+        meta = pod["metadata"]
+        ports = {int(p["containerPort"]) for c in pod["spec"].get("containers") or [] for p in c.get("ports") or []}
+        ip = self.pool.take(ports)
+        root = self.root / "pods" / f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}"
+        runtime = PodRuntime(meta["namespace"], meta["name"], meta["uid"], ip, root, started=_now())
+        self.pods[meta["uid"]] = runtime
+        try:
+            plan = pod_plan(pod, ip, root, self._lookup(meta["namespace"]), self._base_env(pod, root))
+            self._materialise(pod, plan, root, ip)
+        except CannotRun as exc:
+            runtime.failed = str(exc)
+            log.warning("pod %s/%s cannot run: %s", meta["namespace"], meta["name"], exc)
+            return runtime
+        runtime.grace = plan.grace_seconds
+        (root / "logs").mkdir(parents=True, exist_ok=True)
+        for cplan in plan.containers:
+            container = Container(cplan, root / "logs" / f"{cplan.name}.log")
+            runtime.containers.append(container)
+            self._spawn(container, root)
+        return runtime
+
+    def _lookup(self, namespace: str):
+        return lambda resource, name: self.cluster.read(f"v1/{resource}", namespace, name)
+
+    def _base_env(self, pod: dict[str, Any], root: Path) -> dict[str, str]:
+        sa = pod["spec"].get("serviceAccountName") or "default"
+        ns = pod["metadata"]["namespace"]
+        token = self.cluster.emulator.issue_token(f"system:serviceaccount:{ns}:{sa}")
+        root.mkdir(parents=True, exist_ok=True)
+        config = root / "kubeconfig"
+        config.write_text(yaml.safe_dump(kubeconfig(self.api_url, token, ns)))
+        return {"PATH": f"{VENV_BIN}:/usr/bin:/bin", "HOME": str(root), "KUBECONFIG": str(config)}
+
+    def _materialise(self, pod: dict[str, Any], plan: PodPlan, root: Path, ip: str) -> None:
+        dirs = mount_dirs(pod, root)
+        for volume in plan.volumes:
+            if volume.persistent_key:
+                target = self.root / "claims" / volume.persistent_key
+            else:
+                target = root / "volumes" / volume.name
+            target.mkdir(parents=True, exist_ok=True)
+            for rel, content in volume.files.items():
+                path = target / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(content.replace(b"0.0.0.0", ip.encode()))  # mapping 3 (containers.py)
+            for mount in dirs.get(volume.name, []):
+                mount.parent.mkdir(parents=True, exist_ok=True)
+                if not mount.exists():
+                    mount.symlink_to(target, target_is_directory=True)
+
+    def _spawn(self, container: Container, root: Path) -> None:
+        argv = [str(VENV_BIN / container.plan.argv[0]), *container.plan.argv[1:]]
+        with container.log_path.open("ab") as out:
+            out.write(f"--- start {_now()} (restart {container.restart_count}): {' '.join(argv)}\n".encode())
+            out.flush()
+            container.popen = subprocess.Popen(
+                argv, env=container.plan.env, cwd=root, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,  # its own process group, killed as one
+            )
+        self.cluster.processes.add(container.popen)
+        container.started_at, container.ready = _now(), False
+        container.probe_at = time.monotonic() + container.plan.probe_initial_delay
+
+    # -- run -------------------------------------------------------------------------------------
+    def _supervise(self, runtime: PodRuntime) -> None:
+        now = time.monotonic()
+        for container in runtime.containers:
+            if container.popen is not None and container.popen.poll() is not None:
+                container.last_exit, container.last_finished = container.popen.returncode, _now()
+                container.restart_count += 1
+                container.ready = False
+                delay = min(BACKOFF_MAX, BACKOFF_START * 2 ** (container.restart_count - 1))
+                container.restart_at = now + delay
+                self.cluster.processes.discard(container.popen)
+                container.popen = None
+                log.info("pod %s/%s container %s exited %s; restart in %.1fs", runtime.namespace, runtime.name,
+                         container.plan.name, container.last_exit, delay)
+            if container.popen is None and now >= container.restart_at:
+                self._spawn(container, runtime.root)
+            if container.alive() and not container.probing and now >= container.probe_at:
+                container.probing = True
+                asyncio.get_running_loop().create_task(self._probe(runtime, container))
+
+    async def _probe(self, runtime: PodRuntime, container: Container) -> None:
+        try:
+            if container.plan.port is None:
+                container.ready = container.alive()
+                return
+            url = f"http://{runtime.ip}:{container.plan.port}{container.plan.probe_path}"
+            try:
+                resp = await self.client.get(url)
+                container.ready = container.alive() and 200 <= resp.status_code < 400
+            except httpx.HTTPError:
+                container.ready = False
+        finally:
+            container.probe_at = time.monotonic() + min(container.plan.probe_period, PROBE_PERIOD_CAP)
+            container.probing = False
+
+    def _status(self, runtime: PodRuntime) -> dict[str, Any]:
+        if runtime.failed:
+            return {"phase": "Failed", "reason": "CannotRun", "message": runtime.failed, "podIP": runtime.ip,
+                    "startTime": runtime.started,
+                    "conditions": [{"type": "Ready", "status": "False", "reason": "CannotRun", "message": runtime.failed}]}
+        statuses = []
+        for c in runtime.containers:
+            if c.alive():
+                state = {"running": {"startedAt": c.started_at}}
+            else:
+                state = {"waiting": {"reason": "CrashLoopBackOff", "message": f"back-off restarting, last exit {c.last_exit}"}}
+            entry = {"name": c.plan.name, "ready": c.ready, "started": c.alive(), "restartCount": c.restart_count,
+                     "image": c.plan.argv[0], "imageID": "", "state": state}
+            if c.last_exit is not None:
+                entry["lastState"] = {"terminated": {"exitCode": c.last_exit, "finishedAt": c.last_finished}}
+            statuses.append(entry)
+        ready = all(c.ready for c in runtime.containers)
+        flag = "True" if ready else "False"
+        return {
+            "phase": "Running", "podIP": runtime.ip, "podIPs": [{"ip": runtime.ip}], "hostIP": "127.0.0.1",
+            "startTime": runtime.started, "containerStatuses": statuses,
+            "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Initialized", "status": "True"},
+                           {"type": "ContainersReady", "status": flag}, {"type": "Ready", "status": flag}],
+        }
+
+    async def _write_status(self, runtime: PodRuntime, pod: dict[str, Any]) -> None:
+        status = self._status(runtime)
+        if status != runtime.last_status or status != pod.get("status"):
+            await self.cluster.write_status("v1/pods", runtime.namespace, runtime.name, status)
+            runtime.last_status = status
+
+    # -- stop ------------------------------------------------------------------------------------
+    async def _terminate(self, runtime: PodRuntime, pod: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if runtime.stop_deadline is None:
+            grace = float(pod["metadata"].get("deletionGracePeriodSeconds", runtime.grace))
+            runtime.stop_deadline = now + grace
+            for container in runtime.containers:
+                container.ready = False
+                if container.alive():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(container.popen.pid, signal.SIGTERM)
+        if any(c.alive() for c in runtime.containers) and now < runtime.stop_deadline:
+            return
+        self._kill(runtime)
+        await self.cluster.delete_now("v1/pods", runtime.namespace, runtime.name)
+        self._forget(runtime)
+
+    def _kill(self, runtime: PodRuntime) -> None:
+        for container in runtime.containers:
+            if container.popen is not None:
+                kill_group(container.popen)
+                self.cluster.processes.discard(container.popen)
+
+    def _forget(self, runtime: PodRuntime) -> None:
+        self.pods.pop(runtime.uid, None)
+        self.pool.release(runtime.ip)
+        shutil.rmtree(runtime.root / "volumes", ignore_errors=True)
+
+    def stop_all(self) -> None:
+        for runtime in list(self.pods.values()):
+            self._kill(runtime)
+
+
+def kill_group(popen: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group (a container's children go with it) and reap the leader."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(popen.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        popen.wait(5)
