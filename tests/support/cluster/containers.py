@@ -169,12 +169,15 @@ def expand(word: str, env: Mapping[str, str]) -> str:
 
 
 def rewrite(word: str, mounts: Mapping[str, Path], pod_ip: str) -> str:
-    """Mapping 2 (paths under a mountPath) and 3 (the wildcard address) on one word."""
+    """Mapping 2 (paths under a mountPath) and 3 (the wildcard address) on one word, in one pass
+    (a mapped path is never mapped again, even when it lies under another mount's path)."""
     word = word.replace(WILDCARD, pod_ip)
-    for mount_path, host_dir in sorted(mounts.items(), key=lambda kv: -len(kv[0])):
-        prefix = mount_path.rstrip("/")
-        word = re.sub(rf"(^|=){re.escape(prefix)}(?=/|$)", lambda m, d=host_dir: m.group(1) + str(d), word)
-    return word
+    if not mounts:
+        return word
+    prefixes = sorted((m.rstrip("/") or "/" for m in mounts), key=len, reverse=True)
+    hosts = {m.rstrip("/") or "/": d for m, d in mounts.items()}
+    pattern = "|".join(re.escape(p) for p in prefixes)
+    return re.sub(rf"(^|=)({pattern})(?=/|$)", lambda m: m.group(1) + str(hosts[m.group(2)]), word, count=1)
 
 
 def probe_port(container: Mapping[str, Any], port: Any) -> int:

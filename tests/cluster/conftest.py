@@ -1,0 +1,79 @@
+"""The cluster tier: the chart, the operator, the router and model servers as real processes, run
+by the process kubelet (tests/support/cluster) against the emulated API, driven by real helm and
+kubectl exactly as the README's deploy section says.
+
+One cluster per module (installing the chart and loading models takes seconds on 2 cores); the
+tests of a module run in file order and each leaves the cluster as the next one expects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.support.cluster.harness import Cluster, running_cluster
+from tests.support.tiny_models import tiny_model_entry
+
+NAMESPACE = "tinyimg"
+RELEASE = "tinyimg"
+IMAGEMODELS = "tinyimg.io/v1alpha1/imagemodels"
+# The README's commands (see test_readme_deploy_section_is_what_runs), with the image placeholders
+# filled in: images are not pulled here, the kubelet maps them to this checkout's programs.
+HELM_INSTALL = ["install", RELEASE, "charts/tinyimg", "-n", NAMESPACE, "--create-namespace",
+                "--set", "serverImage.repository=REGISTRY/tinyimg-server",
+                "--set", "operator.image.repository=REGISTRY/tinyimg-operator",
+                "--set", "router.image.repository=REGISTRY/tinyimg-operator"]
+
+
+def imagemodel_manifest(family: str, source: Path, name: str | None = None, **spec: Any) -> str:
+    """An ImageModel for a tiny model directory, as a user would write it (YAML)."""
+    entry = tiny_model_entry(family, source)
+    entry.pop("name")
+    entry.update(spec)
+    return yaml.safe_dump({"apiVersion": "tinyimg.io/v1alpha1", "kind": "ImageModel",
+                           "metadata": {"name": name or f"tiny-{family}"}, "spec": entry})
+
+
+def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
+    return next((c for c in ((obj or {}).get("status") or {}).get("conditions") or [] if c.get("type") == kind), {})
+
+
+def model_pods(cluster: Cluster, model: str, ready_only: bool = True) -> list[dict[str, Any]]:
+    pods = cluster.list("v1/pods", NAMESPACE, labels={"tinyimg.io/model": model})
+    pods = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    if ready_only:
+        pods = [p for p in pods if condition(p, "Ready").get("status") == "True"]
+    return pods
+
+
+def served_count(pod: dict[str, Any], model: str) -> int:
+    """What the pod's own /status says it served (its counter, read on its own address)."""
+    status = httpx.get(f"http://{pod['status']['podIP']}:8000/status", timeout=10).json()
+    return int(status["models"][model]["served"])
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with running_cluster(tmp_path_factory.mktemp("cluster")) as running:
+        yield running
+        started = running.call(lambda: list(running.processes))
+    leftover = [p.pid for p in started if p.poll() is None]
+    assert not leftover, f"processes left running after the cluster stopped: {leftover}"
+
+
+@pytest.fixture(scope="module")
+def installed(cluster: Cluster) -> Cluster:
+    """The chart installed with real helm, the operator and router pods ready."""
+    cluster.helm(*HELM_INSTALL)
+    for component in ("operator", "router"):
+        cluster.wait_until(
+            lambda c=component: (d := cluster.get("apps/v1/deployments", NAMESPACE, f"{RELEASE}-{c}"))
+            and (d.get("status") or {}).get("readyReplicas") == d["spec"]["replicas"],
+            timeout=60, what=f"{component} ready",
+        )
+    return cluster

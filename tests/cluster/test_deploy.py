@@ -1,0 +1,228 @@
+"""The README's deploy path on the emulated cluster, then what happens to a running install:
+scale, a killed pod, a rollout, a bad model, deletion and uninstall. Tests run in file order on
+one cluster (see conftest)."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.cluster.conftest import (
+    HELM_INSTALL,
+    IMAGEMODELS,
+    NAMESPACE,
+    condition,
+    imagemodel_manifest,
+    model_pods,
+    served_count,
+)
+from tests.support.tiny_models import tiny_model_dirs  # noqa: F401  (the fixture)
+
+ROOT = Path(__file__).resolve().parents[2]
+SDXL, FLUX = "tiny-sdxl", "tiny-flux"
+
+
+def generate(url: str, model: str, width: int = 64, height: int = 48, timeout: float = 60) -> httpx.Response:
+    return httpx.post(f"{url}/generate", json={"model": model, "prompt": "a cat", "width": width, "height": height},
+                      headers={"Accept": "image/png"}, timeout=timeout)
+
+
+def assert_png(resp: httpx.Response, width: int, height: int) -> None:
+    assert resp.status_code == 200, resp.text[:500]
+    assert resp.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(resp.content)).size == (width, height)
+
+
+class Load:
+    """Requests in a loop on a thread; each outcome recorded with when it started and ended."""
+
+    def __init__(self, url: str, model: str) -> None:
+        self.url, self.model, self.results = url, model, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                status = generate(self.url, self.model, timeout=30).status_code
+            except httpx.HTTPError as exc:
+                status = type(exc).__name__
+            self.results.append((started, time.monotonic(), status))
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+
+def test_readme_deploy_section_is_what_runs():
+    """The commands below are the README's, word for word where the README has no placeholder."""
+    section = (ROOT / "README.md").read_text().split("## Deploy on Kubernetes")[1].split("\n## ")[0]
+    flat = re.sub(r"\\\n\s*", "", section)
+    assert " ".join(["helm", *HELM_INSTALL]) in flat
+    for command in ("kubectl -n tinyimg apply -f my-model.yaml",
+                    "kubectl -n tinyimg wait --for=condition=Ready imagemodel/my-model --timeout=10m",
+                    "kubectl -n tinyimg get imagemodels",
+                    "helm uninstall tinyimg -n tinyimg",
+                    "kubectl delete crd imagemodels.tinyimg.io"):
+        assert command in flat, command
+
+
+def test_install_two_models_ready_and_served_through_the_router(installed, tiny_model_dirs, tmp_path):
+    cluster = installed
+    for family in ("sdxl", "flux"):
+        manifest = tmp_path / f"{family}.yaml"
+        manifest.write_text(imagemodel_manifest(family, tiny_model_dirs[family]))
+        cluster.kubectl("-n", NAMESPACE, "apply", "-f", str(manifest))
+    for name in (SDXL, FLUX):
+        cluster.kubectl("-n", NAMESPACE, "wait", "--for=condition=Ready", f"imagemodel/{name}", "--timeout=180s", timeout=200)
+    table = cluster.kubectl("-n", NAMESPACE, "get", "imagemodels").stdout.splitlines()
+    assert table[0].split() == ["NAME", "FAMILY", "READY", "REPLICAS", "DESIRED", "AGE"]
+    assert sorted(row.split()[:5] for row in table[1:]) == [[FLUX, "flux", "True", "1", "1"], [SDXL, "sdxl", "True", "1", "1"]]
+
+    url = cluster.service_url(NAMESPACE, "tinyimg-router")
+    cluster.wait_until(lambda: {m["name"] for m in httpx.get(f"{url}/models", timeout=10).json()["models"]} >= {SDXL, FLUX},
+                       timeout=30, what="the router lists both models")
+    models = {m["name"]: m for m in httpx.get(f"{url}/models", timeout=10).json()["models"]}
+    assert (models[SDXL]["family"], models[FLUX]["family"]) == ("sdxl", "flux")
+    status = httpx.get(f"{url}/status", timeout=10).json()
+    assert sorted(m for pod in status["pods"] for m in pod["models"]) == [FLUX, SDXL]
+    assert status["totals"]["reachable_pods"] == 2 and all(pod["reachable"] for pod in status["pods"])
+    assert httpx.get(f"{url}/health", timeout=10).json() == {"status": "ok"}
+    health = httpx.get(f"{url}/health/ready", timeout=10).json()
+    assert {name: m["ready_replicas"] for name, m in health["models"].items()} == {SDXL: 1, FLUX: 1}
+    assert_png(generate(url, SDXL, 64, 64), 64, 64)
+    assert_png(generate(url, FLUX, 64, 48), 64, 48)
+
+
+def test_scale_subresource_adds_a_pod_and_the_router_spreads_requests(installed):
+    cluster = installed
+    cluster.kubectl("-n", NAMESPACE, "scale", f"imagemodel/{FLUX}", "--replicas=2")
+    cluster.wait_until(lambda: len(model_pods(cluster, FLUX)) == 2, timeout=120, what="two ready flux pods")
+    cluster.wait_until(lambda: (condition(cluster.get(IMAGEMODELS, NAMESPACE, FLUX), "Ready").get("status") == "True"
+                                and cluster.get(IMAGEMODELS, NAMESPACE, FLUX)["status"].get("readyReplicas") == 2),
+                       timeout=30, what="status shows 2 ready")
+    pods = model_pods(cluster, FLUX)
+    before = {p["metadata"]["name"]: served_count(p, FLUX) for p in pods}
+    url = cluster.service_url(NAMESPACE, "tinyimg-router")
+    time.sleep(1)  # the router learns of the new pod from its watch
+    for _ in range(12):
+        assert generate(url, FLUX).status_code == 200
+    after = {p["metadata"]["name"]: served_count(p, FLUX) for p in pods}
+    per_pod = {name: after[name] - before[name] for name in after}
+    assert sum(per_pod.values()) == 12 and all(n >= 2 for n in per_pod.values()), per_pod
+
+
+def _container_pid(cluster, pod_name: str) -> int:
+    def find() -> int:
+        for runtime in cluster.kubelet.pods.values():
+            if runtime.name == pod_name:
+                return runtime.containers[0].popen.pid
+        raise KeyError(pod_name)
+    return cluster.call(find)
+
+
+def test_sigkilled_model_pod_is_restarted_and_clients_see_no_5xx(installed):
+    cluster = installed
+    url = cluster.service_url(NAMESPACE, "tinyimg-router")
+    victim = model_pods(cluster, FLUX)[0]["metadata"]["name"]
+    with Load(url, FLUX) as load:
+        time.sleep(2)
+        killed_at = time.monotonic()
+        os.killpg(_container_pid(cluster, victim), signal.SIGKILL)
+        cluster.wait_until(lambda: (p := cluster.get("v1/pods", NAMESPACE, victim))
+                           and p["status"]["containerStatuses"][0]["restartCount"] == 1
+                           and condition(p, "Ready").get("status") == "True",
+                           timeout=120, what="the killed pod restarted and ready again")
+        time.sleep(1)
+    started_after = [status for started, _, status in load.results if started > killed_at + 0.05]
+    in_flight = [status for started, ended, status in load.results if started <= killed_at < ended]
+    assert started_after and all(s == 200 for s in started_after), started_after
+    assert len(in_flight) <= 1
+    before = served_count(cluster.get("v1/pods", NAMESPACE, victim), FLUX)
+    for _ in range(8):
+        assert generate(url, FLUX).status_code == 200
+    assert served_count(cluster.get("v1/pods", NAMESPACE, victim), FLUX) > before  # re-added by the router
+
+
+def test_spec_change_rolls_pods_one_by_one_while_requests_succeed(installed):
+    cluster = installed
+    url = cluster.service_url(NAMESPACE, "tinyimg-router")
+    old = {p["metadata"]["name"] for p in model_pods(cluster, FLUX)}
+    seen_pods, seen_ready = [], []
+    with Load(url, FLUX) as load:
+        cluster.kubectl("-n", NAMESPACE, "patch", "imagemodel", FLUX, "--type=merge", "-p", '{"spec": {"defaults": {"steps": 3}}}')
+
+        def rolled() -> bool:
+            pods = model_pods(cluster, FLUX, ready_only=False)
+            seen_pods.append(len(pods))
+            seen_ready.append(len([p for p in pods if condition(p, "Ready").get("status") == "True"]))
+            names = {p["metadata"]["name"] for p in model_pods(cluster, FLUX)}
+            return len(names) == 2 and not names & old and len(pods) == 2
+        cluster.wait_until(rolled, timeout=180, interval=0.1, what="both flux pods replaced")
+    assert max(seen_pods) <= 3  # maxSurge 1 (no GPUs): one extra pod at a time
+    assert min(seen_ready) >= 2  # maxUnavailable 0
+    assert load.results and all(status == 200 for *_, status in load.results), load.results
+    models = {m["name"]: m for m in httpx.get(f"{url}/models", timeout=10).json()["models"]}
+    assert models[FLUX]["defaults"]["steps"] == 3
+
+
+def test_missing_source_is_not_ready_and_refused_by_the_router_while_others_serve(installed, tmp_path):
+    cluster = installed
+    manifest = tmp_path / "broken.yaml"
+    manifest.write_text(imagemodel_manifest("flux", tmp_path / "does-not-exist", name="broken"))
+    cluster.kubectl("-n", NAMESPACE, "apply", "-f", str(manifest))
+    cluster.wait_until(lambda: (p := cluster.list("v1/pods", NAMESPACE, labels={"tinyimg.io/model": "broken"}))
+                       and p[0]["status"].get("containerStatuses", [{}])[0].get("restartCount", 0) >= 1,
+                       timeout=90, what="the broken model's server exits")
+    model = cluster.get(IMAGEMODELS, NAMESPACE, "broken")
+    assert condition(model, "Ready")["status"] == "False"
+    url = cluster.service_url(NAMESPACE, "tinyimg-router")
+    resp = generate(url, "broken")
+    assert resp.status_code == 503 and resp.json()["error"]["message"], resp.text
+    assert_png(generate(url, FLUX), 64, 48)
+    cluster.kubectl("-n", NAMESPACE, "delete", "imagemodel", "broken")
+
+
+def test_deleting_an_imagemodel_collects_its_children_and_processes(installed):
+    cluster = installed
+    pids_before = set(cluster.pod_processes())
+    sdxl_pids = {_container_pid(cluster, p["metadata"]["name"]) for p in model_pods(cluster, SDXL)}
+    cluster.kubectl("-n", NAMESPACE, "delete", "imagemodel", SDXL)
+    cluster.wait_until(lambda: not cluster.list("v1/pods", NAMESPACE, labels={"tinyimg.io/model": SDXL}),
+                       timeout=60, what="sdxl pods gone")
+    for resource, name in (("apps/v1/deployments", SDXL), ("v1/services", SDXL), ("v1/configmaps", f"{SDXL}-config")):
+        assert cluster.get(resource, NAMESPACE, name) is None, (resource, name)
+    url = cluster.service_url(NAMESPACE, "tinyimg-router")
+    cluster.wait_until(lambda: SDXL not in {m["name"] for m in httpx.get(f"{url}/models", timeout=10).json()["models"]},
+                       timeout=20, what="the router stops listing it")
+    assert sdxl_pids <= pids_before and not sdxl_pids & set(cluster.pod_processes())
+
+
+@pytest.mark.parametrize("step", ["helm uninstall", "delete the CRD"])
+def test_uninstall_then_crd_deletion_leave_nothing_running(installed, step):
+    cluster = installed
+    if step == "helm uninstall":
+        cluster.helm("uninstall", "tinyimg", "-n", NAMESPACE)
+        cluster.wait_until(lambda: not cluster.list("v1/pods", NAMESPACE, labels={"app.kubernetes.io/component": "router"})
+                           and not cluster.list("v1/pods", NAMESPACE, labels={"app.kubernetes.io/component": "operator"}),
+                           timeout=60, what="operator and router pods gone")
+        assert cluster.get(IMAGEMODELS, NAMESPACE, FLUX) is not None  # the README: models outlive the release
+    else:
+        cluster.kubectl("delete", "crd", "imagemodels.tinyimg.io")
+        cluster.wait_until(lambda: not cluster.list("v1/pods"), timeout=60, what="every pod gone")
+        cluster.wait_until(lambda: not cluster.pod_processes(), timeout=30, what="every process gone")
+        assert cluster.list("apps/v1/deployments") == []
