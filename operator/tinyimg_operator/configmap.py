@@ -16,9 +16,14 @@ def build_server_config_yaml(spec: ModelSpec) -> str:
     """What ``tinyimg serve`` reads in the pod: listen on all interfaces, this one model.
 
     ``spec.env`` is left out: it reaches the process as the container's environment, and may hold
-    values (tokens, URLs with credentials) that a ConfigMap, readable more widely, must not carry."""
-    config = ServerConfig(host="0.0.0.0", port=labels.DEFAULT_PORT, models=[spec.model_copy(update={"env": {}})])
-    return yaml.safe_dump(config.to_wire(), sort_keys=False)
+    values (tokens, URLs with credentials) that a ConfigMap, readable more widely, must not carry.
+    ``replicas`` is left out too: it is the Deployment's business, and in the file it would change
+    the config checksum on the pod template, so ``kubectl scale`` would roll every pod."""
+    model = spec.model_copy(update={"env": {}})
+    config = ServerConfig(host="0.0.0.0", port=labels.DEFAULT_PORT, models=[model]).to_wire()
+    for entry in config["models"]:
+        entry.pop("replicas", None)
+    return yaml.safe_dump(config, sort_keys=False)
 
 
 def config_checksum(config_yaml: str) -> str:
