@@ -176,8 +176,9 @@ def test_spec_change_rolls_pods_one_by_one_while_requests_succeed(installed):
     assert max(seen_pods) <= 3  # maxSurge 1 (no GPUs): one extra pod at a time
     assert min(seen_ready) >= 2  # maxUnavailable 0
     assert load.results and all(status == 200 for *_, status in load.results), load.results
-    models = {m["name"]: m for m in httpx.get(f"{url}/models", timeout=10).json()["models"]}
-    assert models[FLUX]["defaults"]["steps"] == 3
+    for pod in model_pods(cluster, FLUX):  # each new pod serves the new spec
+        served = httpx.get(f"http://{pod['status']['podIP']}:8000/models", timeout=10).json()["models"]
+        assert [m["defaults"]["steps"] for m in served if m["name"] == FLUX] == [3]
 
 
 def test_missing_source_is_not_ready_and_refused_by_the_router_while_others_serve(installed, tmp_path):
@@ -185,9 +186,17 @@ def test_missing_source_is_not_ready_and_refused_by_the_router_while_others_serv
     manifest = tmp_path / "broken.yaml"
     manifest.write_text(imagemodel_manifest("flux", tmp_path / "does-not-exist", name="broken"))
     cluster.kubectl("-n", NAMESPACE, "apply", "-f", str(manifest))
-    cluster.wait_until(lambda: (p := cluster.list("v1/pods", NAMESPACE, labels={"tinyimg.io/model": "broken"}))
-                       and p[0]["status"].get("containerStatuses", [{}])[0].get("restartCount", 0) >= 1,
-                       timeout=90, what="the broken model's server exits")
+
+    def pod_reason() -> str | None:  # the server stays up, its model failed, and says why
+        pods = cluster.list("v1/pods", NAMESPACE, labels={"tinyimg.io/model": "broken"})
+        ip = pods and pods[0].get("status", {}).get("podIP")
+        try:
+            models = httpx.get(f"http://{ip}:8000/models", timeout=5).json()["models"] if ip else []
+        except httpx.HTTPError:
+            return None
+        return next((m.get("reason") or m.get("error") or str(m) for m in models if m.get("state") == "failed"), None)
+    reason = cluster.wait_until(pod_reason, timeout=90, what="the broken model's pod reports it failed")
+    assert "does-not-exist" in reason
     model = cluster.get(IMAGEMODELS, NAMESPACE, "broken")
     assert condition(model, "Ready")["status"] == "False"
     url = cluster.service_url(NAMESPACE, "tinyimg-router")

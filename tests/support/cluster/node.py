@@ -139,7 +139,10 @@ class ProcessKubelet:
         root.mkdir(parents=True, exist_ok=True)
         config = root / "kubeconfig"
         config.write_text(yaml.safe_dump(kubeconfig(self.api_url, token, ns)))
-        return {"PATH": f"{VENV_BIN}:/usr/bin:/bin", "HOME": str(root), "KUBECONFIG": str(config)}
+        env = {"PATH": f"{VENV_BIN}:/usr/bin:/bin", "HOME": str(root), "KUBECONFIG": str(config)}
+        if os.environ.get("PYTHONPATH"):  # the sources under test, when they are not the venv's own
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+        return env
 
     def _materialise(self, pod: dict[str, Any], plan: PodPlan, root: Path, ip: str) -> None:
         dirs = mount_dirs(pod, root)
