@@ -86,7 +86,8 @@ DEFAULT_RESOURCES: tuple[tuple[str, str, bool, tuple[str, ...]], ...] = (
     ("tinyimg.io/v1alpha1/imagemodels", "ImageModel", True, ("status", "scale")),
 )
 SHORT_NAMES = {"imagemodels": ("imgm",), "deployments": ("deploy",), "pods": ("po",), "services": ("svc",),
-               "configmaps": ("cm",), "namespaces": ("ns",), "serviceaccounts": ("sa",), "replicasets": ("rs",)}
+               "configmaps": ("cm",), "namespaces": ("ns",), "serviceaccounts": ("sa",), "replicasets": ("rs",),
+               "customresourcedefinitions": ("crd", "crds"), "endpointslices": (), "events": ("ev",)}
 CRDS = "apiextensions.k8s.io/v1/customresourcedefinitions"
 DEPLOYMENT_SCALE = {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"}
 WATCH_END = object()
