@@ -41,6 +41,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
     settings.execution.max_workers = 16
+    # The namespaces to serve are named exactly (--namespace) or all (--all-namespaces, a
+    # cluster-wide watch): never scan for them. Scanning lists namespaces cluster-wide, which the
+    # namespaced Role does not allow (a 403 in a cluster; found by tests/cluster's RBAC check).
+    settings.scanning.disabled = True
 
 
 @kopf.on.login()

@@ -45,9 +45,10 @@ class KopfOperator:
         done, _ = await asyncio.wait([self._task], timeout=0.5)
         if not done:
             self._task.cancel()
-            # kopf may shield its scheduler's close from the cancellation; do not wait on it forever.
+        # kopf's cancellation reaches the awaiting task too (suppressed, as before), and its
+        # scheduler may shield its close from it: wait, but not forever.
+        with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait([self._task], timeout=5)
-        if self._task.done():
-            with contextlib.suppress(asyncio.CancelledError):
-                self._task.result()
+        if self._task.done() and not self._task.cancelled():
+            self._task.exception()  # retrieved, so asyncio does not log it as never retrieved
         self._task = None
