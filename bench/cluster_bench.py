@@ -40,6 +40,7 @@ def first_image(url: str, model: str, deadline: float) -> None:
 
 
 def one_run(count: int, tmp: Path, source: Path) -> tuple[float, float]:
+    (tmp / f"cluster-{count}").mkdir()
     with running_cluster(tmp / f"cluster-{count}") as cluster:
         cluster.helm(*HELM_INSTALL)
         url = cluster.service_url(NAMESPACE, "tinyimg-router")
