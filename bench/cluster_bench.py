@@ -26,6 +26,13 @@ from tests.support.cluster.harness import running_cluster
 from tinyimg.tiny import run_make_tiny_model
 
 
+def router_ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health/ready", timeout=5).status_code == 200
+    except httpx.HTTPError:  # no ready router pod behind the Service yet
+        return False
+
+
 def first_image(url: str, model: str, deadline: float) -> None:
     while time.monotonic() < deadline:
         try:
@@ -44,7 +51,7 @@ def one_run(count: int, tmp: Path, source: Path) -> tuple[float, float]:
     with running_cluster(tmp / f"cluster-{count}") as cluster:
         cluster.helm(*HELM_INSTALL)
         url = cluster.service_url(NAMESPACE, "tinyimg-router")
-        cluster.wait_until(lambda: httpx.get(f"{url}/health/ready", timeout=5).status_code == 200, timeout=60)
+        cluster.wait_until(lambda: router_ready(url), timeout=60)
         names = [f"bench-{i}" for i in range(count)]
         manifest = tmp / f"models-{count}.yaml"
         manifest.write_text("---\n".join(imagemodel_manifest("flux", source, name=n) for n in names))
