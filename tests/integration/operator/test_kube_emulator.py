@@ -1,5 +1,5 @@
-"""The emulated API server (tests/support/kube/emulator.py) fills kmock's gaps the operator, the
-router, kubectl, helm and the process kubelet rely on; each gap has a test here."""
+"""The emulated API server (tests/support/kube/emulator.py) speaks the parts of the protocol the
+operator, the router, kubectl, helm and the process kubelet rely on; each has a test here."""
 
 import asyncio
 import json

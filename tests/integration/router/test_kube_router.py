@@ -1,4 +1,4 @@
-"""Kubernetes mode: the router watches ImageModels and pods in kmock's emulated API
+"""Kubernetes mode: the router watches ImageModels and pods in the emulated API
 (tests/support/kube/) and its table follows; pods point at a real model server on 127.0.0.1."""
 
 from __future__ import annotations

@@ -17,8 +17,7 @@ class KopfOperator:
         """``namespaces``: watch only these (like ``--namespace``); none: cluster-wide.
 
         Namespaced, kopf's namespace scanning is off: a namespaced Role answers its list of
-        namespaces with 403, and kopf then serves the named namespaces, which is what this gives
-        (kmock cannot answer ``GET /api/v1/namespaces`` at all)."""
+        namespaces with 403, and kopf then serves the named namespaces, which is what this gives."""
         self.module = module
         self.namespaces = namespaces
         self._task: asyncio.Task[None] | None = None
