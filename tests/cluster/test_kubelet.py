@@ -104,8 +104,13 @@ def test_pod_gets_owner_chain_address_env_volumes_and_credentials(cluster):
     deployment_status = cluster.get("apps/v1/deployments", NS, "web")["status"]
     assert {k: deployment_status[k] for k in ("replicas", "readyReplicas", "updatedReplicas", "availableReplicas")} == dict.fromkeys(
         ("replicas", "readyReplicas", "updatedReplicas", "availableReplicas"), 1)
-    slices = cluster.list("discovery.k8s.io/v1/endpointslices", NS)
-    assert slices == [] or all(s["endpoints"] for s in slices)
+    apply(cluster, {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": NS},
+                    "spec": {"selector": {"app": "web"}, "ports": [{"port": 8000, "targetPort": "http"}]}})
+    endpoints = cluster.wait_until(lambda: (s := cluster.get("discovery.k8s.io/v1/endpointslices", NS, "web-emulated"))
+                                   and s["endpoints"], timeout=10)
+    assert [(e["addresses"], e["conditions"]["ready"]) for e in endpoints] == [([ip], True)]
+    through_service = httpx.get(cluster.service_url(NS, "web") + "/", timeout=5).json()
+    assert through_service["env"]["MY_IP"] == ip
 
 
 def test_crashed_container_restarts_with_back_off_and_restart_count(cluster):
