@@ -29,7 +29,7 @@ async def test_namespaced_operator_reconciles_its_namespace_and_leaves_others_al
     await kube.wait_for(lambda: (kube.get(IMAGEMODELS, NAMESPACE, "mine").get("status") or {}).get("conditions"))
     # Why nothing happened to "elsewhere": the operator never even asked for it. Every request
     # it made is scoped to its own namespace (a cluster-wide watch would have delivered it).
-    paths = {str(r.url.path) for r in kube.requests() if r.headers.get("User-Agent") != HELPER_AGENT}
+    paths = {r.path for r in kube.requests() if r.user_agent != HELPER_AGENT}
     scoped = {p for p in paths if f"/namespaces/{NAMESPACE}/" in p}
     assert any(p.endswith(f"/namespaces/{NAMESPACE}/imagemodels") for p in scoped)  # it did watch its own
     assert not [p for p in paths - scoped if p.rsplit("/", 1)[-1] in WATCHED], sorted(paths - scoped)

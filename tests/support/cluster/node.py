@@ -139,7 +139,9 @@ class ProcessKubelet:
         root.mkdir(parents=True, exist_ok=True)
         config = root / "kubeconfig"
         config.write_text(yaml.safe_dump(kubeconfig(self.api_url, token, ns)))
-        env = {"PATH": f"{VENV_BIN}:/usr/bin:/bin", "HOME": str(root), "KUBECONFIG": str(config)}
+        env = {"PATH": f"{VENV_BIN}:/usr/bin:/bin", "HOME": str(root)}
+        if pod["spec"].get("automountServiceAccountToken", True):  # a pod without a token gets no credentials
+            env["KUBECONFIG"] = str(config)
         if os.environ.get("PYTHONPATH"):  # the sources under test, when they are not the venv's own
             env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         return env

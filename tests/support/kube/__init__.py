@@ -9,12 +9,12 @@
 The names most tests need are re-exported here.
 """
 
-from tests.support.kube.client import Kube, kube, kubeconfig, running_kube
+from tests.support.kube.client import HELPER_AGENT, Kube, kube, kubeconfig, running_kube
 from tests.support.kube.emulator import KubeEmulator, Served, running_emulator
 from tests.support.kube.kopf_runner import KopfOperator
 from tests.support.kube.selectors import match_field_selector, match_label_selector
 
 __all__ = [
-    "KopfOperator", "Kube", "KubeEmulator", "Served", "kube", "kubeconfig", "match_field_selector",
+    "HELPER_AGENT", "KopfOperator", "Kube", "KubeEmulator", "Served", "kube", "kubeconfig", "match_field_selector",
     "match_label_selector", "running_emulator", "running_kube",
 ]
