@@ -23,7 +23,8 @@ def build_server_config_yaml(spec: ModelSpec) -> str:
     config = ServerConfig(host="0.0.0.0", port=labels.DEFAULT_PORT, models=[model]).to_wire()
     for entry in config["models"]:
         entry.pop("replicas", None)
-    return yaml.safe_dump(config, sort_keys=False)
+    text: str = yaml.safe_dump(config, sort_keys=False)
+    return text
 
 
 def config_checksum(config_yaml: str) -> str:
