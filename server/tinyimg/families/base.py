@@ -1,7 +1,8 @@
 """What every model family shares: loading a diffusers pipeline onto its device, and one pipeline
 call for a whole batch of requests.
 
-A family subclass says how to encode one request's prompt and which extra call arguments it needs;
+A family subclass says how to encode the prompts (of one request, or of a whole batch at once) and
+which extra call arguments it needs;
 its ``Family`` declaration (same file) names the pipeline class. torch and diffusers are imported
 inside methods only, and the registry imports this module, so it imports nothing heavy or circular
 at the top.
@@ -27,6 +28,9 @@ class Handler:
         self.pipe: Any = None
         self.device = "cpu"
         self.offload = "none"
+        # (pipeline, its execution device): diffusers' ``_execution_device`` walks every module on each
+        # read, so it is read once per pipeline; only load() places a pipeline or sets its offload.
+        self._placed: tuple[Any, Any] | None = None
 
     @property
     def family(self) -> Family:
@@ -83,15 +87,17 @@ class Handler:
         if spec.runtime.compile:
             getattr(pipe, self.family.denoiser).compile()
         self.pipe, self.device, self.offload = pipe, device, offload
+        self._placed = None
 
     def generate(
         self, batch: list[GenerationParams], should_stop: Callable[[], bool] | None = None
     ) -> list[list[GeneratedImage]]:
         """ONE pipeline call for every image of every request in ``batch`` (equal batch keys).
 
-        Each image gets its own CPU generator seeded with its seed, and each request's prompt is
-        encoded on its own, so an image does not depend on its batch neighbours (up to float
-        rounding in batched kernels: at most 1/255 per pixel). ``should_stop`` is asked after
+        Each image gets its own CPU generator seeded with its seed, and each request keeps its own
+        prompt and negative prompt (all encoded together, see ``encode_prompts``), so an image does
+        not depend on its batch neighbours (up to float rounding in batched kernels: at most 1/255
+        per pixel). ``should_stop`` is asked after
         every denoising step; once it says yes the remaining steps are skipped (the images that
         come back are unfinished: for callers that have gone, deadline passed or hung up)."""
         import torch
@@ -102,10 +108,8 @@ class Handler:
         generators = [torch.Generator("cpu").manual_seed(seed) for p in batch for seed in p.seeds]
         stop = {"callback_on_step_end": build_stop_callback(should_stop)} if should_stop is not None else {}
         with torch.inference_mode():
-            embeddings = [self.encode_prompt(p, len(p.seeds)) for p in batch]
-            merged = {key: torch.cat([e[key] for e in embeddings]) for key in embeddings[0]}
             images = self.pipe(
-                **merged,
+                **self.encode_prompts(batch),
                 **self.call_arguments(head),
                 width=head.width,
                 height=head.height,
@@ -122,7 +126,19 @@ class Handler:
         return results
 
     def execution_device(self) -> Any:
-        return self.pipe._execution_device  # where offload hooks run the text encoders
+        """Where the text encoders run (with offload: where the hooks move them), read once per pipeline."""
+        if self._placed is None or self._placed[0] is not self.pipe:
+            self._placed = (self.pipe, self.pipe._execution_device)
+        return self._placed[1]
+
+    def encode_prompts(self, batch: list[GenerationParams]) -> dict[str, Any]:
+        """The pipeline's embedding arguments for every image of ``batch``, in order (a request's
+        rows repeated once per seed). This default encodes one request at a time with
+        ``encode_prompt``; SDXL and Flux override it with one text-encoder call per batch."""
+        import torch
+
+        embeddings = [self.encode_prompt(p, len(p.seeds)) for p in batch]
+        return {key: torch.cat([e[key] for e in embeddings]) for key in embeddings[0]}
 
     def encode_prompt(self, params: GenerationParams, count: int) -> dict[str, Any]:
         """The pipeline's embedding arguments for one request, repeated ``count`` times."""
@@ -130,6 +146,16 @@ class Handler:
 
     def call_arguments(self, params: GenerationParams) -> dict[str, Any]:
         return {"guidance_scale": params.guidance_scale}
+
+
+def repeat_per_image(rows: Any, batch: list[GenerationParams]) -> Any:
+    """One row per request -> one row per image: request i's row repeated once per seed."""
+    import torch
+
+    counts = [len(p.seeds) for p in batch]
+    if all(count == 1 for count in counts):
+        return rows
+    return rows.repeat_interleave(torch.tensor(counts, device=rows.device), dim=0)
 
 
 def build_stop_callback(should_stop: Callable[[], bool]) -> Callable[..., dict[str, Any]]:

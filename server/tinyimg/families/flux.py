@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from tinyimg.families.base import Handler
+from tinyimg.families.base import Handler, repeat_per_image
 from tinyimg.families.family import Family
 from tinyimg.runtime.jobs import GenerationParams
 
@@ -25,20 +25,23 @@ class FluxHandler(Handler):
     def max_sequence_length(self) -> int:
         return min(MAX_SEQUENCE_LENGTH, self.pipe.tokenizer_2.model_max_length)
 
-    def encode_prompt(self, params: GenerationParams, count: int) -> dict[str, Any]:
-        if params.negative_prompt:
-            log.warning(
-                "flux has no negative prompt; ignoring it",
-                extra={"model": self.spec.name, "request_id": params.request_id},
-            )
+    def encode_prompts(self, batch: list[GenerationParams]) -> dict[str, Any]:
+        """Every prompt of the batch in ONE call of each text encoder (both pad to a fixed length,
+        so a prompt's rows do not depend on its neighbours)."""
+        for params in batch:
+            if params.negative_prompt:
+                log.warning(
+                    "flux has no negative prompt; ignoring it",
+                    extra={"model": self.spec.name, "request_id": params.request_id},
+                )
         embeds, pooled, _text_ids = self.pipe.encode_prompt(
-            prompt=params.prompt,
+            prompt=[p.prompt for p in batch],
             prompt_2=None,
             device=self.execution_device(),
-            num_images_per_prompt=count,
+            num_images_per_prompt=1,
             max_sequence_length=self.max_sequence_length(),
         )
-        return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
+        return {"prompt_embeds": repeat_per_image(embeds, batch), "pooled_prompt_embeds": repeat_per_image(pooled, batch)}
 
     def call_arguments(self, params: GenerationParams) -> dict[str, Any]:
         return {"guidance_scale": params.guidance_scale, "max_sequence_length": self.max_sequence_length()}

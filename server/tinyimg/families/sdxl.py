@@ -4,25 +4,44 @@ from __future__ import annotations
 
 from typing import Any
 
-from tinyimg.families.base import Handler
+from tinyimg.families.base import Handler, repeat_per_image
 from tinyimg.families.family import Family
 from tinyimg.runtime.jobs import GenerationParams
 
 
 class SDXLHandler(Handler):
-    def encode_prompt(self, params: GenerationParams, count: int) -> dict[str, Any]:
-        guided = params.guidance_scale > 1.0
-        embeds, negative, pooled, negative_pooled = self.pipe.encode_prompt(
-            params.prompt,
+    def encode_prompts(self, batch: list[GenerationParams]) -> dict[str, Any]:
+        """Every prompt and negative prompt of the batch in ONE call of each text encoder.
+
+        diffusers encodes a negative prompt exactly as a prompt (same padding to 77 tokens,
+        penultimate hidden states, pooled output of the second encoder), so the negatives ride in
+        the same call as extra rows. A request without one gets zeros where the checkpoint says
+        so (``force_zeros_for_empty_prompt``, as diffusers does), else the empty prompt's rows."""
+        import torch
+
+        guided = batch[0].guidance_scale > 1.0
+        zeros = self.pipe.config.get("force_zeros_for_empty_prompt", True)
+        negatives = [p.negative_prompt if p.negative_prompt is not None or not zeros else None for p in batch]
+        encoded_negatives = [n for n in negatives if n is not None] if guided else []
+        embeds, _, pooled, _ = self.pipe.encode_prompt(
+            [p.prompt for p in batch] + encoded_negatives,
             device=self.execution_device(),
-            num_images_per_prompt=count,
-            do_classifier_free_guidance=guided,
-            negative_prompt=params.negative_prompt,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=False,
         )
-        arguments = {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
+        count = len(batch)
+        arguments = {"prompt_embeds": embeds[:count], "pooled_prompt_embeds": pooled[:count]}
         if guided:
-            arguments |= {"negative_prompt_embeds": negative, "negative_pooled_prompt_embeds": negative_pooled}
-        return arguments
+            rows, row = [], count
+            for i, negative in enumerate(negatives):
+                if negative is None:
+                    rows.append((torch.zeros_like(embeds[i]), torch.zeros_like(pooled[i])))
+                else:
+                    rows.append((embeds[row], pooled[row]))
+                    row += 1
+            arguments |= {"negative_prompt_embeds": torch.stack([r[0] for r in rows]),
+                          "negative_pooled_prompt_embeds": torch.stack([r[1] for r in rows])}
+        return {key: repeat_per_image(value, batch) for key, value in arguments.items()}
 
 
 def build_tiny_sdxl() -> Any:

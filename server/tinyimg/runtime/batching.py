@@ -1,4 +1,5 @@
-"""Which queued jobs ride in the next pipeline call: a pure function of the queue."""
+"""Which queued jobs ride in the next pipeline call, and how long the head waits for more: pure
+functions of the queue and the clock."""
 
 from __future__ import annotations
 
@@ -30,3 +31,24 @@ def pick_batch(pending: Sequence[Batchable], max_images: int) -> list[Batchable]
             chosen.append(job)
             images += count
     return chosen
+
+
+def wait_for_company(
+    now: float, *, images: int, max_images: int, latest_start: float, returning: Sequence[float]
+) -> float:
+    """Seconds the head of the queue should still wait for batch mates; 0 means run now.
+
+    ``returning`` holds one time per request of this model answered recently whose client has not
+    sent another request since: until when that client is expected back (its answer plus the
+    model's ``maxBatchWaitMs``). Those clients are the company worth waiting for: a client that
+    just got its images typically sends its next request within milliseconds (a user clicking
+    again, the eight workers of a batch job coming back together). The head waits until the last
+    of them is due, never past ``latest_start`` (its max wait after the device could have run it,
+    or its deadline), and not at all once the batch is full. With
+    nobody expected, it runs at once: a lone request at an idle device does not wait for company
+    that is not coming, and requests that arrived while the device was busy are already together
+    in the queue."""
+    if images >= max_images:
+        return 0.0
+    latest = max(returning, default=now)
+    return max(0.0, min(latest, latest_start) - now)

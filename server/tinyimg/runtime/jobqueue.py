@@ -6,11 +6,17 @@ another GPU could run. Lives in the event loop (no locks): workers take jobs bet
 
 Bound: per model. Each model may have ``runtime.queueSize`` requests waiting (in-flight ones do not
 count), so a busy model cannot fill the queue of a quiet one beside it.
+
+It also remembers, per model, when recent requests were answered whose clients have not sent a new
+request since: the batch-mates worth waiting for (``batching.wait_for_company``). Each new request
+counts as one of those clients coming back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import deque
 from collections.abc import Container
 from typing import TYPE_CHECKING
 
@@ -20,11 +26,16 @@ if TYPE_CHECKING:
     from tinyimg.runtime.worker import Job
 
 
+# Answers remembered per model: far more than one batch of clients, and a bound on memory.
+RETURNS_KEPT = 256
+
+
 class JobQueue:
     def __init__(self, limits: dict[str, int]):
         self.limits = limits
         self.pending: list[Job] = []
         self._listeners: list[asyncio.Event] = []
+        self._returning: dict[str, deque[float]] = {}
 
     def listen(self) -> asyncio.Event:
         """An event set whenever the queue changes (a worker waits on it)."""
@@ -41,7 +52,25 @@ class JobQueue:
         if waiting >= self.limits.get(job.model, 1):
             raise QueueFull(f"model {job.model!r}", waiting)
         self.pending.append(job)
+        returning = self.returning(job.model, job.enqueued_at)
+        if returning:
+            returning.popleft()  # one of the answered clients is back (which one does not matter)
         self._changed()
+
+    def answered(self, model: str, count: int, expected_for: float, now: float | None = None) -> None:
+        """``count`` requests of ``model`` were answered: their clients may send their next request
+        within ``expected_for`` seconds (the model's max batch wait)."""
+        until = (time.monotonic() if now is None else now) + expected_for
+        self._returning.setdefault(model, deque(maxlen=RETURNS_KEPT)).extend([until] * count)
+
+    def returning(self, model: str, now: float | None = None) -> deque[float]:
+        """Until when each client still expected back is awaited (earliest first); past that, it
+        is not expected any more."""
+        now = time.monotonic() if now is None else now
+        returning = self._returning.get(model, deque())
+        while returning and returning[0] <= now:
+            returning.popleft()
+        return returning
 
     def take(self, jobs: list[Job]) -> None:
         for job in jobs:

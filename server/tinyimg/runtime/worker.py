@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from tinyimg.runtime.batching import pick_batch
+from tinyimg.runtime.batching import pick_batch, wait_for_company
 from tinyimg.runtime.devices import is_out_of_memory, release_cuda_cache
 from tinyimg.runtime.jobqueue import JobQueue
 from tinyimg.runtime.jobs import (
@@ -39,7 +39,7 @@ class Job:
     model: str
     params: GenerationParams
     max_batch: int
-    max_wait: float  # seconds the head job may wait for batch mates
+    max_wait: float  # seconds a batch may wait for a recently answered client to come back
     timeout: float
     future: asyncio.Future
     enqueued_at: float = field(default_factory=time.monotonic)
@@ -62,6 +62,7 @@ class DeviceWorker:
         self._wakeup = queue.listen()
         self._task: asyncio.Task | None = None
         self._stopping = False
+        self._free_since = time.monotonic()  # when the last pipeline call ended
 
     # -- the event-loop side ------------------------------------------------------------------
     def start(self) -> None:
@@ -112,12 +113,17 @@ class DeviceWorker:
             await self._execute(batch)
 
     async def _gather(self, head: Job) -> None:
-        """Wait (up to the head's max wait, counted from when it was queued) for batch mates."""
+        """Wait for batch mates while recently answered clients of the head's model are expected
+        back (``wait_for_company``), at most the head's max wait after the device could have run
+        it; each arrival or withdrawal wakes this to decide again."""
         while not self._stopping and head in self.queue.pending:
-            chosen = pick_batch(self._mine(), head.max_batch)
-            if sum(len(j.params.seeds) for j in chosen) >= head.max_batch:
-                return
-            left = min(head.enqueued_at + head.max_wait, head.deadline) - time.monotonic()
+            images = sum(len(j.params.seeds) for j in pick_batch(self._mine(), head.max_batch))
+            now = time.monotonic()
+            left = wait_for_company(
+                now, images=images, max_images=head.max_batch,
+                latest_start=min(head.deadline, max(head.enqueued_at, self._free_since) + head.max_wait),
+                returning=self.queue.returning(head.model, now),
+            )
             if left <= 0:
                 return
             self._wakeup.clear()
@@ -152,8 +158,10 @@ class DeviceWorker:
             return
         finally:
             self.running = []
+            self._free_since = time.monotonic()
         for job, result in zip(batch, results, strict=True):
             _settle(job, result=result)
+        self.queue.answered(model, len(batch), batch[0].max_wait)
         if self.on_batch is not None:
             try:
                 self.on_batch(model, images, seconds)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tinyimg.runtime.batching import pick_batch
+from tinyimg.runtime.batching import pick_batch, wait_for_company
 from tinyimg.runtime.jobs import GenerationParams
 
 
@@ -49,3 +49,24 @@ def test_pick_batch_leaves_the_queue_untouched():
     queue = [job("a"), job("b")]
     pick_batch(queue, 4)
     assert names(queue) == ["a", "b"]
+
+
+# wait_for_company at now=10.0 (a 50 ms max wait: a client answered at 9.99 is expected until 10.04),
+# batches of up to 8 images.
+@pytest.mark.parametrize(
+    ("images", "returning", "latest_start", "expected"),
+    [
+        pytest.param(1, [], 40.0, 0.0, id="lone-request-at-an-idle-device-runs-at-once"),
+        pytest.param(3, [], 40.0, 0.0, id="what-queued-while-the-device-was-busy-runs-at-once"),
+        pytest.param(1, [10.04] * 7, 40.0, 0.04, id="clients-just-answered-are-awaited-until-they-are-due"),
+        pytest.param(1, [10.02, 10.04], 40.0, 0.04, id="awaited-until-the-last-one-is-due"),
+        pytest.param(1, [10.0, 9.95], 40.0, 0.0, id="clients-past-due-are-no-longer-awaited"),
+        pytest.param(8, [10.04] * 7, 40.0, 0.0, id="a-full-batch-never-waits"),
+        pytest.param(9, [10.04], 40.0, 0.0, id="an-oversized-head-never-waits"),
+        pytest.param(1, [10.04], 10.02, 0.02, id="never-past-the-heads-latest-start"),
+        pytest.param(1, [10.04], 9.0, 0.0, id="a-head-past-its-latest-start-runs-now"),
+    ],
+)
+def test_wait_for_company(images, returning, latest_start, expected):
+    left = wait_for_company(10.0, images=images, max_images=8, latest_start=latest_start, returning=returning)
+    assert left == pytest.approx(expected)

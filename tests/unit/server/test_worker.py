@@ -54,10 +54,13 @@ class MiscountingHandler(RecordingHandler):
         return answers[:1] if len(self.calls) == 1 else answers
 
 
+def make_params(prompt: str, steps: int = 2) -> GenerationParams:
+    return GenerationParams(prompt, None, 64, 64, steps, 0.0, (1,), request_id=f"req-{prompt}")
+
+
 def make_job(prompt: str, *, steps: int = 2, max_batch: int = 4, max_wait: float = 0.0,
              timeout: float = 30.0, model: str = "m") -> Job:
-    params = GenerationParams(prompt, None, 64, 64, steps, 0.0, (1,), request_id=f"req-{prompt}")
-    return Job(model, params, max_batch, max_wait, timeout, asyncio.get_running_loop().create_future())
+    return Job(model, make_params(prompt, steps), max_batch, max_wait, timeout, asyncio.get_running_loop().create_future())
 
 
 def make_worker(handler, device: str = "cpu", queue: JobQueue | None = None, **options) -> DeviceWorker:
@@ -196,6 +199,7 @@ async def test_a_caller_that_left_during_the_failed_call_is_not_retried(start_wo
 async def queue_behind_a_withdrawn_head(worker: DeviceWorker, head_wait: float, next_wait: float) -> Job:
     """A head that waits ``head_wait`` for mates, a job behind it that cannot ride with it (other
     step count); the head's caller hangs up while the worker gathers. Returns the job behind."""
+    worker.queue.answered("m", 3, 5.0)  # three clients were just answered: a head waits for them to come back
     gone = make_job("gone", steps=3, max_wait=head_wait)
     behind = make_job("behind", max_wait=next_wait)
     worker.queue.submit(gone)
@@ -318,3 +322,53 @@ async def test_a_worker_takes_only_the_models_it_holds_a_replica_of():
     finally:
         await worker.stop(lambda job: GenerationFailed("stopped"), grace=5)
     assert not foreign.future.done()  # another worker's model: this worker's stop leaves it alone
+
+
+async def test_a_lone_request_at_an_idle_device_runs_at_once_whatever_its_max_wait(start_worker):
+    handler = RecordingHandler()
+    worker = start_worker(handler)
+    lone = make_job("lone", max_wait=5.0)
+    worker.queue.submit(lone)
+    result = await asyncio.wait_for(lone.future, 2.0)
+    assert result.queued_seconds < 0.5
+    # Its client coming back is not company either: it is the only one, so it runs at once too.
+    again = make_job("again", max_wait=5.0)
+    worker.queue.submit(again)
+    assert (await asyncio.wait_for(again.future, 2.0)).queued_seconds < 0.5
+    assert handler.calls == [["lone"], ["again"]]
+
+
+async def test_a_request_waits_for_the_other_clients_of_the_batch_just_answered(start_worker):
+    handler = RecordingHandler()
+    worker = start_worker(handler)
+    first = [make_job(name, max_wait=5.0) for name in ("x", "y")]
+    for job in first:
+        worker.queue.submit(job)
+    await asyncio.gather(*(job.future for job in first))
+    back = make_job("x again", max_wait=5.0)
+    worker.queue.submit(back)
+    await asyncio.sleep(0.2)
+    assert not back.future.done()  # y's client is expected back: x waits for it
+    other = make_job("y again", max_wait=5.0)
+    worker.queue.submit(other)
+    results = await asyncio.wait_for(asyncio.gather(back.future, other.future), 2.0)
+    assert handler.calls == [["x", "y"], ["x again", "y again"]]
+    assert results[1].queued_seconds < 0.5  # the last one expected back: the batch ran at once
+    assert results[0].queued_seconds < 1.0  # well under its max wait of 5 s
+
+
+def test_a_client_not_back_within_max_wait_is_no_longer_expected():
+    queue = JobQueue({"m": 8})
+    queue.answered("m", 2, 0.05, now=100.0)
+    assert list(queue.returning("m", now=100.04)) == [100.05, 100.05]
+    assert list(queue.returning("m", now=100.06)) == []
+    assert list(queue.returning("other", now=100.0)) == []
+
+
+def test_each_new_request_counts_as_one_answered_client_back():
+    queue = JobQueue({"m": 8, "other": 8})
+    queue.answered("m", 2, 60.0)
+    queue.submit(Job("other", make_params("o"), 4, 60.0, 30.0, None))
+    assert len(queue.returning("m")) == 2  # another model's request is not one of them
+    queue.submit(Job("m", make_params("a"), 4, 60.0, 30.0, None))
+    assert len(queue.returning("m")) == 1
