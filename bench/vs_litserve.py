@@ -1,4 +1,4 @@
-"""This server beside LitServe, on the same tiny pipeline with the same batch limits (`make bench-peers`).
+"""This server beside LitServe, on the same tiny pipeline with the same batch limits (`make bench` runs it after `bench/run_cpu.py`).
 
 Both serve the tiny SDXL (then tiny Flux) pipeline, 64x64, 4 steps, float32, on the CPU, batches of up
 to 8 images with a 50 ms wait, and answer a PNG in base64 inside JSON. Rounds alternate between the
@@ -119,6 +119,9 @@ def bench_family(family: str, rounds: int, requests: int) -> dict[str, Any]:
                 order = list(servers.items()) if r % 2 == 0 else list(reversed(servers.items()))
                 for name, url in order:
                     runs[name][n].append(asyncio.run(drive(url, model, n, per_client, seed0=r * 100_000)))
+                    last = runs[name][n][-1]
+                    progress(f"{family} round {r + 1}, {n} clients, {name}: {last['images_per_s']:.2f} img/s, "
+                             f"p50 {last['p50_s'] * 1000:.0f} ms")
             summary = ", ".join(f"{n} clients {runs['tinyimg'][n][-1]['images_per_s']:.2f} vs "
                                 f"{runs['litserve'][n][-1]['images_per_s']:.2f} img/s" for n in LEVELS)
             progress(f"{family} round {r + 1}/{rounds} (tinyimg vs litserve): {summary}")
