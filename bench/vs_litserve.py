@@ -166,6 +166,7 @@ def main() -> None:
     rows, breakdown = [], []
     for family in args.families.split(","):
         results[family] = bench_family(family, args.rounds, args.requests)
+        write_results({"vs_litserve": results})  # after each family: a long run killed later keeps what it measured
         rows += build_rows(family, results[family])
         breakdown += build_breakdown_rows(family, results[family])
     print(build_table(rows, ("setup", "LitServe", "tinyimg", "ratio (img/s)", "target", "met")))
