@@ -2,8 +2,7 @@
 call for a whole batch of requests.
 
 A family subclass says how to encode the prompts (of one request, or of a whole batch at once) and
-which extra call arguments it needs;
-its ``Family`` declaration (same file) names the pipeline class. torch and diffusers are imported
+which extra call arguments it needs; its ``Family`` declaration (same file) names the pipeline class. torch and diffusers are imported
 inside methods only, and the registry imports this module, so it imports nothing heavy or circular
 at the top.
 """
@@ -97,9 +96,9 @@ class Handler:
         Each image gets its own CPU generator seeded with its seed, and each request keeps its own
         prompt and negative prompt (all encoded together, see ``encode_prompts``), so an image does
         not depend on its batch neighbours (up to float rounding in batched kernels: at most 1/255
-        per pixel). ``should_stop`` is asked after
-        every denoising step; once it says yes the remaining steps are skipped (the images that
-        come back are unfinished: for callers that have gone, deadline passed or hung up)."""
+        per pixel). ``should_stop`` is asked after every denoising step; once it says yes the
+        remaining steps are skipped (the images that come back are unfinished: for callers that
+        have gone, deadline passed or hung up)."""
         import torch
 
         head = batch[0]
