@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -61,15 +63,19 @@ class PeerProcess:
         command = [sys.executable, str(REPO_ROOT / "bench" / "peer_litserve.py"), "--source", str(source),
                    "--port", str(port), "--max-batch", str(max_batch), "--wait-ms", str(wait_ms)]
         OUT_DIR.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(command, stdout=self.log_path.open("w"), stderr=subprocess.STDOUT, env=env)
+        # Its own process group: LitServe's worker processes outlive a terminated main process.
+        self.process = subprocess.Popen(command, stdout=self.log_path.open("w"), stderr=subprocess.STDOUT, env=env,
+                                        start_new_session=True)
         wait_http(f"{self.url}/health", 300, self.process, self.log_path)
 
     def stop(self) -> None:
-        self.process.terminate()
+        os.killpg(self.process.pid, signal.SIGTERM)
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # whatever of the group is left
 
 
 async def drive(url: str, model: str, clients: int, per_client: int, seed0: int) -> dict[str, Any]:
