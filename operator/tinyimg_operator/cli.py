@@ -8,12 +8,13 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import yaml
 
 
-def _dump_all(objects: list[dict]) -> str:
-    return yaml.safe_dump_all(objects, sort_keys=False, explicit_start=True)
+def _dump_all(objects: list[dict[str, Any]]) -> str:
+    return cast(str, yaml.safe_dump_all(objects, sort_keys=False, explicit_start=True))
 
 
 def cmd_crd(_: argparse.Namespace) -> int:
@@ -128,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    return cast(int, args.func(args))
 
 
 if __name__ == "__main__":

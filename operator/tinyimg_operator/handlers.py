@@ -21,7 +21,8 @@ from tinyimg_operator.reconcile import read_imagemodel, reconcile_imagemodel
 from tinyimg_operator.settings import load_build_settings
 
 RETRY_DELAY_SECONDS = 10
-OWNED = {labels.MANAGED_BY: labels.OPERATOR_NAME, labels.MODEL: kopf.PRESENT}
+# Values: a label value or kopf.PRESENT (whose type kopf does not export).
+OWNED: dict[str, Any] = {labels.MANAGED_BY: labels.OPERATOR_NAME, labels.MODEL: kopf.PRESENT}
 
 
 @kopf.on.startup()
@@ -63,7 +64,7 @@ def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
 @kopf.on.resume(labels.GROUP, labels.VERSION, labels.PLURAL)
 @kopf.on.create(labels.GROUP, labels.VERSION, labels.PLURAL)
 @kopf.on.update(labels.GROUP, labels.VERSION, labels.PLURAL)
-def reconcile(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+def reconcile(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     obj = _plain(body)
     with memo.locks(obj["metadata"]["namespace"], obj["metadata"]["name"]):
         try:
@@ -84,7 +85,7 @@ def reconcile(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any
 @kopf.on.event("", "v1", "configmaps", labels=OWNED)
 @kopf.on.event("", "v1", "services", labels=OWNED)
 @kopf.on.event("", "v1", "persistentvolumeclaims", labels=OWNED)
-def child_changed(namespace: str | None, meta: kopf.Meta, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+def child_changed(namespace: str | None, meta: kopf.Meta, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """A child was changed, deleted or got new status: reconcile its ImageModel (level-based)."""
     model = meta.get("labels", {}).get(labels.MODEL)
     if not namespace or not model:

@@ -8,6 +8,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 from tinyimg.families import FAMILIES  # import-light: torch loads only when a builder runs
 
@@ -69,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ModuleNotFoundError as err:
             print(f"tinyimg {argv[0]}: not available in this installation ({err})", file=sys.stderr)
             return EXIT_CONFIG_ERROR
-        return module.main(argv[1:])
+        return cast(int, module.main(argv[1:]))
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return run_serve(args)

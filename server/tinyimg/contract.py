@@ -9,7 +9,7 @@ to send a new field, add it here, optional, and both sides and the OpenAPI docum
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, create_model
 
@@ -26,8 +26,12 @@ def _snake_copy(spec: type[BaseModel], name: str) -> type[Wire]:
     return create_model(name, __base__=Wire, __doc__=spec.__doc__, **fields)
 
 
-DefaultsResponse = _snake_copy(DefaultsSpec, "DefaultsResponse")
-LimitsResponse = _snake_copy(LimitsSpec, "LimitsResponse")
+if TYPE_CHECKING:  # mypy cannot see create_model's fields: to it these are wire models of no fields
+    class DefaultsResponse(Wire): ...
+    class LimitsResponse(Wire): ...
+else:
+    DefaultsResponse = _snake_copy(DefaultsSpec, "DefaultsResponse")
+    LimitsResponse = _snake_copy(LimitsSpec, "LimitsResponse")
 
 
 class ErrorDetail(BaseModel):
@@ -60,8 +64,8 @@ class ModelInfoResponse(Wire):
     offload: str | None = None
     # null only from a router that has reached no backend of the model yet
     negative_prompt_supported: bool | None = None
-    defaults: DefaultsResponse | None = None  # type: ignore[valid-type]
-    limits: LimitsResponse | None = None  # type: ignore[valid-type]
+    defaults: DefaultsResponse | None = None
+    limits: LimitsResponse | None = None
     # The model's deadline per request (runtime.requestTimeoutSeconds): what a caller, or a router
     # sizing its upstream wait (tinyimg.drain.build_upstream_timeout), may expect at most.
     request_timeout_seconds: float | None = None

@@ -6,9 +6,14 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tinyimg.spec import ConfigError, ServerConfig, load_config
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
+    from tinyimg.http.limits import EdgeLimits
 
 
 def select_models(config: ServerConfig, names: Sequence[str] | None, where: str) -> ServerConfig:
@@ -61,7 +66,7 @@ class BackgroundServer:
     """uvicorn serving ``app`` from a thread of this process, on a port the OS picks: for tests,
     benchmarks and embedding. ``with BackgroundServer(app) as server: httpx.get(server.url + ...)``."""
 
-    def __init__(self, app, host: str = "127.0.0.1", port: int = 0, limits=None):
+    def __init__(self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0, limits: EdgeLimits | None = None):
         """``limits`` (an ``EdgeLimits``): the edge's protocol and bounds, as ``tinyimg serve`` runs."""
         import socket
 

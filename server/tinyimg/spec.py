@@ -49,6 +49,15 @@ class DefaultsSpec(_Schema):
     negative_prompt: str | None = Field(None, max_length=10_000)
 
 
+class ResolvedDefaults(DefaultsSpec):
+    """``ModelSpec.resolved_defaults()``: every field but ``negative_prompt`` is set."""
+
+    steps: int
+    guidance_scale: float
+    width: int
+    height: int
+
+
 class LimitsSpec(_Schema):
     """What one request may ask for; anything beyond is a 422 naming the field."""
 
@@ -176,11 +185,11 @@ class ModelSpec(_Schema):
             )
         return self
 
-    def resolved_defaults(self) -> DefaultsSpec:
+    def resolved_defaults(self) -> ResolvedDefaults:
         """The defaults with the family's values filled in where the spec leaves them unset."""
         info = family_info(self.family)
         d = self.defaults
-        return DefaultsSpec(
+        return ResolvedDefaults(
             steps=d.steps if d.steps is not None else info.default_steps,
             guidance_scale=d.guidance_scale if d.guidance_scale is not None else info.default_guidance,
             width=d.width if d.width is not None else info.default_size,

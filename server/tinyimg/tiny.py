@@ -38,7 +38,7 @@ def build_clip_tokenizer() -> Any:
 def build_t5_tokenizer(model_max_length: int = T5_MAX_LENGTH) -> Any:
     """A Unigram tokenizer over printable ASCII, wrapped as T5TokenizerFast."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import T5TokenizerFast
+    from transformers import T5TokenizerFast  # type: ignore[attr-defined]  # a lazy alias mypy cannot see
 
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -1.0)]
     pieces += [(chr(c), -2.0) for c in range(33, 127)]

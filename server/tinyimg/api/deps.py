@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request
 
@@ -11,7 +11,7 @@ from tinyimg.spec import ServerConfig
 
 
 def get_config(request: Request) -> ServerConfig:
-    return request.app.state.config
+    return cast(ServerConfig, request.app.state.config)
 
 
 def get_engine(request: Request) -> Any:
@@ -19,7 +19,7 @@ def get_engine(request: Request) -> Any:
 
 
 def get_metrics(request: Request) -> ServerMetrics:
-    return request.app.state.metrics
+    return cast(ServerMetrics, request.app.state.metrics)
 
 
 ConfigDep = Annotated[ServerConfig, Depends(get_config)]

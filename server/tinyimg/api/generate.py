@@ -6,7 +6,7 @@ import asyncio
 import base64
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Header, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -19,6 +19,7 @@ from tinyimg.api.requests import (
     GenerateRequest,
     GenerateResponse,
     ImageResponse,
+    OutputFormat,
     TimingsResponse,
     build_generation_params,
     build_parameters_response,
@@ -31,11 +32,11 @@ from tinyimg.spec import ServerConfig
 
 router = APIRouter(tags=["generate"])
 
-RAW_MEDIA_TYPES = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
+RAW_MEDIA_TYPES: dict[str, OutputFormat] = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
 _JSON_MEDIA_TYPES = ("application/json", "application/*", "*/*")
 
 
-def read_raw_format(accept: str | None) -> str | None:
+def read_raw_format(accept: str | None) -> OutputFormat | None:
     """The image format an Accept header asks for, or None for the JSON answer. The first listed
     type we serve wins (clients list their preference first; q-values are not weighed)."""
     for part in (accept or "").split(","):
@@ -81,12 +82,12 @@ async def generate_while_connected(
         for task in (generation, hangup):
             task.cancel()
     if generation in done:
-        return generation.result()
+        return cast(GenerationResult, generation.result())  # engine is Any (duck-typed)
     hangup.result()  # re-raises if listening for the hang-up itself failed
     raise ClientDisconnected()
 
 
-def encode_all(images: list, output_format: str) -> list[bytes]:
+def encode_all(images: list[Any], output_format: str) -> list[bytes]:
     return [imaging.encode_image(image, output_format) for image in images]
 
 
@@ -95,13 +96,13 @@ class Generation:
     params: GenerationParams
     result: GenerationResult
     encoded: list[bytes]
-    output_format: str
+    output_format: OutputFormat
     total_seconds: float
 
 
 async def run_generation(
     request: Request, body: GenerateRequest, config: ServerConfig, engine: Any, metrics: ServerMetrics,
-    output_format: str,
+    output_format: OutputFormat,
 ) -> Generation:
     """Resolve, generate and encode one request; shared by /generate and the OpenAI route."""
     started = time.perf_counter()

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.types import Scope
 
 MODEL_STATES = ("loading", "ready", "failed")
 # Paths whose requests are counted per model; the others are probes, listings and scrapes.
@@ -97,7 +98,7 @@ class ServerMetrics:
         # Only configured names become label values: a client must not grow the series count.
         return name if name in self.model_names else UNKNOWN_MODEL
 
-    def observe_request(self, scope: dict[str, Any], status: int, duration: float) -> None:
+    def observe_request(self, scope: Scope, status: int, duration: float) -> None:
         if scope["path"] not in GENERATION_PATHS:
             return
         model = self.model_label(scope.get("state", {}).get("model"))

@@ -157,7 +157,7 @@ def new_seed() -> int:
     return secrets.randbelow(2**32)
 
 
-def build_parameters_response(params: GenerationParams, output_format: str) -> ParametersResponse:
+def build_parameters_response(params: GenerationParams, output_format: OutputFormat) -> ParametersResponse:
     return ParametersResponse(
         prompt=params.prompt,
         negative_prompt=params.negative_prompt,

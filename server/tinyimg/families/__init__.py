@@ -9,8 +9,13 @@ and the operator read it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from tinyimg.families import flux, sdxl
 from tinyimg.families.family import Family
+
+if TYPE_CHECKING:
+    from tinyimg.families.base import Handler
 
 FAMILIES: dict[str, Family] = {
     "sdxl": sdxl.FAMILY,
@@ -25,5 +30,5 @@ def family_info(key: str) -> Family:
         raise KeyError(f"unknown family {key!r}; known: {', '.join(sorted(FAMILIES))}") from None
 
 
-def load_handler_class(key: str) -> type:
+def load_handler_class(key: str) -> type[Handler]:
     return family_info(key).handler

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from tinyimg.families.base import Handler
 
 
 @dataclass(frozen=True, kw_only=True)
 class Family:
-    handler: type  # a tinyimg.families.base.Handler subclass: prompt encoding and call arguments
+    handler: type[Handler]  # a tinyimg.families.base.Handler subclass: prompt encoding and call arguments
     pipeline_class: str  # the diffusers class from_pretrained loads (an attribute of diffusers)
     denoiser: Literal["unet", "transformer"]  # the pipeline attribute runtime.compile wraps
     size_multiple: int  # width/height must be a multiple of this (VAE factor x patch size)

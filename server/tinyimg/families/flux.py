@@ -9,7 +9,7 @@ guidance-distilled checkpoints (FLUX.1-dev); FLUX.1-schnell ignores it.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 from tinyimg.families.base import Handler, repeat_per_image
 from tinyimg.families.family import Family
@@ -23,7 +23,7 @@ MAX_SEQUENCE_LENGTH = 256
 
 class FluxHandler(Handler):
     def max_sequence_length(self) -> int:
-        return min(MAX_SEQUENCE_LENGTH, self.pipe.tokenizer_2.model_max_length)
+        return min(MAX_SEQUENCE_LENGTH, cast(int, self.pipe.tokenizer_2.model_max_length))
 
     def encode_prompts(self, batch: list[GenerationParams]) -> dict[str, Any]:
         """Every prompt of the batch in ONE call of each text encoder (both pad to a fixed length,
@@ -80,7 +80,7 @@ def build_tiny_flux() -> Any:
         T5Config(
             vocab_size=len(tokenizer_2), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
             relative_attention_num_buckets=8, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
-        )
+        )  # type: ignore[call-arg]  # transformers 5's stub omits the extra keys its config takes
     )
     return FluxPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(),
@@ -106,7 +106,7 @@ FLUX_VAE = {
     "scaling_factor": 0.3611, "shift_factor": 0.1159, "use_quant_conv": False, "use_post_quant_conv": False,
 }
 FLUX_SCHEDULER = {"num_train_timesteps": 1000, "shift": 1.0, "use_dynamic_shifting": False}
-T5_XXL = {
+T5_XXL: dict[str, Any] = {
     "vocab_size": 32128, "d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_layers": 24, "num_heads": 64,
     "relative_attention_num_buckets": 32, "relative_attention_max_distance": 128,
     "feed_forward_proj": "gated-gelu", "dense_act_fn": "gelu_new", "is_gated_act": True,

@@ -29,7 +29,8 @@ Observer = Callable[[Scope, int, float], None]
 
 
 def find_header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    for key, value in headers:
         if key == name:
             return value.decode("latin-1")
     return None

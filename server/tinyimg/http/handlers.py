@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.types import ExceptionHandler
 
 from tinyimg.errors import ApiError, build_error_response, status_code_name
 
@@ -53,6 +54,8 @@ async def answer_http_error(request: Request, exc: HTTPException) -> JSONRespons
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ApiError, answer_api_error)
-    app.add_exception_handler(RequestValidationError, answer_validation_error)
-    app.add_exception_handler(HTTPException, answer_http_error)
+    # Starlette types every handler as taking any Exception; each of these is registered for the
+    # one type it takes, which is all Starlette passes it.
+    app.add_exception_handler(ApiError, cast(ExceptionHandler, answer_api_error))
+    app.add_exception_handler(RequestValidationError, cast(ExceptionHandler, answer_validation_error))
+    app.add_exception_handler(HTTPException, cast(ExceptionHandler, answer_http_error))

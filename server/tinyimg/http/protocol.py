@@ -77,6 +77,7 @@ class RecordingConnection(h11.Connection):
 
 class EdgeH11Protocol(H11Protocol):
     limits = EdgeLimits()
+    conn: RecordingConnection
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

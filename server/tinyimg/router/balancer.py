@@ -47,7 +47,7 @@ def aged_latency(latency: float, age: float, neutral: float) -> float:
     """``latency`` moved toward ``neutral``, half-way per half-life of ``age``."""
     if latency <= 0 or neutral <= 0:
         return latency
-    keep = 0.5 ** (max(age, 0.0) / LATENCY_HALF_LIFE_SECONDS)
+    keep: float = 0.5 ** (max(age, 0.0) / LATENCY_HALF_LIFE_SECONDS)
     return neutral + (latency - neutral) * keep
 
 
@@ -74,5 +74,5 @@ def update_latency(previous: float | None, sample: float, age: float = 0.0) -> f
     the previous sample: the old average's weight halves every half-life."""
     if previous is None:
         return sample
-    keep = (1 - LATENCY_WEIGHT) * 0.5 ** (max(age, 0.0) / LATENCY_HALF_LIFE_SECONDS)
+    keep: float = (1 - LATENCY_WEIGHT) * 0.5 ** (max(age, 0.0) / LATENCY_HALF_LIFE_SECONDS)
     return keep * previous + (1 - keep) * sample

@@ -11,8 +11,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from tinyimg.router.settings import RouterSettings
+
+if TYPE_CHECKING:
+    from tinyimg.router.discovery_kube import KubeDiscovery
+    from tinyimg.router.discovery_static import StaticDiscovery
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +71,7 @@ def load_settings(args: argparse.Namespace) -> RouterSettings:
     return RouterSettings(**{k: v for k, v in given.items() if v is not None})
 
 
-def load_discovery(args: argparse.Namespace):
+def load_discovery(args: argparse.Namespace) -> KubeDiscovery | StaticDiscovery:
     if args.kubernetes:
         if args.backend or args.backends:
             raise ValueError("--kubernetes and --backend/--backends exclude each other")
@@ -112,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     options = build_server_options(settings.edge_limits(), settings.trusted_proxies)
     uvicorn.run(
         app, host=settings.host, port=settings.port, lifespan="on", log_level=args.log_level,
-        timeout_graceful_shutdown=settings.shutdown_timeout, **options,
+        # uvicorn annotates an int, but only hands it to asyncio.wait_for: fractional seconds work.
+        timeout_graceful_shutdown=settings.shutdown_timeout, **options,  # type: ignore[arg-type]
     )
     return 0

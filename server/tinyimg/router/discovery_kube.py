@@ -61,7 +61,7 @@ class KubeConnection:
     auth: httpx.Auth | None = None
     headers: dict[str, str] = field(default_factory=dict)
     verify: Any = True  # True, False or a CA bundle path
-    cert: tuple[str, str] | None = None
+    cert: str | tuple[str, str] | None = None  # a client certificate (with its key, or one PEM holding both)
 
     def build_client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -101,7 +101,8 @@ def load_kube_connection(namespace: str | None = None) -> KubeConnection:
         namespace=namespace or active.get("context", {}).get("namespace") or "default",
         headers={"Authorization": token} if token else {},
         verify=configuration.ssl_ca_cert or configuration.verify_ssl,
-        cert=(configuration.cert_file, configuration.key_file) if configuration.cert_file else None,
+        cert=(configuration.cert_file, configuration.key_file)
+        if configuration.cert_file and configuration.key_file else configuration.cert_file or None,
     )
 
 
@@ -151,7 +152,7 @@ def _owned(obj: dict[str, Any], kind: str, owners_by_uid: dict[str, dict[str, An
     ref = controller_of(obj)
     if ref is None or ref.get("kind") != kind:
         return None
-    owner = owners_by_uid.get(ref.get("uid"))
+    owner = owners_by_uid.get(ref.get("uid", ""))
     return owner if owner is not None and owner["metadata"].get("name") == ref.get("name") else None
 
 

@@ -27,6 +27,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import httpcore
 from starlette.responses import Response
@@ -36,6 +37,9 @@ from tinyimg.router.balancer import choose_backend, update_latency
 from tinyimg.router.errors import RouterError
 from tinyimg.router.metrics import UNKNOWN_MODEL_LABEL, RouterMetrics
 from tinyimg.router.table import BackendTable, PodState
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterable
 
 log = logging.getLogger("tinyimg.router.forward")
 
@@ -183,7 +187,7 @@ class UpstreamResponse(Response):
                 # through the middleware stack per response. Without one (chunked, a stream), each
                 # chunk is passed on as it comes and an empty message ends the body.
                 left, ended = content_length(self.upstream.headers), False
-                async for chunk in self.upstream.stream:
+                async for chunk in cast("AsyncIterable[bytes]", self.upstream.stream):  # an async pool's stream
                     if left is not None:
                         left -= len(chunk)
                     ended = left == 0
@@ -199,7 +203,7 @@ class UpstreamResponse(Response):
 async def read_bounded(upstream: httpcore.Response, limit: int) -> bytes:
     """The raw upstream body, at most ``limit`` bytes (more is cut: only its error code matters)."""
     chunks, size = [], 0
-    async for chunk in upstream.stream:
+    async for chunk in cast("AsyncIterable[bytes]", upstream.stream):
         chunks.append(chunk)
         size += len(chunk)
         if size >= limit:

@@ -44,7 +44,7 @@ def read_model_states(models: Any) -> dict[str, dict[str, Any]]:
     """model -> {"state", "family", "reason"} from a pod's /models body."""
     out = {}
     for name, item in _model_items(models):
-        state = item.get("state")
+        state: Any = item.get("state")
         if isinstance(state, dict):  # {"state": {"state": "failed", "reason": ...}} is accepted too
             state, reason = state.get("state"), state.get("reason")
         else:

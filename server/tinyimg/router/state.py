@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import httpx
 from fastapi import Depends, Request
@@ -30,7 +30,7 @@ class RouterState:
 
 # Dependencies are async on purpose: FastAPI runs a sync one in a worker thread, per request.
 async def get_state(request: Request) -> RouterState:
-    return request.app.state.router
+    return cast(RouterState, request.app.state.router)
 
 
 StateDep = Annotated[RouterState, Depends(get_state)]

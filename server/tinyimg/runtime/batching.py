@@ -4,7 +4,7 @@ functions of the queue and the clock."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from tinyimg.runtime.jobs import GenerationParams
 
@@ -14,7 +14,10 @@ class Batchable(Protocol):
     params: GenerationParams
 
 
-def pick_batch(pending: Sequence[Batchable], max_images: int) -> list[Batchable]:
+JobT = TypeVar("JobT", bound=Batchable)
+
+
+def pick_batch(pending: Sequence[JobT], max_images: int) -> list[JobT]:
     """The head job, plus later jobs of the same model and batch key while the images fit.
 
     The head always runs, even when it alone asks for more than ``max_images`` (its images are not

@@ -86,7 +86,7 @@ class Engine:
         self._served = {m.name: 0 for m in config.models}
         self._failed = {m.name: 0 for m in config.models}
         self._started = time.monotonic()
-        self._boot_task: asyncio.Task | None = None
+        self._boot_task: asyncio.Task[None] | None = None
         self._draining = False  # readiness says 503; requests are still taken (the preStop window)
         self._stopping = False  # new requests are refused
         self._stopped = False

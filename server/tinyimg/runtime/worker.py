@@ -41,7 +41,7 @@ class Job:
     max_batch: int
     max_wait: float  # seconds a batch may wait for a recently answered client to come back
     timeout: float
-    future: asyncio.Future
+    future: asyncio.Future[GenerationResult]
     enqueued_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None
 
@@ -60,7 +60,7 @@ class DeviceWorker:
         self.running: list[Job] = []
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"tinyimg-{device}")
         self._wakeup = queue.listen()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._free_since = time.monotonic()  # when the last pipeline call ended
 
@@ -228,4 +228,5 @@ def _settle(job: Job, *, result: GenerationResult | None = None, error: EngineEr
     if error is not None:
         job.future.set_exception(error)
     else:
+        assert result is not None  # every caller passes a result or an error
         job.future.set_result(result)

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel
 
 from tinyimg.api.requests import GenerateRequest, OpenAIImagesRequest
 from tinyimg.contract import BODY_ERRORS, EDGE_ERRORS, build_error_responses
@@ -15,7 +16,7 @@ from tinyimg.router.state import AccessDep, StateDep
 
 # The body is forwarded as sent (the backend validates it), but the document names its shape: the
 # model server's own request models, so both documents describe one request.
-GENERATION_BODIES = {"/generate": GenerateRequest, "/v1/images/generations": OpenAIImagesRequest}
+GENERATION_BODIES: dict[str, type[BaseModel]] = {"/generate": GenerateRequest, "/v1/images/generations": OpenAIImagesRequest}
 GENERATION_PATHS = tuple(GENERATION_BODIES)
 # Besides the backend's own answers (relayed as they are): the router's refusals.
 GENERATION_ERRORS = build_error_responses(*BODY_ERRORS, 401, 404, 429, 499, 502, 503, 504, *EDGE_ERRORS)
@@ -47,10 +48,11 @@ async def forward_generation(request: Request, state: StateDep) -> Any:
     headers = build_upstream_headers(
         [(k, v) for k, v in request.headers.items()], request_id, request.client.host if request.client else None
     )
+    assert state.forwarder is not None  # the lifespan builds it before the first request
     return await state.forwarder.forward(model, request.url.path, body, headers, request_id)
 
 
-def build_body_document(model: type) -> dict[str, Any]:
+def build_body_document(model: type[BaseModel]) -> dict[str, Any]:
     schema = {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}
     return {"requestBody": schema}
 

@@ -25,12 +25,14 @@ INFO_ERRORS = build_error_responses(401, 429, *EDGE_ERRORS)
 
 @router.get("/models", response_model=RouterModelsResponse, responses=INFO_ERRORS)
 async def list_models(state: StateDep) -> RouterModelsResponse:
+    assert state.client is not None  # the lifespan opens it before the first request
     infos = await read_model_infos(state.client, state.table, state.settings.status_timeout)
     return build_models_view(state.table, infos)
 
 
 @router.get("/status", response_model=RouterStatusResponse, responses=INFO_ERRORS)
 async def read_status(state: StateDep) -> RouterStatusResponse:
+    assert state.client is not None  # the lifespan opens it before the first request
     urls = sorted(state.table.pods)
     results = await read_pod_documents(state.client, urls, "/status", StatusResponse, state.settings.status_timeout)
     own = RouterSelfStatus(
