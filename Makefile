@@ -31,6 +31,7 @@ test: venv tools lint
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test-unit: venv
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
