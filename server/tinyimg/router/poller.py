@@ -1,75 +1,56 @@
-"""Periodic polls of every pod's /status and /models: queue depth per model, the
-model states a pod reports, its backlog (waiting + generating) for the balancer, and whether it
-answers at all.
+"""Periodic polls of every pod's /status and /models: queue depth per model, the model states a
+pod reports, its backlog (waiting + generating) for the balancer, and whether it answers at all.
 
-The model server reports ``/status`` as ``{"models": {name: {"queue_depth", "in_flight", ...}}}``
-and ``/models`` as ``{"models": [{"name", "family", "state", ...}]}``; the readers below also accept
-a list of models with ``name`` keys, so a small format change does not blind the balancer.
+Both answers are read with the contract's models (tinyimg.contract), the same ones the model server
+answers with: a pod that breaks the contract counts as unreachable, with the validation error as
+the reason, rather than being half-understood.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 import httpx
 
+from tinyimg.contract import ModelsResponse, StatusResponse
 from tinyimg.router.table import BackendTable, PodState
 
 log = logging.getLogger("tinyimg.router.poller")
 
 
-def _model_items(doc: Any) -> Iterable[tuple[str, dict[str, Any]]]:
-    models = doc.get("models", {}) if isinstance(doc, dict) else doc
-    if isinstance(models, dict):
-        return [(k, v) for k, v in models.items() if isinstance(v, dict)]
-    if isinstance(models, list):
-        return [(m["name"], m) for m in models if isinstance(m, dict) and isinstance(m.get("name"), str)]
-    return []
+def read_queue_depths(status: StatusResponse) -> dict[str, int]:
+    return {name: model.queue_depth for name, model in status.models.items()}
 
 
-def read_counts(status: Any, *keys: str) -> dict[str, int]:
-    """model -> the sum of the numeric fields ``keys`` (absent ones count 0), from a /status body."""
-    counts = {}
-    for name, item in _model_items(status):
-        values = [item.get(k) for k in keys]
-        if any(isinstance(v, int | float) for v in values):
-            counts[name] = sum(int(v) for v in values if isinstance(v, int | float))
-    return counts
+def read_backlogs(status: StatusResponse) -> dict[str, int]:
+    """model -> waiting + generating requests on this pod."""
+    return {name: model.queue_depth + model.in_flight for name, model in status.models.items()}
 
 
-def read_model_states(models: Any) -> dict[str, dict[str, Any]]:
-    """model -> {"state", "family", "reason"} from a pod's /models body."""
-    out = {}
-    for name, item in _model_items(models):
-        state: Any = item.get("state")
-        if isinstance(state, dict):  # {"state": {"state": "failed", "reason": ...}} is accepted too
-            state, reason = state.get("state"), state.get("reason")
-        else:
-            reason = item.get("reason")
-        out[name] = {"state": state or "unknown", "family": item.get("family"), "reason": reason}
-    return out
+def read_model_states(models: ModelsResponse) -> dict[str, dict[str, Any]]:
+    """model -> {"state", "family", "reason"} from a pod's /models answer."""
+    return {m.name: {"state": m.state, "family": m.family, "reason": m.reason} for m in models.models}
 
 
 async def poll_pod(client: httpx.AsyncClient, pod: PodState, timeout: float) -> dict[str, dict[str, Any]]:
     """Refresh ``pod`` from its /status and /models; returns what /models said (empty when unreachable)."""
     try:
-        status, models = await asyncio.gather(
+        status_answer, models_answer = await asyncio.gather(
             client.get(pod.url + "/status", timeout=timeout), client.get(pod.url + "/models", timeout=timeout)
         )
-        status.raise_for_status()
-        models.raise_for_status()
-        states = read_model_states(models.json())
-        body = status.json()
-        pod.queue_depth = read_counts(body, "queue_depth")
-        pod.backlog = read_counts(body, "queue_depth", "in_flight")
-    except (httpx.HTTPError, ValueError) as err:
+        status_answer.raise_for_status()
+        models_answer.raise_for_status()
+        states = read_model_states(ModelsResponse.model_validate_json(models_answer.content))
+        status = StatusResponse.model_validate_json(status_answer.content)
+    except (httpx.HTTPError, ValueError) as err:  # pydantic's ValidationError is a ValueError
         if pod.reachable:
             log.warning("backend %s unreachable: %s", pod.url, err or type(err).__name__)
         pod.reachable, pod.last_error = False, str(err) or type(err).__name__
         return {}
+    pod.queue_depth = read_queue_depths(status)
+    pod.backlog = read_backlogs(status)
     pod.model_states = {name: s["state"] for name, s in states.items()}
     pod.reachable, pod.last_error = True, None
     return states
