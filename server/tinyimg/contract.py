@@ -52,6 +52,15 @@ class HealthResponse(Wire):
     reason: str | None = None
 
 
+class AdapterInfo(Wire):
+    """A LoRA adapter the model declares (spec ``adapters``) and whether it loaded."""
+
+    name: str
+    scale: float  # the default scale, when a request names the adapter without one
+    state: str  # loading | ready | failed
+    reason: str | None = None
+
+
 class ModelInfoResponse(Wire):
     name: str
     family: str | None
@@ -69,6 +78,11 @@ class ModelInfoResponse(Wire):
     # The model's deadline per request (runtime.requestTimeoutSeconds): what a caller, or a router
     # sizing its upstream wait (tinyimg.drain.build_upstream_timeout), may expect at most.
     request_timeout_seconds: float | None = None
+    # What a request may choose: txt2img/img2img/inpaint, the sampler names (absent: the model's
+    # own), and the LoRA adapters (``loras``).
+    modes: list[str] | None = None
+    schedulers: list[str] | None = None
+    adapters: list[AdapterInfo] | None = None
 
 
 class ModelsResponse(Wire):

@@ -66,6 +66,11 @@ class LimitsSpec(_Schema):
     max_steps: int = Field(100, ge=1, le=1000)
     max_images: int = Field(4, ge=1, le=64, description="Images per request.")
     max_prompt_length: int = Field(2000, ge=1, le=100_000, description="Characters.")
+    max_input_pixels: int = Field(
+        16_777_216, ge=256, le=89_478_485,  # Pillow refuses more than this on its own
+        description="Largest img2img/inpaint input (width x height, read from its header before decoding).",
+    )
+    max_adapters: int = Field(4, ge=0, le=16, description="LoRA adapters per request.")
 
 
 class RuntimeSpec(_Schema):
@@ -126,6 +131,25 @@ class SecretKeySpec(_Schema):
     key: str = Field("token", min_length=1)
 
 
+# A request's adapter scale: beyond this a LoRA only burns the image.
+ADAPTER_SCALE_RANGE = (-2.0, 2.0)
+
+
+class AdapterSpec(_Schema):
+    """A LoRA adapter the model may use: loaded with the model, active only for the requests that
+    name it (``loras`` in a request)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$")
+    source: str = Field(min_length=1, description="A Hugging Face repo id (org/name) or a local directory.")
+    weight_name: str | None = Field(None, description="The weight file in source, when it holds several.")
+    scale: float = Field(
+        1.0, ge=ADAPTER_SCALE_RANGE[0], le=ADAPTER_SCALE_RANGE[1], description="When a request gives none."
+    )
+
+    def is_local_source(self) -> bool:
+        return self.source.startswith(("/", "./", "../", "~"))
+
+
 class ModelSpec(_Schema):
     name: str = Field(min_length=1, max_length=50, pattern=MODEL_NAME_PATTERN)
     # Checked against the registry when a spec is read (not frozen into the class), so a family
@@ -140,6 +164,7 @@ class ModelSpec(_Schema):
     defaults: DefaultsSpec = Field(default_factory=DefaultsSpec)
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    adapters: list[AdapterSpec] = Field(default_factory=list, max_length=64)
     # Cluster fields: read by the operator, ignored by a standalone server.
     replicas: int = Field(1, ge=0, le=100)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
@@ -157,6 +182,15 @@ class ModelSpec(_Schema):
         if family not in FAMILIES:
             raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
         return family
+
+    @field_validator("adapters")
+    @classmethod
+    def _unique_adapters(cls, adapters: list[AdapterSpec]) -> list[AdapterSpec]:
+        names = [a.name for a in adapters]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"adapter name {name!r} appears twice")
+        return adapters
 
     @field_validator("env")
     @classmethod
@@ -252,11 +286,11 @@ def parse_config(data: Any, where: str = "<config>", base_dir: Path | None = Non
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, where)) from None
     if base_dir is not None:
-        for m in config.models:
-            if m.source.startswith(("./", "../")):
-                m.source = str((base_dir / m.source).resolve())
-            elif m.source.startswith("~"):
-                m.source = str(Path(m.source).expanduser())
+        for entry in [*config.models, *(a for m in config.models for a in m.adapters)]:
+            if entry.source.startswith(("./", "../")):
+                entry.source = str((base_dir / entry.source).resolve())
+            elif entry.source.startswith("~"):
+                entry.source = str(Path(entry.source).expanduser())
     return config
 
 

@@ -20,6 +20,7 @@ class FakeModelState:
     reason: str = ""
     device: str | None = "cpu"
     offload: str | None = "none"
+    adapter_failures: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -111,7 +111,10 @@ async def run_generation(
         spec = config.model(body.model)
     except KeyError:
         raise ModelNotFound(body.model, [m.name for m in config.models]) from None
-    params = build_generation_params(body, spec, request_id_var.get())
+    if body.image is None:
+        params = build_generation_params(body, spec, request_id_var.get())
+    else:  # decoding and resizing the input takes milliseconds: keep it off the event loop
+        params = await run_in_threadpool(build_generation_params, body, spec, request_id_var.get())
     result = await generate_while_connected(request, engine, spec.name, params)
     # Encoding a large PNG takes tens of milliseconds: keep it off the event loop.
     encoded = await run_in_threadpool(encode_all, [i.image for i in result.images], output_format)

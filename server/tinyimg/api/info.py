@@ -10,6 +10,7 @@ from tinyimg.api.auth import is_authenticated
 from tinyimg.api.deps import EngineDep
 from tinyimg.contract import (
     EDGE_ERRORS,
+    AdapterInfo,
     ModelInfoResponse,
     ModelsResponse,
     StatusResponse,
@@ -24,6 +25,7 @@ router = APIRouter(tags=["info"])
 def build_model_info(state: Any, show_local_source: bool) -> ModelInfoResponse:
     """A local directory as ``source`` tells about the host: shown only to a caller with a key."""
     spec = state.spec
+    family = family_info(spec.family)
     return ModelInfoResponse(
         name=spec.name,
         family=spec.family,
@@ -32,11 +34,21 @@ def build_model_info(state: Any, show_local_source: bool) -> ModelInfoResponse:
         reason=state.reason or None,
         device=state.device,
         offload=state.offload,
-        negative_prompt_supported=family_info(spec.family).negative_prompt,
+        negative_prompt_supported=family.negative_prompt,
         defaults=spec.resolved_defaults().model_dump(),
         limits=spec.limits.model_dump(),
         request_timeout_seconds=spec.runtime.request_timeout_seconds,
+        modes=list(family.modes),
+        schedulers=list(family.schedulers),
+        adapters=[build_adapter_info(adapter, state) for adapter in spec.adapters],
     )
+
+
+def build_adapter_info(adapter: Any, state: Any) -> AdapterInfo:
+    """An adapter is ready when its model is and it loaded; it fails alone, with its reason."""
+    reason = state.adapter_failures.get(adapter.name) if state.state == "ready" else None
+    adapter_state = "failed" if reason or state.state == "failed" else state.state
+    return AdapterInfo(name=adapter.name, scale=adapter.scale, state=adapter_state, reason=reason)
 
 
 @router.get("/models", response_model=ModelsResponse, responses=build_error_responses(*EDGE_ERRORS))

@@ -8,14 +8,15 @@ model is known, by ``build_generation_params``, which names the offending field.
 from __future__ import annotations
 
 import secrets
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from tinyimg.api.inputs import fit_size, open_image, read_base64
 from tinyimg.errors import InvalidField
 from tinyimg.families import family_info
 from tinyimg.runtime.jobs import GenerationParams
-from tinyimg.spec import ModelSpec
+from tinyimg.spec import ADAPTER_SCALE_RANGE, ModelSpec
 
 OutputFormat = Literal["png", "jpeg", "webp"]
 # Seeds feed torch.Generator.manual_seed; keep seed + num_images inside a signed 64-bit range.
@@ -39,6 +40,19 @@ class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Adapters named in one request; the model's limits.maxAdapters is the real bound.
+MAX_LORAS = 16
+# A base64 field is bounded by the body limit (max_body_bytes) before it is parsed.
+DEFAULT_STRENGTH = {"img2img": 0.8, "inpaint": 1.0}
+
+
+class LoraRequest(_Wire):
+    name: str = Field(min_length=1, max_length=64)
+    scale: float | None = Field(
+        None, ge=ADAPTER_SCALE_RANGE[0], le=ADAPTER_SCALE_RANGE[1], description="Absent: the adapter's default."
+    )
+
+
 class GenerateRequest(_Wire):
     model: str = Field(min_length=1, max_length=100)
     prompt: Text
@@ -50,6 +64,17 @@ class GenerateRequest(_Wire):
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Absent: random. Image i gets seed + i.")
     num_images: int = Field(1, ge=1)
     output_format: OutputFormat = "png"
+    image: str | None = Field(
+        None, description="base64 PNG/JPEG/WebP (or a data: URL): image-to-image, or inpainting with mask."
+    )
+    mask: str | None = Field(None, description="base64 image the size of image: white = repaint, black = keep.")
+    strength: float | None = Field(
+        None, gt=0.0, le=1.0, description="With image: how much of it is re-noised (img2img 0.8, inpaint 1.0)."
+    )
+    scheduler: str | None = Field(
+        None, min_length=1, max_length=64, description="A name from the model's schedulers (/models); absent: its own."
+    )
+    loras: list[LoraRequest] | None = Field(None, max_length=MAX_LORAS, description="Adapters from /models.")
 
 
 class ImageResponse(_Wire):
@@ -68,6 +93,10 @@ class ParametersResponse(_Wire):
     seed: int
     num_images: int
     output_format: OutputFormat
+    mode: str = "txt2img"
+    strength: float | None = None
+    scheduler: str | None = None
+    loras: list[LoraRequest] = []
 
 
 class TimingsResponse(_Wire):
@@ -114,11 +143,18 @@ class OpenAIImagesResponse(_Wire):
 def build_generation_params(
     req: GenerateRequest, spec: ModelSpec, request_id: str = "", seed: int | None = None
 ) -> GenerationParams:
-    """Apply the model's defaults and check its limits; ``seed`` stands in for an absent request seed."""
+    """Apply the model's defaults and check its limits; ``seed`` stands in for an absent request seed.
+
+    With ``image``, this decodes it (a CPU step of milliseconds to tens of them: callers on an event
+    loop run it in a thread) and sizes the output by the rule of ``tinyimg.api.inputs``."""
     d, lim = spec.resolved_defaults(), spec.limits
     info = family_info(spec.family)
-    width = req.width if req.width is not None else d.width
-    height = req.height if req.height is not None else d.height
+    inputs = read_inputs(req, spec)
+    fitted = fit_size(inputs[0].size, (lim.max_width, lim.max_height), info.size_multiple) if inputs else None
+    width = req.width if req.width is not None else fitted[0] if fitted else d.width
+    height = req.height if req.height is not None else fitted[1] if fitted else d.height
+    if fitted and min(width, height) < info.size_multiple:
+        raise InvalidField("image", f"{inputs[0].size[0]}x{inputs[0].size[1]} is too small for this model")
     steps = req.steps if req.steps is not None else d.steps
     for field, value, top in (("width", width, lim.max_width), ("height", height, lim.max_height)):
         if value > top:
@@ -140,6 +176,8 @@ def build_generation_params(
         raise InvalidField(
             "negative_prompt", f"{len(negative)} characters is over this model's maximum of {lim.max_prompt_length}"
         )
+    mode = ("inpaint" if inputs[1] is not None else "img2img") if inputs else "txt2img"
+    strength = build_strength(req, mode, steps)
     first = req.seed if req.seed is not None else (seed if seed is not None else new_seed())
     return GenerationParams(
         prompt=req.prompt,
@@ -150,7 +188,77 @@ def build_generation_params(
         guidance_scale=req.guidance_scale if req.guidance_scale is not None else d.guidance_scale,
         seeds=tuple(first + i for i in range(req.num_images)),
         request_id=request_id,
+        mode=mode,
+        strength=strength,
+        scheduler=check_scheduler(req.scheduler, spec),
+        loras=build_loras(req.loras, spec),
+        image=inputs[0].convert("RGB").resize((width, height), LANCZOS) if inputs else None,
+        mask=inputs[1].convert("L").resize((width, height), NEAREST) if inputs and inputs[1] is not None else None,
     )
+
+
+# PIL.Image.Resampling values, named here so this module need not import Pillow.
+LANCZOS, NEAREST = 1, 0
+
+
+def read_inputs(req: GenerateRequest, spec: ModelSpec) -> tuple[Any, Any | None] | None:
+    """The decoded input image and mask, or None for text-to-image."""
+    if req.image is None:
+        for field in ("mask", "strength"):
+            if getattr(req, field) is not None:
+                raise InvalidField(field, "applies only with an input image (image)")
+        return None
+    info = family_info(spec.family)
+    mode = "inpaint" if req.mask is not None else "img2img"
+    if mode not in info.modes:
+        raise InvalidField("mask" if req.mask is not None else "image", f"{spec.family} models do not offer {mode}")
+    limit = spec.limits.max_input_pixels
+    image = open_image("image", read_base64("image", req.image), limit)
+    mask = None
+    if req.mask is not None:
+        mask = open_image("mask", read_base64("mask", req.mask), limit)
+        if mask.size != image.size:
+            raise InvalidField(
+                "mask", f"{mask.size[0]}x{mask.size[1]} is not the image's size {image.size[0]}x{image.size[1]}"
+            )
+    return image, mask
+
+
+def build_strength(req: GenerateRequest, mode: str, steps: int) -> float | None:
+    if mode == "txt2img":
+        return None
+    strength = req.strength if req.strength is not None else DEFAULT_STRENGTH[mode]
+    # diffusers runs int(steps * strength) of the steps; none at all is an error deep in the pipeline.
+    if int(steps * strength) < 1:
+        raise InvalidField("strength", f"{strength} x {steps} steps leaves no denoising step; raise either")
+    return strength
+
+
+def check_scheduler(name: str | None, spec: ModelSpec) -> str | None:
+    allowed = family_info(spec.family).schedulers
+    if name is not None and name not in allowed:
+        listed = ", ".join(allowed) or "none (only the model's own)"
+        raise InvalidField("scheduler", f"{name!r} is not offered for {spec.family} models; allowed: {listed}")
+    return name
+
+
+def build_loras(loras: list[LoraRequest] | None, spec: ModelSpec) -> tuple[tuple[str, float], ...]:
+    """(name, scale) per named adapter, sorted by name (the batch key compares them)."""
+    if not loras:
+        return ()
+    declared = {a.name: a for a in spec.adapters}
+    if len(loras) > spec.limits.max_adapters:
+        raise InvalidField("loras", f"{len(loras)} adapters is over this model's maximum of {spec.limits.max_adapters}")
+    chosen: dict[str, float] = {}
+    for lora in loras:
+        if lora.name not in declared:
+            raise InvalidField(
+                "loras", f"unknown adapter {lora.name!r}; this model's adapters: {', '.join(declared) or 'none'}"
+            )
+        if lora.name in chosen:
+            raise InvalidField("loras", f"adapter {lora.name!r} is named twice")
+        chosen[lora.name] = lora.scale if lora.scale is not None else declared[lora.name].scale
+    return tuple(sorted(chosen.items()))
 
 
 def new_seed() -> int:
@@ -168,6 +276,10 @@ def build_parameters_response(params: GenerationParams, output_format: OutputFor
         seed=params.seeds[0],
         num_images=len(params.seeds),
         output_format=output_format,
+        mode=params.mode,
+        strength=params.strength,
+        scheduler=params.scheduler,
+        loras=[LoraRequest(name=name, scale=scale) for name, scale in params.loras],
     )
 
 

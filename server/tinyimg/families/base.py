@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tinyimg.families.variants import CallVariants
 from tinyimg.runtime.jobs import GeneratedImage, GenerationParams
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from tinyimg.spec import ModelSpec
 
 
-class Handler:
+class Handler(CallVariants):
     def __init__(self, spec: ModelSpec):
         self.spec = spec
         self.pipe: Any = None
@@ -87,6 +88,7 @@ class Handler:
             getattr(pipe, self.family.denoiser).compile()
         self.pipe, self.device, self.offload = pipe, device, offload
         self._placed = None
+        self.load_adapters()
 
     def generate(
         self, batch: list[GenerationParams], should_stop: Callable[[], bool] | None = None
@@ -103,15 +105,16 @@ class Handler:
 
         head = batch[0]
         if any(p.batch_key() != head.batch_key() for p in batch):
-            raise ValueError("a batch must share width, height, steps and guidance")
+            raise ValueError("a batch must share its batch key (tinyimg.runtime.batching.batch_key)")
         generators = [torch.Generator("cpu").manual_seed(seed) for p in batch for seed in p.seeds]
         stop = {"callback_on_step_end": build_stop_callback(should_stop)} if should_stop is not None else {}
         with torch.inference_mode():
-            images = self.pipe(
+            # First: the adapters this batch names may adapt the text encoders too.
+            pipeline, mode_arguments = self.prepare_call(batch)
+            images = pipeline(
                 **self.encode_prompts(batch),
                 **self.call_arguments(head),
-                width=head.width,
-                height=head.height,
+                **mode_arguments,
                 num_inference_steps=head.steps,
                 generator=generators,
                 output_type="pil",

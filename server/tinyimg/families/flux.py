@@ -13,6 +13,7 @@ from typing import Any, cast
 
 from tinyimg.families.base import Handler, repeat_per_image
 from tinyimg.families.family import Family
+from tinyimg.families.schedulers import FLOW_MATCHING_SCHEDULERS
 from tinyimg.runtime.jobs import GenerationParams
 
 log = logging.getLogger("tinyimg.engine")
@@ -148,4 +149,7 @@ FAMILY = Family(
     gpu_dtype="bfloat16",  # Flux activations overflow float16
     build_tiny=build_tiny_flux,
     build_full=build_full_flux,
+    img2img_pipeline_class="FluxImg2ImgPipeline",
+    inpaint_pipeline_class="FluxInpaintPipeline",
+    schedulers=FLOW_MATCHING_SCHEDULERS,
 )

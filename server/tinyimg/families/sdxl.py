@@ -6,6 +6,7 @@ from typing import Any
 
 from tinyimg.families.base import Handler, repeat_per_image
 from tinyimg.families.family import Family
+from tinyimg.families.schedulers import DIFFUSION_SCHEDULERS
 from tinyimg.runtime.jobs import GenerationParams
 
 
@@ -148,4 +149,7 @@ FAMILY = Family(
     gpu_dtype="float16",  # SDXL checkpoints ship an fp16 variant
     build_tiny=build_tiny_sdxl,
     build_full=build_full_sdxl,
+    img2img_pipeline_class="StableDiffusionXLImg2ImgPipeline",
+    inpaint_pipeline_class="StableDiffusionXLInpaintPipeline",
+    schedulers=DIFFUSION_SCHEDULERS,
 )

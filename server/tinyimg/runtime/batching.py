@@ -9,6 +9,22 @@ from typing import Protocol, TypeVar
 from tinyimg.runtime.jobs import GenerationParams
 
 
+def batch_key(params: GenerationParams) -> tuple:
+    """What must match for requests to share one pipeline call: everything that changes the
+    computation for the whole call. Prompts, seeds and input images may differ (each image gets
+    its own embeddings, generator and input)."""
+    return (
+        params.mode,
+        params.width,
+        params.height,
+        params.steps,
+        params.guidance_scale,
+        params.scheduler,
+        params.loras,
+        params.strength,
+    )
+
+
 class Batchable(Protocol):
     model: str
     params: GenerationParams
@@ -25,12 +41,12 @@ def pick_batch(pending: Sequence[JobT], max_images: int) -> list[JobT]:
     if not pending:
         return []
     head = pending[0]
-    key = head.params.batch_key()
+    key = batch_key(head.params)
     chosen = [head]
     images = len(head.params.seeds)
     for job in pending[1:]:
         count = len(job.params.seeds)
-        if job.model == head.model and job.params.batch_key() == key and images + count <= max_images:
+        if job.model == head.model and batch_key(job.params) == key and images + count <= max_images:
             chosen.append(job)
             images += count
     return chosen

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tinyimg.drain import DrainTiming, build_drain_timing
+from tinyimg.errors import InvalidField
 from tinyimg.families import load_handler_class
 from tinyimg.runtime.devices import Device, discover_devices, read_device_status
 from tinyimg.runtime.jobqueue import JobQueue
@@ -48,6 +49,7 @@ class ModelState:
     device: str | None = None  # the first replica's
     offload: str = "none"
     devices: list[str] = field(default_factory=list)  # one replica per device, all fed by one queue
+    adapter_failures: dict[str, str] = field(default_factory=dict)  # adapter -> why it did not load
 
 
 def build_handler(spec: ModelSpec) -> Any:
@@ -196,7 +198,8 @@ class Engine:
             )
             start = time.monotonic()
             try:
-                worker.handlers[spec.name] = await worker.call(self._load_and_warm, spec, placement)
+                handler = worker.handlers[spec.name] = await worker.call(self._load_and_warm, spec, placement)
+                self._states[spec.name].adapter_failures.update(getattr(handler, "adapter_failures", {}))
             except Exception as err:
                 log.exception("model failed to load", extra={"model": spec.name, "device": device})
                 self._load_errors.setdefault(spec.name, []).append(f"{type(err).__name__}: {err}")
@@ -252,6 +255,10 @@ class Engine:
             raise ModelNotReady(model, "still loading")
         if state.state == "failed":
             raise ModelNotReady(model, f"failed: {state.reason}", retry_after=60.0)
+        failed_adapters = [name for name, _ in params.loras if name in state.adapter_failures]
+        if failed_adapters:
+            name = failed_adapters[0]
+            raise InvalidField("loras", f"adapter {name!r} failed to load: {state.adapter_failures[name]}")
         spec = state.spec
         timeout = timeout if timeout is not None else spec.runtime.request_timeout_seconds
         job = Job(

@@ -3,7 +3,7 @@ and the errors the engine raises (each knows its HTTP status). No torch here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tinyimg.errors import ApiError
@@ -21,10 +21,20 @@ class GenerationParams:
     guidance_scale: float
     seeds: tuple[int, ...]  # one per image; len(seeds) == number of images
     request_id: str = ""
+    mode: str = "txt2img"  # txt2img | img2img | inpaint
+    strength: float | None = None  # img2img and inpaint: how much of the input is re-noised
+    scheduler: str | None = None  # a name of the family's table; None: the model's own
+    loras: tuple[tuple[str, float], ...] = ()  # (adapter, scale), sorted by name
+    # img2img/inpaint inputs (PIL images, already width x height): each request keeps its own in a
+    # batch, so they are not part of equality or the batch key.
+    image: Any = field(default=None, compare=False, repr=False)
+    mask: Any = field(default=None, compare=False, repr=False)
 
-    def batch_key(self) -> tuple[int, int, int, float]:
-        """Requests with equal keys can share one pipeline call."""
-        return (self.width, self.height, self.steps, self.guidance_scale)
+    def batch_key(self) -> tuple:
+        """Requests with equal keys can share one pipeline call (tinyimg.runtime.batching.batch_key)."""
+        from tinyimg.runtime.batching import batch_key
+
+        return batch_key(self)
 
 
 @dataclass

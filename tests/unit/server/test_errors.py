@@ -50,6 +50,7 @@ async def test_generate_answers_images_parameters_and_timings():
     assert body["parameters"] == {
         "prompt": "a red fox", "negative_prompt": None, "width": 64, "height": 64, "steps": 4,
         "guidance_scale": 5.0, "seed": 5, "num_images": 2, "output_format": "png",
+        "mode": "txt2img", "strength": None, "scheduler": None, "loras": [],
     }
     assert body["request_id"] == "abc-1" == r.headers["x-request-id"]
     assert body["device"] == "cpu" and body["timings"]["inference_seconds"] == 0.02

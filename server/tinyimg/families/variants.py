@@ -1,0 +1,124 @@
+"""What a request may vary over the one loaded text-to-image pipeline: its mode (image-to-image,
+inpainting), its sampler, and its LoRA adapters. A mixin of ``Handler`` (tinyimg.families.base).
+
+No second copy of any weight: the img2img and inpaint pipelines are built with diffusers'
+``from_pipe`` from the loaded pipeline's components (the same module objects, hence the same
+parameter storage), once, when a request first asks for that mode. Schedulers are built from the
+model's own scheduler config once per name and cached. Adapters load with the model; every call
+states exactly which adapters are active, so nothing carries over to the next call.
+
+All of this runs on the device's one worker thread (one pipeline call at a time), so swapping a
+pipeline's scheduler or the active adapters between calls is safe.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from pathlib import Path
+from typing import Any
+
+from tinyimg.families.schedulers import build_scheduler
+from tinyimg.runtime.jobs import GenerationParams
+
+log = logging.getLogger("tinyimg.engine")
+
+
+class CallVariants:
+    spec: Any
+    pipe: Any
+    family: Any
+
+    # -- modes ------------------------------------------------------------------------------
+    def pipeline_for(self, mode: str) -> Any:
+        """The pipeline of ``mode``, sharing every component with the loaded one."""
+        if mode == "txt2img":
+            return self.pipe
+        cache = self.__dict__.setdefault("_mode_pipelines", {})
+        if mode not in cache:
+            import diffusers
+
+            class_name = self.family.mode_pipeline_class(mode)
+            if class_name is None:
+                raise ValueError(f"{self.spec.family} models do not offer {mode}")
+            pipeline = getattr(diffusers, class_name).from_pipe(self.pipe)
+            pipeline.set_progress_bar_config(disable=True)
+            cache[mode] = pipeline
+        return cache[mode]
+
+    # -- schedulers -------------------------------------------------------------------------
+    def scheduler_for(self, name: str | None) -> Any:
+        """The scheduler ``name`` (the family's table), or the model's own for None."""
+        cache = self.__dict__.setdefault("_schedulers", {})
+        if None not in cache:
+            cache[None] = self.pipe.scheduler  # the one the model was loaded with
+        if name not in cache:
+            try:
+                choice = self.family.schedulers[name]
+            except KeyError:
+                raise ValueError(f"unknown scheduler {name!r} for {self.spec.family} models") from None
+            cache[name] = build_scheduler(choice, cache[None].config)
+        return cache[name]
+
+    # -- adapters ---------------------------------------------------------------------------
+    @property
+    def adapter_failures(self) -> dict[str, str]:
+        """Adapter name -> why it did not load (the others are usable)."""
+        return self.__dict__.setdefault("_adapter_failures", {})
+
+    @property
+    def loaded_adapters(self) -> list[str]:
+        return self.__dict__.setdefault("_loaded_adapters", [])
+
+    def load_adapters(self) -> None:
+        """Load every adapter the spec declares; one that fails is recorded, not raised."""
+        for adapter in self.spec.adapters:
+            local = adapter.is_local_source()
+            source = str(Path(adapter.source).expanduser()) if local else adapter.source
+            try:
+                if local and not Path(source).is_dir():
+                    raise FileNotFoundError(f"adapter directory {adapter.source} does not exist")
+                self.pipe.load_lora_weights(
+                    source, weight_name=adapter.weight_name, adapter_name=adapter.name, local_files_only=local
+                )
+            except Exception as err:  # a bad adapter fails itself, not its model
+                reason = f"{type(err).__name__}: {err}"
+                self.adapter_failures[adapter.name] = reason
+                log.error("adapter failed to load", extra={"model": self.spec.name, "adapter": adapter.name,
+                                                           "reason": reason})
+                continue
+            self.loaded_adapters.append(adapter.name)
+            log.info("adapter loaded", extra={"model": self.spec.name, "adapter": adapter.name})
+        if self.loaded_adapters:
+            self.pipe.disable_lora()  # off until a request names them
+
+    def activate_adapters(self, loras: tuple[tuple[str, float], ...]) -> None:
+        """Exactly ``loras`` active at their scales for the next call; none when empty."""
+        if not self.loaded_adapters:
+            if loras:
+                raise ValueError(f"adapters {[n for n, _ in loras]} are not loaded")
+            return
+        if not loras:
+            self.pipe.disable_lora()
+            return
+        self.pipe.enable_lora()
+        self.pipe.set_adapters([name for name, _ in loras], adapter_weights=[scale for _, scale in loras])
+
+    # -- one call ---------------------------------------------------------------------------
+    def prepare_call(self, batch: list[GenerationParams]) -> tuple[Any, dict[str, Any]]:
+        """The pipeline for ``batch`` (equal batch keys) with its scheduler and adapters set, and
+        the mode's call arguments: size, and per image its own input and mask."""
+        head = batch[0]
+        pipeline = self.pipeline_for(head.mode)
+        pipeline.scheduler = self.scheduler_for(head.scheduler)
+        self.activate_adapters(head.loras)
+        arguments: dict[str, Any] = {}
+        accepted = inspect.signature(pipeline.__call__).parameters
+        if "width" in accepted:  # SDXL's img2img takes its size from the input image
+            arguments |= {"width": head.width, "height": head.height}
+        if head.mode != "txt2img":
+            arguments["image"] = [p.image for p in batch for _ in p.seeds]
+            arguments["strength"] = head.strength
+        if head.mode == "inpaint":
+            arguments["mask_image"] = [p.mask for p in batch for _ in p.seeds]
+        return pipeline, arguments
