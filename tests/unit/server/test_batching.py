@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
-from tinyimg.runtime.batching import pick_batch, wait_for_company
+from tinyimg.runtime.batching import batch_key, pick_batch, wait_for_company
 from tinyimg.runtime.jobs import GenerationParams
 
 
@@ -70,3 +70,52 @@ def test_pick_batch_leaves_the_queue_untouched():
 def test_wait_for_company(images, returning, latest_start, expected):
     left = wait_for_company(10.0, images=images, max_images=8, latest_start=latest_start, returning=returning)
     assert left == pytest.approx(expected)
+
+
+BASE = GenerationParams("a fox", None, 64, 64, 4, 5.0, (1,))
+
+
+@pytest.mark.parametrize(
+    ("other", "shares"),
+    [
+        pytest.param(replace(BASE, prompt="a cat", negative_prompt="blurry", seeds=(7, 8), request_id="r2"), True,
+                     id="prompt-seeds-and-request-may-differ"),
+        pytest.param(replace(BASE, mode="img2img", strength=0.5, image="img"), False, id="mode"),
+        pytest.param(replace(BASE, width=128), False, id="width"),
+        pytest.param(replace(BASE, height=128), False, id="height"),
+        pytest.param(replace(BASE, steps=8), False, id="steps"),
+        pytest.param(replace(BASE, guidance_scale=7.0), False, id="guidance"),
+        pytest.param(replace(BASE, scheduler="ddim"), False, id="scheduler"),
+        pytest.param(replace(BASE, loras=(("style", 1.0),)), False, id="adapters"),
+    ],
+)
+def test_batch_key_against_a_text_to_image_request(other, shares):
+    assert (batch_key(other) == batch_key(BASE)) is shares
+
+
+IMG2IMG = replace(BASE, mode="img2img", strength=0.5, image="input a", loras=(("ink", 0.7), ("style", 1.0)))
+
+
+@pytest.mark.parametrize(
+    ("other", "shares"),
+    [
+        pytest.param(replace(IMG2IMG, image="input b", seeds=(3,)), True, id="each-keeps-its-own-input"),
+        pytest.param(replace(IMG2IMG, strength=0.6), False, id="strength"),
+        pytest.param(replace(IMG2IMG, loras=(("ink", 0.7), ("style", 0.9))), False, id="adapter-scale"),
+        pytest.param(replace(IMG2IMG, loras=(("ink", 0.7),)), False, id="adapter-set"),
+        pytest.param(replace(IMG2IMG, mode="inpaint", mask="m"), False, id="inpaint-vs-img2img"),
+    ],
+)
+def test_batch_key_between_image_to_image_requests(other, shares):
+    assert (batch_key(other) == batch_key(IMG2IMG)) is shares
+
+
+def test_mixed_keys_leave_the_queue_as_singles_in_order():
+    keys = [BASE, replace(BASE, scheduler="ddim"), replace(BASE, loras=(("style", 1.0),)), IMG2IMG]
+    queue = [QueuedJob(str(i), "m", p) for i, p in enumerate(keys)]
+    batches = []
+    while queue:
+        batch = pick_batch(queue, 4)
+        batches.append(names(batch))
+        queue = [j for j in queue if j not in batch]
+    assert batches == [["0"], ["1"], ["2"], ["3"]]
