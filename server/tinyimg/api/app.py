@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 
 import tinyimg
-from tinyimg.api import generate, health, info, metrics, openai_images
+from tinyimg.api import edits, generate, health, info, metrics, openai_images
 from tinyimg.api.auth import load_api_keys
 from tinyimg.api.metrics import ServerMetrics
 from tinyimg.http.edge import install_edge
@@ -20,7 +20,7 @@ from tinyimg.spec import ServerConfig
 
 log = logging.getLogger("tinyimg.api")
 
-ROUTERS = (generate.router, openai_images.router, info.router, health.router, metrics.router)
+ROUTERS = (generate.router, openai_images.router, edits.router, info.router, health.router, metrics.router)
 
 
 def build_engine(config: ServerConfig, server_metrics: ServerMetrics, options: Mapping[str, Any]) -> Any:

@@ -22,7 +22,7 @@ from tinyimg.errors import InvalidField
 router = APIRouter(tags=["openai"])
 
 # Our field names -> the OpenAI request's, so a 422 names what the client actually sent.
-_OPENAI_FIELDS = {"width": "size", "height": "size", "num_images": "n"}
+OPENAI_FIELDS = {"width": "size", "height": "size", "num_images": "n"}
 
 
 @router.post("/v1/images/generations", response_model=OpenAIImagesResponse, responses=GENERATION_ERRORS)
@@ -38,7 +38,7 @@ async def create_images(
     try:
         g = await run_generation(request, generate_body, config, engine, metrics, body.output_format)
     except InvalidField as err:
-        raise InvalidField(_OPENAI_FIELDS.get(err.field, err.field), err.reason) from None
+        raise InvalidField(OPENAI_FIELDS.get(err.field, err.field), err.reason) from None
     return OpenAIImagesResponse(
         created=int(time.time()),
         data=[OpenAIImageData(b64_json=base64.b64encode(data).decode("ascii")) for data in g.encoded],
