@@ -21,7 +21,11 @@ venv: $(VENV)/.installed
 .demo/tiny-%/model_index.json: $(VENV)/.installed
 	$(BIN)/tinyimg make-tiny-model --family $* --out .demo/tiny-$*
 
-demo-models: .demo/tiny-sdxl/model_index.json .demo/tiny-flux/model_index.json
+.demo/tiny-%-lora/pytorch_lora_weights.safetensors: $(VENV)/.installed
+	$(BIN)/tinyimg make-tiny-lora --family $* --out .demo/tiny-$*-lora
+
+demo-models: .demo/tiny-sdxl/model_index.json .demo/tiny-flux/model_index.json \
+	.demo/tiny-sdxl-lora/pytorch_lora_weights.safetensors .demo/tiny-flux-lora/pytorch_lora_weights.safetensors
 
 run: venv demo-models
 	$(BIN)/tinyimg serve --config $(CONFIG) --host $(HOST) --port $(PORT)

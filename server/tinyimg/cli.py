@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--family", required=True, choices=sorted(FAMILIES))
     tiny.add_argument("--out", required=True, type=Path, help="directory to save_pretrained into")
 
+    lora = sub.add_parser("make-tiny-lora", help="build a tiny random LoRA adapter for a tiny model")
+    lora.add_argument("--family", required=True, choices=sorted(FAMILIES))
+    lora.add_argument("--out", required=True, type=Path, help="directory to write the adapter into")
+
     for name in DELEGATED:
         sub.add_parser(name, help=f"run the {name} (see tinyimg {name} --help)", add_help=False)
     return parser
@@ -62,6 +66,14 @@ def run_make_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_make_tiny_lora(args: argparse.Namespace) -> int:
+    from tinyimg.tiny import run_make_tiny_lora as make
+
+    make(args.family, args.out)
+    print(f"wrote a tiny {args.family} LoRA adapter to {args.out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in DELEGATED:
@@ -72,9 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_CONFIG_ERROR
         return cast(int, module.main(argv[1:]))
     args = build_parser().parse_args(argv)
-    if args.command == "serve":
-        return run_serve(args)
-    return run_make_tiny_model(args)
+    commands = {"serve": run_serve, "make-tiny-model": run_make_tiny_model, "make-tiny-lora": run_make_tiny_lora}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-
 FAST = {"steps": 2}
 
 

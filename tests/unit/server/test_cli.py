@@ -70,6 +70,14 @@ def test_make_tiny_model_rejects_an_unknown_family():
     assert caught.value.code == 2
 
 
+def test_make_tiny_lora_takes_a_family_and_an_output_directory():
+    args = build_parser().parse_args(["make-tiny-lora", "--family", "flux", "--out", "/tmp/x"])
+    assert (args.command, args.family, str(args.out)) == ("make-tiny-lora", "flux", "/tmp/x")
+    with pytest.raises(SystemExit) as caught:
+        build_parser().parse_args(["make-tiny-lora", "--family", "dalle", "--out", "x"])
+    assert caught.value.code == 2
+
+
 def test_router_subcommand_is_handed_its_own_arguments(monkeypatch):
     seen = []
     import tinyimg.router.cli as router_cli
