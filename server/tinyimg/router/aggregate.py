@@ -20,6 +20,12 @@ from tinyimg.router.table import STATE_READY, BackendTable, ModelEntry, PodState
 
 # Per-model counters of a pod's /status that add up meaningfully across pods.
 SUMMED_FIELDS = ("queue_depth", "in_flight", "served", "failed")
+# What a backend's /models says about a model that the router passes on as it is: what the model
+# accepts (defaults, limits, modes, samplers, adapters), the same on every replica.
+BACKEND_FIELDS = {
+    "negative_prompt_supported", "defaults", "limits", "offload", "request_timeout_seconds", "modes", "schedulers",
+    "adapters",
+}
 
 
 def build_model_state(entry: ModelEntry, pods: list[PodState]) -> tuple[str, str | None]:
@@ -47,7 +53,7 @@ def build_model_item(
     router's state and replicas. ``source`` is never shown: it is a backend's local concern."""
     pods = table.pods_of(entry.name)
     state, reason = build_model_state(entry, pods)
-    known = backend.model_dump(include={"negative_prompt_supported", "defaults", "limits", "offload", "request_timeout_seconds"}) if backend else {}
+    known = backend.model_dump(include=BACKEND_FIELDS) if backend else {}
     return RouterModelInfoResponse(
         **known,
         name=entry.name,

@@ -24,7 +24,8 @@ from tinyimg.serve import BackgroundServer
 from tinyimg.spec import parse_config
 
 CONFIG = parse_config({"models": [
-    {"name": "m1", "family": "sdxl", "source": "/weights/m1", "limits": {"maxSteps": 40}},
+    {"name": "m1", "family": "sdxl", "source": "/weights/m1", "limits": {"maxSteps": 40},
+     "adapters": [{"name": "ink", "source": "org/ink-lora", "scale": 0.6}]},
     {"name": "m2", "family": "flux", "source": "org/m2", "defaults": {"steps": 3}},
 ]})
 
@@ -56,8 +57,13 @@ async def test_router_models_are_the_servers_models_plus_replicas(backend):
         mine = by_name[item.name]
         assert (item.family, item.defaults, item.limits) == (mine.family, mine.defaults, mine.limits)
         assert item.request_timeout_seconds == mine.request_timeout_seconds == 300
+        assert (item.modes, item.schedulers, item.adapters) == (mine.modes, mine.schedulers, mine.adapters)
         assert (item.state, item.ready_replicas, item.replicas, item.source) == ("ready", 1, 1, None)
     assert routed.models[0].limits.max_steps == 40 and routed.models[1].defaults.steps == 3
+    m1, m2 = routed.models
+    assert m1.modes == ["txt2img", "img2img", "inpaint"] and "dpmpp_2m_karras" in m1.schedulers
+    assert [(a.name, a.scale, a.state) for a in m1.adapters] == [("ink", 0.6, "ready")]
+    assert m2.schedulers == ["flow_match_euler"] and m2.adapters == []
 
 
 async def test_router_status_carries_each_pods_status_in_the_servers_shape(backend):
