@@ -34,7 +34,7 @@ router = APIRouter(tags=["openai"])
 MAX_FORM_FIELDS, MAX_FORM_FILES = 32, 2
 _TEXT_FIELDS = ("prompt", "model", "n", "size", "response_format", "output_format", "strength", "scheduler")
 
-_REQUEST_BODY = {
+EDIT_REQUEST_BODY = {
     "required": True,
     "content": {"multipart/form-data": {"schema": {
         "type": "object",
@@ -117,7 +117,7 @@ def encode_png(image: Any) -> str:
 
 @router.post(
     "/v1/images/edits", response_model=OpenAIImagesResponse, responses=GENERATION_ERRORS,
-    openapi_extra={"requestBody": _REQUEST_BODY},
+    openapi_extra={"requestBody": EDIT_REQUEST_BODY},
 )
 async def edit_images(
     request: Request, config: ConfigDep, engine: EngineDep, metrics: MetricsDep, _auth: ApiKeyDep,

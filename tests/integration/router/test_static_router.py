@@ -186,7 +186,11 @@ def test_openai_client_generates_through_the_router_with_a_key(servers):
     with running_router(flags, tmp) as router:
         client = openai.OpenAI(base_url=router.url + "/v1", api_key="sk-router", max_retries=0)
         result = client.images.generate(model="tiny-sdxl", prompt="a lighthouse", n=1, size="64x64", response_format="b64_json")
-        assert base64.b64decode(result.data[0].b64_json).startswith(b"\x89PNG")
+        generated = base64.b64decode(result.data[0].b64_json)
+        assert generated.startswith(b"\x89PNG")
+        # An edit (multipart) of that image: the router reads the model from the form.
+        edited = client.images.edit(model="tiny-sdxl", image=("in.png", generated, "image/png"), prompt="at night")
+        assert base64.b64decode(edited.data[0].b64_json).startswith(b"\x89PNG")
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=router.url + "/v1", api_key="sk-wrong", max_retries=0).images.generate(
                 model="tiny-sdxl", prompt="x", size="64x64"

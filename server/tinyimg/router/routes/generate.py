@@ -1,4 +1,4 @@
-"""POST /generate and POST /v1/images/generations: read the model name, forward the body as is."""
+"""POST /generate, /v1/images/generations and /v1/images/edits: read the model name, forward the body as is."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
+from tinyimg.api.edits import EDIT_REQUEST_BODY, MAX_FORM_FIELDS, MAX_FORM_FILES
 from tinyimg.api.requests import GenerateRequest, OpenAIImagesRequest
 from tinyimg.contract import BODY_ERRORS, EDGE_ERRORS, build_error_responses
 from tinyimg.errors import ApiError
@@ -31,7 +32,11 @@ def read_model_name(body: bytes, known: list[str]) -> str:
         data = json.loads(body)
     except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python recurses
         raise ApiError("body: not valid JSON (or nested too deeply)", 422, "invalid_request", extra={"field": "body"}) from None
-    model = data.get("model") if isinstance(data, dict) else None
+    return pick_model(data.get("model") if isinstance(data, dict) else None, known)
+
+
+def pick_model(model: Any, known: list[str]) -> str:
+    """The named model, or the one known model when none is named."""
     if isinstance(model, str) and model:
         return model
     if len(known) == 1:
@@ -43,7 +48,19 @@ def read_model_name(body: bytes, known: list[str]) -> str:
 async def forward_generation(request: Request, state: StateDep) -> Any:
     # The size and pace bounds of the edge (tinyimg.http.body) apply while this reads.
     body = await request.body()
-    model = read_model_name(body, list(state.table.models))
+    return await forward_body(request, state, body, read_model_name(body, list(state.table.models)))
+
+
+async def forward_edit(request: Request, state: StateDep) -> Any:
+    """OpenAI's multipart edit: the model is a form field; the body goes on unchanged (the
+    form is parsed from the body already read, within the edge's bounds)."""
+    body = await request.body()
+    async with request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS) as form:
+        named = form.get("model")
+    return await forward_body(request, state, body, pick_model(named, list(state.table.models)))
+
+
+async def forward_body(request: Request, state: StateDep, body: bytes, model: str) -> Any:
     request_id = request.scope["state"]["request_id"]
     headers = build_upstream_headers(
         [(k, v) for k, v in request.headers.items()], request_id, request.client.host if request.client else None
@@ -62,3 +79,8 @@ for _path, _body in GENERATION_BODIES.items():
         _path, forward_generation, methods=["POST"], response_model=None, responses=GENERATION_ERRORS,
         openapi_extra=build_body_document(_body),
     )
+
+router.add_api_route(
+    "/v1/images/edits", forward_edit, methods=["POST"], response_model=None, responses=GENERATION_ERRORS,
+    openapi_extra={"requestBody": EDIT_REQUEST_BODY},
+)
