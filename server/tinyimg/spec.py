@@ -286,7 +286,8 @@ def parse_config(data: Any, where: str = "<config>", base_dir: Path | None = Non
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, where)) from None
     if base_dir is not None:
-        for entry in [*config.models, *(a for m in config.models for a in m.adapters)]:
+        entries: list[ModelSpec | AdapterSpec] = [*config.models, *(a for m in config.models for a in m.adapters)]
+        for entry in entries:
             if entry.source.startswith(("./", "../")):
                 entry.source = str((base_dir / entry.source).resolve())
             elif entry.source.startswith("~"):

@@ -49,7 +49,7 @@ def open_image(field: str, data: bytes, max_pixels: int) -> Any:
     try:
         with warnings.catch_warnings():  # Pillow's warning bound: ours, checked next, is the one that counts
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)  # reads the header only
+            image: Image.Image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)  # reads the header only
     except UnidentifiedImageError:
         raise InvalidField(field, f"not a {', '.join(f.lower() for f in ACCEPTED_FORMATS)} image") from None
     except Image.DecompressionBombError as err:  # Pillow's own bound, far above ours

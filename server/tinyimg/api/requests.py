@@ -153,7 +153,7 @@ def build_generation_params(
     fitted = fit_size(inputs[0].size, (lim.max_width, lim.max_height), info.size_multiple) if inputs else None
     width = req.width if req.width is not None else fitted[0] if fitted else d.width
     height = req.height if req.height is not None else fitted[1] if fitted else d.height
-    if fitted and min(width, height) < info.size_multiple:
+    if inputs and min(width, height) < info.size_multiple:
         raise InvalidField("image", f"{inputs[0].size[0]}x{inputs[0].size[1]} is too small for this model")
     steps = req.steps if req.steps is not None else d.steps
     for field, value, top in (("width", width, lim.max_width), ("height", height, lim.max_height)):

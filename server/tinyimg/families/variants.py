@@ -64,11 +64,13 @@ class CallVariants:
     @property
     def adapter_failures(self) -> dict[str, str]:
         """Adapter name -> why it did not load (the others are usable)."""
-        return self.__dict__.setdefault("_adapter_failures", {})
+        failures: dict[str, str] = self.__dict__.setdefault("_adapter_failures", {})
+        return failures
 
     @property
     def loaded_adapters(self) -> list[str]:
-        return self.__dict__.setdefault("_loaded_adapters", [])
+        loaded: list[str] = self.__dict__.setdefault("_loaded_adapters", [])
+        return loaded
 
     def load_adapters(self) -> None:
         """Load every adapter the spec declares; one that fails is recorded, not raised."""

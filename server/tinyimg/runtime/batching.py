@@ -4,12 +4,12 @@ functions of the queue and the clock."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from tinyimg.runtime.jobs import GenerationParams
 
 
-def batch_key(params: GenerationParams) -> tuple:
+def batch_key(params: GenerationParams) -> tuple[Any, ...]:
     """What must match for requests to share one pipeline call: everything that changes the
     computation for the whole call. Prompts, seeds and input images may differ (each image gets
     its own embeddings, generator and input)."""

@@ -30,7 +30,7 @@ class GenerationParams:
     image: Any = field(default=None, compare=False, repr=False)
     mask: Any = field(default=None, compare=False, repr=False)
 
-    def batch_key(self) -> tuple:
+    def batch_key(self) -> tuple[Any, ...]:
         """Requests with equal keys can share one pipeline call (tinyimg.runtime.batching.batch_key)."""
         from tinyimg.runtime.batching import batch_key
 
