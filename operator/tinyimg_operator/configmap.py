@@ -17,12 +17,14 @@ def build_server_config_yaml(spec: ModelSpec) -> str:
 
     ``spec.env`` is left out: it reaches the process as the container's environment, and may hold
     values (tokens, URLs with credentials) that a ConfigMap, readable more widely, must not carry.
-    ``replicas`` is left out too: it is the Deployment's business, and in the file it would change
-    the config checksum on the pod template, so ``kubectl scale`` would roll every pod."""
+    ``replicas`` and ``autoscaling`` are left out too: they are the Deployment's business, and in
+    the file they would change the config checksum on the pod template, so ``kubectl scale`` (or a
+    new autoscaling bound) would roll every pod."""
     model = spec.model_copy(update={"env": {}})
     config = ServerConfig(host="0.0.0.0", port=labels.DEFAULT_PORT, models=[model]).to_wire()
     for entry in config["models"]:
         entry.pop("replicas", None)
+        entry.pop("autoscaling", None)
     text: str = yaml.safe_dump(config, sort_keys=False)
     return text
 

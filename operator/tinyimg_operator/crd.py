@@ -62,7 +62,14 @@ def build_spec_schema() -> dict[str, Any]:
     raw = ModelSpec.model_json_schema(by_alias=True, mode="validation")
     raw["properties"].pop("name")
     raw["required"] = [r for r in raw.get("required", []) if r != "name"]
-    return structural(raw, raw.get("$defs", {}))
+    schema = structural(raw, raw.get("$defs", {}))
+    # The one cross-field rule the API server can check itself (CEL); the operator checks it too.
+    schema["properties"]["autoscaling"]["x-kubernetes-validations"] = [{
+        "rule": "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
+        # No fieldPath: Kubernetes 1.25-1.27 refuse it; the message names the field instead.
+        "message": "autoscaling.minReplicas must not be over autoscaling.maxReplicas",
+    }]
+    return schema
 
 
 def build_status_schema() -> dict[str, Any]:
@@ -82,10 +89,44 @@ def build_status_schema() -> dict[str, Any]:
         "properties": {
             "replicas": {"type": "integer"},
             "readyReplicas": {"type": "integer"},
+            "desiredReplicas": {"type": "integer", "description": "What the operator applies: spec.replicas, or the autoscaler's decision"},
             "observedGeneration": {"type": "integer"},
             "selector": {"type": "string"},
             "url": {"type": "string"},
             "conditions": {"type": "array", "items": condition},
+            "autoscaling": build_autoscaling_status_schema(),
+        },
+    }
+
+
+def build_autoscaling_status_schema() -> dict[str, Any]:
+    """``status.autoscaling``: the autoscaler's durable state and its last decisions (see autoscaling.py)."""
+    time_ = {"type": "string", "format": "date-time", "nullable": True}
+    decision = {
+        "type": "object",
+        "properties": {
+            "time": {"type": "string", "format": "date-time"},
+            "from": {"type": "integer"},
+            "to": {"type": "integer"},
+            "load": {"type": "number"},
+            "reason": {"type": "string"},
+            "message": {"type": "string"},
+        },
+    }
+    return {
+        "type": "object",
+        "properties": {
+            "desiredReplicas": {"type": "integer"},
+            "load": {"type": "number", "nullable": True},
+            "reason": {"type": "string"},
+            "message": {"type": "string"},
+            "lastScaleTime": time_,
+            "aboveSince": time_,
+            "belowSince": time_,
+            "idleSince": time_,
+            "demandAt": time_,
+            "demandToken": {"type": "string", "nullable": True},
+            "history": {"type": "array", "items": decision},
         },
     }
 
@@ -140,8 +181,11 @@ def build_crd() -> dict[str, Any]:
                         {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
                         {"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas",
                          "description": "Ready replicas"},
-                        {"name": "Desired", "type": "integer", "jsonPath": ".spec.replicas"},
+                        {"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas",
+                         "description": "spec.replicas, or the autoscaler's decision"},
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                        {"name": "Load", "type": "number", "jsonPath": ".status.autoscaling.load", "priority": 1},
+                        {"name": "Scaling", "type": "string", "jsonPath": ".status.autoscaling.reason", "priority": 1},
                     ],
                 }
             ],

@@ -11,6 +11,7 @@ from typing import Any
 
 from tinyimg import labels
 from tinyimg_operator.applier import apply_object, apply_status, path_of
+from tinyimg_operator.autoscaling import read_state
 from tinyimg_operator.children import build_children
 from tinyimg_operator.imagemodel import InvalidSpecError, check_policy, read_model_spec
 from tinyimg_operator.kubeapi import KubeApi
@@ -41,6 +42,10 @@ def reconcile_imagemodel(api: KubeApi, settings: BuildSettings, body: dict[str, 
         )
         apply_status(api, body, status)
         raise
+    if spec.autoscaling.enabled:
+        # The autoscaler's last decision (status.autoscaling) is the Deployment's replicas, not spec.replicas.
+        replicas = read_state(body.get("status"), spec.replicas, spec.autoscaling).replicas
+        spec = spec.model_copy(update={"replicas": replicas})
     changes: dict[str, str] = {}
     deployment: dict[str, Any] | None = None
     for desired in build_children(spec, namespace, settings, owner=body):

@@ -43,7 +43,7 @@ def build_status(
     prev = (previous or {}).get("conditions")
 
     if desired_replicas == 0:
-        ready_cond = ("ScaledToZero", False, "spec.replicas is 0")
+        ready_cond = ("ScaledToZero", False, "0 replicas wanted (spec.replicas or the autoscaler)")
     elif ready >= desired_replicas:
         ready_cond = ("ReplicasReady", True, f"{ready}/{desired_replicas} replicas ready")
     else:
@@ -69,6 +69,7 @@ def build_status(
     return {
         "replicas": replicas,
         "readyReplicas": ready,
+        "desiredReplicas": desired_replicas,
         "observedGeneration": generation,
         "selector": selector_string(model),
         "url": service_url(model, namespace),

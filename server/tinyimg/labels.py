@@ -5,6 +5,8 @@ COMPONENT = "app.kubernetes.io/component"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 INSTANCE = "app.kubernetes.io/instance"
 MODEL = "tinyimg.io/model"
+# Set by the router when a request waits for a model with no ready pod; read by the autoscaler.
+DEMAND_ANNOTATION = "tinyimg.io/demand"
 
 APP_NAME = "tinyimg"
 OPERATOR_NAME = "tinyimg-operator"

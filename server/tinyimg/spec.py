@@ -150,6 +150,31 @@ class AdapterSpec(_Schema):
         return self.source.startswith(("/", "./", "../", "~"))
 
 
+class AutoscalingSpec(_Schema):
+    """Replicas follow load (queued + in-flight requests); off by default: then ``replicas`` is the
+    manual value, exactly as before. With it on, ``replicas`` is only the first value (clamped)."""
+
+    enabled: bool = False
+    min_replicas: int = Field(1, ge=0, le=100, description="0 allows scale to zero.")
+    max_replicas: int = Field(4, ge=1, le=100)
+    target_queue_per_replica: float = Field(
+        2.0, gt=0, le=10_000,
+        description="Queued + in-flight requests one replica should carry (an image takes seconds: keep it small).",
+    )
+    scale_up_stabilization_seconds: int = Field(0, ge=0, le=3600, description="How long load must stay high before adding replicas.")
+    scale_down_delay_seconds: int = Field(300, ge=0, le=86_400, description="How long load must stay low before removing replicas.")
+    scale_to_zero_after_seconds: int = Field(900, ge=0, le=86_400, description="Idle time before going to 0 (with minReplicas 0).")
+    cold_start_timeout_seconds: int = Field(
+        600, ge=1, le=86_400, description="How long the router holds a request for a model with no ready pod."
+    )
+
+    @model_validator(mode="after")
+    def _min_within_max(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"minReplicas {self.min_replicas} is over maxReplicas {self.max_replicas}")
+        return self
+
+
 class ModelSpec(_Schema):
     name: str = Field(min_length=1, max_length=50, pattern=MODEL_NAME_PATTERN)
     # Checked against the registry when a spec is read (not frozen into the class), so a family
@@ -167,6 +192,7 @@ class ModelSpec(_Schema):
     adapters: list[AdapterSpec] = Field(default_factory=list, max_length=64)
     # Cluster fields: read by the operator, ignored by a standalone server.
     replicas: int = Field(1, ge=0, le=100)
+    autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[TolerationSpec] = Field(default_factory=list)

@@ -88,7 +88,7 @@ def test_crd_has_subresources_printer_columns_and_names():
         "labelSelectorPath": ".status.selector",
     }
     assert v["subresources"]["status"] == {}
-    assert [c["name"] for c in v["additionalPrinterColumns"]] == ["Family", "Ready", "Replicas", "Desired", "Age"]
+    assert [c["name"] for c in v["additionalPrinterColumns"]] == ["Family", "Ready", "Replicas", "Desired", "Age", "Load", "Scaling"]
 
 
 @pytest.mark.parametrize("name", ["sdxl", "flux"])

@@ -1,0 +1,112 @@
+"""The autoscaler's I/O: read the load of one ImageModel's pods, decide (``autoscaling.decide``),
+record the decision in its status, and apply the replicas through its Deployment.
+
+One kopf daemon per ImageModel with ``autoscaling.enabled`` (see ``handlers.autoscale``): kopf
+starts and stops it with the resource and with the switch, each model gets its own period and
+failures stay per model; a single loop over all models would need its own bookkeeping of which
+models exist. The load is read from the model pods' own ``/status`` (queued + in-flight), plus the
+router's demand annotation for requests held while the model has no ready pod.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from tinyimg import labels
+from tinyimg.router.discovery_kube import build_pod_url, is_pod_ready
+from tinyimg_operator.applier import apply_status
+from tinyimg_operator.autoscaling import (
+    Decision,
+    LoadWindow,
+    Observation,
+    build_autoscaling_status,
+    decide,
+    read_state,
+)
+from tinyimg_operator.imagemodel import read_model_spec
+from tinyimg_operator.kubeapi import ApiError, KubeApi
+
+
+@dataclass(frozen=True)
+class AutoscalerSettings:
+    interval_seconds: float = 5.0  # one reading and decision per model this often
+    window_seconds: float = 30.0  # the moving window the load is averaged over
+    status_timeout_seconds: float = 2.0  # a pod slower than this to answer /status is unreadable
+
+
+def load_autoscaler_settings(environ: Mapping[str, str] | None = None) -> AutoscalerSettings:
+    """TINYIMG_AUTOSCALE_INTERVAL_SECONDS, TINYIMG_AUTOSCALE_WINDOW_SECONDS (short in tests)."""
+    env = os.environ if environ is None else environ
+    interval = float(env.get("TINYIMG_AUTOSCALE_INTERVAL_SECONDS") or 5.0)
+    window = float(env.get("TINYIMG_AUTOSCALE_WINDOW_SECONDS") or 30.0)
+    if interval <= 0 or window <= 0:
+        raise ValueError("TINYIMG_AUTOSCALE_INTERVAL_SECONDS and TINYIMG_AUTOSCALE_WINDOW_SECONDS must be positive")
+    return AutoscalerSettings(interval_seconds=interval, window_seconds=window)
+
+
+def sum_pod_load(documents: list[dict[str, Any]], model: str) -> float:
+    """Queued + in-flight requests of ``model`` over the pods' /status documents."""
+    total = 0.0
+    for doc in documents:
+        entry = (doc.get("models") or {}).get(model) or {}
+        total += float(entry.get("queue_depth") or 0) + float(entry.get("in_flight") or 0)
+    return total
+
+
+def read_observation(api: KubeApi, http: httpx.Client, namespace: str, model: str, replicas: int,
+                     demand_token: str | None, timeout: float) -> Observation:
+    """The model's load now. With 0 replicas there is nothing to read and no load but the router's
+    demand; with replicas and no pod that answers, the reading is blind (None) and says why. Pods
+    that do not answer count as loaded like those that do."""
+    listing = api.get(f"/api/v1/namespaces/{namespace}/pods?labelSelector={labels.MODEL}%3D{model}") or {}
+    pods = [p for p in listing.get("items") or [] if (p.get("metadata", {}).get("labels") or {}).get(labels.MODEL) == model]
+    ready = [url for p in pods if is_pod_ready(p) and (url := build_pod_url(p))]
+    if replicas == 0 and not ready:
+        return Observation(load=0.0, demand_token=demand_token)
+    if not ready:
+        return Observation(None, f"no ready pod to read ({len(pods)} starting or failing)", demand_token)
+    documents, errors = [], []
+    for url in ready:
+        try:
+            response = http.get(url + "/status", timeout=timeout)
+            response.raise_for_status()
+            documents.append(response.json())
+        except (httpx.HTTPError, ValueError) as err:
+            errors.append(f"{url}: {type(err).__name__}")
+    if not documents:
+        return Observation(None, f"no pod answered /status ({'; '.join(errors)})", demand_token)
+    return Observation(sum_pod_load(documents, model) * len(ready) / len(documents), demand_token=demand_token)
+
+
+def run_tick(api: KubeApi, http: httpx.Client, body: dict[str, Any], window: LoadWindow,
+             settings: AutoscalerSettings, now: float | None = None) -> tuple[Decision, dict[str, Any]] | None:
+    """One reading and decision for the ImageModel ``body`` (as just read). Writes
+    ``status.autoscaling`` when it differs; returns the decision and the status written, or None
+    when the spec is invalid or autoscaling is off (the reconcile reports those)."""
+    now = time.time() if now is None else now
+    meta = body["metadata"]
+    spec = read_model_spec(body)
+    policy = spec.autoscaling
+    if not policy.enabled:
+        return None
+    state = read_state(body.get("status"), spec.replicas, policy)
+    token = (meta.get("annotations") or {}).get(labels.DEMAND_ANNOTATION)
+    try:
+        seen = read_observation(api, http, meta["namespace"], meta["name"], state.replicas, token,
+                                settings.status_timeout_seconds)
+    except ApiError as err:
+        seen = Observation(None, f"cannot list pods: {err}", token)
+    if seen.load is None:
+        window.clear()  # old samples say nothing about the load after a blind spell
+    else:
+        seen = Observation(window.add(now, seen.load), demand_token=seen.demand_token)
+    decision = decide(policy, state, seen, now)
+    status = build_autoscaling_status(decision, body.get("status"), now)
+    apply_status(api, body, {"autoscaling": status})
+    return decision, status
