@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +29,11 @@ from tinyimg_operator.autoscaling import (
     decide,
     read_state,
 )
-from tinyimg_operator.imagemodel import read_model_spec
+from tinyimg_operator.imagemodel import InvalidSpecError, read_model_spec
 from tinyimg_operator.kubeapi import ApiError, KubeApi
+from tinyimg_operator.locks import ModelLocks
+from tinyimg_operator.reconcile import read_imagemodel, reconcile_imagemodel
+from tinyimg_operator.settings import BuildSettings
 
 
 @dataclass(frozen=True)
@@ -110,3 +113,30 @@ def run_tick(api: KubeApi, http: httpx.Client, body: dict[str, Any], window: Loa
     status = build_autoscaling_status(decision, body.get("status"), now)
     apply_status(api, body, {"autoscaling": status})
     return decision, status
+
+
+def run_autoscaler(api: KubeApi, locks: ModelLocks, build: BuildSettings, settings: AutoscalerSettings,
+                   namespace: str, name: str, stopped: Any, report: Callable[[dict[str, Any], Decision], None],
+                   warn: Callable[[str], None]) -> None:
+    """The daemon's loop for one ImageModel until ``stopped`` (kopf's DaemonStopped): a tick, then
+    when the replicas change, a reconcile under the model's lock (so the Deployment gets them
+    through the one applier) and ``report`` (the Event)."""
+    window = LoadWindow(settings.window_seconds)
+    with httpx.Client() as http:
+        while not stopped:
+            try:
+                body = read_imagemodel(api, namespace, name)
+                if body is None:
+                    return
+                result = run_tick(api, http, body, window, settings)
+                if result is not None and result[0].changed:
+                    with locks(namespace, name):
+                        fresh = read_imagemodel(api, namespace, name)
+                        if fresh is not None:
+                            reconcile_imagemodel(api, build, fresh)
+                    report(body, result[0])
+            except InvalidSpecError:
+                pass  # reported by the reconcile; nothing to scale
+            except ApiError as err:
+                warn(f"autoscaler for {namespace}/{name}: {err}")
+            stopped.wait(settings.interval_seconds)

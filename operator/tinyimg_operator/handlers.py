@@ -14,6 +14,8 @@ from typing import Any
 import kopf
 
 from tinyimg import labels
+from tinyimg_operator.autoscaler import load_autoscaler_settings, run_autoscaler
+from tinyimg_operator.autoscaling import Decision
 from tinyimg_operator.imagemodel import InvalidSpecError
 from tinyimg_operator.kubeapi import ApiError, KubeApi
 from tinyimg_operator.locks import ModelLocks
@@ -30,6 +32,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     """All operator settings, in one place (env: TINYIMG_SERVER_IMAGE, TINYIMG_IMAGE_PULL_POLICY,
     TINYIMG_ALLOWED_IMAGES)."""
     memo.build = load_build_settings()
+    memo.autoscaler = load_autoscaler_settings()
     memo.api = KubeApi()  # connected by login(); shared by every handler's memo copy
     memo.locks = ModelLocks()
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=labels.GROUP)
@@ -99,6 +102,24 @@ def child_changed(namespace: str | None, meta: kopf.Meta, memo: kopf.Memo, logge
             pass  # reported by the ImageModel's own handler
         except ApiError as err:
             logger.warning(f"reconcile of {namespace}/{model} after a child event failed: {err}")
+
+
+def autoscaling_enabled(spec: kopf.Spec, **_: Any) -> bool:
+    return bool((spec.get("autoscaling") or {}).get("enabled"))
+
+
+@kopf.daemon(labels.GROUP, labels.VERSION, labels.PLURAL, when=autoscaling_enabled, cancellation_timeout=10)
+def autoscale(stopped: kopf.DaemonStopped, namespace: str, name: str, memo: kopf.Memo, logger: logging.Logger,
+              **_: Any) -> None:
+    """One autoscaler per ImageModel with autoscaling on; kopf stops it when the switch goes off
+    (then spec.replicas rules again, as before) or the resource goes."""
+
+    def report(body: dict[str, Any], decision: Decision) -> None:
+        message = f"{decision.previous} -> {decision.replicas} replicas: {decision.message}"
+        kopf.info(body, reason=decision.reason, message=message)
+        logger.info(message)
+
+    run_autoscaler(memo.api, memo.locks, memo.build, memo.autoscaler, namespace, name, stopped, report, logger.warning)
 
 
 def _plain(value: Any) -> Any:

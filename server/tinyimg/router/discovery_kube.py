@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ import httpx
 
 from tinyimg import labels
 from tinyimg.router.table import BackendRef, BackendTable, ModelBackends
+from tinyimg.spec import AutoscalingSpec
 
 log = logging.getLogger("tinyimg.router.kube")
 
@@ -179,6 +181,19 @@ def find_owning_model(
     return model if owner is not None else None
 
 
+def build_cold_start(imagemodel: dict[str, Any]) -> tuple[float | None, str | None, str | None]:
+    """(cold-start timeout, state, reason) of an autoscaled ImageModel; (None, None, None) when
+    autoscaling is off: then a model without a ready pod is refused at once, as before."""
+    autoscaling = imagemodel.get("spec", {}).get("autoscaling") or {}
+    if not autoscaling.get("enabled"):
+        return None, None, None
+    timeout = float(autoscaling.get("coldStartTimeoutSeconds") or AutoscalingSpec().cold_start_timeout_seconds)
+    desired = (imagemodel.get("status", {}).get("autoscaling") or {}).get("desiredReplicas")
+    if desired == 0:
+        return timeout, "scaled-to-zero", "no replicas while idle; a request starts one"
+    return timeout, "starting", "waiting for a ready pod"
+
+
 def build_desired_table(
     imagemodels: dict[str, dict[str, Any]],
     pods: dict[str, dict[str, Any]],
@@ -197,7 +212,11 @@ def build_desired_table(
     desired = {}
     for name, obj in imagemodels.items():
         family, state, reason = build_model_status(obj)
-        desired[name] = ModelBackends(family=family, state=state, reason=reason, backends=tuple(backends[name]))
+        cold_start, cold_state, cold_reason = build_cold_start(obj)
+        if cold_state and state != "failed":
+            state, reason = cold_state, cold_reason
+        desired[name] = ModelBackends(family=family, state=state, reason=reason, backends=tuple(backends[name]),
+                                      cold_start_timeout=cold_start)
     return desired
 
 
@@ -267,6 +286,19 @@ class KubeDiscovery:
                 await task
         if self.client is not None:
             await self.client.aclose()
+
+    async def record_demand(self, model: str) -> None:
+        """Ask for a pod of ``model``: a new value of its demand annotation, which the operator's
+        autoscaler counts as load. A merge patch of one annotation: the router's only write, one
+        verb (patch on imagemodels) beyond its discovery reads; patching the scale subresource
+        instead would need a rule of its own and would fight spec.replicas, which is the user's."""
+        assert self.client is not None
+        path = f"{self._paths()['imagemodels']}/{model}"
+        token = f"{time.time():.3f}"
+        body = {"metadata": {"annotations": {labels.DEMAND_ANNOTATION: token}}}
+        response = await self.client.patch(path, content=json.dumps(body),
+                                           headers={"Content-Type": "application/merge-patch+json"})
+        response.raise_for_status()
 
     def _refresh(self) -> None:
         assert self.table is not None

@@ -30,6 +30,10 @@ class RouterMetrics:
     retries: Counter
     ready_pods: Gauge
     rejected: Counter
+    waiting: Gauge
+    held: Counter
+    cold_start_duration: Histogram
+    demand_triggers: Counter
 
 
 def build_router_metrics() -> RouterMetrics:
@@ -49,4 +53,14 @@ def build_router_metrics() -> RouterMetrics:
         retries=Counter("tinyimg_router_retries", "Requests retried on another pod", ["model"], registry=registry),
         ready_pods=Gauge("tinyimg_router_ready_pods", "Ready, reachable pods per model", ["model"], registry=registry),
         rejected=Counter("tinyimg_router_rejected", "Requests refused at the edge", ["reason"], registry=registry),
+        # Scale from zero (tinyimg.router.coldstart).
+        waiting=Gauge("tinyimg_router_waiting_requests", "Requests held for a model with no ready pod",
+                      ["model"], registry=registry),
+        held=Counter("tinyimg_router_held_requests", "Held requests by how the wait ended (ready, timeout, "
+                     "full, disconnected)", ["model", "outcome"], registry=registry),
+        cold_start_duration=Histogram("tinyimg_router_cold_start_duration_seconds",
+                                      "How long a held request waited for a ready pod", ["model"],
+                                      buckets=UPSTREAM_BUCKETS, registry=registry),
+        demand_triggers=Counter("tinyimg_router_demand_triggers", "Cold starts asked for (one per cold start, "
+                                "shared by its waiting requests)", ["model"], registry=registry),
     )

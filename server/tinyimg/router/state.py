@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 
 from tinyimg.errors import ApiError
 from tinyimg.router.auth import RateLimiter, build_auth_failure_limiter, match_key, parse_bearer
+from tinyimg.router.coldstart import WaitingRoom
 from tinyimg.router.forward import Forwarder
 from tinyimg.router.metrics import RouterMetrics, build_router_metrics
 from tinyimg.router.settings import RouterSettings
@@ -26,6 +27,12 @@ class RouterState:
         self.started = time.monotonic()
         self.client: httpx.AsyncClient | None = None
         self.forwarder: Forwarder | None = None
+        # Scale from zero: only a discovery that can ask for a pod (Kubernetes) holds requests.
+        self.waiting_room = WaitingRoom(self.table, self.metrics, getattr(discovery, "record_demand", None) or _no_demand)
+
+
+async def _no_demand(model: str) -> None:
+    return None
 
 
 # Dependencies are async on purpose: FastAPI runs a sync one in a worker thread, per request.

@@ -47,6 +47,7 @@ class ModelEntry:
     state: str | None = None  # the ImageModel's own state (Kubernetes); None in static mode
     reason: str | None = None
     pods: list[str] = field(default_factory=list)  # pod urls
+    cold_start_timeout: float | None = None  # autoscaled: hold requests this long while no pod serves
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class ModelBackends:
     state: str | None = None
     reason: str | None = None
     backends: tuple[BackendRef, ...] = ()
+    cold_start_timeout: float | None = None
 
 
 class BackendTable:
@@ -84,6 +86,7 @@ class BackendTable:
             entry = self.models.setdefault(name, ModelEntry(name))
             entry.family = spec.family or entry.family
             entry.state, entry.reason = spec.state, spec.reason
+            entry.cold_start_timeout = spec.cold_start_timeout
             entry.pods = [b.url for b in spec.backends]
             for b in spec.backends:
                 wanted[b.url] = b

@@ -1,0 +1,86 @@
+"""Scale from zero: hold a request for an autoscaled model that has no ready pod, ask for a pod
+once, and let the request go on when one is ready.
+
+Per model, a bounded waiting room. The first request of a cold start calls ``trigger(model)``
+(in Kubernetes: the ImageModel's demand annotation, which the operator's autoscaler counts as load);
+every request that arrives while the room is not empty shares that one trigger. A held request
+leaves the room when a pod of its model serves (then it is forwarded as usual), when the model's
+``coldStartTimeoutSeconds`` passes or the room is full (503 + Retry-After, codes
+``cold_start_timeout`` / ``waiting_room_full``), or when its client goes away (the slot is freed).
+All of it lives on the app's event loop, like the table: plain counters, no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from tinyimg.router.errors import RouterError
+from tinyimg.router.metrics import RouterMetrics
+from tinyimg.router.table import BackendTable
+
+log = logging.getLogger("tinyimg.router.coldstart")
+
+CAPACITY_DEFAULT = 100  # requests held per model at once
+CHECK_INTERVAL = 0.1  # seconds between looks at the table (and at the client) while holding
+TIMEOUT_RETRY_AFTER = 5.0  # a cold start that timed out may still finish: try again soon
+
+
+class WaitingRoom:
+    def __init__(self, table: BackendTable, metrics: RouterMetrics, trigger: Callable[[str], Awaitable[None]],
+                 capacity: int = CAPACITY_DEFAULT):
+        self.table, self.metrics, self.trigger, self.capacity = table, metrics, trigger, capacity
+        self.waiting: dict[str, int] = {}  # model -> requests held now
+        self.triggers: dict[str, asyncio.Task[None]] = {}  # model -> the demand call of this cold start
+
+    def holds(self, model: str) -> bool:
+        """Whether a request for ``model`` waits here rather than failing: an autoscaled model that
+        the router knows, with no pod that serves it now."""
+        entry = self.table.models.get(model)
+        return bool(entry and entry.cold_start_timeout and not self.table.ready_pods(model))
+
+    async def hold(self, model: str, disconnected: Callable[[], Awaitable[bool]]) -> None:
+        """Returns once a pod of ``model`` serves; raises RouterError (503, or 499 when the client left)."""
+        entry = self.table.models[model]
+        timeout = float(entry.cold_start_timeout or 0)
+        if self.waiting.get(model, 0) >= self.capacity:
+            self._outcome(model, "full")
+            raise RouterError(503, "waiting_room_full",
+                              f"model {model!r} is starting and {self.capacity} requests already wait for it",
+                              TIMEOUT_RETRY_AFTER)
+        self.waiting[model] = self.waiting.get(model, 0) + 1
+        self.metrics.waiting.labels(model).set(self.waiting[model])
+        if model not in self.triggers:
+            self.triggers[model] = asyncio.create_task(self._ask(model))
+        started = time.monotonic()
+        try:
+            while not self.table.ready_pods(model):
+                if time.monotonic() - started >= timeout:
+                    self._outcome(model, "timeout")
+                    raise RouterError(503, "cold_start_timeout",
+                                      f"model {model!r} had no ready pod within its cold-start timeout of {timeout:g}s",
+                                      TIMEOUT_RETRY_AFTER)
+                if await disconnected():
+                    self._outcome(model, "disconnected")
+                    raise RouterError(499, "client_closed_request", "the client went away while the model was starting")
+                await asyncio.sleep(CHECK_INTERVAL)
+            self._outcome(model, "ready")
+            self.metrics.cold_start_duration.labels(model).observe(time.monotonic() - started)
+        finally:
+            self.waiting[model] -= 1
+            self.metrics.waiting.labels(model).set(self.waiting[model])
+            if not self.waiting[model]:
+                del self.waiting[model]
+                self.triggers.pop(model, None)  # the next request for a cold model starts a new cold start
+
+    async def _ask(self, model: str) -> None:
+        try:
+            await self.trigger(model)
+            self.metrics.demand_triggers.labels(model).inc()
+        except Exception as err:
+            log.warning("recording demand for model %s failed: %s", model, err or type(err).__name__)
+
+    def _outcome(self, model: str, outcome: str) -> None:
+        self.metrics.held.labels(model, outcome).inc()

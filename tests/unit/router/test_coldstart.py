@@ -1,0 +1,151 @@
+"""The waiting room (scale from zero) on a real table, on a real event loop; the trigger is a plain
+coroutine that records its calls (in a cluster it patches the ImageModel, see tests/cluster)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tinyimg.errors import ApiError
+from tinyimg.router.coldstart import WaitingRoom
+from tinyimg.router.discovery_kube import build_cold_start, build_desired_table
+from tinyimg.router.metrics import build_router_metrics
+from tinyimg.router.table import BackendRef, BackendTable, ModelBackends
+
+MODEL = "m"
+
+
+def build_room(timeout: float | None = 5.0, capacity: int = 100):
+    table = BackendTable()
+    table.sync({MODEL: ModelBackends(family="sdxl", state="scaled-to-zero", cold_start_timeout=timeout)})
+    calls: list[str] = []
+
+    async def trigger(model: str) -> None:
+        calls.append(model)
+
+    metrics = build_router_metrics()
+    return WaitingRoom(table, metrics, trigger, capacity=capacity), table, calls, metrics
+
+
+def pod_ready(table: BackendTable) -> None:
+    table.sync({MODEL: ModelBackends(family="sdxl", cold_start_timeout=5.0,
+                                     backends=(BackendRef(url="http://10.0.0.9:8000", name="p"),))})
+
+
+async def stays() -> bool:
+    return False
+
+
+def sample(metrics, name: str, **labels) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def test_only_autoscaled_models_without_a_ready_pod_are_held():
+    room, table, _, _ = build_room()
+    assert room.holds(MODEL) and not room.holds("unknown")
+    pod_ready(table)
+    assert not room.holds(MODEL)
+    plain, plain_table, _, _ = build_room(timeout=None)
+    assert not plain.holds(MODEL)  # autoscaling off: refused at once, as before
+
+
+def test_ten_waiters_share_one_trigger_and_all_go_on_when_a_pod_is_ready():
+    async def scenario():
+        room, table, calls, metrics = build_room()
+        waiters = [asyncio.create_task(room.hold(MODEL, stays)) for _ in range(10)]
+        await asyncio.sleep(0.3)
+        assert room.waiting[MODEL] == 10 and calls == [MODEL]
+        assert sample(metrics, "tinyimg_router_waiting_requests", model=MODEL) == 10
+        pod_ready(table)
+        await asyncio.wait_for(asyncio.gather(*waiters), 2)
+        assert room.waiting == {} and calls == [MODEL]
+        assert sample(metrics, "tinyimg_router_held_requests_total", model=MODEL, outcome="ready") == 10
+        assert sample(metrics, "tinyimg_router_cold_start_duration_seconds_count", model=MODEL) == 10
+        assert sample(metrics, "tinyimg_router_demand_triggers_total", model=MODEL) == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_new_cold_start_after_the_room_emptied_triggers_again():
+    async def scenario():
+        room, table, calls, _ = build_room(timeout=0.2)
+        for _ in range(2):
+            with pytest.raises(ApiError):
+                await room.hold(MODEL, stays)
+        assert calls == [MODEL, MODEL]
+
+    asyncio.run(scenario())
+
+
+def test_timeout_is_503_with_retry_after_and_a_clear_code():
+    async def scenario():
+        room, _, _, metrics = build_room(timeout=0.3)
+        with pytest.raises(ApiError) as err:
+            await room.hold(MODEL, stays)
+        assert (err.value.status, err.value.code) == (503, "cold_start_timeout")
+        assert err.value.retry_after and "0.3s" in str(err.value)
+        assert room.waiting == {}
+        assert sample(metrics, "tinyimg_router_held_requests_total", model=MODEL, outcome="timeout") == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_full_room_refuses_at_once():
+    async def scenario():
+        room, _, _, _ = build_room(capacity=2)
+        held = [asyncio.create_task(room.hold(MODEL, stays)) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        with pytest.raises(ApiError) as err:
+            await room.hold(MODEL, stays)
+        assert (err.value.status, err.value.code) == (503, "waiting_room_full") and err.value.retry_after
+        for task in held:
+            task.cancel()
+        await asyncio.gather(*held, return_exceptions=True)
+        assert room.waiting == {}  # cancelled waits (a server shutting down) free their slots too
+
+    asyncio.run(scenario())
+
+
+def test_a_client_that_leaves_frees_its_slot():
+    async def scenario():
+        room, _, _, _ = build_room(capacity=1)
+        gone = asyncio.Event()
+
+        async def disconnected() -> bool:
+            return gone.is_set()
+
+        task = asyncio.create_task(room.hold(MODEL, disconnected))
+        await asyncio.sleep(0.05)
+        assert room.waiting[MODEL] == 1
+        gone.set()
+        with pytest.raises(ApiError) as err:
+            await task
+        assert err.value.status == 499 and room.waiting == {}
+
+    asyncio.run(scenario())
+
+
+def imagemodel(autoscaling=None, desired=None, degraded=False):
+    status = {"conditions": [{"type": "Degraded", "status": "True" if degraded else "False", "message": "bad"}]}
+    if desired is not None:
+        status["autoscaling"] = {"desiredReplicas": desired}
+    spec = {"family": "sdxl", **({"autoscaling": autoscaling} if autoscaling else {})}
+    return {"metadata": {"name": MODEL}, "spec": spec, "status": status}
+
+
+@pytest.mark.parametrize(("obj", "expected"), [
+    (imagemodel(), (None, None, None)),
+    (imagemodel({"enabled": False}), (None, None, None)),
+    (imagemodel({"enabled": True, "coldStartTimeoutSeconds": 30}, desired=0), (30.0, "scaled-to-zero")),
+    (imagemodel({"enabled": True}, desired=1), (600.0, "starting")),
+], ids=["no-autoscaling", "autoscaling-off", "at-zero", "starting-with-default-timeout"])
+def test_build_cold_start(obj, expected):
+    assert build_cold_start(obj)[: len(expected)] == expected
+
+
+def test_desired_table_lists_a_model_at_zero_and_keeps_failed_over_scaled_to_zero():
+    table = build_desired_table({"a": imagemodel({"enabled": True}, desired=0)}, {}, {}, {})
+    assert (table["a"].state, table["a"].cold_start_timeout, table["a"].backends) == ("scaled-to-zero", 600.0, ())
+    failed = build_desired_table({"a": imagemodel({"enabled": True}, desired=0, degraded=True)}, {}, {}, {})
+    assert failed["a"].state == "failed"
