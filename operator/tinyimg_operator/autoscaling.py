@@ -34,7 +34,7 @@ class AutoscalerState:
     below_since: float | None = None  # since when load asks for fewer
     idle_since: float | None = None  # since when load is 0
     demand_token: str | None = None  # the router's last demand annotation seen
-    demand_at: float | None = None  # when it was seen: counts as load until the cold-start timeout
+    demand_at: float | None = None  # when it was seen: load until a pod answers (or the cold-start timeout)
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,8 @@ def decide(policy: AutoscalingSpec, state: AutoscalerState, seen: Observation, n
         demand_at = now  # a new cold start asked for by the router
     if demand_at is not None and now - demand_at >= policy.cold_start_timeout_seconds:
         demand_at = None  # every request that asked has been answered or refused by now
+    if seen.load is not None and current > 0:
+        demand_at = None  # pods answer: the held requests reach them and are counted there
     state = replace(state, demand_token=seen.demand_token or state.demand_token, demand_at=demand_at)
 
     def hold(reason: str, message: str, **changes: Any) -> Decision:

@@ -104,8 +104,9 @@ def child_changed(namespace: str | None, meta: kopf.Meta, memo: kopf.Memo, logge
             logger.warning(f"reconcile of {namespace}/{model} after a child event failed: {err}")
 
 
-def autoscaling_enabled(spec: kopf.Spec, **_: Any) -> bool:
-    return bool((spec.get("autoscaling") or {}).get("enabled"))
+def autoscaling_enabled(spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> bool:
+    """The model asks for autoscaling and the operator is the autoscaler (TINYIMG_AUTOSCALER)."""
+    return bool((spec.get("autoscaling") or {}).get("enabled")) and memo.build.builtin_autoscaler
 
 
 @kopf.daemon(labels.GROUP, labels.VERSION, labels.PLURAL, when=autoscaling_enabled, cancellation_timeout=10)
@@ -116,7 +117,8 @@ def autoscale(stopped: kopf.DaemonStopped, namespace: str, name: str, memo: kopf
 
     def report(body: dict[str, Any], decision: Decision) -> None:
         message = f"{decision.previous} -> {decision.replicas} replicas: {decision.message}"
-        kopf.info(body, reason=decision.reason, message=message)
+        # kopf.event, not kopf.info: posting.level (WARNING) filters kopf.info, and a scale is news.
+        kopf.event(body, type="Normal", reason=decision.reason, message=message)
         logger.info(message)
 
     run_autoscaler(memo.api, memo.locks, memo.build, memo.autoscaler, namespace, name, stopped, report, logger.warning)

@@ -42,7 +42,7 @@ def reconcile_imagemodel(api: KubeApi, settings: BuildSettings, body: dict[str, 
         )
         apply_status(api, body, status)
         raise
-    if spec.autoscaling.enabled:
+    if spec.autoscaling.enabled and settings.builtin_autoscaler:
         # The autoscaler's last decision (status.autoscaling) is the Deployment's replicas, not spec.replicas.
         replicas = read_state(body.get("status"), spec.replicas, spec.autoscaling).replicas
         spec = spec.model_copy(update={"replicas": replicas})

@@ -16,6 +16,7 @@ class BuildSettings:
     image_pull_policy: str | None = None
     # Images an ImageModel's spec.image may name (see image_allowed); empty: only server_image.
     allowed_images: tuple[str, ...] = ()
+    builtin_autoscaler: bool = True  # False: spec.autoscaling is left to an external autoscaler (HPA/KEDA)
 
     def image_allowed(self, image: str) -> bool:
         """The operator's own server image, or one on the allow-list: an exact reference, or a
@@ -27,14 +28,19 @@ class BuildSettings:
 
 def load_build_settings(environ: Mapping[str, str] | None = None) -> BuildSettings:
     """TINYIMG_SERVER_IMAGE (default model-server image), TINYIMG_IMAGE_PULL_POLICY (optional),
-    TINYIMG_ALLOWED_IMAGES (comma-separated images or ``prefix*`` an ImageModel may also use)."""
+    TINYIMG_ALLOWED_IMAGES (comma-separated images or ``prefix*`` an ImageModel may also use),
+    TINYIMG_AUTOSCALER (builtin, the default, or off: the chart's one autoscaling switch)."""
     env = os.environ if environ is None else environ
     policy = env.get("TINYIMG_IMAGE_PULL_POLICY") or None
     if policy is not None and policy not in PULL_POLICIES:
         raise ValueError(f"TINYIMG_IMAGE_PULL_POLICY must be one of {', '.join(PULL_POLICIES)}, not {policy!r}")
     allowed = tuple(p.strip() for p in (env.get("TINYIMG_ALLOWED_IMAGES") or "").split(",") if p.strip())
+    autoscaler = env.get("TINYIMG_AUTOSCALER") or "builtin"
+    if autoscaler not in ("builtin", "off"):
+        raise ValueError(f"TINYIMG_AUTOSCALER must be builtin or off, not {autoscaler!r}")
     return BuildSettings(
         server_image=env.get("TINYIMG_SERVER_IMAGE") or DEFAULT_SERVER_IMAGE,
         image_pull_policy=policy,
         allowed_images=allowed,
+        builtin_autoscaler=autoscaler == "builtin",
     )

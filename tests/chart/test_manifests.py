@@ -79,6 +79,7 @@ OPERATOR_RULES = [
     (["tinyimg.io"], ["imagemodels/status"], ["get", "patch"]),
     ([""], ["configmaps", "services", "persistentvolumeclaims"], ["get", "list", "watch", "create", "patch"]),
     (["apps"], ["deployments"], ["get", "list", "watch", "create", "patch"]),
+    ([""], ["pods"], ["list"]),  # the built-in autoscaler (autoscaling.controller, default builtin)
     ([""], ["events"], ["create"]),
 ]
 CRD_DISCOVERY_RULE = (["apiextensions.k8s.io"], ["customresourcedefinitions"], ["list", "watch"])
@@ -148,7 +149,7 @@ def test_image_tags_default_to_the_app_version(defaults: list[dict[str, Any]]) -
 
 def test_router_role_only_lists_and_watches_models_pods_and_their_owners(defaults: list[dict[str, Any]]) -> None:
     assert rules_of(one(defaults, "Role", "-router")) == [
-        (["tinyimg.io"], ["imagemodels"], ["list", "watch"]),
+        (["tinyimg.io"], ["imagemodels"], ["list", "watch", "patch"]),  # patch: scale from zero (builtin autoscaler)
         ([""], ["pods"], ["list", "watch"]),
         (["apps"], ["deployments", "replicasets"], ["list", "watch"]),
     ]

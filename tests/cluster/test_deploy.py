@@ -280,6 +280,9 @@ UNUSED_BUT_NEEDED: dict[tuple[str, str, str], str] = {
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"): "unused since scanning is off; kept until the chart drops it",
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"): "as above",
     ("tinyimg.io", "imagemodels/status", "get"): "status is only patched (kopf and the applier); unused, kept until the chart drops it",
+    # The built-in autoscaler (chart default): used in tests/cluster/test_autoscaling.py.
+    ("", "pods", "list"): "the operator's autoscaler reads the model pods' /status",
+    ("tinyimg.io", "imagemodels", "patch"): "the router's demand annotation (scale from zero)",
 }
 
 

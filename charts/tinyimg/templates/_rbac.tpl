@@ -13,10 +13,12 @@ the calls tinyimg_operator.applier and kopf make; nothing is deleted (ownerRefer
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch]
-# The autoscaler lists a model's pods to read their /status (queue depth + in-flight).
+{{- if eq .Values.autoscaling.controller "builtin" }}
+# The built-in autoscaler lists a model's pods to read their /status (queue depth + in-flight).
 - apiGroups: [""]
   resources: [pods]
   verbs: [list]
+{{- end }}
 # kopf posts its handler results as Events; the operator adds its own.
 - apiGroups: [""]
   resources: [events]

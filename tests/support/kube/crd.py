@@ -92,6 +92,11 @@ def _to_jsonschema(schema: Any) -> Any:
         out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
     if schema.get("nullable") and "type" in out:
         out["type"] = [out["type"], "null"] if isinstance(out["type"], str) else [*out["type"], "null"]
+    for bound, limit in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if out.get(bound) is True and limit in out:  # OpenAPI 3.0's boolean form -> Draft 7's number
+            out[bound] = out.pop(limit)
+        elif out.get(bound) is False:
+            del out[bound]
     return out
 
 

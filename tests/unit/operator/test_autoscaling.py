@@ -120,8 +120,10 @@ CASES = {
     "zero-with-old-demand-token-stays": (_state(0, demand_token="t1"), Observation(0.0, demand_token="t1"), T, 0, "Steady"),
     "blind-holds": (_state(3, below_since=T - 100, idle_since=T - 100), Observation(None, "pods unreachable"), T, 3, "SignalUnavailable"),
     "blind-at-one-never-goes-to-zero": (_state(1, idle_since=T - 1000), Observation(None, "no pod answered"), T, 1, "SignalUnavailable"),
-    "recent-demand-counts-as-load": (_state(1, demand_token="t1", demand_at=T - 10, idle_since=None),
-                                     Observation(0.0, demand_token="t1"), T, 1, "Steady"),
+    "demand-seen-at-zero-counts-as-load": (_state(0, demand_token="t1", demand_at=T - 10),
+                                           Observation(0.0, demand_token="t1"), T, 1, "ScaleFromZero"),
+    "demand-is-done-once-pods-answer": (_state(1, demand_token="t1", demand_at=T - 1),
+                                        Observation(0.0, demand_token="t1"), T, 1, "Idle"),
     "replicas-out-of-bounds-are-clamped": (_state(9), Observation(1.0), T, 4, "OutOfBounds"),
 }
 
@@ -211,3 +213,16 @@ def test_a_steady_model_writes_the_same_status_every_tick():
     second = decide(POLICY, first.state, Observation(3.5), T + 5)
     again = build_autoscaling_status(second, status, T + 5)
     assert again.items() <= status["autoscaling"].items()
+
+
+def test_readme_autoscaling_example_is_a_valid_imagemodel():
+    import yaml
+
+    from .conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text().split("### Autoscaling, scale to zero and scale from zero")[1]
+    body = yaml.safe_load(readme.split("```yaml\n")[1].split("```")[0])
+    spec = read_model_spec(body)
+    assert (spec.autoscaling.enabled, spec.autoscaling.min_replicas, spec.autoscaling.max_replicas) == (True, 0, 4)
+    schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    jsonschema.Draft7Validator(openapi_to_jsonschema(schema)).validate(body)

@@ -46,7 +46,7 @@ def test_only_autoscaled_models_without_a_ready_pod_are_held():
     assert room.holds(MODEL) and not room.holds("unknown")
     pod_ready(table)
     assert not room.holds(MODEL)
-    plain, plain_table, _, _ = build_room(timeout=None)
+    plain, _, _, _ = build_room(timeout=None)
     assert not plain.holds(MODEL)  # autoscaling off: refused at once, as before
 
 
@@ -69,7 +69,7 @@ def test_ten_waiters_share_one_trigger_and_all_go_on_when_a_pod_is_ready():
 
 def test_a_new_cold_start_after_the_room_emptied_triggers_again():
     async def scenario():
-        room, table, calls, _ = build_room(timeout=0.2)
+        room, _, calls, _ = build_room(timeout=0.2)
         for _ in range(2):
             with pytest.raises(ApiError):
                 await room.hold(MODEL, stays)
