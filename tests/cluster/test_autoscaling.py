@@ -30,6 +30,7 @@ from tests.cluster.conftest import (
 )
 from tests.support.cluster import rbac
 from tests.support.tiny_models import tiny_model_dirs  # noqa: F401  (the fixture)
+from tinyimg_operator.autoscaling import from_time
 
 FIXED, BURST, COLD, NEVER = "fixed", "burst", "cold", "never"
 AUTOSCALER_ENV = ["--set", "operator.extraEnv.TINYIMG_AUTOSCALE_INTERVAL_SECONDS=0.5",
@@ -135,7 +136,7 @@ def test_burst_scales_up_within_max_and_back_down_after_the_delay(autoscaled, ti
             outcomes.append(post(url, SLOW).status_code)
 
     with Watcher(cluster, BURST) as watch:
-        started = time.monotonic()
+        started, wall = time.monotonic(), time.time()
         threads = [threading.Thread(target=client, daemon=True) for _ in range(6)]
         for t in threads:
             t.start()
@@ -158,7 +159,8 @@ def test_burst_scales_up_within_max_and_back_down_after_the_delay(autoscaled, ti
     assert {e["reason"] for e in events} == {"ScaleUp", "ScaleDown"} and "1 -> 2 replicas" in events[0]["message"]
     table = cluster.kubectl("-n", NAMESPACE, "get", "imagemodel", BURST, "-o", "wide").stdout.splitlines()
     assert table[0].split()[:5] == ["NAME", "FAMILY", "READY", "REPLICAS", "DESIRED"] and "LOAD" in table[0]
-    print(f"\nBENCH burst: second pod ready {scaled_up:.1f}s after the burst began; "
+    decided = from_time(history(cluster, BURST)[0]["time"]) - wall
+    print(f"\nBENCH burst: scale-up decided +{decided:.1f}s (1 s resolution), second pod ready {scaled_up:.1f}s after the burst began; "
           f"scaled down {down_after:.1f}s after it ended; {len(outcomes)} requests, all 200")
 
 
@@ -202,7 +204,7 @@ def test_model_at_zero_holds_the_first_requests_and_scales_up_once(autoscaled, t
     assert (listed["state"], listed["replicas"]) == ("scaled-to-zero", 0)
     assert replicas(cluster, COLD) == 0
     body = {**SLOW, "model": COLD, "steps": 2}
-    started = time.monotonic()
+    started, wall = time.monotonic(), time.time()
     with ThreadPoolExecutor(10) as pool:
         pending = [pool.submit(post, url, body) for _ in range(10)]
         starting = cluster.wait_until(
@@ -222,8 +224,13 @@ def test_model_at_zero_holds_the_first_requests_and_scales_up_once(autoscaled, t
     assert router_metric(cluster, "tinyimg_router_held_requests_total", model=COLD, outcome="ready") == 10
     assert router_metric(cluster, "tinyimg_router_waiting_requests", model=COLD) == 0
     pod = cluster.list("v1/pods", NAMESPACE, labels={"tinyimg.io/model": COLD})[0]
-    print(f"\nBENCH cold start: 10 concurrent first requests, all 200; first image {first_image:.1f}s after the "
-          f"requests (scale decision at {ups[0]['time']}, pod created {pod['metadata'].get('creationTimestamp')})")
+    waited = (router_metric(cluster, "tinyimg_router_cold_start_duration_seconds_sum", model=COLD)
+              / router_metric(cluster, "tinyimg_router_cold_start_duration_seconds_count", model=COLD))
+    marks = {"decision": ups[0]["time"], "pod created": pod["metadata"].get("creationTimestamp"),
+             "pod ready": condition(pod, "Ready").get("lastTransitionTime")}
+    parts = ", ".join(f"{k} +{from_time(v) - wall:.1f}s" for k, v in marks.items() if from_time(v))
+    print(f"\nBENCH cold start: 10 concurrent first requests, all 200; last image {first_image:.1f}s after the "
+          f"requests; held {waited:.1f}s on average; {parts} (API times have 1 s resolution)")
     cluster.wait_until(lambda: replicas(cluster, COLD) == 0, timeout=30, what="back to zero after the idle time")
     assert [h["reason"] for h in history(cluster, COLD)][-1] == "ScaleToZero"
 

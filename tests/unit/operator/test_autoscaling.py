@@ -226,3 +226,31 @@ def test_readme_autoscaling_example_is_a_valid_imagemodel():
     assert (spec.autoscaling.enabled, spec.autoscaling.min_replicas, spec.autoscaling.max_replicas) == (True, 0, 4)
     schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     jsonschema.Draft7Validator(openapi_to_jsonschema(schema)).validate(body)
+
+
+# The operator's reading of the pods and its settings.
+
+def test_pod_load_is_queued_plus_in_flight_of_this_model_only():
+    from tinyimg_operator.autoscaler import sum_pod_load
+
+    docs = [{"models": {"m": {"queue_depth": 3, "in_flight": 1}, "other": {"queue_depth": 9}}},
+            {"models": {"m": {"queue_depth": 0, "in_flight": 2}}}, {"models": {}}]
+    assert sum_pod_load(docs, "m") == 6
+
+
+@pytest.mark.parametrize(("env", "builtin"), [({}, True), ({"TINYIMG_AUTOSCALER": "off"}, False)], ids=["default", "off"])
+def test_the_operator_switch(env, builtin):
+    from tinyimg_operator.settings import load_build_settings
+
+    assert load_build_settings(env).builtin_autoscaler is builtin
+
+
+def test_bad_switch_and_intervals_are_refused_naming_the_variable():
+    from tinyimg_operator.autoscaler import load_autoscaler_settings
+    from tinyimg_operator.settings import load_build_settings
+
+    with pytest.raises(ValueError, match="TINYIMG_AUTOSCALER"):
+        load_build_settings({"TINYIMG_AUTOSCALER": "both"})
+    with pytest.raises(ValueError, match="TINYIMG_AUTOSCALE_INTERVAL_SECONDS"):
+        load_autoscaler_settings({"TINYIMG_AUTOSCALE_INTERVAL_SECONDS": "0"})
+    assert load_autoscaler_settings({"TINYIMG_AUTOSCALE_INTERVAL_SECONDS": "0.5"}).interval_seconds == 0.5
