@@ -225,8 +225,10 @@ async def test_table_shows_the_crd_printer_columns(kube):
         resp = await s.get("/apis/tinyimg.io/v1alpha1/namespaces/ns/imagemodels",
                            headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"})
         doc = await resp.json()
-    assert [c["name"] for c in doc["columnDefinitions"]] == ["Name", "Family", "Ready", "Replicas", "Desired", "Age"]
-    assert doc["rows"][0]["cells"][:5] == ["m", "sdxl", "<none>", "<none>", 1]
+    assert [c["name"] for c in doc["columnDefinitions"]] == [
+        "Name", "Family", "Ready", "Replicas", "Desired", "Age", "Load", "Scaling"]
+    # Desired is status.desiredReplicas (spec.replicas or the autoscaler's): unset until reconciled.
+    assert doc["rows"][0]["cells"][:5] == ["m", "sdxl", "<none>", "<none>", "<none>"]
 
 
 async def test_finalizers_hold_a_deleted_object_until_removed(kube):
