@@ -306,7 +306,9 @@ async def test_real_kubectl_applies_gets_scales_and_is_refused_bad_input(kube, t
     await run_tool(kc, kubectl, "-n", "ns", "scale", "imagemodel/m", "--replicas=2")
     table = await run_tool(kc, kubectl, "-n", "ns", "get", "imgm")
     assert table.split("\n")[0].split() == ["NAME", "FAMILY", "READY", "REPLICAS", "DESIRED", "AGE"]
-    assert table.split("\n")[1].split()[:5] == ["m", "sdxl", "<none>", "<none>", "2"]
+    # DESIRED is status.desiredReplicas (what the operator applies); no operator runs here.
+    assert table.split("\n")[1].split()[:5] == ["m", "sdxl", "<none>", "<none>", "<none>"]
+    assert await run_tool(kc, kubectl, "-n", "ns", "get", "imgm", "m", "-o", "jsonpath={.spec.replicas}") == "2"
     with pytest.raises(AssertionError, match=r"spec\.family"):
         await run_tool(kc, kubectl, "-n", "ns", "apply", "-f", "-", stdin=json.dumps(imagemodel("bad", family="nope")))
 
