@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -110,7 +110,7 @@ def autoscaling_enabled(spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> bool:
 
 
 @kopf.daemon(labels.GROUP, labels.VERSION, labels.PLURAL, when=autoscaling_enabled, cancellation_timeout=10)
-def autoscale(stopped: kopf.DaemonStopped, namespace: str, name: str, memo: kopf.Memo, logger: logging.Logger,
+def autoscale(stopped: kopf.DaemonStopped, namespace: str | None, name: str, memo: kopf.Memo, logger: kopf.Logger,
               **_: Any) -> None:
     """One autoscaler per ImageModel with autoscaling on; kopf stops it when the switch goes off
     (then spec.replicas rules again, as before) or the resource goes."""
@@ -118,9 +118,10 @@ def autoscale(stopped: kopf.DaemonStopped, namespace: str, name: str, memo: kopf
     def report(body: dict[str, Any], decision: Decision) -> None:
         message = f"{decision.previous} -> {decision.replicas} replicas: {decision.message}"
         # kopf.event, not kopf.info: posting.level (WARNING) filters kopf.info, and a scale is news.
-        kopf.event(body, type="Normal", reason=decision.reason, message=message)
+        kopf.event(cast(kopf.Body, body), type="Normal", reason=decision.reason, message=message)
         logger.info(message)
 
+    assert namespace is not None  # ImageModels are namespaced
     run_autoscaler(memo.api, memo.locks, memo.build, memo.autoscaler, namespace, name, stopped, report, logger.warning)
 
 
