@@ -217,3 +217,58 @@ _DESCRIPTIONS = {
 # and a bug is a JSON 500.
 EDGE_ERRORS = (400, 431, 500)
 BODY_ERRORS = (408, 413, 422)
+
+
+class JobImageResponse(Wire):
+    url: str
+    seed: int
+    format: str
+
+
+class JobErrorResponse(Wire):
+    model_config = ConfigDict(extra="allow")
+
+    code: str
+    message: str
+    status: int
+
+
+class JobTimingsResponse(Wire):
+    queued_seconds: float | None = None
+    inference_seconds: float | None = None
+
+
+class JobResponse(Wire):
+    """A job of ``/v1/jobs``: its state, where to follow it, and (once succeeded) its images."""
+
+    id: str
+    model: str
+    status: str  # queued | running | succeeded | failed | cancelled
+    position: int | None = None  # queued: 1 = next to run
+    step: int = 0
+    total_steps: int
+    eta_seconds: float | None = None  # from the model's recent step times
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    status_url: str
+    events_url: str
+    parameters: dict[str, Any]
+    timings: JobTimingsResponse | None = None
+    device: str | None = None
+    batch_size: int | None = None
+    images: list[JobImageResponse] | None = None
+    error: JobErrorResponse | None = None
+    webhook: str | None = None
+
+
+class OpenAIModelResponse(Wire):
+    id: str
+    object: str = "model"
+    created: int
+    owned_by: str
+
+
+class OpenAIModelsResponse(Wire):
+    object: str = "list"
+    data: list[OpenAIModelResponse]

@@ -261,6 +261,33 @@ class ModelSpec(_Schema):
         return self.source.startswith(("/", "./", "../", "~"))
 
 
+class JobsConfig(_Schema):
+    """The jobs API (``/v1/jobs``): how long results stay, how much memory they may take, how
+    progress is streamed, and where webhooks may go."""
+
+    result_ttl_seconds: float = Field(3600.0, gt=0, le=7 * 86_400, description="Finished jobs are kept this long.")
+    max_result_bytes: int = Field(
+        256 * 2**20, ge=1024, description="Encoded images kept, all finished jobs together; oldest evicted first."
+    )
+    progress_interval_ms: int = Field(100, ge=0, le=60_000, description="At most one progress event this often.")
+    keepalive_seconds: float = Field(15.0, gt=0, le=300, description="SSE comment sent after this much silence.")
+    webhook_allowed_hosts: list[str] | None = Field(
+        None, description="Host names (or addresses) webhooks may call; unset = no webhooks."
+    )
+    webhook_secret_file: str | None = Field(
+        None, description="HMAC secret for webhook signatures (whsec_<base64> or raw bytes); needed for webhooks."
+    )
+    webhook_max_attempts: int = Field(5, ge=1, le=20)
+    webhook_backoff_seconds: float = Field(1.0, ge=0, le=600, description="First retry delay; doubles each time.")
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=120)
+
+    @model_validator(mode="after")
+    def _webhooks_need_a_secret(self) -> JobsConfig:
+        if self.webhook_allowed_hosts and not self.webhook_secret_file:
+            raise ValueError("webhookAllowedHosts is set but webhookSecretFile is not: webhooks are signed")
+        return self
+
+
 class ServerConfig(_Schema):
     """What ``tinyimg serve`` reads: listening options and the models."""
 
@@ -273,6 +300,8 @@ class ServerConfig(_Schema):
     )
     max_connections: int | None = Field(None, ge=1, description="Open connections per process; unset = 1000.")
     models: list[ModelSpec] = Field(min_length=1)
+    # None (not a default object) keeps the rendered config of a pod unchanged when unset.
+    jobs: JobsConfig | None = Field(None, description="The jobs API; unset = the defaults.")
 
     @field_validator("models")
     @classmethod
@@ -283,6 +312,9 @@ class ServerConfig(_Schema):
                 raise ValueError(f"model name {m.name!r} appears twice")
             seen.add(m.name)
         return models
+
+    def jobs_config(self) -> JobsConfig:
+        return self.jobs if self.jobs is not None else JobsConfig()
 
     def model(self, name: str) -> ModelSpec:
         for m in self.models:

@@ -4,7 +4,9 @@ with real tiny pipelines is exercised by tests/integration/server."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from PIL import Image
 
@@ -24,6 +26,13 @@ class FakeModelState:
 
 
 @dataclass
+class FakeEntry:
+    model: str
+    params: GenerationParams
+    observer: Any
+
+
+@dataclass
 class FakeEngine:
     config: ServerConfig
     fail_with: EngineError | Exception | None = None
@@ -38,17 +47,39 @@ class FakeEngine:
     async def stop(self) -> None:
         self.stopped = True
 
-    async def generate(self, model: str, params: GenerationParams, timeout: float | None = None) -> GenerationResult:
+    def submit(self, model: str, params: GenerationParams, timeout: float | None = None,
+               observer: Any = None) -> FakeEntry:
         if model not in [m.name for m in self.config.models]:
             raise ModelNotFound(model, [m.name for m in self.config.models])
+        return FakeEntry(model, params, observer)
+
+    async def wait(self, entry: FakeEntry) -> GenerationResult:
+        """Tells the observer it started and each step, as the real worker does."""
         if self.fail_with is not None:
             raise self.fail_with
+        model, params = entry.model, entry.params
+        if entry.observer is not None:
+            entry.observer.started()
+            for step in range(1, params.steps + 1):
+                entry.observer.step(step, params.steps)
         self.calls.append((model, params))
         images = [
             GeneratedImage(Image.new("RGB", (params.width, params.height), (s % 256, s // 256 % 256, 7)), s)
             for s in params.seeds
         ]
         return GenerationResult(images, "cpu", 0.01, 0.02, len(images))
+
+    async def generate(self, model: str, params: GenerationParams, timeout: float | None = None) -> GenerationResult:
+        return await self.wait(self.submit(model, params, timeout))
+
+    def cancel(self, entry: FakeEntry) -> None:
+        pass  # wait() finishes at once: nothing to withdraw
+
+    def position(self, entry: FakeEntry) -> int | None:
+        return None  # nothing waits: wait() runs at once
+
+    def listen_queue(self) -> asyncio.Event:
+        return asyncio.Event()
 
     def is_draining(self) -> bool:
         return False

@@ -10,17 +10,21 @@ from typing import Any
 from fastapi import FastAPI
 
 import tinyimg
-from tinyimg.api import edits, generate, health, info, metrics, openai_images
+from tinyimg.api import edits, generate, health, info, jobs, metrics, openai_images
 from tinyimg.api.auth import load_api_keys
+from tinyimg.api.jobs import build_job_response
 from tinyimg.api.metrics import ServerMetrics
 from tinyimg.http.edge import install_edge
 from tinyimg.http.limits import EdgeLimits
 from tinyimg.router.auth import build_auth_failure_limiter
+from tinyimg.runtime.jobrunner import JobService
+from tinyimg.runtime.jobstore import JobRecord
+from tinyimg.runtime.webhooks import WebhookSender
 from tinyimg.spec import ServerConfig
 
 log = logging.getLogger("tinyimg.api")
 
-ROUTERS = (generate.router, openai_images.router, edits.router, info.router, health.router, metrics.router)
+ROUTERS = (generate.router, jobs.router, openai_images.router, edits.router, info.router, health.router, metrics.router)
 
 
 def build_engine(config: ServerConfig, server_metrics: ServerMetrics, options: Mapping[str, Any]) -> Any:
@@ -30,6 +34,21 @@ def build_engine(config: ServerConfig, server_metrics: ServerMetrics, options: M
         log.info("model %s is %s", model, state, extra={"model": model, "state": state})
 
     return Engine(config, on_batch=server_metrics.observe_batch, on_state=on_state, **options)
+
+
+def build_job_service(config: ServerConfig, engine: Any, server_metrics: ServerMetrics) -> JobService:
+    """The jobs service with its metrics and webhook sender wired in."""
+    jobs_config = config.jobs_config()
+    webhooks = WebhookSender(jobs_config, on_outcome=server_metrics.count_webhook)
+
+    def deliver(record: JobRecord) -> None:
+        payload = build_job_response(record.base_url, record).model_dump(mode="json")
+        webhooks.schedule(record.webhook, f"msg_{record.id}", payload)
+
+    service = JobService(engine, jobs_config, on_finish=server_metrics.observe_job, deliver_webhook=deliver)
+    service.webhooks = webhooks
+    server_metrics.watch_jobs(service.store)
+    return service
 
 
 def build_edge_limits(config: ServerConfig) -> EdgeLimits:
@@ -49,21 +68,26 @@ def create_app(
     if engine is None:
         engine = build_engine(config, server_metrics, engine_options or {})
     server_metrics.watch_engine(engine.status, engine.model_states)
+    job_service = build_job_service(config, engine, server_metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("starting engine", extra={"models": [m.name for m in config.models]})
         await engine.start()
+        job_service.start()
         try:
             yield
         finally:
             log.info("stopping engine")
             await engine.stop()
+            await job_service.stop()
+            await job_service.webhooks.stop()
 
     app = FastAPI(title="TinyIMGserver", version=tinyimg.__version__, lifespan=lifespan)
     app.state.config = config
     app.state.engine = engine
     app.state.metrics = server_metrics
+    app.state.jobs = job_service
     app.state.api_keys = load_api_keys(config.api_keys_file) if config.api_keys_file else None
     app.state.auth_failures = build_auth_failure_limiter()
     for router in ROUTERS:

@@ -22,7 +22,13 @@ def get_metrics(request: Request) -> ServerMetrics:
     return cast(ServerMetrics, request.app.state.metrics)
 
 
+def get_jobs(request: Request) -> Any:
+    return request.app.state.jobs
+
+
 ConfigDep = Annotated[ServerConfig, Depends(get_config)]
 # Typed loosely: naming the Engine class here would import the runtime (and torch) with the routes.
 EngineDep = Annotated[Any, Depends(get_engine)]
 MetricsDep = Annotated[ServerMetrics, Depends(get_metrics)]
+# The jobs service (tinyimg.runtime.jobrunner.JobService); typed loosely for the same reason.
+JobsDep = Annotated[Any, Depends(get_jobs)]

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from tinyimg.api.auth import ApiKeyDep
-from tinyimg.api.deps import ConfigDep, EngineDep, MetricsDep
+from tinyimg.api.deps import ConfigDep, JobsDep
 from tinyimg.api.generate import GENERATION_ERRORS, run_generation
 from tinyimg.api.inputs import open_image, read_mask_from_alpha
 from tinyimg.api.openai_images import OPENAI_FIELDS
@@ -120,18 +120,18 @@ def encode_png(image: Any) -> str:
     openapi_extra={"requestBody": EDIT_REQUEST_BODY},
 )
 async def edit_images(
-    request: Request, config: ConfigDep, engine: EngineDep, metrics: MetricsDep, _auth: ApiKeyDep,
+    request: Request, config: ConfigDep, jobs: JobsDep, _auth: ApiKeyDep,
 ) -> OpenAIImagesResponse:
     fields, image, mask = await read_edit_form(request)
     request.state.model = fields.get("model") or config.models[0].name
     # Decoding the mask (or the image's alpha) is pixel work: off the event loop.
     body = await run_in_threadpool(build_edit_request, fields, image, mask, config)
     try:
-        g = await run_generation(request, body, config, engine, metrics, body.output_format)
+        g = await run_generation(request, body, config, jobs, body.output_format)
     except InvalidField as err:
         raise InvalidField(OPENAI_FIELDS.get(err.field, err.field), err.reason) from None
     return OpenAIImagesResponse(
         created=int(time.time()),
-        data=[OpenAIImageData(b64_json=base64.b64encode(data).decode("ascii")) for data in g.encoded],
+        data=[OpenAIImageData(b64_json=base64.b64encode(data).decode("ascii")) for data in g.record.images],
         output_format=body.output_format,
     )

@@ -6,15 +6,14 @@ import asyncio
 import base64
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any, cast
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from tinyimg import imaging
 from tinyimg.api.auth import ApiKeyDep
-from tinyimg.api.deps import ConfigDep, EngineDep, MetricsDep
-from tinyimg.api.metrics import ServerMetrics
+from tinyimg.api.deps import ConfigDep, JobsDep
 from tinyimg.api.requests import (
     GenerateRequest,
     GenerateResponse,
@@ -27,7 +26,10 @@ from tinyimg.api.requests import (
 from tinyimg.contract import BODY_ERRORS, EDGE_ERRORS, build_error_responses
 from tinyimg.errors import ApiError, InvalidField
 from tinyimg.logs import request_id_var
-from tinyimg.runtime.jobs import GenerationParams, GenerationResult, ModelNotFound
+from tinyimg.router.auth import hash_key, parse_bearer
+from tinyimg.runtime.jobrunner import JobService
+from tinyimg.runtime.jobs import ModelNotFound
+from tinyimg.runtime.jobstore import JobRecord
 from tinyimg.spec import ServerConfig
 
 router = APIRouter(tags=["generate"])
@@ -57,7 +59,7 @@ class ClientDisconnected(ApiError):
 
 
 # What a generation route can answer besides 200: the edge's, the body's, auth, the engine's.
-GENERATION_ERRORS = build_error_responses(*BODY_ERRORS, 401, 404, 429, 499, 503, 504, *EDGE_ERRORS)
+GENERATION_ERRORS = build_error_responses(*BODY_ERRORS, 401, 404, 409, 429, 499, 503, 504, *EDGE_ERRORS)
 
 
 async def read_disconnect(request: Request) -> None:
@@ -67,45 +69,39 @@ async def read_disconnect(request: Request) -> None:
         pass
 
 
-async def generate_while_connected(
-    request: Request, engine: Any, model: str, params: GenerationParams
-) -> GenerationResult:
-    """The engine's answer, unless the client hangs up first: then the generation is cancelled,
-    which withdraws a queued job (a running batch finishes; this request's images are dropped).
-    Servers do not cancel a route when its client goes away, so without this a queue of
-    abandoned requests would still be generated."""
-    generation = asyncio.ensure_future(engine.generate(model, params))
+class JobCancelled(ApiError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} was cancelled (DELETE /v1/jobs/{job_id})", 409, "job_cancelled")
+
+
+async def wait_while_connected(request: Request, jobs: JobService, record: JobRecord) -> None:
+    """Wait for the job unless the client hangs up first: then the job is cancelled, which
+    withdraws it from the queue, or (running) drops it from its batch. Servers do not cancel a
+    route when its client goes away, so without this a queue of abandoned requests would still
+    be generated."""
+    finished = asyncio.ensure_future(record.done.wait())
     hangup = asyncio.ensure_future(read_disconnect(request))
     try:
-        done, _ = await asyncio.wait((generation, hangup), return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait((finished, hangup), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # the server stops serving this request
+        jobs.cancel(record)
+        raise
     finally:
-        for task in (generation, hangup):
+        for task in (finished, hangup):
             task.cancel()
-    if generation in done:
-        return cast(GenerationResult, generation.result())  # engine is Any (duck-typed)
+    if finished in done:
+        return
     hangup.result()  # re-raises if listening for the hang-up itself failed
+    jobs.cancel(record)
     raise ClientDisconnected()
 
 
-def encode_all(images: list[Any], output_format: str) -> list[bytes]:
-    return [imaging.encode_image(image, output_format) for image in images]
-
-
-@dataclass
-class Generation:
-    params: GenerationParams
-    result: GenerationResult
-    encoded: list[bytes]
-    output_format: OutputFormat
-    total_seconds: float
-
-
-async def run_generation(
-    request: Request, body: GenerateRequest, config: ServerConfig, engine: Any, metrics: ServerMetrics,
-    output_format: OutputFormat,
-) -> Generation:
-    """Resolve, generate and encode one request; shared by /generate and the OpenAI route."""
-    started = time.perf_counter()
+async def create_job(
+    request: Request, body: GenerateRequest, config: ServerConfig, jobs: JobService, output_format: str,
+    *, webhook: str | None = None, keep: bool = True,
+) -> JobRecord:
+    """Resolve one request (defaults, limits) and queue it as a job; refused now when the model
+    is unknown or not ready or its queue is full. Shared by /generate, /v1/jobs and the OpenAI route."""
     request.state.model = body.model
     try:
         spec = config.model(body.model)
@@ -115,40 +111,65 @@ async def run_generation(
         params = build_generation_params(body, spec, request_id_var.get())
     else:  # decoding and resizing the input takes milliseconds: keep it off the event loop
         params = await run_in_threadpool(build_generation_params, body, spec, request_id_var.get())
-    result = await generate_while_connected(request, engine, spec.name, params)
-    # Encoding a large PNG takes tens of milliseconds: keep it off the event loop.
-    encoded = await run_in_threadpool(encode_all, [i.image for i in result.images], output_format)
-    metrics.count_images(spec.name, len(encoded))
-    return Generation(params, result, encoded, output_format, time.perf_counter() - started)
+    token = parse_bearer(request.headers.get("authorization"))
+    key_hash = hash_key(token) if request.app.state.api_keys is not None and token else None
+    record = jobs.create(spec.name, params, output_format, webhook=webhook, key_hash=key_hash, keep=keep)
+    record.base_url = str(request.base_url)
+    return record
+
+
+@dataclass
+class Generation:
+    record: JobRecord
+    total_seconds: float
+
+
+async def run_generation(
+    request: Request, body: GenerateRequest, config: ServerConfig, jobs: JobService, output_format: str,
+    *, keep: bool = False,
+) -> Generation:
+    """A job the caller waits on; shared by /generate and the OpenAI route. ``keep``: its result
+    stays in the job store (for image URLs) instead of being forgotten once answered."""
+    started = time.perf_counter()
+    record = await create_job(request, body, config, jobs, output_format, keep=keep)
+    await wait_while_connected(request, jobs, record)
+    if record.status == "failed" and record.error is not None:
+        raise record.error
+    if record.status != "succeeded":
+        raise JobCancelled(record.id)
+    return Generation(record, time.perf_counter() - started)
 
 
 def build_generate_response(body: GenerateRequest, g: Generation) -> GenerateResponse:
+    r = g.record
     return GenerateResponse(
         model=body.model,
         images=[
-            ImageResponse(b64=base64.b64encode(data).decode("ascii"), seed=image.seed, format=g.output_format)
-            for data, image in zip(g.encoded, g.result.images, strict=True)
+            ImageResponse(b64=base64.b64encode(data).decode("ascii"), seed=seed, format=r.output_format)
+            for data, seed in zip(r.images, r.seeds, strict=True)
         ],
-        parameters=build_parameters_response(g.params, g.output_format),
+        parameters=build_parameters_response(r.params, r.output_format),
         timings=TimingsResponse(
-            queued_seconds=round(g.result.queued_seconds, 6),
-            inference_seconds=round(g.result.inference_seconds, 6),
+            queued_seconds=round(r.queued_seconds or 0.0, 6),
+            inference_seconds=round(r.inference_seconds or 0.0, 6),
             total_seconds=round(g.total_seconds, 6),
         ),
-        device=g.result.device,
-        batch_size=g.result.batch_size,
+        device=r.device or "",
+        batch_size=r.batch_size or 0,
         request_id=request_id_var.get(),
     )
 
 
 def build_raw_response(g: Generation) -> Response:
+    r = g.record
     return Response(
-        g.encoded[0],
-        media_type=imaging.media_type(g.output_format),
+        r.images[0],
+        media_type=imaging.media_type(r.output_format),
         headers={
-            "X-Seed": str(g.result.images[0].seed),
-            "X-Device": g.result.device,
-            "X-Inference-Seconds": f"{g.result.inference_seconds:.6f}",
+            "X-Seed": str(r.seeds[0]),
+            "X-Device": r.device or "",
+            "X-Inference-Seconds": f"{r.inference_seconds or 0.0:.6f}",
+            "X-Job-ID": r.id,
         },
     )
 
@@ -162,8 +183,7 @@ async def generate(
     body: GenerateRequest,
     request: Request,
     config: ConfigDep,
-    engine: EngineDep,
-    metrics: MetricsDep,
+    jobs: JobsDep,
     _auth: ApiKeyDep,
     accept: Annotated[str | None, Header()] = None,
 ) -> Response | GenerateResponse:
@@ -173,5 +193,5 @@ async def generate(
         raise InvalidField(
             "num_images", f"a raw image answer (Accept: image/{raw_format}) carries one image, not {body.num_images}"
         )
-    g = await run_generation(request, body, config, engine, metrics, raw_format or body.output_format)
+    g = await run_generation(request, body, config, jobs, raw_format or body.output_format)
     return build_raw_response(g) if raw_format else build_generate_response(body, g)

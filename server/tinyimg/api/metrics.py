@@ -71,6 +71,23 @@ class EngineCollector(Collector):
         yield from (queue, inflight, memory, state)
 
 
+class JobsCollector(Collector):
+    """Jobs by state, SSE clients and result memory, read from the job store at every scrape."""
+
+    def __init__(self, store: Any):
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        jobs = GaugeMetricFamily("tinyimg_jobs", "Jobs in the job store, by state.", labels=["state"])
+        for state, count in self.store.count_by_status().items():
+            jobs.add_metric([state], count)
+        clients = GaugeMetricFamily("tinyimg_sse_clients", "Open job event streams (SSE).")
+        clients.add_metric([], sum(r.listeners for r in self.store.jobs.values()))
+        results = GaugeMetricFamily("tinyimg_job_result_bytes", "Bytes of finished jobs' results held in memory.")
+        results.add_metric([], self.store.result_bytes())
+        yield from (jobs, clients, results)
+
+
 class ServerMetrics:
     def __init__(self, model_names: list[str]):
         self.model_names = frozenset(model_names)
@@ -90,9 +107,37 @@ class ServerMetrics:
             "tinyimg_batch_size", "Images per pipeline call.", ["model"], buckets=_BATCH_BUCKETS, registry=self.registry
         )
         self.images = Counter("tinyimg_images_generated", "Images returned.", ["model"], registry=self.registry)
+        self.jobs_finished = Counter(
+            "tinyimg_jobs_finished", "Jobs that reached a final state.", ["model", "state"], registry=self.registry
+        )
+        self.job_queued = Histogram(
+            "tinyimg_job_queued_seconds", "Time a job waited in the queue.", ["model"],
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.job_generating = Histogram(
+            "tinyimg_job_generating_seconds", "Time a job spent generating (pipeline call).", ["model"],
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.webhooks = Counter(
+            "tinyimg_webhook_deliveries", "Webhook deliveries by outcome.", ["outcome"], registry=self.registry
+        )
 
     def watch_engine(self, read_status: Callable[[], dict[str, Any]], read_states: Callable[[], list[Any]]) -> None:
         self.registry.register(EngineCollector(read_status, read_states))
+
+    def watch_jobs(self, store: Any) -> None:
+        self.registry.register(JobsCollector(store))
+
+    def observe_job(self, record: Any) -> None:
+        model = self.model_label(record.model)
+        self.jobs_finished.labels(model, record.status).inc()
+        if record.status == "succeeded":
+            self.images.labels(model).inc(len(record.images))
+            self.job_queued.labels(model).observe(record.queued_seconds or 0.0)
+            self.job_generating.labels(model).observe(record.inference_seconds or 0.0)
+
+    def count_webhook(self, outcome: str) -> None:
+        self.webhooks.labels(outcome).inc()
 
     def model_label(self, name: Any) -> str:
         # Only configured names become label values: a client must not grow the series count.
@@ -108,9 +153,6 @@ class ServerMetrics:
     def observe_batch(self, model: str, images: int, seconds: float) -> None:
         self.inference_duration.labels(self.model_label(model)).observe(seconds)
         self.batch_size.labels(self.model_label(model)).observe(images)
-
-    def count_images(self, model: str, count: int) -> None:
-        self.images.labels(self.model_label(model)).inc(count)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -125,12 +125,14 @@ class OpenAIImagesRequest(BaseModel):
     model: str | None = None
     n: int = Field(1, ge=1)
     size: str | None = Field(None, pattern=r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$", description='"WIDTHxHEIGHT"')
-    response_format: Literal["b64_json"] = "b64_json"
+    response_format: Literal["b64_json", "url"] = "b64_json"
     output_format: OutputFormat = "png"
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Absent: random. Image i gets seed + i.")
 
 
 class OpenAIImageData(_Wire):
-    b64_json: str
+    b64_json: str | None = None
+    url: str | None = None  # response_format "url": the job's image, kept for the jobs' result TTL
     revised_prompt: str | None = None
 
 
@@ -295,4 +297,5 @@ def build_generate_request(req: OpenAIImagesRequest, default_model: str) -> Gene
         height=height,
         num_images=req.n,
         output_format=req.output_format,
+        seed=req.seed,
     )

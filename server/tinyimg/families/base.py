@@ -91,7 +91,10 @@ class Handler(CallVariants):
         self.load_adapters()
 
     def generate(
-        self, batch: list[GenerationParams], should_stop: Callable[[], bool] | None = None
+        self,
+        batch: list[GenerationParams],
+        should_stop: Callable[[], bool] | None = None,
+        on_step: Callable[[int, int], None] | None = None,
     ) -> list[list[GeneratedImage]]:
         """ONE pipeline call for every image of every request in ``batch`` (equal batch keys).
 
@@ -100,14 +103,16 @@ class Handler(CallVariants):
         not depend on its batch neighbours (up to float rounding in batched kernels: at most 1/255
         per pixel). ``should_stop`` is asked after every denoising step; once it says yes the
         remaining steps are skipped (the images that come back are unfinished: for callers that
-        have gone, deadline passed or hung up)."""
+        have gone, deadline passed or hung up).
+        ``on_step(step, total)`` hears each finished step (1-based), for progress reports."""
         import torch
 
         head = batch[0]
         if any(p.batch_key() != head.batch_key() for p in batch):
             raise ValueError("a batch must share its batch key (tinyimg.runtime.batching.batch_key)")
         generators = [torch.Generator("cpu").manual_seed(seed) for p in batch for seed in p.seeds]
-        stop = {"callback_on_step_end": build_stop_callback(should_stop)} if should_stop is not None else {}
+        hooked = should_stop is not None or on_step is not None
+        stop = {"callback_on_step_end": build_stop_callback(should_stop, on_step)} if hooked else {}
         with torch.inference_mode():
             # First: the adapters this batch names may adapt the text encoders too.
             pipeline, mode_arguments = self.prepare_call(batch)
@@ -160,12 +165,18 @@ def repeat_per_image(rows: Any, batch: list[GenerationParams]) -> Any:
     return rows.repeat_interleave(torch.tensor(counts, device=rows.device), dim=0)
 
 
-def build_stop_callback(should_stop: Callable[[], bool]) -> Callable[..., dict[str, Any]]:
-    """A diffusers ``callback_on_step_end`` that interrupts the denoising loop (diffusers' own
-    switch: the pipeline skips the remaining steps, then decodes) once ``should_stop()`` is true."""
+def build_stop_callback(
+    should_stop: Callable[[], bool] | None, on_step: Callable[[int, int], None] | None = None
+) -> Callable[..., dict[str, Any]]:
+    """A diffusers ``callback_on_step_end`` that reports each finished step to ``on_step(step,
+    total)`` and interrupts the denoising loop (diffusers' own switch: the pipeline skips the
+    remaining steps, then decodes) once ``should_stop()`` is true. ``total`` is the pipeline's own
+    count of timesteps (fewer than ``steps`` when a strength below 1 skips some)."""
 
     def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-        if should_stop():
+        if on_step is not None:
+            on_step(step + 1, int(getattr(pipe, "num_timesteps", 0) or step + 1))
+        if should_stop is not None and should_stop():
             pipe._interrupt = True
         return tensors
 

@@ -27,6 +27,7 @@ from tinyimg.runtime.jobs import (
     EngineError,
     GenerationParams,
     GenerationResult,
+    JobObserver,
     ModelNotFound,
     ModelNotReady,
 )
@@ -245,7 +246,17 @@ class Engine:
             self._on_state(entry.name, entry.state)
 
     # -- requests ---------------------------------------------------------------------------
-    async def generate(self, model: str, params: GenerationParams, timeout: float | None = None) -> GenerationResult:
+    async def generate(
+        self, model: str, params: GenerationParams, timeout: float | None = None,
+        observer: JobObserver | None = None,
+    ) -> GenerationResult:
+        return await self.wait(self.submit(model, params, timeout, observer))
+
+    def submit(
+        self, model: str, params: GenerationParams, timeout: float | None = None,
+        observer: JobObserver | None = None,
+    ) -> Job:
+        """Queue a request, or refuse it now (unknown model, not ready, draining, queue full)."""
         state = self._states.get(model)
         if state is None:
             raise ModelNotFound(model, list(self._states))
@@ -263,16 +274,23 @@ class Engine:
         timeout = timeout if timeout is not None else spec.runtime.request_timeout_seconds
         job = Job(
             model, params, spec.runtime.max_batch_size, spec.runtime.max_batch_wait_ms / 1000, timeout,
-            asyncio.get_running_loop().create_future(),
+            asyncio.get_running_loop().create_future(), observer=observer,
         )
         self._queue.submit(job)
+        return job
+
+    async def wait(self, job: Job) -> GenerationResult:
+        """A submitted request's result, within its deadline. Cancelling the wait withdraws it
+        from the queue, or (running) lets the batch skip its remaining steps once no caller of
+        the batch is left; batch mates still get their images."""
+        model = job.model
         try:
-            result = await asyncio.wait_for(job.future, timeout)
+            result = await asyncio.wait_for(job.future, max(0.0, job.deadline - time.monotonic()))
         except TimeoutError:
             self._queue.withdraw(job)
             self._failed[model] += 1
             where = "waiting in the queue" if job.started_at is None else "generating"
-            raise DeadlineExceeded(timeout, where) from None
+            raise DeadlineExceeded(job.timeout, where) from None
         except EngineError:
             self._failed[model] += 1
             raise
@@ -281,6 +299,21 @@ class Engine:
             raise
         self._served[model] += 1
         return result
+
+    def cancel(self, job: Job) -> None:
+        """Now: a queued request leaves the queue; a running one is dropped from its batch (the
+        batch stops at its next step when no one else waits for it). Its waiter gets CancelledError."""
+        self._queue.withdraw(job)
+        job.future.cancel()
+
+    def position(self, job: Job) -> int | None:
+        """1 for the next of its model's waiting requests to run; None once it left the queue."""
+        waiting = self._queue.for_models((job.model,))
+        return waiting.index(job) + 1 if job in waiting else None
+
+    def listen_queue(self) -> asyncio.Event:
+        """An event set whenever the queue changes (positions move)."""
+        return self._queue.listen()
 
     # -- introspection ----------------------------------------------------------------------
     def is_draining(self) -> bool:

@@ -4,7 +4,7 @@ and the errors the engine raises (each knows its HTTP status). No torch here."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from tinyimg.errors import ApiError
 
@@ -50,6 +50,14 @@ class GenerationResult:
     queued_seconds: float
     inference_seconds: float
     batch_size: int  # images in the pipeline call this request rode in
+
+
+class JobObserver(Protocol):
+    """Told, in the event loop, what happens to one queued request (the jobs API listens)."""
+
+    def started(self) -> None: ...
+
+    def step(self, step: int, total: int) -> None: ...
 
 
 class EngineError(ApiError):

@@ -10,6 +10,7 @@ of. Only pipeline work crosses to the thread.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import traceback
@@ -27,6 +28,7 @@ from tinyimg.runtime.jobs import (
     GenerationFailed,
     GenerationParams,
     GenerationResult,
+    JobObserver,
 )
 
 log = logging.getLogger("tinyimg.engine")
@@ -44,6 +46,7 @@ class Job:
     future: asyncio.Future[GenerationResult]
     enqueued_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None
+    observer: JobObserver | None = None
 
     @property
     def deadline(self) -> float:
@@ -142,11 +145,16 @@ class DeviceWorker:
         start = time.monotonic()
         for job in batch:
             job.started_at = start
+            _notify(job, "started")
         self.running = batch
         images = sum(len(j.params.seeds) for j in batch)
         model = batch[0].model
+        progress = _step_reporter(batch) if any(j.observer for j in batch) else {}
         try:
-            outputs = await self.call(self.handlers[model].generate, [j.params for j in batch], _callers_gone(batch))
+            outputs = await self.call(
+                functools.partial(self.handlers[model].generate, **progress),
+                [j.params for j in batch], _callers_gone(batch),
+            )
             seconds = time.monotonic() - start
             results = [
                 GenerationResult(generated, self.device, start - job.enqueued_at, seconds, images)
@@ -219,6 +227,28 @@ def _callers_gone(batch: list[Job]) -> Callable[[], bool]:
     the pipeline then stops early instead of holding the device for answers nobody reads. Read
     from the device thread; a future's done() is a plain attribute read."""
     return lambda: all(job.future.done() for job in batch)
+
+
+def _notify(job: Job, what: str, *args: Any) -> None:
+    """Tell a job's observer; an observer's bug must never stop the device's worker."""
+    if job.observer is None or job.future.done():
+        return
+    try:
+        getattr(job.observer, what)(*args)
+    except Exception:
+        log.exception("job observer failed", extra={"model": job.model, "request_id": job.params.request_id})
+
+
+def _step_reporter(batch: list[Job]) -> dict[str, Callable[[int, int], None]]:
+    """The ``on_step`` argument of a handler's generate: called on the device thread after each
+    denoising step, it hands the step to the event loop for every job of the batch."""
+    loop = asyncio.get_running_loop()
+
+    def on_step(step: int, total: int) -> None:
+        for job in batch:
+            loop.call_soon_threadsafe(_notify, job, "step", step, total)
+
+    return {"on_step": on_step}
 
 
 def _settle(job: Job, *, result: GenerationResult | None = None, error: EngineError | None = None) -> None:

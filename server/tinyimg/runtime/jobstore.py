@@ -1,0 +1,193 @@
+"""Jobs kept in memory: each job's state and its numbered events, and the store that bounds them.
+
+A job is one generation request with an id. Its events (``queued``, ``started``, ``progress``,
+``preview``, then exactly one of ``succeeded``/``failed``/``cancelled``) are numbered from 1, so a
+stream that reconnects with ``Last-Event-ID`` gets exactly what it missed. The store keeps
+finished jobs for ``result_ttl_seconds`` and their images up to ``max_result_bytes`` all
+together: past the bound the oldest finished jobs go first; a queued or running job is never
+evicted. An evicted id is remembered (bounded) so it answers ``job_expired``, not ``job_not_found``.
+No torch here; times come from an injected clock so eviction is tested without sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tinyimg.errors import ApiError
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+JOB_ID = re.compile(r"^job_[0-9a-f]{32}$")
+# Queued position moves and progress steps: a job has at most one event per step and per move,
+# but a long queue could move thousands of times; the oldest non-terminal events go past this.
+MAX_EVENTS = 2000
+# What a finished job costs besides its images (parameters, events), counted against the bound.
+RECORD_OVERHEAD_BYTES = 2048
+
+
+def new_job_id() -> str:
+    return f"job_{secrets.token_hex(16)}"
+
+
+class JobNotFound(ApiError):
+    def __init__(self, job_id: str):
+        super().__init__(f"no job {job_id[:80]!r} here", 404, "job_not_found")
+
+
+class JobExpired(ApiError):
+    def __init__(self, job_id: str):
+        super().__init__(
+            f"job {job_id!r} finished and its result was dropped (result TTL or the result store's size bound)",
+            404, "job_expired",
+        )
+
+
+@dataclass
+class JobEvent:
+    id: int
+    name: str
+    data: dict[str, Any]
+
+
+@dataclass(eq=False)
+class JobRecord:
+    id: str
+    model: str
+    params: Any  # GenerationParams
+    output_format: str
+    webhook: str | None = None
+    key_hash: str | None = None  # sha256 of the API key that created it; reads need the same key
+    keep: bool = True  # False: a synchronous /generate, forgotten once its caller has the answer
+    created_at: float = field(default_factory=time.time)
+    base_url: str = ""  # the creating request's, for the URLs in its webhook
+    status: str = "queued"
+    position: int | None = None
+    step: int = 0
+    total_steps: int = 0
+    eta_seconds: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    finished_mono: float | None = None
+    queued_seconds: float | None = None
+    inference_seconds: float | None = None
+    device: str | None = None
+    batch_size: int | None = None
+    images: list[bytes] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    error: ApiError | None = None
+    events: list[JobEvent] = field(default_factory=list)
+    entry: Any = None  # the engine's queue entry, while queued
+    task: asyncio.Task | None = None
+    last_progress_mono: float = 0.0
+    last_step_mono: float | None = None
+    started_mono: float | None = None
+    _next_event: int = 1
+    _listeners: set[asyncio.Event] = field(default_factory=set)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(len(b) for b in self.images) + RECORD_OVERHEAD_BYTES
+
+    def publish(self, name: str, data: dict[str, Any]) -> JobEvent:
+        event = JobEvent(self._next_event, name, data)
+        self._next_event += 1
+        self.events.append(event)
+        if len(self.events) > MAX_EVENTS:
+            del self.events[0]
+        for listener in self._listeners:
+            listener.set()
+        return event
+
+    def listen(self) -> asyncio.Event:
+        """An event set on every new job event; ``unlisten`` it when done."""
+        listener = asyncio.Event()
+        self._listeners.add(listener)
+        return listener
+
+    def unlisten(self, listener: asyncio.Event) -> None:
+        self._listeners.discard(listener)
+
+    @property
+    def listeners(self) -> int:
+        return len(self._listeners)
+
+    def events_after(self, last_id: int) -> list[JobEvent]:
+        return [e for e in self.events if e.id > last_id]
+
+
+class JobStore:
+    def __init__(
+        self, ttl_seconds: float, max_bytes: int, clock: Callable[[], float] = time.monotonic,
+        remembered: int = 10_000,
+    ):
+        self.ttl, self.max_bytes, self.clock = ttl_seconds, max_bytes, clock
+        self.jobs: dict[str, JobRecord] = {}
+        self._expired: OrderedDict[str, None] = OrderedDict()
+        self._remembered = remembered
+        self.evicted = 0
+
+    def add(self, record: JobRecord) -> None:
+        self.evict()
+        self.jobs[record.id] = record
+
+    def get(self, job_id: str) -> JobRecord:
+        self.evict()
+        record = self.jobs.get(job_id)
+        if record is not None:
+            return record
+        if job_id in self._expired:
+            raise JobExpired(job_id)
+        raise JobNotFound(job_id)
+
+    def finish(self, record: JobRecord) -> None:
+        """A job reached its terminal state: it starts its TTL and counts against the bound."""
+        record.finished_mono = self.clock()
+        if not record.keep:
+            self.jobs.pop(record.id, None)
+        self.evict()
+
+    def evict(self) -> list[str]:
+        """Drop finished jobs past their TTL, then the oldest finished ones while over the bound."""
+        now = self.clock()
+        finished = sorted((r for r in self.jobs.values() if r.finished_mono is not None), key=lambda r: r.finished_mono)
+        gone = [r for r in finished if now - r.finished_mono >= self.ttl]
+        kept = [r for r in finished if r not in gone]
+        total = sum(r.size_bytes for r in kept)
+        for record in kept:
+            if total <= self.max_bytes:
+                break
+            gone.append(record)
+            total -= record.size_bytes
+        for record in gone:
+            self._forget(record.id)
+        return [r.id for r in gone]
+
+    def _forget(self, job_id: str) -> None:
+        self.jobs.pop(job_id, None)
+        self.evicted += 1
+        self._expired[job_id] = None
+        while len(self._expired) > self._remembered:
+            self._expired.popitem(last=False)
+
+    def result_bytes(self) -> int:
+        return sum(r.size_bytes for r in self.jobs.values() if r.finished_mono is not None)
+
+    def count_by_status(self) -> dict[str, int]:
+        counts = dict.fromkeys(("queued", "running", *TERMINAL), 0)
+        for record in self.jobs.values():
+            counts[record.status] += 1
+        return counts
+
+    def active(self) -> list[JobRecord]:
+        return [r for r in self.jobs.values() if not r.finished]

@@ -1,0 +1,85 @@
+"""The job store's bounds (TTL, total result bytes) and a job's numbered events, on a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from tinyimg.runtime.jobstore import RECORD_OVERHEAD_BYTES, JobExpired, JobNotFound, JobRecord, JobStore, new_job_id
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_record(status: str = "queued", image_bytes: int = 0) -> JobRecord:
+    record = JobRecord(new_job_id(), "tiny-sdxl", params=None, output_format="png")
+    record.status = status
+    record.images = [b"x" * image_bytes] if image_bytes else []
+    return record
+
+
+def finish(store: JobStore, record: JobRecord, image_bytes: int) -> None:
+    record.status, record.images = "succeeded", [b"x" * image_bytes]
+    store.finish(record)
+
+
+def test_a_finished_job_expires_after_its_ttl_and_then_answers_job_expired():
+    clock = Clock()
+    store = JobStore(ttl_seconds=60, max_bytes=10**9, clock=clock)
+    record = make_record()
+    store.add(record)
+    finish(store, record, 10)
+    clock.now += 59.9
+    assert store.get(record.id) is record
+    clock.now += 0.2
+    with pytest.raises(JobExpired) as err:
+        store.get(record.id)
+    assert (err.value.status, err.value.code) == (404, "job_expired")
+
+
+def test_an_unknown_id_answers_job_not_found():
+    with pytest.raises(JobNotFound) as err:
+        JobStore(60, 10**9).get("job_" + "0" * 32)
+    assert (err.value.status, err.value.code) == (404, "job_not_found")
+
+
+def test_over_the_size_bound_the_oldest_finished_jobs_go_first_and_running_ones_never():
+    clock = Clock()
+    size = 1000 + RECORD_OVERHEAD_BYTES
+    store = JobStore(ttl_seconds=3600, max_bytes=3 * size, clock=clock)
+    running = make_record("running")
+    store.add(running)
+    finished = []
+    for _ in range(4):
+        record = make_record()
+        store.add(record)
+        clock.now += 1
+        finish(store, record, 1000)
+        finished.append(record)
+    assert set(store.jobs) == {running.id, *(r.id for r in finished[1:])}
+    with pytest.raises(JobExpired):
+        store.get(finished[0].id)
+    assert store.result_bytes() == 3 * size
+    assert store.count_by_status() == {"queued": 0, "running": 1, "succeeded": 3, "failed": 0, "cancelled": 0}
+
+
+def test_a_synchronous_job_is_forgotten_once_finished():
+    store = JobStore(60, 10**9)
+    record = make_record()
+    record.keep = False
+    store.add(record)
+    finish(store, record, 10)
+    with pytest.raises(JobNotFound):
+        store.get(record.id)
+
+
+def test_events_are_numbered_from_one_and_replayed_after_an_id():
+    record = make_record()
+    for name in ("queued", "started", "progress", "succeeded"):
+        record.publish(name, {})
+    assert [e.id for e in record.events] == [1, 2, 3, 4]
+    assert [e.name for e in record.events_after(2)] == ["progress", "succeeded"]
