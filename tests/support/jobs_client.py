@@ -3,6 +3,7 @@ keys, and a plain SSE reader over httpx."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from dataclasses import dataclass
@@ -15,6 +16,9 @@ from tests.support.tiny_models import tiny_config
 from tinyimg.spec import JobsConfig
 
 KEYS = ("key-alice", "key-bob")
+WEBHOOK_SECRET = b"webhook-secret-for-tests-0123456"
+# 169.254.169.254 is listed so that the link-local check (not the allow-list) is what refuses it.
+WEBHOOK_HOSTS = ["127.0.0.1", "169.254.169.254"]
 
 
 @dataclass
@@ -33,7 +37,12 @@ def build_jobs_config(dirs: dict[str, Path], tmp: Path, **jobs: Any):
         runtime={"maxBatchSize": 4, "maxBatchWaitMs": 150, "queueSize": 16},
     )
     config.api_keys_file = str(keys)
-    config.jobs = JobsConfig.model_validate({"progressIntervalMs": 0, "keepaliveSeconds": 0.3, **jobs})
+    secret = tmp / "webhook-secret"
+    secret.write_text("whsec_" + base64.b64encode(WEBHOOK_SECRET).decode() + "\n")
+    config.jobs = JobsConfig.model_validate({
+        "progressIntervalMs": 0, "keepaliveSeconds": 0.3, "webhookAllowedHosts": WEBHOOK_HOSTS,
+        "webhookSecretFile": str(secret), "webhookBackoffSeconds": 0.05, "webhookMaxAttempts": 4, **jobs,
+    })
     return config
 
 

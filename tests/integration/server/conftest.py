@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.support.faults import gated  # noqa: F401  (a fixture)
+from tests.support.faults import PacedFluxHandler, gated  # noqa: F401  (a fixture)
+from tests.support.jobs_client import build_jobs_config
 from tests.support.tiny_models import tiny_config, tiny_model_dirs  # noqa: F401  (the fixture)
 from tinyimg.api.app import create_app
 from tinyimg.logs import JsonFormatter, RequestIdFilter
@@ -45,6 +46,15 @@ def live(tiny_model_dirs) -> Iterator[Live]:
     """Both tiny models, batching on (max 4 images, 20 ms wait), shared by the HTTP tests."""
     served = start_live(tiny_config(tiny_model_dirs))
     yield served
+    served.server.stop()
+
+
+@pytest.fixture(scope="session")
+def jobs_live(tiny_model_dirs, tmp_path_factory) -> Iterator[str]:
+    """Tiny Flux with its steps paced to 50 ms, API keys, webhooks to loopback: the jobs tests."""
+    config = build_jobs_config(tiny_model_dirs, tmp_path_factory.mktemp("jobs"))
+    served = start_live(config, handler_factory=PacedFluxHandler)
+    yield served.url
     served.server.stop()
 
 

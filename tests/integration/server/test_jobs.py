@@ -13,19 +13,10 @@ import pytest
 from openai import OpenAI
 from PIL import Image
 
-from tests.integration.server.conftest import start_live
 from tests.support.faults import PacedFluxHandler
-from tests.support.jobs_client import KEYS, auth, build_jobs_config, create, read, stream, wait_for
+from tests.support.jobs_client import KEYS, auth, create, read, stream, wait_for
 
 STEP = PacedFluxHandler.step_seconds
-
-
-@pytest.fixture(scope="module")
-def jobs_live(tiny_model_dirs, tmp_path_factory):
-    config = build_jobs_config(tiny_model_dirs, tmp_path_factory.mktemp("jobs"))
-    served = start_live(config, handler_factory=PacedFluxHandler)
-    yield served.url
-    served.server.stop()
 
 
 def status_of(url: str) -> dict:
