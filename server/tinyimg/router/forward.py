@@ -168,6 +168,8 @@ class UpstreamResponse(Response):
     ``on_done(completed)`` exactly once, however the relay ends (client gone included). ``body``:
     the upstream body when it was already read (a 503 whose code was looked at)."""
 
+    origin = ""  # the pod that answered, as the table names it (set by the forwarder)
+
     def __init__(
         self, upstream: httpcore.Response, request_id: str, on_done: Callable[[bool], None], body: bytes | None = None
     ):
@@ -195,6 +197,18 @@ class UpstreamResponse(Response):
                 if not ended:  # no length, or an empty body
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
             completed = True
+        finally:
+            await self.upstream.aclose()
+            self.on_done(completed)
+
+
+    async def read_all(self) -> bytes:
+        """The whole body, for a route that rewrites it instead of relaying it (a job's JSON)."""
+        completed = False
+        try:
+            body = self.read_body if self.read_body is not None else b"".join([c async for c in self.upstream.stream])
+            completed = True
+            return body
         finally:
             await self.upstream.aclose()
             self.on_done(completed)
@@ -296,6 +310,45 @@ class Forwarder:
         self._count(model, "unreachable")
         raise RouterError(503, "backend_unreachable", f"no backend of model {model!r} could be reached", self.retry_after)
 
+    async def forward_to(
+        self, pod_url: str, method: str, path: str, headers: dict[str, str], request_id: str
+    ) -> UpstreamResponse:
+        """One request to the pod that holds a job (no balancing, no retry: only that pod has it).
+        A pod no longer in the table, or one that cannot be reached, answers 404 ``job_pod_gone``.
+        Not counted as load: an event stream may stay open for the job's whole life."""
+        if pod_url not in self.table.pods:
+            raise RouterError(404, "job_pod_gone", "the pod holding this job is gone (its results went with it)")
+        request = self.client.build_request(method, pod_url + path, headers=headers)
+        try:
+            upstream = await self.client.send(request, stream=True)
+        except httpx.HTTPError as err:
+            if classify_failure(err) == TIMEOUT_FAILURE:
+                raise RouterError(504, "upstream_timeout", "the pod holding this job did not answer in time") from None
+            raise RouterError(404, "job_pod_gone", f"the pod holding this job cannot be reached: {err}") from None
+        return UpstreamResponse(upstream, request_id, lambda completed: None)
+
+    async def forward_to(
+        self, pod_url: str, method: str, path: str, headers: list[tuple[bytes, bytes]], request_id: str
+    ) -> UpstreamResponse:
+        """One request to the pod that holds a job (no balancing, no retry: only that pod has it).
+        A pod no longer in the table, or one that cannot be reached, answers 404 ``job_pod_gone``.
+        Not counted as load: an event stream may stay open for the job's whole life."""
+        if pod_url not in self.table.pods:
+            raise RouterError(404, "job_pod_gone", "the pod holding this job is gone (its results went with it)")
+        request = httpcore.Request(
+            method.encode("ascii"), (pod_url + path).encode("ascii"),
+            headers=[(b"host", self._host(pod_url)), *headers], extensions=self.extensions,
+        )
+        try:
+            upstream = await self.pool.handle_async_request(request)
+        except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol) as err:
+            if classify_failure(err) == TIMEOUT_FAILURE:
+                raise RouterError(504, "upstream_timeout", "the pod holding this job did not answer in time") from None
+            raise RouterError(404, "job_pod_gone", f"the pod holding this job cannot be reached: {err!r}") from None
+        response = UpstreamResponse(upstream, request_id, lambda completed: None)
+        response.origin = pod_url
+        return response
+
     async def _try(
         self,
         pod: PodState,
@@ -365,4 +418,6 @@ class Forwarder:
                 pod.latency_at[model] = now
             self._count(model, outcome_for_status(upstream.status) if completed else "aborted")
 
-        return attempt, UpstreamResponse(upstream, request_id, done, read_body)
+        response = UpstreamResponse(upstream, request_id, done, read_body)
+        response.origin = pod.url
+        return attempt, response

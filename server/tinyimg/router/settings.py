@@ -45,6 +45,9 @@ class RouterSettings:
     # On SIGTERM, open requests get this long, then are cancelled: inside Kubernetes' default 30 s
     # grace period, so the router exits on its own rather than being killed.
     shutdown_timeout: float = 25.0
+    # Signs job ids (tinyimg.router.jobids); every replica needs the same one. Empty: a random
+    # secret per process, so a job is readable only through the replica that created it.
+    job_secret: bytes = b""
 
     def edge_limits(self) -> EdgeLimits:
         return EdgeLimits(max_body_bytes=self.max_body_bytes, max_connections=self.max_connections)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from typing import Annotated, Any, cast
 
@@ -29,6 +30,7 @@ class RouterState:
         self.forwarder: Forwarder | None = None
         # Scale from zero: only a discovery that can ask for a pod (Kubernetes) holds requests.
         self.waiting_room = WaitingRoom(self.table, self.metrics, getattr(discovery, "record_demand", None) or _no_demand)
+        self.job_secret = settings.job_secret or secrets.token_bytes(32)
 
 
 async def _no_demand(model: str) -> None:

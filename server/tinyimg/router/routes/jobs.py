@@ -1,0 +1,112 @@
+"""The jobs API through the router: creation is balanced like a generation, and every later
+request about a job goes to the pod named in its signed id (tinyimg.router.jobids). Job JSON is
+rewritten to carry router ids and router URLs; event streams and images are relayed as they
+arrive (no buffering). Creation and reads pass the router's key and rate checks; a job's id is
+signed for the key that created it, so another key reads it as unknown."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from tinyimg.api.jobs import JobRequest
+from tinyimg.contract import BODY_ERRORS, EDGE_ERRORS, JobResponse, build_error_responses
+from tinyimg.router.auth import hash_key, parse_bearer
+from tinyimg.router.forward import UpstreamResponse, build_upstream_headers
+from tinyimg.router.jobids import build_router_job_id, read_router_job_id
+from tinyimg.router.routes.generate import build_body_document, read_model_name
+from tinyimg.router.state import AccessDep, RouterState, StateDep
+
+router = APIRouter(tags=["jobs"], dependencies=[AccessDep])
+READ_ERRORS = build_error_responses(401, 404, 429, 504, *EDGE_ERRORS)
+
+
+def read_key_hash(request: Request) -> str:
+    token = parse_bearer(request.headers.get("authorization"))
+    return hash_key(token) if token else ""
+
+
+def rewrite_job(data: dict[str, Any], job_id: str, base_url: str) -> dict[str, Any]:
+    """A pod's job answer with the router's id and URLs (pure)."""
+    url = f"{base_url.rstrip('/')}/v1/jobs/{job_id}"
+    out = {**data, "id": job_id, "status_url": url, "events_url": f"{url}/events"}
+    if data.get("images"):
+        out["images"] = [{**image, "url": f"{url}/images/{i}"} for i, image in enumerate(data["images"])]
+    return out
+
+
+def upstream_headers(request: Request) -> dict[str, str]:
+    return build_upstream_headers(
+        list(request.headers.items()), request.scope["state"]["request_id"],
+        request.client.host if request.client else None,
+    )
+
+
+def build_job_answer(status: int, raw_headers: list[tuple[bytes, bytes]], body: bytes, job_id: str,
+                     request: Request) -> Response:
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw_headers
+               if k not in (b"content-type", b"content-length", b"location")}
+    if status >= 300:  # the pod's error, as it is
+        return Response(body, status, headers, media_type="application/json")
+    data = rewrite_job(json.loads(body), job_id, str(request.base_url))
+    if status == 202:
+        headers["location"] = data["status_url"]
+    return JSONResponse(data, status, headers)
+
+
+async def relay_job_json(upstream: UpstreamResponse, job_id: str, request: Request) -> Response:
+    return build_job_answer(upstream.status_code, upstream.raw_headers, await upstream.read_all(), job_id, request)
+
+
+@router.post("/v1/jobs", status_code=202, response_model=JobResponse,
+             responses=build_error_responses(*BODY_ERRORS, 401, 404, 429, 503, 504, *EDGE_ERRORS),
+             openapi_extra=build_body_document(JobRequest))
+async def create_job(request: Request, state: StateDep) -> Response:
+    body = await request.body()
+    model = read_model_name(body, list(state.table.models))
+    upstream = await state.forwarder.forward(
+        model, "/v1/jobs", body, upstream_headers(request), request.scope["state"]["request_id"]
+    )
+    if upstream.status_code != 202:
+        return upstream
+    raw = await upstream.read_all()
+    job_id = build_router_job_id(state.job_secret, json.loads(raw)["id"], upstream.origin, read_key_hash(request))
+    return build_job_answer(upstream.status_code, upstream.raw_headers, raw, job_id, request)
+
+
+async def to_pod(request: Request, state: RouterState, job_id: str, method: str, tail: str = "") -> UpstreamResponse:
+    pod_job_id, pod_url = read_router_job_id(state.job_secret, job_id, read_key_hash(request))
+    upstream = await state.forwarder.forward_to(
+        pod_url, method, f"/v1/jobs/{pod_job_id}{tail}", upstream_headers(request),
+        request.scope["state"]["request_id"],
+    )
+    return upstream
+
+
+@router.get("/v1/jobs/{job_id}", response_model=JobResponse, responses=READ_ERRORS)
+async def read_job(job_id: str, request: Request, state: StateDep) -> Response:
+    upstream = await to_pod(request, state, job_id, "GET")
+    return await relay_job_json(upstream, job_id, request)
+
+
+@router.delete("/v1/jobs/{job_id}", response_model=JobResponse, responses=build_error_responses(409, *READ_ERRORS))
+async def cancel_job(job_id: str, request: Request, state: StateDep) -> Response:
+    upstream = await to_pod(request, state, job_id, "DELETE")
+    return await relay_job_json(upstream, job_id, request)
+
+
+@router.get("/v1/jobs/{job_id}/events", responses={200: {"content": {"text/event-stream": {}}}, **READ_ERRORS},
+            response_class=Response)
+async def stream_job(job_id: str, request: Request, state: StateDep) -> Response:
+    upstream = await to_pod(request, state, job_id, "GET", "/events")
+    return upstream  # relayed chunk by chunk as the pod sends them
+
+
+@router.get("/v1/jobs/{job_id}/images/{index}", responses=build_error_responses(409, *READ_ERRORS),
+            response_class=Response)
+async def read_job_image(job_id: str, index: int, request: Request, state: StateDep) -> Response:
+    upstream = await to_pod(request, state, job_id, "GET", f"/images/{index}")
+    return upstream

@@ -1,0 +1,119 @@
+"""Jobs through real `tinyimg router` processes in front of two real `tinyimg serve` processes:
+ids resolve to the pod that holds the job from any router replica (no shared state), SSE passes
+through as it happens, cancel works through the router, forged ids and other keys read as unknown,
+and a job whose pod is gone says so."""
+
+from __future__ import annotations
+
+import base64
+import io
+from contextlib import ExitStack
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.support.jobs_client import stream
+from tests.support.processes import running_router, start_servers
+from tests.support.tiny_models import tiny_model_dirs  # noqa: F401  (the fixture)
+
+KEYS = ("router-key-1", "router-key-2")
+LONG = {"limits": {"maxSteps": 400}}
+
+
+@pytest.fixture(scope="module")
+def cluster(tiny_model_dirs, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("router-jobs")
+    procs = start_servers({"pod-a": (("flux",), LONG), "pod-b": (("flux",), LONG)}, tiny_model_dirs, tmp)
+    (tmp / "secret").write_text("a shared router job secret, 32+ bytes\n")
+    (tmp / "keys").write_text("\n".join(KEYS) + "\n")
+    common = ["--job-secret-file", str(tmp / "secret"), "--api-keys-file", str(tmp / "keys")]
+    both = [f"--backend=tiny-flux={p.url}" for p in procs.values()]
+    with ExitStack() as stack:
+        routers = [stack.enter_context(running_router([*both, *common], tmp, f"router-{i}")) for i in (1, 2)]
+        only_a = stack.enter_context(running_router([f"--backend=tiny-flux={procs['pod-a'].url}", *common], tmp, "router-a"))
+        yield procs, routers, only_a
+    for proc in procs.values():
+        proc.stop()
+
+
+def auth(key: str = KEYS[0]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def create(router_url: str, **body) -> dict:
+    r = httpx.post(f"{router_url}/v1/jobs", json={"model": "tiny-flux", "prompt": "a kite", **body},
+                   headers=auth(), timeout=30)
+    assert r.status_code == 202, r.text
+    assert r.headers["location"] == r.json()["status_url"]
+    return r.json()
+
+
+def pod_of(procs, job: dict) -> str:
+    """Which pod holds the job, asked of the pods themselves (the router id starts with the pod's)."""
+    pod_job = job["id"].split(".")[0]
+    holders = [name for name, p in procs.items() if httpx.get(f"{p.url}/v1/jobs/{pod_job}").status_code == 200]
+    assert len(holders) == 1
+    return holders[0]
+
+
+def test_jobs_resolve_to_their_pod_from_any_router_replica(cluster):
+    procs, (first, second), _ = cluster
+    jobs = [create(first.url, steps=3, seed=40 + i) for i in range(4)]
+    holders = {pod_of(procs, job) for job in jobs}
+    assert holders == {"pod-a", "pod-b"}  # the balancer spread them: ids must find either pod
+    for job in jobs:
+        assert job["status_url"].startswith(f"{first.url}/v1/jobs/{job['id']}")
+        events = stream(second.url, job["id"], key=KEYS[0])
+        assert events[-1].name == "succeeded"
+        done = httpx.get(f"{second.url}/v1/jobs/{job['id']}", headers=auth(), timeout=10).json()
+        assert done["id"] == job["id"] and done["status"] == "succeeded"
+        assert done["images"][0]["url"] == f"{second.url}/v1/jobs/{job['id']}/images/0"
+        image = httpx.get(done["images"][0]["url"], headers=auth(), timeout=10)
+        assert image.headers["content-type"] == "image/png" and image.headers["x-seed"] == str(done["images"][0]["seed"])
+        assert Image.open(io.BytesIO(image.content)).size == (64, 64)
+
+
+def test_sse_passes_through_the_router_as_it_happens(cluster):
+    _, (first, _), _ = cluster
+    job = create(first.url, steps=12)
+    events = stream(first.url, job["id"], key=KEYS[0])
+    assert [e.id for e in events] == list(range(1, len(events) + 1))
+    assert [e.data["step"] for e in events if e.name == "progress"][-1] == 12
+    assert events[-1].name == "succeeded"
+    resumed = stream(first.url, job["id"], key=KEYS[0], last_event_id=events[-3].id)
+    assert [e.id for e in resumed] == [e.id for e in events[-2:]]
+
+
+def test_cancel_through_the_router(cluster):
+    _, (first, second), _ = cluster
+    job = create(first.url, steps=400)
+    r = httpx.delete(f"{second.url}/v1/jobs/{job['id']}", headers=auth(), timeout=10)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled" and r.json()["id"] == job["id"]
+    assert stream(first.url, job["id"], key=KEYS[0])[-1].name == "cancelled"
+
+
+def test_forged_ids_and_other_keys_read_as_unknown(cluster):
+    procs, (first, _), _ = cluster
+    job = create(first.url, steps=2)
+    pod_job, pod_part, mac = job["id"].split(".")
+    holder = base64.urlsafe_b64decode(pod_part + "=" * (-len(pod_part) % 4)).decode()
+    (other,) = [p.url for p in procs.values() if p.url != holder]
+    forged = f"{pod_job}.{base64.urlsafe_b64encode(other.encode()).rstrip(b'=').decode()}.{mac}"
+    for job_id, key in ((forged, KEYS[0]), (job["id"], KEYS[1]), (pod_job, KEYS[0]), ("nonsense", KEYS[0])):
+        r = httpx.get(f"{first.url}/v1/jobs/{job_id}", headers=auth(key), timeout=10)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "job_not_found", (job_id, key)
+    assert httpx.get(f"{first.url}/v1/jobs/{job['id']}", timeout=10).status_code == 401
+
+
+def test_a_job_whose_pod_is_gone_says_so(cluster):
+    procs, (first, _), only_a = cluster
+    jobs = [create(first.url, steps=2) for _ in range(4)]
+    on_b = [j for j in jobs if pod_of(procs, j) == "pod-b"]
+    assert on_b, "the balancer put none of four jobs on pod-b"
+    # A router that does not know pod-b (it left the table): the id is valid, the pod is gone.
+    r = httpx.get(f"{only_a.url}/v1/jobs/{on_b[0]['id']}", headers=auth(), timeout=10)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "job_pod_gone"
+    procs["pod-b"].kill()
+    r = httpx.get(f"{first.url}/v1/jobs/{on_b[0]['id']}", headers=auth(), timeout=10)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "job_pod_gone"

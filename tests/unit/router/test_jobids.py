@@ -1,0 +1,53 @@
+"""Router job ids: signed for the pod and the key; anything else reads as an unknown job."""
+
+from __future__ import annotations
+
+import pytest
+
+from tinyimg.router.jobids import build_router_job_id, read_router_job_id
+from tinyimg.router.routes.jobs import rewrite_job
+from tinyimg.runtime.jobstore import JobNotFound
+
+SECRET = b"s" * 32
+POD_JOB = "job_" + "a" * 32
+POD = "http://10.0.0.7:8000"
+
+
+def test_an_id_resolves_to_its_pod_job_and_pod_on_any_replica_with_the_secret():
+    job_id = build_router_job_id(SECRET, POD_JOB, POD, "keyhash")
+    assert read_router_job_id(bytes(SECRET), job_id, "keyhash") == (POD_JOB, POD)
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        pytest.param(lambda i: i.replace(i.split(".")[1], build_router_job_id(SECRET, POD_JOB, "http://10.0.0.8:8000", "k").split(".")[1]), id="other-pod"),
+        pytest.param(lambda i: "job_" + "b" * 32 + i[36:], id="other-pod-job"),
+        pytest.param(lambda i: i[:-1] + ("A" if i[-1] != "A" else "B"), id="mac"),
+        pytest.param(lambda i: i + ".x", id="extra-part"),
+        pytest.param(lambda i: POD_JOB, id="bare-pod-id"),
+        pytest.param(lambda i: "../../etc", id="garbage"),
+    ],
+)
+def test_a_forged_or_altered_id_is_not_found(tamper):
+    job_id = build_router_job_id(SECRET, POD_JOB, POD, "k")
+    with pytest.raises(JobNotFound) as err:
+        read_router_job_id(SECRET, tamper(job_id), "k")
+    assert (err.value.status, err.value.code) == (404, "job_not_found")
+
+
+def test_another_key_or_another_secret_reads_it_as_unknown():
+    job_id = build_router_job_id(SECRET, POD_JOB, POD, "alice")
+    for secret, key in ((SECRET, "bob"), (b"t" * 32, "alice")):
+        with pytest.raises(JobNotFound):
+            read_router_job_id(secret, job_id, key)
+
+
+def test_rewrite_job_puts_the_router_id_and_urls_everywhere():
+    pod = {"id": POD_JOB, "status": "succeeded", "status_url": f"{POD}/v1/jobs/{POD_JOB}",
+           "events_url": "x", "images": [{"url": "p0", "seed": 1}, {"url": "p1", "seed": 2}]}
+    out = rewrite_job(pod, "RID", "http://router.example/base/")
+    assert out["id"] == "RID" and out["status_url"] == "http://router.example/base/v1/jobs/RID"
+    assert out["events_url"] == "http://router.example/base/v1/jobs/RID/events"
+    assert [i["url"] for i in out["images"]] == [f"http://router.example/base/v1/jobs/RID/images/{i}" for i in (0, 1)]
+    assert [i["seed"] for i in out["images"]] == [1, 2]
