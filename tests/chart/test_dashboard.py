@@ -56,6 +56,10 @@ def test_every_queried_metric_is_exported_by_the_code() -> None:
     ("tinyimg_batch_size_bucket", "batch size"),
     ("tinyimg_device_memory_bytes", "device memory"),
     ("tinyimg_router_ready_pods", "ready pods"),
+    ("tinyimg_jobs", "jobs by state"),
+    ("tinyimg_job_queued_seconds_bucket", "time queued vs generating"),
+    ("tinyimg_sse_clients", "SSE clients"),
+    ("tinyimg_webhook_deliveries_total", "webhook deliveries by outcome"),
 ])
 def test_dashboard_covers_each_operational_question(series: str, topic: str) -> None:
     assert series in queried_metrics(load_dashboard()), topic
