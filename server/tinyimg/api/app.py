@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 
 import tinyimg
-from tinyimg.api import edits, generate, health, info, jobs, metrics, openai_images
+from tinyimg.api import edits, generate, health, info, jobs, metrics, openai_images, ui
 from tinyimg.api.auth import load_api_keys
 from tinyimg.api.jobs import build_job_response
 from tinyimg.api.metrics import ServerMetrics
@@ -24,7 +24,10 @@ from tinyimg.spec import ServerConfig
 
 log = logging.getLogger("tinyimg.api")
 
-ROUTERS = (generate.router, jobs.router, openai_images.router, edits.router, info.router, health.router, metrics.router)
+ROUTERS = (
+    generate.router, jobs.router, openai_images.router, edits.router, info.router, health.router, metrics.router,
+    ui.router,
+)
 
 
 def build_engine(config: ServerConfig, server_metrics: ServerMetrics, options: Mapping[str, Any]) -> Any:

@@ -85,6 +85,13 @@ def test_sse_passes_through_the_router_as_it_happens(cluster):
     assert [e.id for e in resumed] == [e.id for e in events[-2:]]
 
 
+def test_the_router_serves_the_playground_without_a_key(cluster):
+    _, (first, _), _ = cluster
+    page = httpx.get(f"{first.url}/ui", timeout=10)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'fetch("v1/jobs/"' in page.text  # relative: it calls the router it was loaded from
+
+
 def test_cancel_through_the_router(cluster):
     _, (first, second), _ = cluster
     job = create(first.url, steps=400)

@@ -1,0 +1,102 @@
+"""The playground page in a real headless browser (Debian's chromium, driven by selenium through
+the system chromedriver) against a real server with the tiny Flux pipeline, steps paced to 50 ms:
+load the page, generate, watch the progress bar move and the image appear, cancel a long job.
+A screenshot of each run is kept as a test artifact (the test's tmp path)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import httpx
+import pytest
+
+from tests.support.jobs_client import KEYS
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; .ci/run does)",
+)
+
+
+@pytest.fixture
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,900"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def wait_until(predicate, timeout: float = 60.0, what: str = ""):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise TimeoutError(f"never happened: {what}")
+
+
+def open_page(browser, url: str):
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{url}/ui")
+    browser.find_element(By.ID, "key").send_keys(KEYS[0])
+    browser.execute_script("document.getElementById('key').dispatchEvent(new Event('change'))")
+    wait_until(lambda: browser.execute_script(
+        "return [...document.querySelectorAll('#model option')].map(o => o.value).includes('tiny-flux')"),
+        what="the model list")
+    # The model's defaults fill the form.
+    assert browser.find_element(By.ID, "width").get_attribute("value") == "64"
+
+
+def set_field(browser, field: str, value) -> None:
+    browser.execute_script(f"document.getElementById('{field}').value = arguments[0]", str(value))
+
+
+def test_page_generates_with_live_progress_and_shows_the_image(jobs_live, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    page = httpx.get(f"{jobs_live}/ui", timeout=10)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "http://" not in page.text and "https://" not in page.text  # nothing loaded from elsewhere
+    open_page(browser, jobs_live)
+    set_field(browser, "steps", 30)
+    set_field(browser, "seed", 1234)
+    browser.find_element(By.ID, "generate").click()
+    progress = lambda: int(browser.execute_script("return document.getElementById('progress').value"))  # noqa: E731
+    seen = [wait_until(lambda: progress() > 0, what="the first progress step")]
+    seen.append(wait_until(lambda: progress() > seen[0] and progress(), what="the bar moving"))
+    image = wait_until(lambda: browser.execute_script(
+        "const i = document.querySelector('#images img.result'); return i && i.complete && i.naturalWidth"),
+        what="the image")
+    assert image == 64 and seen[1] > seen[0] >= 1
+    assert "seed 1234" in browser.find_element(By.ID, "images").text
+    assert browser.find_element(By.ID, "state").get_attribute("data-status") == "succeeded"
+    assert int(browser.execute_script("return document.getElementById('progress').value")) == 30
+    browser.save_screenshot(str(tmp_path / "playground-succeeded.png"))
+    assert (tmp_path / "playground-succeeded.png").stat().st_size > 1000
+
+
+def test_page_cancels_a_long_job(jobs_live, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    open_page(browser, jobs_live)
+    set_field(browser, "steps", 60)
+    browser.find_element(By.ID, "generate").click()
+    wait_until(lambda: int(browser.execute_script("return document.getElementById('progress').value")) > 0,
+               what="progress")
+    browser.find_element(By.ID, "cancel").click()
+    wait_until(lambda: browser.find_element(By.ID, "state").get_attribute("data-status") == "cancelled",
+               what="the cancelled state")
+    assert browser.find_elements(By.CSS_SELECTOR, "#images img") == []
+    assert int(browser.execute_script("return document.getElementById('progress').value")) < 60
+    browser.save_screenshot(str(tmp_path / "playground-cancelled.png"))
