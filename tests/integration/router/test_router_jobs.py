@@ -92,6 +92,19 @@ def test_the_router_serves_the_playground_without_a_key(cluster):
     assert 'fetch("v1/jobs/"' in page.text  # relative: it calls the router it was loaded from
 
 
+def test_openai_urls_through_the_router_are_the_routers(cluster):
+    from openai import OpenAI
+
+    _, (first, second), _ = cluster
+    client = OpenAI(base_url=f"{first.url}/v1", api_key=KEYS[0])
+    answer = client.images.generate(model="tiny-flux", prompt="a kite", size="64x64", response_format="url",
+                                    extra_body={"seed": 5})
+    url = answer.data[0].url
+    assert url.startswith(f"{first.url}/v1/jobs/") and url.endswith("/images/0")
+    image = httpx.get(url.replace(first.url, second.url), headers=auth(), timeout=10)
+    assert image.status_code == 200 and image.headers["x-seed"] == "5"
+
+
 def test_cancel_through_the_router(cluster):
     _, (first, second), _ = cluster
     job = create(first.url, steps=400)

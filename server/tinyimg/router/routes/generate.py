@@ -68,7 +68,18 @@ async def forward_body(request: Request, state: StateDep, body: bytes, model: st
         [(k, v) for k, v in request.headers.items()], request_id, request.client.host if request.client else None
     )
     assert state.forwarder is not None  # the lifespan builds it before the first request
-    return await state.forwarder.forward(model, request.url.path, body, headers, request_id)
+    upstream = await state.forwarder.forward(model, request.url.path, body, headers, request_id)
+    if request.url.path == "/v1/images/generations" and upstream.status_code == 200 and asks_for_urls(body):
+        from tinyimg.router.routes.jobs import rewrite_image_urls  # here: routes.jobs imports this module
+
+        return await rewrite_image_urls(upstream, request, state)
+    return upstream
+
+
+def asks_for_urls(body: bytes) -> bool:
+    """An OpenAI request for ``response_format: "url"``: its URLs name the pod and must be the router's."""
+    data = json.loads(body)
+    return isinstance(data, dict) and data.get("response_format") == "url"
 
 
 def build_body_document(model: type[BaseModel]) -> dict[str, Any]:

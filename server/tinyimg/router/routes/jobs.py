@@ -110,3 +110,16 @@ async def stream_job(job_id: str, request: Request, state: StateDep) -> Response
 async def read_job_image(job_id: str, index: int, request: Request, state: StateDep) -> Response:
     upstream = await to_pod(request, state, job_id, "GET", f"/images/{index}")
     return upstream
+
+
+async def rewrite_image_urls(upstream: UpstreamResponse, request: Request, state: RouterState) -> Response:
+    """An OpenAI images answer with ``url`` data: each pod URL (``.../v1/jobs/<pod job>/images/<i>``)
+    becomes the router's, with a signed job id, so the client fetches it through the router."""
+    data = json.loads(await upstream.read_all())
+    base = str(request.base_url).rstrip("/")
+    key_hash = read_key_hash(request)
+    for item in data.get("data", []):
+        pod_job_id, _, index = item["url"].split("/v1/jobs/", 1)[1].partition("/images/")
+        job_id = build_router_job_id(state.job_secret, pod_job_id, upstream.origin, key_hash)
+        item["url"] = f"{base}/v1/jobs/{job_id}/images/{index}"
+    return JSONResponse(data, upstream.status_code, {"x-request-id": request.scope["state"]["request_id"]})
