@@ -12,6 +12,7 @@ import httpx
 import pytest
 from openai import OpenAI
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.faults import PacedFluxHandler
 from tests.support.jobs_client import KEYS, auth, create, read, stream, wait_for
@@ -177,3 +178,28 @@ def test_openai_client_gets_urls_and_honours_the_seed(jobs_live):
                                     extra_body={"seed": 77})
     assert base64.b64decode(by_b64.data[0].b64_json) == first  # the same seed, the same bytes
     assert [m.id for m in client.models.list()] == ["tiny-flux"]
+
+
+def test_metrics_count_jobs_by_state_open_streams_and_time_queued_vs_generating(jobs_live):
+    def samples() -> dict[tuple, float]:
+        text = httpx.get(f"{jobs_live}/metrics", timeout=10).text
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in text_string_to_metric_families(text) for s in f.samples}
+
+    before = samples()
+    job = create(jobs_live, steps=20).json()
+    head = stream(jobs_live, job["id"], stop_after=1)  # a stream that stays open while we look
+    assert head[0].name == "queued"
+    with httpx.stream("GET", f"{job['status_url']}/events", headers=auth(), timeout=30) as open_stream:
+        assert open_stream.status_code == 200
+        during = samples()
+        assert during[("tinyimg_sse_clients", ())] >= 1
+        assert during[("tinyimg_jobs", (("state", "running"),))] + during[("tinyimg_jobs", (("state", "queued"),))] >= 1
+    wait_for(jobs_live, job["id"], lambda j: j["status"] == "succeeded")
+    after = samples()
+    finished = ("tinyimg_jobs_finished_total", (("model", "tiny-flux"), ("state", "succeeded")))
+    assert after[finished] == before.get(finished, 0) + 1
+    generating = ("tinyimg_job_generating_seconds_count", (("model", "tiny-flux"),))
+    assert after[generating] == before.get(generating, 0) + 1
+    assert after[("tinyimg_job_generating_seconds_sum", (("model", "tiny-flux"),))] >= 20 * STEP
+    assert after[("tinyimg_jobs", (("state", "succeeded"),))] >= 1
