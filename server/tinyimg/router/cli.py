@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--shutdown-timeout", type=float, metavar="S",
         help=f"on SIGTERM, wait at most this long for open requests, then cancel them (default {d.shutdown_timeout:g})",
+    )
+    p.add_argument(
         "--job-secret-file", metavar="PATH",
         help="secret that signs job ids; give every replica the same one (default: random per process)",
     )

@@ -271,8 +271,11 @@ class Forwarder:
         self.metrics.requests.labels(model, outcome).inc()
 
     async def forward(
-        self, model: str, path: str, body: bytes, headers: list[tuple[bytes, bytes]], request_id: str
+        self, model: str, path: str, body: bytes, headers: list[tuple[bytes, bytes]], request_id: str,
+        measure_latency: bool = True,
     ) -> UpstreamResponse:
+        """``measure_latency``: False for a request that only queues work (a job's creation), whose
+        quick answer says nothing of how long the pod takes per request."""
         if model not in self.table.models:
             # Only known names become label values: clients cannot grow /metrics.
             self._count(UNKNOWN_MODEL_LABEL, "unknown_model")
@@ -289,7 +292,9 @@ class Forwarder:
             pod = self.table.pods[choice.url]
             tried.add(pod.url)
             may_retry = index + 1 < MAX_ATTEMPTS
-            attempt, response = await self._try(pod, model, path, body, headers, request_id, may_retry, tried)
+            attempt, response = await self._try(
+                pod, model, path, body, headers, request_id, may_retry, tried, measure_latency
+            )
             if response is not None:
                 return response
             last = attempt
@@ -309,23 +314,6 @@ class Forwarder:
             raise RouterError(502, "forward_failed", f"forwarding to a backend of model {model!r} failed")
         self._count(model, "unreachable")
         raise RouterError(503, "backend_unreachable", f"no backend of model {model!r} could be reached", self.retry_after)
-
-    async def forward_to(
-        self, pod_url: str, method: str, path: str, headers: dict[str, str], request_id: str
-    ) -> UpstreamResponse:
-        """One request to the pod that holds a job (no balancing, no retry: only that pod has it).
-        A pod no longer in the table, or one that cannot be reached, answers 404 ``job_pod_gone``.
-        Not counted as load: an event stream may stay open for the job's whole life."""
-        if pod_url not in self.table.pods:
-            raise RouterError(404, "job_pod_gone", "the pod holding this job is gone (its results went with it)")
-        request = self.client.build_request(method, pod_url + path, headers=headers)
-        try:
-            upstream = await self.client.send(request, stream=True)
-        except httpx.HTTPError as err:
-            if classify_failure(err) == TIMEOUT_FAILURE:
-                raise RouterError(504, "upstream_timeout", "the pod holding this job did not answer in time") from None
-            raise RouterError(404, "job_pod_gone", f"the pod holding this job cannot be reached: {err}") from None
-        return UpstreamResponse(upstream, request_id, lambda completed: None)
 
     async def forward_to(
         self, pod_url: str, method: str, path: str, headers: list[tuple[bytes, bytes]], request_id: str
@@ -359,6 +347,7 @@ class Forwarder:
         request_id: str,
         may_retry: bool,
         tried: set[str],
+        measure_latency: bool = True,
     ) -> tuple[Attempt, UpstreamResponse | None]:
         """One try at ``pod``: a response to relay, or (None) how it failed before any byte was sent."""
         pod.inflight += 1
@@ -411,7 +400,7 @@ class Forwarder:
             pod.inflight -= 1
             elapsed = time.perf_counter() - started
             self.metrics.upstream_duration.labels(model).observe(elapsed)
-            if completed and upstream.status < 400:  # errors are fast and say nothing of speed
+            if measure_latency and completed and upstream.status < 400:  # errors are fast: say nothing of speed
                 now = time.monotonic()
                 age = now - pod.latency_at.get(model, now)
                 pod.latency[model] = update_latency(pod.latency.get(model), elapsed, age)

@@ -27,8 +27,9 @@ JOB_ID = re.compile(r"^job_[0-9a-f]{32}$")
 # Queued position moves and progress steps: a job has at most one event per step and per move,
 # but a long queue could move thousands of times; the oldest non-terminal events go past this.
 MAX_EVENTS = 2000
-# What a finished job costs besides its images (parameters, events), counted against the bound.
+# What a finished job costs besides its images (parameters), and per event kept, counted against the bound.
 RECORD_OVERHEAD_BYTES = 2048
+EVENT_BYTES = 128
 
 
 def new_job_id() -> str:
@@ -97,7 +98,7 @@ class JobRecord:
 
     @property
     def size_bytes(self) -> int:
-        return sum(len(b) for b in self.images) + RECORD_OVERHEAD_BYTES
+        return sum(len(b) for b in self.images) + RECORD_OVERHEAD_BYTES + EVENT_BYTES * len(self.events)
 
     def publish(self, name: str, data: dict[str, Any]) -> JobEvent:
         event = JobEvent(self._next_event, name, data)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from tinyimg.runtime.jobstore import RECORD_OVERHEAD_BYTES, JobExpired, JobNotFound, JobRecord, JobStore, new_job_id
+from tinyimg.runtime.jobstore import (
+    EVENT_BYTES,
+    RECORD_OVERHEAD_BYTES,
+    JobExpired,
+    JobNotFound,
+    JobRecord,
+    JobStore,
+    new_job_id,
+)
 
 
 class Clock:
@@ -24,6 +32,7 @@ def make_record(status: str = "queued", image_bytes: int = 0) -> JobRecord:
 
 def finish(store: JobStore, record: JobRecord, image_bytes: int) -> None:
     record.status, record.images = "succeeded", [b"x" * image_bytes]
+    record.publish("succeeded", {})
     store.finish(record)
 
 
@@ -49,7 +58,7 @@ def test_an_unknown_id_answers_job_not_found():
 
 def test_over_the_size_bound_the_oldest_finished_jobs_go_first_and_running_ones_never():
     clock = Clock()
-    size = 1000 + RECORD_OVERHEAD_BYTES
+    size = 1000 + RECORD_OVERHEAD_BYTES + EVENT_BYTES  # one event: the terminal one
     store = JobStore(ttl_seconds=3600, max_bytes=3 * size, clock=clock)
     running = make_record("running")
     store.add(running)

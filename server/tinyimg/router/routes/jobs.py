@@ -68,7 +68,8 @@ async def create_job(request: Request, state: StateDep) -> Response:
     body = await request.body()
     model = read_model_name(body, list(state.table.models))
     upstream = await state.forwarder.forward(
-        model, "/v1/jobs", body, upstream_headers(request), request.scope["state"]["request_id"]
+        model, "/v1/jobs", body, upstream_headers(request), request.scope["state"]["request_id"],
+        measure_latency=False,
     )
     if upstream.status_code != 202:
         return upstream
