@@ -17,11 +17,13 @@ from tinyimg.api import ui
 from tinyimg.http.edge import install_edge
 from tinyimg.router.forward import Forwarder, build_forward_pool, build_timeouts
 from tinyimg.router.poller import poll_all, run_poller
-from tinyimg.router.routes import generate, health, info, jobs, metrics
+from tinyimg.router.routes import generate, health, info, jobs, metrics, openai_models
 from tinyimg.router.settings import RouterSettings
 from tinyimg.router.state import RouterState
 
-ROUTERS = (generate.router, jobs.router, info.router, health.router, metrics.router, ui.router)
+ROUTERS = (
+    generate.router, jobs.router, openai_models.router, info.router, health.router, metrics.router, ui.router,
+)
 
 
 def build_http_client(settings: RouterSettings) -> httpx.AsyncClient:

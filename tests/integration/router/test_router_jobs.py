@@ -103,6 +103,7 @@ def test_openai_urls_through_the_router_are_the_routers(cluster):
     assert url.startswith(f"{first.url}/v1/jobs/") and url.endswith("/images/0")
     image = httpx.get(url.replace(first.url, second.url), headers=auth(), timeout=10)
     assert image.status_code == 200 and image.headers["x-seed"] == "5"
+    assert [m.id for m in client.models.list()] == ["tiny-flux"]
 
 
 def test_cancel_through_the_router(cluster):
