@@ -46,7 +46,8 @@ def build_job_service(config: ServerConfig, engine: Any, server_metrics: ServerM
 
     def deliver(record: JobRecord) -> None:
         payload = build_job_response(record.base_url, record).model_dump(mode="json")
-        webhooks.schedule(record.webhook, f"msg_{record.id}", payload)
+        if record.webhook is not None:
+            webhooks.schedule(record.webhook, f"msg_{record.id}", payload)
 
     service = JobService(engine, jobs_config, on_finish=server_metrics.observe_job, deliver_webhook=deliver)
     service.webhooks = webhooks

@@ -6,7 +6,7 @@ import asyncio
 import base64
 import time
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import APIRouter, Header, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -145,10 +145,10 @@ def build_generate_response(body: GenerateRequest, g: Generation) -> GenerateRes
     return GenerateResponse(
         model=body.model,
         images=[
-            ImageResponse(b64=base64.b64encode(data).decode("ascii"), seed=seed, format=r.output_format)
+            ImageResponse(b64=base64.b64encode(data).decode("ascii"), seed=seed, format=cast(OutputFormat, r.output_format))
             for data, seed in zip(r.images, r.seeds, strict=True)
         ],
-        parameters=build_parameters_response(r.params, r.output_format),
+        parameters=build_parameters_response(r.params, cast(OutputFormat, r.output_format)),
         timings=TimingsResponse(
             queued_seconds=round(r.queued_seconds or 0.0, 6),
             inference_seconds=round(r.inference_seconds or 0.0, 6),

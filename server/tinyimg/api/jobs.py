@@ -5,7 +5,7 @@ a job needs the key that created it (a job of another key answers 404 like an un
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import StreamingResponse
@@ -15,7 +15,7 @@ from tinyimg import imaging
 from tinyimg.api.auth import ApiKeyDep
 from tinyimg.api.deps import ConfigDep, JobsDep
 from tinyimg.api.generate import create_job
-from tinyimg.api.requests import GenerateRequest, build_parameters_response
+from tinyimg.api.requests import GenerateRequest, OutputFormat, build_parameters_response
 from tinyimg.api.sse import stream_job_events
 from tinyimg.contract import (
     BODY_ERRORS,
@@ -67,7 +67,7 @@ def build_job_response(base_url: str, r: JobRecord) -> JobResponse:
         finished_at=r.finished_at,
         status_url=build_job_url(base_url, r.id),
         events_url=build_job_url(base_url, r.id, "/events"),
-        parameters=build_parameters_response(r.params, r.output_format).model_dump(),
+        parameters=build_parameters_response(r.params, cast(OutputFormat, r.output_format)).model_dump(),
         timings=JobTimingsResponse(queued_seconds=r.queued_seconds, inference_seconds=r.inference_seconds)
         if succeeded else None,
         device=r.device,
@@ -85,7 +85,7 @@ def read_job(request: Request, jobs: Any, job_id: str) -> JobRecord:
     """The job, if it exists and the caller holds the key that created it; else 404."""
     if not JOB_ID.fullmatch(job_id):
         raise JobNotFound(job_id)
-    record = jobs.get(job_id)
+    record: JobRecord = jobs.get(job_id)
     if record.key_hash is not None:
         token = parse_bearer(request.headers.get("authorization"))
         if token is None or not hmac.compare_digest(hash_key(token), record.key_hash):

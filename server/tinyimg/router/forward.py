@@ -25,7 +25,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -206,7 +206,8 @@ class UpstreamResponse(Response):
         """The whole body, for a route that rewrites it instead of relaying it (a job's JSON)."""
         completed = False
         try:
-            body = self.read_body if self.read_body is not None else b"".join([c async for c in self.upstream.stream])
+            stream = cast(AsyncIterable[bytes], self.upstream.stream)  # the async pool's stream
+            body = self.read_body if self.read_body is not None else b"".join([c async for c in stream])
             completed = True
             return body
         finally:

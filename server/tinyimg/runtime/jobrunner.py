@@ -30,7 +30,7 @@ STEP_TIME_WEIGHT = 0.3
 Hook = Callable[[JobRecord], None]
 
 
-def encode_all(images: list, output_format: str) -> list[bytes]:
+def encode_all(images: list[Any], output_format: str) -> list[bytes]:
     return [imaging.encode_image(image, output_format) for image in images]
 
 
@@ -58,7 +58,7 @@ class JobService:
         self.deliver_webhook = deliver_webhook
         self.webhooks: Any = None  # the WebhookSender the app wires in (stopped with the app)
         self.step_seconds: dict[str, float] = {}  # model -> recent seconds per denoising step
-        self._watcher: asyncio.Task | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:

@@ -84,7 +84,7 @@ class JobRecord:
     error: ApiError | None = None
     events: list[JobEvent] = field(default_factory=list)
     entry: Any = None  # the engine's queue entry, while queued
-    task: asyncio.Task | None = None
+    task: asyncio.Task[None] | None = None
     last_progress_mono: float = 0.0
     last_step_mono: float | None = None
     started_mono: float | None = None
@@ -161,8 +161,9 @@ class JobStore:
     def evict(self) -> list[str]:
         """Drop finished jobs past their TTL, then the oldest finished ones while over the bound."""
         now = self.clock()
-        finished = sorted((r for r in self.jobs.values() if r.finished_mono is not None), key=lambda r: r.finished_mono)
-        gone = [r for r in finished if now - r.finished_mono >= self.ttl]
+        ended = {r: r.finished_mono for r in self.jobs.values() if r.finished_mono is not None}
+        finished = sorted(ended, key=lambda r: ended[r])
+        gone = [r for r in finished if now - ended[r] >= self.ttl]
         kept = [r for r in finished if r not in gone]
         total = sum(r.size_bytes for r in kept)
         for record in kept:

@@ -98,7 +98,7 @@ def check_resolved(host: str, port: int) -> None:
     except OSError as err:
         raise InvalidField("webhook", f"host {host!r} does not resolve: {err}") from None
     for info in infos:
-        if is_forbidden_address(info[4][0]):
+        if is_forbidden_address(str(info[4][0])):
             raise InvalidField("webhook", f"host {host!r} resolves to a link-local or metadata address")
 
 
@@ -117,7 +117,7 @@ class WebhookSender:
         self.secret = read_webhook_secret(config.webhook_secret_file) if config.webhook_secret_file else None
         self.on_outcome = on_outcome
         self.sleep = sleep
-        self.tasks: set[asyncio.Task] = set()
+        self.tasks: set[asyncio.Task[bool]] = set()
 
     def schedule(self, url: str, message_id: str, payload: dict[str, Any]) -> None:
         task = asyncio.get_running_loop().create_task(self.deliver(url, message_id, payload))
@@ -152,6 +152,7 @@ class WebhookSender:
 
     async def _attempt(self, client: Any, url: str, message_id: str, body: bytes) -> str | None:
         """None when delivered, else why not ("refused ..." is final)."""
+        assert self.secret is not None  # deliver() checked
         try:
             host, port = check_webhook_url(url, self.config.webhook_allowed_hosts)
             await asyncio.to_thread(check_resolved, host, port)

@@ -21,7 +21,8 @@ from tinyimg.router.routes.generate import build_body_document, read_model_name
 from tinyimg.router.state import AccessDep, RouterState, StateDep
 
 router = APIRouter(tags=["jobs"], dependencies=[AccessDep])
-READ_ERRORS = build_error_responses(401, 404, 429, 504, *EDGE_ERRORS)
+READ_STATUSES = (401, 404, 429, 504, *EDGE_ERRORS)
+READ_ERRORS = build_error_responses(*READ_STATUSES)
 
 
 def read_key_hash(request: Request) -> str:
@@ -38,7 +39,7 @@ def rewrite_job(data: dict[str, Any], job_id: str, base_url: str) -> dict[str, A
     return out
 
 
-def upstream_headers(request: Request) -> dict[str, str]:
+def upstream_headers(request: Request) -> list[tuple[bytes, bytes]]:
     return build_upstream_headers(
         list(request.headers.items()), request.scope["state"]["request_id"],
         request.client.host if request.client else None,
@@ -67,6 +68,7 @@ async def relay_job_json(upstream: UpstreamResponse, job_id: str, request: Reque
 async def create_job(request: Request, state: StateDep) -> Response:
     body = await request.body()
     model = read_model_name(body, list(state.table.models))
+    assert state.forwarder is not None  # the lifespan builds it before the first request
     upstream = await state.forwarder.forward(
         model, "/v1/jobs", body, upstream_headers(request), request.scope["state"]["request_id"],
         measure_latency=False,
@@ -80,6 +82,7 @@ async def create_job(request: Request, state: StateDep) -> Response:
 
 async def to_pod(request: Request, state: RouterState, job_id: str, method: str, tail: str = "") -> UpstreamResponse:
     pod_job_id, pod_url = read_router_job_id(state.job_secret, job_id, read_key_hash(request))
+    assert state.forwarder is not None
     upstream = await state.forwarder.forward_to(
         pod_url, method, f"/v1/jobs/{pod_job_id}{tail}", upstream_headers(request),
         request.scope["state"]["request_id"],
@@ -93,7 +96,7 @@ async def read_job(job_id: str, request: Request, state: StateDep) -> Response:
     return await relay_job_json(upstream, job_id, request)
 
 
-@router.delete("/v1/jobs/{job_id}", response_model=JobResponse, responses=build_error_responses(409, *READ_ERRORS))
+@router.delete("/v1/jobs/{job_id}", response_model=JobResponse, responses=build_error_responses(409, *READ_STATUSES))
 async def cancel_job(job_id: str, request: Request, state: StateDep) -> Response:
     upstream = await to_pod(request, state, job_id, "DELETE")
     return await relay_job_json(upstream, job_id, request)
@@ -106,7 +109,7 @@ async def stream_job(job_id: str, request: Request, state: StateDep) -> Response
     return upstream  # relayed chunk by chunk as the pod sends them
 
 
-@router.get("/v1/jobs/{job_id}/images/{index}", responses=build_error_responses(409, *READ_ERRORS),
+@router.get("/v1/jobs/{job_id}/images/{index}", responses=build_error_responses(409, *READ_STATUSES),
             response_class=Response)
 async def read_job_image(job_id: str, index: int, request: Request, state: StateDep) -> Response:
     upstream = await to_pod(request, state, job_id, "GET", f"/images/{index}")
