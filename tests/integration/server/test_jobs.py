@@ -99,8 +99,11 @@ def test_cancelling_a_queued_job_takes_it_out_of_the_queue_at_once(jobs_live):
 
 
 def test_cancelling_a_running_job_keeps_its_batch_mate_and_frees_the_worker(jobs_live):
-    # Same steps and size: the second joins the first's batch within the 150 ms batch wait.
+    # A blocker holds the worker while both queue; same steps and size: the free worker takes them
+    # as one batch.
+    blocker = create(jobs_live, steps=10).json()
     mine, mate = create(jobs_live, steps=40, seed=1).json(), create(jobs_live, steps=40, seed=2).json()
+    assert read(jobs_live, blocker["id"])["status"] in ("queued", "running")
     wait_for(jobs_live, mine["id"], lambda j: j["step"] >= 2)
     assert read(jobs_live, mate["id"])["status"] == "running"
     httpx.delete(f"{jobs_live}/v1/jobs/{mine['id']}", headers=auth(), timeout=10)
