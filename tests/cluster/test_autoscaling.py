@@ -9,6 +9,7 @@ BENCHMARKS.md (run with -s)."""
 from __future__ import annotations
 
 import io
+import itertools
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +33,7 @@ from tests.support.cluster import rbac
 from tests.support.tiny_models import tiny_model_dirs  # noqa: F401  (the fixture)
 from tinyimg_operator.autoscaling import from_time
 
-FIXED, BURST, COLD, NEVER = "fixed", "burst", "cold", "never"
+FIXED, BURST, IDLE, COLD, NEVER = "fixed", "burst", "idle", "cold", "never"
 AUTOSCALER_ENV = ["--set", "operator.extraEnv.TINYIMG_AUTOSCALE_INTERVAL_SECONDS=0.5",
                   "--set", "operator.extraEnv.TINYIMG_AUTOSCALE_WINDOW_SECONDS=2"]
 # Enough steps that a request takes a while, so a burst builds a queue a tiny model cannot hide.
@@ -190,6 +191,59 @@ def test_restart_under_load_does_not_scale_down(autoscaled):
             t.join(60)
     assert {n for _, n in watch.seen} == {2}, watch.seen
     cluster.kubectl("-n", NAMESPACE, "delete", "imagemodel", BURST)
+
+
+OPERATOR_USER = f"system:serviceaccount:{NAMESPACE}:tinyimg-operator"
+
+
+def operator_pods(cluster) -> list[dict[str, Any]]:
+    return cluster.list("v1/pods", NAMESPACE, labels={"app.kubernetes.io/component": "operator"})
+
+
+def autoscaler_ticks(cluster, name: str, since: int) -> int:
+    """Autoscaler runs for ``name`` among the API requests served after index ``since``: a tick is
+    the operator's GET of the ImageModel followed by its list of pods (only the autoscaler lists
+    pods), so this counts runs that provably happened, not seconds slept."""
+    mine = [r for r in cluster.requests()[since:] if r.user == OPERATOR_USER]
+    return sum(1 for a, b in itertools.pairwise(mine)
+               if (a.verb, a.resource, a.name) == ("get", "imagemodels", name) and (b.verb, b.resource) == ("list", "pods"))
+
+
+def test_restart_at_idle_does_not_flap(autoscaled, tiny_model_dirs, tmp_path):
+    cluster = autoscaled
+    # spec.replicas 1 under minReplicas 2: settled at 2, so an operator that resumed from the spec
+    # instead of status.autoscaling would scale to 1 and back (a flap the watcher would see).
+    apply_model(cluster, tmp_path, IDLE, tiny_model_dirs["flux"], replicas=1, autoscaling={
+        "enabled": True, "minReplicas": 2, "maxReplicas": 3, "targetQueuePerReplica": 1,
+        "scaleUpStabilizationSeconds": 0, "scaleDownDelaySeconds": 1, "scaleToZeroAfterSeconds": 600})
+    cluster.wait_until(lambda: len(model_pods(cluster, IDLE)) == 2, timeout=120, what="two ready pods")
+    cluster.wait_until(lambda: ((cluster.get(IMAGEMODELS, NAMESPACE, IDLE)["status"].get("autoscaling") or {})
+                                .get("reason") == "Steady"), timeout=30, what="the autoscaler settled")
+    before = cluster.get(IMAGEMODELS, NAMESPACE, IDLE)["status"]["autoscaling"]
+    pods_before = sorted(p["metadata"]["name"] for p in cluster.list("v1/pods", NAMESPACE, labels={"tinyimg.io/model": IDLE}))
+    assert replicas(cluster, IDLE) == 2 and before["desiredReplicas"] == 2 and len(pods_before) == 2
+    with Watcher(cluster, IDLE) as watch:
+        [operator] = operator_pods(cluster)
+        old = operator["metadata"]["name"]
+        cluster.kubectl("-n", NAMESPACE, "delete", "pod", old)
+        cluster.wait_until(lambda: [p for p in operator_pods(cluster)
+                                    if condition(p, "Ready").get("status") == "True" and p["metadata"]["name"] != old]
+                           and cluster.get("v1/pods", NAMESPACE, old) is None,
+                           timeout=60, what="a new operator pod ready, the old one gone")
+        since = len(cluster.requests())
+        started = time.monotonic()
+        cluster.wait_until(lambda: autoscaler_ticks(cluster, IDLE, since) >= 2, timeout=30,
+                           what="the new operator's autoscaler ran twice")
+        ran_twice = time.monotonic() - started
+        time.sleep(1.5)  # past scaleDownDelaySeconds after those runs: a wrong resume would have acted
+    after = cluster.get(IMAGEMODELS, NAMESPACE, IDLE)["status"]["autoscaling"]
+    assert len(watch.seen) > 5 and {n for _, n in watch.seen} == {2}, watch.seen
+    assert sorted(p["metadata"]["name"] for p in cluster.list("v1/pods", NAMESPACE, labels={"tinyimg.io/model": IDLE})) == pods_before
+    assert (after["desiredReplicas"], after["reason"]) == (2, "Steady")
+    assert after.get("history") == before.get("history")
+    print(f"\nBENCH restart at idle: new operator's autoscaler ran twice {ran_twice:.1f}s after it was ready; "
+          f"{len(watch.seen)} readings of the Deployment, all 2 replicas")
+    cluster.kubectl("-n", NAMESPACE, "delete", "imagemodel", IDLE)
 
 
 def test_model_at_zero_holds_the_first_requests_and_scales_up_once(autoscaled, tiny_model_dirs, tmp_path):

@@ -187,6 +187,34 @@ def test_state_round_trips_through_status():
     assert restored == decision.state
 
 
+@pytest.mark.parametrize(("policy", "spec_replicas", "idle"), [
+    (POLICY.model_copy(update={"min_replicas": 1}), 1, 1),
+    (POLICY.model_copy(update={"min_replicas": 2}), 1, 2),  # spec.replicas under min: the status rules
+    (POLICY, 1, 1),  # idle at one, counting down to zero (idleSince must survive)
+], ids=["min-1-at-1", "min-2-spec-1", "idle-at-1-before-zero"])
+def test_a_restart_at_idle_resumes_the_same_decision(policy, spec_replicas, idle):
+    # A previous run settles at idle and writes its status; a new run (fresh window) reads the
+    # state back and decides exactly as the old one would have: no change, no history entry.
+    status: dict = {}
+    state = read_state(None, spec_replicas, policy)
+    for i in range(4):
+        old = decide(policy, state, Observation(0.0), T + i)
+        status = {"autoscaling": build_autoscaling_status(old, status, T + i)}
+        state = old.state
+    before = status["autoscaling"]
+    assert before["desiredReplicas"] == idle
+    restored = read_state(status, spec_replicas, policy)
+    assert restored == state
+    for i in range(4, 6):
+        resumed = decide(policy, restored, Observation(0.0), T + i)
+        continued = decide(policy, state, Observation(0.0), T + i)
+        assert (resumed.replicas, resumed.reason, resumed.changed) == (continued.replicas, continued.reason, False)
+        after = build_autoscaling_status(resumed, status, T + i)
+        assert after["history"] == before["history"] and after["desiredReplicas"] == idle
+        assert after["idleSince"] == before["idleSince"]  # the countdown to zero is not restarted
+        status, restored, state = {"autoscaling": after}, resumed.state, continued.state
+
+
 def test_without_status_the_state_starts_from_the_clamped_spec_replicas():
     assert read_state(None, 9, POLICY).replicas == 4
     assert read_state({"autoscaling": {}}, 0, POLICY.model_copy(update={"min_replicas": 1})).replicas == 1
