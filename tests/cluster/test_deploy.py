@@ -177,6 +177,8 @@ NO_DATA_EXPECTED = {
     'sum by (model, outcome) (rate(tinyimg_router_held_requests_total{namespace=~".*", model=~".*"}[30s]))': "as above",
     'histogram_quantile(0.95, sum by (model, le) (rate(tinyimg_router_cold_start_duration_seconds_bucket'
     '{namespace=~".*", model=~".*"}[30s])))': "as above",
+    'sum by (outcome) (rate(tinyimg_webhook_deliveries_total{namespace=~".*"}[5m]))':
+        "webhooks need an allow-list in the server's config (none by default) and a job that names one",
 }
 
 

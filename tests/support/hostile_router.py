@@ -121,9 +121,11 @@ class DrainingBackend:
         path = scope["path"]
         status, headers = 200, [(b"content-type", b"application/json")]
         if path == "/status":
-            body = {"models": {self.model: {"queue_depth": 0, "in_flight": 0, "served": 0, "failed": 0}}}
+            # What a model server answers (tinyimg.contract): the router's poller reads it strictly.
+            body = {"uptime_seconds": 1.0, "devices": [],
+                    "models": {self.model: {"queue_depth": 0, "in_flight": 0, "served": 0, "failed": 0}}}
         elif path == "/models":
-            body = {"models": [{"name": self.model, "family": "flux", "state": "ready"}]}
+            body = {"models": [{"name": self.model, "family": "flux", "source": None, "state": "ready"}]}
         else:
             self.refused += 1
             status = 503
