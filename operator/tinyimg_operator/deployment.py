@@ -113,6 +113,9 @@ def build_container(spec: ModelSpec, settings: BuildSettings) -> dict[str, Any]:
         "startupProbe": _probe("/health/ready", failures=math.ceil(spec.startup_timeout_seconds / PROBE_PERIOD_SECONDS)),
         "readinessProbe": _probe("/health/ready", failures=3, period=5),
         "livenessProbe": _probe("/health", failures=3),
+        # A server that exits on a fatal error (a missing model source) leaves its log's tail as the
+        # termination message; the operator puts it in the ImageModel's Degraded condition (pods.py).
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,

@@ -15,6 +15,7 @@ from tinyimg_operator.autoscaling import read_state
 from tinyimg_operator.children import build_children
 from tinyimg_operator.imagemodel import InvalidSpecError, check_policy, read_model_spec
 from tinyimg_operator.kubeapi import KubeApi
+from tinyimg_operator.pods import read_pod_problem
 from tinyimg_operator.settings import BuildSettings
 from tinyimg_operator.status import build_invalid_status, build_status
 
@@ -53,7 +54,8 @@ def reconcile_imagemodel(api: KubeApi, settings: BuildSettings, body: dict[str, 
         changes[f"{desired['kind']}/{desired['metadata']['name']}"] = what
         if desired["kind"] == "Deployment":
             deployment = live
-    status = build_status(name, namespace, generation, spec.replicas, deployment, body.get("status"), utc_now())
+    problem = read_pod_problem(api, namespace, name) if spec.replicas > 0 else None
+    status = build_status(name, namespace, generation, spec.replicas, deployment, body.get("status"), utc_now(), problem)
     return Outcome(changes, apply_status(api, body, status))
 
 

@@ -1,4 +1,4 @@
-"""The ImageModel's status, computed from its Deployment (pure).
+"""The ImageModel's status, computed from its Deployment and its pods' problem (pure).
 
 Conditions follow the Kubernetes convention: ``lastTransitionTime`` changes only when a
 condition's ``status`` flips, so repeated reconciles of an unchanged world write nothing.
@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from tinyimg_operator.objects import selector_string, service_url
+from tinyimg_operator.pods import PodProblem
 
 Condition = dict[str, str]
 
@@ -30,8 +31,11 @@ def build_status(
     deployment: dict[str, Any] | None,
     previous: dict[str, Any] | None,
     now: str,
+    pod_problem: PodProblem | None = None,
 ) -> dict[str, Any]:
-    """Status for a valid spec whose children were applied; ``deployment`` as read back (or None)."""
+    """Status for a valid spec whose children were applied; ``deployment`` as read back (or None),
+    ``pod_problem`` the first failing pod's reason (``pods.read_pod_problem``), which wins over the
+    Deployment's own conditions: it says why, they only say that."""
     dep_status = (deployment or {}).get("status") or {}
     replicas = int(dep_status.get("replicas") or 0)
     ready = int(dep_status.get("readyReplicas") or 0)
@@ -58,7 +62,9 @@ def build_status(
 
     stuck = dep_conditions.get("Progressing", {})
     failure = dep_conditions.get("ReplicaFailure", {})
-    if stuck.get("status") == "False" and stuck.get("reason") == "ProgressDeadlineExceeded":
+    if pod_problem is not None and desired_replicas > 0:
+        degraded = (pod_problem.reason, True, pod_problem.message)
+    elif stuck.get("status") == "False" and stuck.get("reason") == "ProgressDeadlineExceeded":
         degraded = ("ProgressDeadlineExceeded", True, stuck.get("message") or "rollout is stuck")
     elif failure.get("status") == "True":
         degraded = ("ReplicaFailure", True, failure.get("message") or "pods cannot be created")

@@ -1,5 +1,6 @@
 """Status from the Deployment: conditions, counts, and lastTransitionTime only moving on flips."""
 
+from tinyimg_operator.pods import PodProblem
 from tinyimg_operator.status import build_invalid_status, build_status
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
@@ -52,3 +53,16 @@ def test_invalid_spec_status_names_the_field():
     assert cond(s, "Degraded") == {"type": "Degraded", "status": "True", "reason": "InvalidSpec",
                                    "message": "spec.limits.maxWidth: too big", "lastTransitionTime": T0}
     assert cond(s, "Ready")["status"] == "False" and s["readyReplicas"] == 0
+
+
+def test_a_failing_pod_makes_the_model_degraded_with_its_reason():
+    problem = PodProblem("PodFailing", "m-1/server: CrashLoopBackOff: model source /x not found")
+    stuck = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "stuck"}
+    s = build_status("m", "ns", 1, 1, deployment(conditions=[stuck]), None, T0, problem)
+    degraded = cond(s, "Degraded")
+    assert (degraded["status"], degraded["reason"], degraded["message"]) == ("True", "PodFailing", problem.message)
+    assert cond(s, "Ready")["status"] == "False"
+    healed = build_status("m", "ns", 1, 1, deployment(ready=1, updated=1), s, T1, None)
+    assert (cond(healed, "Degraded")["status"], cond(healed, "Degraded")["lastTransitionTime"]) == ("False", T1)
+    scaled_down = build_status("m", "ns", 1, 0, deployment(replicas=0), None, T0, problem)  # no pod wanted
+    assert cond(scaled_down, "Degraded")["status"] == "False"
