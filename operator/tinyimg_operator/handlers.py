@@ -88,6 +88,7 @@ def reconcile(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -
 @kopf.on.event("", "v1", "configmaps", labels=OWNED)
 @kopf.on.event("", "v1", "services", labels=OWNED)
 @kopf.on.event("", "v1", "persistentvolumeclaims", labels=OWNED)
+@kopf.on.event("", "v1", "pods", labels=OWNED)  # a crash-looping pod leaves the Deployment's status as it was
 def child_changed(namespace: str | None, meta: kopf.Meta, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """A child was changed, deleted or got new status: reconcile its ImageModel (level-based)."""
     model = meta.get("labels", {}).get(labels.MODEL)

@@ -44,6 +44,11 @@ def _container_problem(status: Mapping[str, Any]) -> str | None:
     if waiting.get("reason") in FAILING_WAIT_REASONS:
         why = last.get("message") or waiting.get("message") or ""
         return f"{waiting['reason']}: {why}" if why else str(waiting["reason"])
+    if last and last.get("exitCode", 0) != 0 and not status.get("ready"):
+        # Restarted after an error and not ready since: between back-offs a crash-looping container
+        # runs again for a while; without this the condition would flap with each restart.
+        why = last.get("message") or f"last exit {last.get('exitCode')} ({last.get('reason') or 'Error'})"
+        return f"restarted {status.get('restartCount', 0)} times, not ready since: {why}"
     return None
 
 

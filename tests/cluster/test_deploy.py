@@ -254,6 +254,8 @@ def test_missing_source_is_not_ready_and_refused_by_the_router_while_others_serv
     assert "does-not-exist" in reason
     model = cluster.get(IMAGEMODELS, NAMESPACE, "broken")
     assert condition(model, "Ready")["status"] == "False"
+    pods = cluster.list("v1/pods", NAMESPACE, labels={"tinyimg.io/model": "broken"})
+    print("BROKEN PODS", [p.get("status") for p in pods])
     url = cluster.service_url(NAMESPACE, "tinyimg-router")
     resp = generate(url, "broken")
     assert resp.status_code == 503 and resp.json()["error"]["message"], resp.text
@@ -289,7 +291,6 @@ UNUSED_BUT_NEEDED: dict[tuple[str, str, str], str] = {
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"): "as above",
     ("tinyimg.io", "imagemodels/status", "get"): "status is only patched (kopf and the applier); unused, kept until the chart drops it",
     # The built-in autoscaler (chart default): used in tests/cluster/test_autoscaling.py.
-    ("", "pods", "list"): "the operator's autoscaler reads the model pods' /status",
     ("tinyimg.io", "imagemodels", "patch"): "the router's demand annotation (scale from zero)",
 }
 

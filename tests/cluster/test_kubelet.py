@@ -120,7 +120,23 @@ def test_crashed_container_restarts_with_back_off_and_restart_count(cluster):
         and p[0]["status"].get("containerStatuses", [{}])[0].get("restartCount", 0) >= 2 and p[0], timeout=30)
     status = pod["status"]["containerStatuses"][0]
     assert status["lastState"]["terminated"]["exitCode"] == 3 and condition(pod, "Ready")["status"] == "False"
+    assert "message" not in status["lastState"]["terminated"]  # policy File (default): nothing written, no message
     cluster.kubectl("delete", "deployment", "crash")
+
+
+def test_fallback_to_logs_on_error_puts_the_log_tail_in_the_termination_message(cluster):
+    script = "import sys; print('loading'); print('model source /m/gone not found', file=sys.stderr); sys.exit(2)"
+    obj = deployment("crashlog", command=["python", "-c", script])
+    obj["spec"]["template"]["spec"]["containers"][0]["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    apply(cluster, obj)
+    pod = cluster.wait_until(
+        lambda: (p := cluster.list("v1/pods", NS, labels={"app": "crashlog"}))
+        and p[0]["status"].get("containerStatuses", [{}])[0].get("restartCount", 0) >= 2 and p[0], timeout=30)
+    terminated = pod["status"]["containerStatuses"][0]["lastState"]["terminated"]
+    # This run's output only (not the kubelet's start line, not the earlier runs'), as a kubelet gives it.
+    assert (terminated["exitCode"], terminated["reason"]) == (2, "Error")
+    assert terminated["message"] == "loading\nmodel source /m/gone not found", terminated
+    cluster.kubectl("delete", "deployment", "crashlog")
 
 
 def test_template_that_cannot_run_fails_the_pod_with_a_message(cluster):

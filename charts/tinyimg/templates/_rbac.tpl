@@ -13,12 +13,11 @@ the calls tinyimg_operator.applier and kopf make; nothing is deleted (ownerRefer
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch]
-{{- if eq .Values.autoscaling.controller "builtin" }}
-# The built-in autoscaler lists a model's pods to read their /status (queue depth + in-flight).
+# A model's pods: watched, their container states make the ImageModel Degraded with the reason
+# (tinyimg_operator.pods); the built-in autoscaler also reads their /status (queue depth + in-flight).
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
-{{- end }}
+  verbs: [list, watch]
 # kopf posts its handler results as Events; the operator adds its own.
 - apiGroups: [""]
   resources: [events]

@@ -67,6 +67,9 @@ class ContainerPlan:
     probe_path: str | None
     probe_period: float
     probe_initial_delay: float
+    logs_on_error: bool = False  # terminationMessagePolicy: FallbackToLogsOnError
+    startup_path: str | None = None  # the startupProbe's httpGet path (its port is the readiness probe's)
+    startup_failures: int = 0  # its failureThreshold: that many failures in a row and the container is killed
 
 
 @dataclass
@@ -209,12 +212,16 @@ def pod_plan(pod: Mapping[str, Any], pod_ip: str, pod_root: Path, lookup: Lookup
         argv = [rewrite(expand(word, env), mounts, pod_ip) for word in container_argv(container)]
         probe = container.get("readinessProbe") or {}
         http = probe.get("httpGet")
+        startup = (container.get("startupProbe") or {}).get("httpGet")
         containers.append(ContainerPlan(
             name=container["name"], argv=argv, env=env,
             port=probe_port(container, http["port"]) if http else None,
             probe_path=http.get("path", "/") if http else None,
             probe_period=float(probe.get("periodSeconds", 10)),
             probe_initial_delay=float(probe.get("initialDelaySeconds", 0)),
+            logs_on_error=container.get("terminationMessagePolicy") == "FallbackToLogsOnError",
+            startup_path=startup.get("path", "/") if startup and http else None,
+            startup_failures=int((container.get("startupProbe") or {}).get("failureThreshold", 3)),
         ))
     if not containers:
         raise CannotRun("the pod has no containers")

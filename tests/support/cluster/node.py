@@ -38,7 +38,20 @@ from tests.support.kube.client import kubeconfig
 log = logging.getLogger("tests.cluster.kubelet")
 VENV_BIN = Path(sys.executable).parent
 PROBE_PERIOD_CAP = 0.5
+# A kubelet's FallbackToLogsOnError message: the log's last 80 lines or 2048 bytes, whichever is less.
+LOG_MESSAGE_LINES, LOG_MESSAGE_BYTES = 80, 2048
 BACKOFF_START, BACKOFF_MAX = 0.5, 5.0
+
+
+def log_tail(path: Path) -> str:
+    """What a kubelet puts in ``state.terminated.message`` under FallbackToLogsOnError (this run's log)."""
+    try:
+        data = path.read_bytes()[-64 * 1024:]
+    except OSError:
+        return ""
+    run = data.rsplit(b"\n--- start ", 1)[-1].split(b"\n", 1)[-1] if b"--- start " in data else data
+    lines = run.decode(errors="replace").splitlines()[-LOG_MESSAGE_LINES:]
+    return "\n".join(lines).encode()[-LOG_MESSAGE_BYTES:].decode(errors="ignore")
 
 
 def _now() -> str:
@@ -55,9 +68,13 @@ class Container:
     restart_at: float = 0.0
     last_exit: int | None = None
     last_finished: str = ""
+    last_message: str = ""  # the termination message (the log's tail, FallbackToLogsOnError)
     ready: bool = False
     probe_at: float = 0.0
     probing: bool = False
+    started_ok: bool = False  # the startup probe succeeded (or there is none) since the last start
+    startup_failed: int = 0  # startup probe failures in a row
+    kill_at: float | None = None  # SIGKILL then, after the SIGTERM of a failed startup probe
 
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
@@ -174,6 +191,7 @@ class ProcessKubelet:
             )
         self.cluster.processes.add(container.popen)
         container.started_at, container.ready = _now(), False
+        container.started_ok, container.startup_failed, container.kill_at = container.plan.startup_path is None, 0, None
         container.probe_at = time.monotonic() + container.plan.probe_initial_delay
 
     # -- run -------------------------------------------------------------------------------------
@@ -181,7 +199,9 @@ class ProcessKubelet:
         now = time.monotonic()
         for container in runtime.containers:
             if container.popen is not None and container.popen.poll() is not None:
-                container.last_exit, container.last_finished = container.popen.returncode, _now()
+                code = container.popen.returncode  # a signal is -N to Popen, 128+N to a container runtime
+                container.last_exit, container.last_finished = (code if code >= 0 else 128 - code), _now()
+                container.last_message = log_tail(container.log_path) if container.plan.logs_on_error and container.last_exit else ""
                 container.restart_count += 1
                 container.ready = False
                 delay = min(BACKOFF_MAX, BACKOFF_START * 2 ** (container.restart_count - 1))
@@ -190,6 +210,9 @@ class ProcessKubelet:
                 container.popen = None
                 log.info("pod %s/%s container %s exited %s; restart in %.1fs", runtime.namespace, runtime.name,
                          container.plan.name, container.last_exit, delay)
+            if container.alive() and container.kill_at is not None and now >= container.kill_at:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(container.popen.pid, signal.SIGKILL)
             if container.popen is None and now >= container.restart_at:
                 self._spawn(container, runtime.root)
             if container.alive() and not container.probing and now >= container.probe_at:
@@ -201,6 +224,9 @@ class ProcessKubelet:
             if container.plan.port is None:
                 container.ready = container.alive()
                 return
+            if not container.started_ok:  # a kubelet runs the startup probe alone until it succeeds
+                await self._probe_startup(runtime, container)
+                return
             url = f"http://{runtime.ip}:{container.plan.port}{container.plan.probe_path}"
             try:
                 resp = await self.client.get(url)
@@ -210,6 +236,27 @@ class ProcessKubelet:
         finally:
             container.probe_at = time.monotonic() + min(container.plan.probe_period, PROBE_PERIOD_CAP)
             container.probing = False
+
+    async def _probe_startup(self, runtime: PodRuntime, container: Container) -> None:
+        """failureThreshold failures in a row: SIGTERM, SIGKILL after the grace period; the exit is
+        then a crash like any other (restart with back-off, the log tail as the message)."""
+        url = f"http://{runtime.ip}:{container.plan.port}{container.plan.startup_path}"
+        try:
+            ok = 200 <= (await self.client.get(url)).status_code < 400
+        except httpx.HTTPError:
+            ok = False
+        if ok:
+            container.started_ok, container.startup_failed = True, 0
+            return
+        container.startup_failed += 1
+        if container.startup_failed >= container.plan.startup_failures and container.alive() and container.kill_at is None:
+            log.info("pod %s/%s container %s failed its startup probe %d times; killing", runtime.namespace,
+                     runtime.name, container.plan.name, container.startup_failed)
+            popen = container.popen
+            with contextlib.suppress(ProcessLookupError):
+                if popen is not None:
+                    os.killpg(popen.pid, signal.SIGTERM)
+            container.kill_at = time.monotonic() + runtime.grace
 
     def _status(self, runtime: PodRuntime) -> dict[str, Any]:
         if runtime.failed:
@@ -222,10 +269,13 @@ class ProcessKubelet:
                 state = {"running": {"startedAt": c.started_at}}
             else:
                 state = {"waiting": {"reason": "CrashLoopBackOff", "message": f"back-off restarting, last exit {c.last_exit}"}}
-            entry = {"name": c.plan.name, "ready": c.ready, "started": c.alive(), "restartCount": c.restart_count,
+            entry = {"name": c.plan.name, "ready": c.ready, "started": c.alive() and c.started_ok, "restartCount": c.restart_count,
                      "image": c.plan.argv[0], "imageID": "", "state": state}
             if c.last_exit is not None:
-                entry["lastState"] = {"terminated": {"exitCode": c.last_exit, "finishedAt": c.last_finished}}
+                entry["lastState"] = {"terminated": {"exitCode": c.last_exit, "finishedAt": c.last_finished,
+                                                     "reason": "Error" if c.last_exit else "Completed"}}
+                if c.last_message:
+                    entry["lastState"]["terminated"]["message"] = c.last_message
             statuses.append(entry)
         ready = all(c.ready for c in runtime.containers)
         flag = "True" if ready else "False"

@@ -40,6 +40,9 @@ CRASHLOOP = {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s 
     ([pod(containers=[server({"terminated": {"exitCode": 137, "reason": "OOMKilled"}})])],
      PodProblem("PodFailing", "m-1/server: exited 137 (OOMKilled)")),
     ([pod(containers=[server({"terminated": {"exitCode": 0, "reason": "Completed"}})])], None),
+    ([pod(containers=[server(RUNNING, {"exitCode": 143, "reason": "Error", "message": "killed: startup probe"})])],
+     PodProblem("PodFailing", "m-1/server: restarted 2 times, not ready since: killed: startup probe")),
+    ([pod(containers=[server(RUNNING, {"exitCode": 1}, ready=True)])], None),  # crashed once, healthy since
     ([pod(phase="Failed", message="hostPath /data cannot be mounted")],
      PodProblem("PodFailed", "m-1: hostPath /data cannot be mounted")),
     ([pod(phase="Failed", message="evicted", deleting=True)], None),  # on its way out
