@@ -239,7 +239,9 @@ def test_spec_change_rolls_pods_one_by_one_while_requests_succeed(installed):
 def test_missing_source_is_not_ready_and_refused_by_the_router_while_others_serve(installed, tmp_path):
     cluster = installed
     manifest = tmp_path / "broken.yaml"
-    manifest.write_text(imagemodel_manifest("flux", tmp_path / "does-not-exist", name="broken"))
+    # The startup probe gives up after startupTimeoutSeconds (10 s here, probe periods compressed to
+    # 0.5 s): the kubelet kills the server, which stays up with its model failed, and restarts it.
+    manifest.write_text(imagemodel_manifest("flux", tmp_path / "does-not-exist", name="broken", startupTimeoutSeconds=200))
     cluster.kubectl("-n", NAMESPACE, "apply", "-f", str(manifest))
 
     def pod_reason() -> str | None:  # the server stays up, its model failed, and says why
@@ -254,8 +256,12 @@ def test_missing_source_is_not_ready_and_refused_by_the_router_while_others_serv
     assert "does-not-exist" in reason
     model = cluster.get(IMAGEMODELS, NAMESPACE, "broken")
     assert condition(model, "Ready")["status"] == "False"
-    pods = cluster.list("v1/pods", NAMESPACE, labels={"tinyimg.io/model": "broken"})
-    print("BROKEN PODS", [p.get("status") for p in pods])
+    # The operator reads the crash from the pod (restarted after an error, not ready since): Degraded says which.
+    degraded = cluster.wait_until(
+        lambda: (c := condition(cluster.get(IMAGEMODELS, NAMESPACE, "broken"), "Degraded"))["status"] == "True" and c,
+        timeout=90, what="the broken model is Degraded with the pod's reason")
+    assert degraded["reason"] == "PodFailing" and degraded["message"].startswith("broken-"), degraded
+    assert "/server: " in degraded["message"] and len(degraded["message"]) <= 400, degraded
     url = cluster.service_url(NAMESPACE, "tinyimg-router")
     resp = generate(url, "broken")
     assert resp.status_code == 503 and resp.json()["error"]["message"], resp.text
