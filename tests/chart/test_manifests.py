@@ -70,6 +70,7 @@ def test_default_install_has_operator_and_router_and_nothing_optional(defaults: 
         "CustomResourceDefinition", "ServiceAccount", "ServiceAccount", "ConfigMap", "ClusterRole",
         "ClusterRoleBinding", "Role", "Role", "RoleBinding", "RoleBinding", "Service", "Deployment", "Deployment",
         "NetworkPolicy",  # on by default: model pods are reachable only through the router (issue 11)
+        "Secret",  # the router replicas' shared job-signing key
     ])
 
 
@@ -79,7 +80,7 @@ OPERATOR_RULES = [
     (["tinyimg.io"], ["imagemodels/status"], ["get", "patch"]),
     ([""], ["configmaps", "services", "persistentvolumeclaims"], ["get", "list", "watch", "create", "patch"]),
     (["apps"], ["deployments"], ["get", "list", "watch", "create", "patch"]),
-    ([""], ["pods"], ["list"]),  # the built-in autoscaler (autoscaling.controller, default builtin)
+    ([""], ["pods"], ["list", "watch"]),  # Degraded from failing pods; the built-in autoscaler's load
     ([""], ["events"], ["create"]),
 ]
 CRD_DISCOVERY_RULE = (["apiextensions.k8s.io"], ["customresourcedefinitions"], ["list", "watch"])
@@ -160,7 +161,8 @@ def test_router_role_only_lists_and_watches_models_pods_and_their_owners(default
 def test_router_watches_its_namespace_and_serves_on_8000(defaults: list[dict[str, Any]]) -> None:
     c = one(defaults, "Deployment", "-router")["spec"]["template"]["spec"]["containers"][0]
     assert c["command"] == ["tinyimg", "router"]
-    assert c["args"] == ["--kubernetes", "--namespace=$(POD_NAMESPACE)", "--host=0.0.0.0", "--port=8000"]
+    assert c["args"] == ["--kubernetes", "--namespace=$(POD_NAMESPACE)", "--host=0.0.0.0", "--port=8000",
+                         "--job-secret-file=/etc/tinyimg/jobs/secret"]
     assert c["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
     assert c["readinessProbe"]["httpGet"]["path"] == "/health/ready"
     service = one(defaults, "Service", "-router")
@@ -183,7 +185,7 @@ def test_router_reads_api_keys_from_the_mounted_secret(every_option: list[dict[s
 
 def test_router_uses_an_existing_api_key_secret_without_creating_one() -> None:
     objects = render(sets=("router.apiKeys.enabled=true", "router.apiKeys.existingSecret=my-keys"))
-    assert find(objects, "Secret") == []
+    assert [s["metadata"]["name"] for s in find(objects, "Secret")] == [f"{RELEASE}-tinyimg-router-jobs"]
     volumes = one(objects, "Deployment", "-router")["spec"]["template"]["spec"]["volumes"]
     assert {"name": "api-keys", "secret": {"secretName": "my-keys", "items": [{"key": "api-keys", "path": "api-keys"}]}} in volumes
 

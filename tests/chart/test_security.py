@@ -144,3 +144,20 @@ def test_router_grace_period_covers_the_longest_proxied_request(sets: tuple[str,
 def test_router_grace_period_can_be_set() -> None:
     pod = one(render(sets=("router.terminationGracePeriodSeconds=42",)), "Deployment", "-router")["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] == 42
+
+
+def test_router_replicas_share_one_job_signing_secret() -> None:
+    """Every router replica signs job ids with the same key (a mounted Secret), so a job created
+    through one replica resolves through any other; the key is random and at least 16 bytes."""
+    objects = render(sets=("router.replicas=2",))
+    secret = one(objects, "Secret", "-router-jobs")
+    key = base64.b64decode(secret["data"]["secret"])
+    assert len(key) >= 16
+    pod = one(objects, "Deployment", "-router")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert "--job-secret-file=/etc/tinyimg/jobs/secret" in container["args"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "job-secret")
+    assert (mount["mountPath"], mount["readOnly"]) == ("/etc/tinyimg/jobs", True)
+    volume = next(v for v in pod["volumes"] if v["name"] == "job-secret")
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    assert base64.b64decode(one(render(), "Secret", "-router-jobs")["data"]["secret"]) != key  # drawn, not fixed
