@@ -194,7 +194,12 @@ def test_prometheus_scrapes_the_pods_the_chart_selects_and_every_panel_has_data(
     address = cluster.call(lambda: cluster.kubelet.pool.take([9090]))
     url = cluster.service_url(NAMESPACE, "tinyimg-router")
     with monitoring.running_prometheus(config, tmp_path, address) as prom:
-        time.sleep(2)
+
+        def active_targets() -> list[dict]:
+            return httpx.get(f"{prom}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
+
+        # Prometheus hands new targets to its scrapers in batches (every 5 s): wait for all five.
+        cluster.wait_until(lambda: len(active_targets()) == 5, timeout=30, what="prometheus has its 5 targets")
         for _ in range(3):
             assert generate(url, FLUX).status_code == 200 and generate(url, SDXL).status_code == 200
         bad = httpx.post(f"{url}/generate", json={"model": FLUX, "prompt": "x", "width": 100000}, timeout=30)
@@ -202,10 +207,8 @@ def test_prometheus_scrapes_the_pods_the_chart_selects_and_every_panel_has_data(
         time.sleep(1.5)
         for _ in range(3):
             assert generate(url, FLUX).status_code == 200
-        targets = httpx.get(f"{prom}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
-        cluster.wait_until(lambda: all(t["health"] == "up" for t in
-                                       httpx.get(f"{prom}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]),
-                           timeout=20, what="every target scraped")
+        targets = active_targets()
+        cluster.wait_until(lambda: all(t["health"] == "up" for t in active_targets()), timeout=20, what="every target scraped")
         time.sleep(3)
         empty = [(title, expr) for title, expr in monitoring.dashboard_queries()
                  if expr not in NO_DATA_EXPECTED and not monitoring.query(prom, expr)]
