@@ -45,9 +45,14 @@ class KopfOperator:
         if not done:
             self._task.cancel()
         # kopf's cancellation reaches the awaiting task too (suppressed, as before), and its
-        # scheduler may shield its close from it: wait, but not forever.
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait([self._task], timeout=5)
+        # scheduler may shield its close from one cancellation: cancel again until it ends (bounded),
+        # or the test loop's own teardown would wait for it forever.
+        deadline = asyncio.get_running_loop().time() + 30
+        while not self._task.done() and asyncio.get_running_loop().time() < deadline:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([self._task], timeout=1)
+            if not self._task.done():
+                self._task.cancel()
         if self._task.done() and not self._task.cancelled():
             self._task.exception()  # retrieved, so asyncio does not log it as never retrieved
         self._task = None
