@@ -49,7 +49,7 @@ class KopfOperator:
 
         settings = kopf.OperatorSettings()
         settings.scanning.disabled = bool(self.namespaces)
-        # A test needs no grace for per-object workers (``batching`` was renamed ``queueing`` in 1.38).
+        # A test needs no grace for per-object workers (``batching`` is ``queueing`` in newer kopf).
         queueing = settings.queueing if hasattr(settings, "queueing") else settings.batching
         queueing.exit_timeout = 0.1
         loop = asyncio.new_event_loop()
