@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 from contextlib import ExitStack
 
 import httpx
@@ -129,9 +130,17 @@ def test_forged_ids_and_other_keys_read_as_unknown(cluster):
 
 def test_a_job_whose_pod_is_gone_says_so(cluster):
     procs, (first, _), only_a = cluster
-    jobs = [create(first.url, steps=2) for _ in range(4)]
-    on_b = [j for j in jobs if pod_of(procs, j) == "pod-b"]
-    assert on_b, "the balancer put none of four jobs on pod-b"
+    # The balancer weighs load and measured latency: pod-a may win several creations in a row
+    # while it looks faster. Long jobs make its backlog grow until pod-b gets one (bounded).
+    jobs: list[dict] = []
+    deadline = time.monotonic() + 30
+    while not (on_b := [j for j in jobs if pod_of(procs, j) == "pod-b"]) and time.monotonic() < deadline:
+        jobs.append(create(first.url, steps=100))
+        time.sleep(0.05)
+    for job in jobs:
+        if job not in on_b:
+            httpx.delete(f"{first.url}/v1/jobs/{job['id']}", headers=auth(), timeout=10)
+    assert on_b, f"the balancer put none of {len(jobs)} jobs on pod-b in 30 s"
     # A router that does not know pod-b (it left the table): the id is valid, the pod is gone.
     r = httpx.get(f"{only_a.url}/v1/jobs/{on_b[0]['id']}", headers=auth(), timeout=10)
     assert r.status_code == 404 and r.json()["error"]["code"] == "job_pod_gone"
