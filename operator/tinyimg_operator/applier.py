@@ -13,8 +13,9 @@ import json
 from typing import Any
 
 from tinyimg import labels
+from tinyimg.kube.errors import KubeApiError
 from tinyimg_operator.diff import contains, removal_patch
-from tinyimg_operator.kubeapi import ApiError, KubeApi
+from tinyimg_operator.kubeapi import KubeApi
 
 LAST_APPLIED = f"{labels.GROUP}/last-applied"
 PLURALS = {
@@ -52,7 +53,7 @@ def apply_object(api: KubeApi, desired: dict[str, Any]) -> tuple[str, dict[str, 
     if actual is None:
         try:
             return "created", api.request("POST", path_of(desired, with_name=False), stamped) or {}
-        except ApiError as err:
+        except KubeApiError as err:
             if err.status != 409:
                 raise
             actual = api.get(path_of(desired)) or {}

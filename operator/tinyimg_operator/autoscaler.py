@@ -19,7 +19,8 @@ from typing import Any
 import httpx
 
 from tinyimg import labels
-from tinyimg.router.discovery_kube import build_pod_url, is_pod_ready
+from tinyimg.kube.errors import KubeApiError
+from tinyimg.kube.objects import build_pod_url, is_pod_ready
 from tinyimg_operator.applier import apply_status
 from tinyimg_operator.autoscaling import (
     Decision,
@@ -30,7 +31,7 @@ from tinyimg_operator.autoscaling import (
     read_state,
 )
 from tinyimg_operator.imagemodel import InvalidSpecError, read_model_spec
-from tinyimg_operator.kubeapi import ApiError, KubeApi
+from tinyimg_operator.kubeapi import KubeApi
 from tinyimg_operator.locks import ModelLocks
 from tinyimg_operator.reconcile import read_imagemodel, reconcile_imagemodel
 from tinyimg_operator.settings import BuildSettings
@@ -103,7 +104,7 @@ def run_tick(api: KubeApi, http: httpx.Client, body: dict[str, Any], window: Loa
     try:
         seen = read_observation(api, http, meta["namespace"], meta["name"], state.replicas, token,
                                 settings.status_timeout_seconds)
-    except ApiError as err:
+    except KubeApiError as err:
         seen = Observation(None, f"cannot list pods: {err}", token)
     if seen.load is None:
         window.clear()  # old samples say nothing about the load after a blind spell
@@ -137,6 +138,6 @@ def run_autoscaler(api: KubeApi, locks: ModelLocks, build: BuildSettings, settin
                     report(body, result[0])
             except InvalidSpecError:
                 pass  # reported by the reconcile; nothing to scale
-            except ApiError as err:
+            except KubeApiError as err:
                 warn(f"autoscaler for {namespace}/{name}: {err}")
             stopped.wait(settings.interval_seconds)

@@ -2,7 +2,7 @@
 
 Run: ``kopf run -m tinyimg_operator.handlers --standalone --namespace NS`` (or
 ``--all-namespaces``), or ``tinyimg-operator run``. Handlers are sync: kopf runs them in its
-thread pool, where the kubernetes client's blocking calls belong.
+thread pool, where the API client's blocking calls belong.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from typing import Any, cast
 import kopf
 
 from tinyimg import labels
+from tinyimg.kube.connection import KubeConfigError, KubeConnection, load_kube_connection
+from tinyimg.kube.errors import KubeApiError
 from tinyimg_operator.autoscaler import load_autoscaler_settings, run_autoscaler
 from tinyimg_operator.autoscaling import Decision
 from tinyimg_operator.imagemodel import InvalidSpecError
-from tinyimg_operator.kubeapi import ApiError, KubeApi
+from tinyimg_operator.kubeapi import KubeApi
 from tinyimg_operator.locks import ModelLocks
 from tinyimg_operator.reconcile import read_imagemodel, reconcile_imagemodel
 from tinyimg_operator.settings import load_build_settings
@@ -52,16 +54,29 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 
 
 @kopf.on.login()
-def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
-    """In-cluster service account, else KUBECONFIG / ~/.kube/config; the same credentials feed our client.
+def login(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster service account, else KUBECONFIG / ~/.kube/config, read by the reader the router
+    uses too (``tinyimg.kube.connection``); kopf and our client get the same credentials. kopf
+    calls this again when the API answers 401 (an expired or rotated token)."""
+    try:
+        connection = load_kube_connection()
+        memo.api.connect(connection)
+    except (KubeConfigError, KubeApiError) as err:
+        logger.error(str(err))
+        return None  # kopf: no credentials, the operator stops and says so
+    return build_connection_info(connection)
 
-    kopf's own readers are used (not the client's global config) so that the file is read at login
-    time; kubeconfigs that need exec plugins are not supported.
-    """
-    info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
-    if info is not None:
-        memo.api.connect(info)
-    return info
+
+def build_connection_info(connection: KubeConnection) -> kopf.ConnectionInfo:
+    """kopf's view of the same connection (pure but for reading a token file)."""
+    scheme, _, token = (connection.authorization or "").partition(" ")
+    if connection.token_file is not None:
+        scheme, token = "Bearer", connection.bearer_token() or ""
+    return kopf.ConnectionInfo(
+        server=connection.server, insecure=connection.insecure, ca_path=connection.ca_file,
+        certificate_path=connection.cert_file, private_key_path=connection.key_file,
+        scheme=scheme or None, token=token or None, default_namespace=connection.namespace,
+    )
 
 
 @kopf.on.resume(labels.GROUP, labels.VERSION, labels.PLURAL)
@@ -75,7 +90,7 @@ def reconcile(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -
         except InvalidSpecError as err:
             kopf.warn(obj, reason=err.reason, message=str(err))
             raise kopf.PermanentError(f"invalid spec: {err}") from None
-        except ApiError as err:
+        except KubeApiError as err:
             if not err.transient:
                 raise kopf.PermanentError(str(err)) from None
             raise kopf.TemporaryError(str(err), delay=RETRY_DELAY_SECONDS) from None
@@ -101,7 +116,7 @@ def child_changed(namespace: str | None, meta: kopf.Meta, memo: kopf.Memo, logge
                 reconcile_imagemodel(memo.api, memo.build, body)
         except InvalidSpecError:
             pass  # reported by the ImageModel's own handler
-        except ApiError as err:
+        except KubeApiError as err:
             logger.warning(f"reconcile of {namespace}/{model} after a child event failed: {err}")
 
 

@@ -1,122 +1,62 @@
-"""The operator's HTTP client for the Kubernetes API: JSON in and out, errors as ApiError.
+"""The operator's HTTP client for the Kubernetes API: JSON in and out, errors as KubeApiError.
 
-It rides on the kubernetes client's connection handling (auth, TLS, pooling). Credentials kopf
-hands over as data (not paths) are written to files in one private directory, because the client
-reads certificates from files when it opens each connection; the directory is removed when the
-client is replaced (a new login) or closed, and at exit.
+The same connection as the router's (``tinyimg.kube.connection``: one credentials reader, one
+way to build an httpx client, TLS material loaded into memory so no credential file of ours is
+left behind) and the same errors; this client is synchronous because kopf runs the operator's
+handlers in threads (httpx's pool is thread-safe).
 """
 
 from __future__ import annotations
 
 import atexit
-import base64
 import json
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
-import kubernetes.client
-from kubernetes.client.exceptions import ApiException
+import httpx
 
-REQUEST_TIMEOUT = (10, 30)  # connect, read (seconds): a stuck call must not hold a handler thread
+from tinyimg.kube.connection import KubeConfigError, KubeConnection
+from tinyimg.kube.errors import KubeApiError, raise_for_kube_status
 
-
-class ApiError(Exception):
-    """A failed API call; ``transient`` says whether retrying later can help."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(f"HTTP {status}: {message}" if status else message)
-        self.status = status
-        self.transient = status not in (400, 404, 422)
-
-
-class CredentialFiles:
-    """PEM data written to files in one private (0700) directory, removed by ``remove()``."""
-
-    def __init__(self) -> None:
-        self.directory: Path | None = None
-
-    def write(self, name: str, data: str | bytes | None) -> str | None:
-        if not data:
-            return None
-        if self.directory is None:
-            self.directory = Path(tempfile.mkdtemp(prefix="tinyimg-operator-"))
-        path = self.directory / name
-        path.touch(mode=0o600)
-        path.write_bytes(data.encode() if isinstance(data, str) else data)
-        return str(path)
-
-    def remove(self) -> None:
-        if self.directory is not None:
-            shutil.rmtree(self.directory, ignore_errors=True)
-            self.directory = None
+# A stuck call must not hold a handler thread: connect within 10 s, each read within 30 s.
+REQUEST_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+POOL = httpx.Limits(max_connections=32, max_keepalive_connections=32)
 
 
 class KubeApi:
-    """JSON over the kubernetes client; thread-safe (the client pools connections)."""
+    """JSON over httpx; thread-safe. ``connect`` again replaces the client (a new login)."""
 
     def __init__(self) -> None:
-        self._client: kubernetes.client.ApiClient | None = None
-        self._files = CredentialFiles()
+        self._client: httpx.Client | None = None
         atexit.register(self.close)
 
-    def connect(self, info: Any) -> None:
-        """Configure from kopf's ``ConnectionInfo`` (what the login handler got)."""
+    def connect(self, connection: KubeConnection) -> None:
+        try:
+            client = httpx.Client(**connection.client_options(), timeout=REQUEST_TIMEOUT, limits=POOL)
+        except KubeConfigError as err:
+            raise KubeApiError(0, str(err)) from None
         self.close()
-        cfg = kubernetes.client.Configuration()
-        cfg.host = info.server.rstrip("/")
-        cfg.verify_ssl = not info.insecure
-        cfg.ssl_ca_cert = info.ca_path or self._files.write("ca.pem", info.ca_data)
-        cfg.cert_file = info.certificate_path or self._files.write("cert.pem", info.certificate_data)
-        cfg.key_file = info.private_key_path or self._files.write("key.pem", info.private_key_data)
-        cfg.connection_pool_maxsize = 32
-        if info.token:
-            cfg.api_key = {"authorization": f"{info.scheme or 'Bearer'} {info.token}"}
-        elif info.username:
-            basic = base64.b64encode(f"{info.username}:{info.password or ''}".encode()).decode()
-            cfg.api_key = {"authorization": f"Basic {basic}"}
-        self._client = kubernetes.client.ApiClient(cfg)
+        self._client = client
 
     def close(self) -> None:
-        """Drop the connection pool and the credential files written for it."""
+        """Drop the connection pool."""
         if self._client is not None:
             self._client.close()
             self._client = None
-        self._files.remove()
-
-    @property
-    def credential_dir(self) -> Path | None:
-        return self._files.directory
 
     def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> dict[str, Any] | None:
-        if self._client is None:
-            raise ApiError(0, "not logged in yet")
+        client = self._client
+        if client is None:
+            raise KubeApiError(0, "not logged in yet")
         headers = {"Accept": "application/json", "Content-Type": content_type}
         try:
-            _, url, headers, payload, _ = self._client.param_serialize(
-                method, path, header_params=headers, body=body, auth_settings=["BearerToken"]
-            )
-            response = self._client.call_api(
-                method, url, header_params=headers, body=payload, _request_timeout=REQUEST_TIMEOUT
-            )
-            response.read()
-        except (ApiException, OSError) as err:
-            raise ApiError(getattr(err, "status", 0) or 0, str(err)) from None
-        except Exception as err:  # urllib3 connection errors and the like: retry later
-            raise ApiError(0, f"{type(err).__name__}: {err}") from None
-        if response.status == 404 and method == "GET":
+            response = client.request(method, path, headers=headers,
+                                      content=None if body is None else json.dumps(body).encode())
+        except httpx.HTTPError as err:  # connection refused, timeouts, a closed pool: retry later
+            raise KubeApiError(0, f"{type(err).__name__}: {err}") from None
+        if response.status_code == 404 and method == "GET":
             return None
-        if response.status >= 400:
-            raise ApiError(response.status, _message(response.data or b""))
-        return json.loads(response.data) if response.data else {}
+        raise_for_kube_status(response)
+        return response.json() if response.content else {}
 
     def get(self, path: str) -> dict[str, Any] | None:
         return self.request("GET", path)
-
-
-def _message(data: bytes) -> str:
-    try:
-        return json.loads(data).get("message") or data.decode(errors="replace")
-    except ValueError:
-        return data.decode(errors="replace")[:500]

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tinyimg import labels
-from tinyimg_operator.kubeapi import ApiError, KubeApi
+from tinyimg.kube.errors import KubeApiError
+from tinyimg_operator.kubeapi import KubeApi
 
 MESSAGE_LIMIT = 400  # a status condition is read by people and dashboards: the log tail's end, bounded
 FAILING_WAIT_REASONS = frozenset(
@@ -73,7 +74,7 @@ def read_pods(api: KubeApi, namespace: str, model: str) -> list[dict[str, Any]] 
     """The model's pods, or None when they cannot be listed (status then comes from the Deployment alone)."""
     try:
         listing = api.get(f"/api/v1/namespaces/{namespace}/pods?labelSelector={labels.MODEL}%3D{model}") or {}
-    except ApiError:
+    except KubeApiError:
         return None  # e.g. a chart without the pods grant: the Deployment still says Ready/NotReady
     return [p for p in listing.get("items") or [] if (p.get("metadata", {}).get("labels") or {}).get(labels.MODEL) == model]
 

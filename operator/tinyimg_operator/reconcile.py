@@ -31,7 +31,7 @@ def utc_now() -> str:
 
 
 def reconcile_imagemodel(api: KubeApi, settings: BuildSettings, body: dict[str, Any]) -> Outcome:
-    """Raises InvalidSpecError (after writing the Degraded status) or applier.ApiError."""
+    """Raises InvalidSpecError (after writing the Degraded status) or applier.KubeApiError."""
     meta = body["metadata"]
     name, namespace, generation = meta["name"], meta["namespace"], meta.get("generation")
     try:

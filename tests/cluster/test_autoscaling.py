@@ -155,9 +155,14 @@ def test_burst_scales_up_within_max_and_back_down_after_the_delay(autoscaled, ti
     assert down_after >= 3, down_after  # not before scaleDownDelaySeconds
     reasons = [(h["from"], h["to"], h["reason"]) for h in history(cluster, BURST)]
     assert reasons[:2] == [(1, 2, "ScaleUp"), (2, 1, "ScaleDown")], reasons
-    events = [e for e in cluster.list("v1/events", NAMESPACE)
-              if e.get("involvedObject", {}).get("name") == BURST and e.get("reason") in ("ScaleUp", "ScaleDown")]
-    assert {e["reason"] for e in events} == {"ScaleUp", "ScaleDown"} and "1 -> 2 replicas" in events[0]["message"]
+
+    def scale_events() -> dict[str, dict]:
+        return {e["reason"]: e for e in cluster.list("v1/events", NAMESPACE)
+                if e.get("involvedObject", {}).get("name") == BURST and e.get("reason") in ("ScaleUp", "ScaleDown")}
+
+    # Events are posted by kopf's posting queue, after the status: wait for them (bounded).
+    cluster.wait_until(lambda: len(scale_events()) == 2, timeout=30, what="ScaleUp and ScaleDown events")
+    assert "1 -> 2 replicas" in scale_events()["ScaleUp"]["message"]
     table = cluster.kubectl("-n", NAMESPACE, "get", "imagemodel", BURST, "-o", "wide").stdout.splitlines()
     assert table[0].split()[:5] == ["NAME", "FAMILY", "READY", "REPLICAS", "DESIRED"] and "LOAD" in table[0]
     decided = from_time(history(cluster, BURST)[0]["time"]) - wall

@@ -91,7 +91,8 @@ def load_discovery(args: argparse.Namespace) -> KubeDiscovery | StaticDiscovery:
     if args.kubernetes:
         if args.backend or args.backends:
             raise ValueError("--kubernetes and --backend/--backends exclude each other")
-        from tinyimg.router.discovery_kube import KubeDiscovery, load_kube_connection
+        from tinyimg.kube.connection import load_kube_connection
+        from tinyimg.router.discovery_kube import KubeDiscovery
 
         connection = load_kube_connection(args.namespace)
         return KubeDiscovery(connection)

@@ -9,7 +9,7 @@ ownerReference naming the owner's uid, the Deployment labelled
 ``app.kubernetes.io/managed-by: tinyimg-operator`` and ``tinyimg.io/model: M``. Uids are checked
 against the objects watched, so an ownerReference that names a made-up owner matches nothing.
 
-Plain httpx against the API server (list, then watch from the list's resourceVersion; on any end or
+Plain httpx against the API server (connection and errors shared with the operator: tinyimg.kube) (list, then watch from the list's resourceVersion; on any end or
 error, list again after a short pause), on the app's event loop, no thread. Every event rebuilds
 the desired table from the two object maps with pure functions, so a replayed or repeated event
 changes nothing. Labels are also checked here: a selector the API server ignores does no harm.
@@ -21,111 +21,27 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import time
-from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from tinyimg import labels
+from tinyimg.kube.connection import KubeConnection
+from tinyimg.kube.errors import raise_for_kube_status
+from tinyimg.kube.objects import build_pod_url, controller_of, is_pod_ready
 from tinyimg.router.table import BackendRef, BackendTable, ModelBackends
 from tinyimg.spec import AutoscalingSpec
 
 log = logging.getLogger("tinyimg.router.kube")
 
-SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 RELIST_PAUSE_SECONDS = 1.0
 WATCH_TIMEOUT_SECONDS = 290  # the API server ends a watch by then; the loop lists again
 
 
-class KubeConfigError(ValueError):
-    pass
-
-
-class TokenFileAuth(httpx.Auth):
-    """Reads the service-account token on every request: Kubernetes rotates it in place."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = f"Bearer {self.path.read_text().strip()}"
-        yield request
-
-
-@dataclass
-class KubeConnection:
-    base_url: str
-    namespace: str
-    auth: httpx.Auth | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    verify: Any = True  # True, False or a CA bundle path
-    cert: str | tuple[str, str] | None = None  # a client certificate (with its key, or one PEM holding both)
-
-    def build_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            base_url=self.base_url,
-            auth=self.auth,
-            headers=self.headers,
-            verify=self.verify,
-            cert=self.cert,
-            timeout=httpx.Timeout(10.0, read=WATCH_TIMEOUT_SECONDS + 30),
-        )
-
-
-def load_kube_connection(namespace: str | None = None) -> KubeConnection:
-    """In-cluster service account when there is one, else the current kubeconfig context."""
-    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-    if host and (SERVICE_ACCOUNT_DIR / "token").exists():
-        own = (SERVICE_ACCOUNT_DIR / "namespace").read_text().strip()
-        return KubeConnection(
-            base_url=f"https://{host}:{port}" if ":" not in host else f"https://[{host}]:{port}",
-            namespace=namespace or own,
-            auth=TokenFileAuth(SERVICE_ACCOUNT_DIR / "token"),
-            verify=str(SERVICE_ACCOUNT_DIR / "ca.crt"),
-        )
-    try:
-        from kubernetes import client, config
-
-        configuration = client.Configuration()
-        # The client reads $KUBECONFIG once, at import; read it now so the current value counts.
-        path = os.environ.get("KUBECONFIG")
-        config.load_kube_config(config_file=path, client_configuration=configuration)
-        _, active = config.list_kube_config_contexts(config_file=path)
-    except Exception as err:  # the kubernetes client raises several unrelated types here
-        raise KubeConfigError(f"no in-cluster service account and no usable kubeconfig: {err}") from None
-    token = configuration.api_key.get("authorization") or configuration.api_key.get("BearerToken")
-    return KubeConnection(
-        base_url=configuration.host,
-        namespace=namespace or active.get("context", {}).get("namespace") or "default",
-        headers={"Authorization": token} if token else {},
-        verify=configuration.ssl_ca_cert or configuration.verify_ssl,
-        cert=(configuration.cert_file, configuration.key_file)
-        if configuration.cert_file and configuration.key_file else configuration.cert_file or None,
-    )
-
-
-def is_pod_ready(pod: dict[str, Any]) -> bool:
-    """Ready condition true, not terminating, has an IP."""
-    if pod.get("metadata", {}).get("deletionTimestamp") or not pod.get("status", {}).get("podIP"):
-        return False
-    conditions = pod.get("status", {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-
-
-def build_pod_url(pod: dict[str, Any]) -> str | None:
-    """http://<podIP>:<port>: the container port named "http", else the first one, else 8000."""
-    ip = pod.get("status", {}).get("podIP")
-    if not ip:
-        return None
-    ports = [p for c in pod.get("spec", {}).get("containers", []) for p in c.get("ports") or []]
-    named = [p for p in ports if p.get("name") == "http"]
-    port = (named or ports or [{"containerPort": labels.DEFAULT_PORT}])[0].get("containerPort", labels.DEFAULT_PORT)
-    host = f"[{ip}]" if ":" in ip else ip
-    return f"http://{host}:{port}"
+def build_watch_client(connection: KubeConnection) -> httpx.AsyncClient:
+    return httpx.AsyncClient(**connection.client_options(), timeout=httpx.Timeout(10.0, read=WATCH_TIMEOUT_SECONDS + 30))
 
 
 def build_model_status(imagemodel: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
@@ -137,12 +53,6 @@ def build_model_status(imagemodel: dict[str, Any]) -> tuple[str | None, str | No
     if degraded.get("status") == "True":
         return family, "failed", degraded.get("message") or degraded.get("reason")
     return family, "loading", None
-
-
-def controller_of(obj: dict[str, Any]) -> dict[str, Any] | None:
-    """The ownerReference marked ``controller: true`` (at most one per object), else None."""
-    refs = obj.get("metadata", {}).get("ownerReferences") or []
-    return next((r for r in refs if isinstance(r, dict) and r.get("controller") is True), None)
 
 
 def _by_uid(objects: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -263,7 +173,7 @@ class KubeDiscovery:
 
     async def start(self, table: BackendTable) -> None:
         """Starts the watches and returns at once: /health/ready says 503 until both are listed."""
-        self.table, self.client = table, self.connection.build_client()
+        self.table, self.client = table, build_watch_client(self.connection)
         paths = self._paths()
         managed = {"labelSelector": f"{labels.MANAGED_BY}={labels.OPERATOR_NAME}"}
         model_label = {"labelSelector": labels.MODEL}
@@ -298,7 +208,7 @@ class KubeDiscovery:
         body = {"metadata": {"annotations": {labels.DEMAND_ANNOTATION: token}}}
         response = await self.client.patch(path, content=json.dumps(body),
                                            headers={"Content-Type": "application/merge-patch+json"})
-        response.raise_for_status()
+        raise_for_kube_status(response)
 
     def _refresh(self) -> None:
         assert self.table is not None
@@ -318,7 +228,7 @@ class KubeDiscovery:
         while True:
             try:
                 listing = await self.client.get(path, params=params)
-                listing.raise_for_status()
+                raise_for_kube_status(listing)
                 body = listing.json()
                 objects.clear()
                 objects.update({o["metadata"]["name"]: o for o in body.get("items", []) if wanted(o)})
@@ -329,7 +239,9 @@ class KubeDiscovery:
                 if version:
                     watch_params["resourceVersion"] = version
                 async with self.client.stream("GET", path, params=watch_params) as stream:
-                    stream.raise_for_status()
+                    if stream.status_code >= 400:
+                        await stream.aread()
+                        raise_for_kube_status(stream)
                     async for line in stream.aiter_lines():
                         if not line.strip():
                             continue

@@ -14,8 +14,9 @@ import uvicorn
 from tests.support.kube import kube  # noqa: F401  (the fixture)
 from tests.support.processes import free_port, start_servers
 from tests.support.tiny_models import tiny_model_dirs  # noqa: F401  (the fixture)
+from tinyimg.kube.connection import KubeConnection, load_kube_connection
 from tinyimg.router.app import create_router_app
-from tinyimg.router.discovery_kube import KubeConnection, KubeDiscovery, load_kube_connection
+from tinyimg.router.discovery_kube import KubeDiscovery
 from tinyimg.router.settings import RouterSettings
 
 NS = "models"
@@ -187,8 +188,8 @@ async def test_router_watches_only_its_namespace_and_reads_a_kubeconfig(kube_wit
         mp.setenv("KUBECONFIG", str(kubeconfig))
         mp.delenv("KUBERNETES_SERVICE_HOST", raising=False)
         connection = load_kube_connection()
-    assert (connection.base_url, connection.namespace) == (kube.url, NS)
-    assert connection.headers == {"Authorization": "Bearer test-token"}
+    assert (connection.server, connection.namespace) == (kube.url, NS)
+    assert connection.authorization == "Bearer test-token"
 
 
 async def test_router_is_not_ready_while_the_api_is_unreachable():

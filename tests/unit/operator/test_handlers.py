@@ -5,8 +5,9 @@ import logging
 import kopf
 import pytest
 
+from tinyimg.kube.errors import KubeApiError
 from tinyimg_operator.handlers import reconcile
-from tinyimg_operator.kubeapi import ApiError, KubeApi
+from tinyimg_operator.kubeapi import KubeApi
 from tinyimg_operator.locks import ModelLocks
 from tinyimg_operator.settings import BuildSettings
 
@@ -23,7 +24,7 @@ class FailingApi(KubeApi):
         self.status = status
 
     def request(self, method, path, body=None, content_type="application/json"):
-        raise ApiError(self.status, "boom")
+        raise KubeApiError(self.status, "boom")
 
 
 @pytest.mark.parametrize("status", [0, 409, 429, 500, 503])

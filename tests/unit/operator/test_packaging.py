@@ -46,15 +46,18 @@ def test_lowest_versions_job_pins_every_declared_floor(tmp_path):
     assert "pytest" in tools and "kmock" in tools and not tools & set(pins)
 
 
-def test_kubernetes_floor_has_what_the_operator_calls():
-    """kubeapi.py calls ApiClient.param_serialize, which the kubernetes client has from 37 on
-    (with 36 the operator never created anything while declaring >=29)."""
-    import kubernetes.client
+def test_kubernetes_floor_has_what_the_kubeconfig_reader_calls():
+    """tinyimg.kube.connection (the router's and the operator's reader) calls the client's
+    kubeconfig loader with a configuration object of its own and lists the contexts."""
+    import inspect
+
+    import kubernetes.config
 
     lowest = load_lowest_constraints()
     floors = lowest.floors([r for p in lowest.PYPROJECTS for r in lowest.declared(p)])
     assert int(floors["kubernetes"].split(".")[0]) >= 37
-    assert hasattr(kubernetes.client.ApiClient, "param_serialize")
+    assert "client_configuration" in inspect.signature(kubernetes.config.load_kube_config).parameters
+    assert callable(kubernetes.config.list_kube_config_contexts)
 
 
 def test_a_dependency_without_a_floor_is_refused():

@@ -4,10 +4,7 @@ from tinyimg.router.discovery_kube import (
     apply_event,
     build_desired_table,
     build_model_status,
-    build_pod_url,
-    controller_of,
     find_owning_model,
-    is_pod_ready,
 )
 from tinyimg.router.table import BackendRef
 
@@ -64,36 +61,6 @@ def chain(*models):
 
 
 @pytest.mark.parametrize(
-    ("obj", "expected"),
-    [
-        (pod(), True),
-        (pod(ready=False), False),
-        (pod(terminating=True), False),
-        (pod(ip=None), False),
-        ({"metadata": {"name": "x"}, "status": {"podIP": "10.0.0.1"}}, False),
-    ],
-    ids=["ready", "not-ready", "terminating", "no-ip", "no-conditions"],
-)
-def test_is_pod_ready(obj, expected):
-    assert is_pod_ready(obj) is expected
-
-
-@pytest.mark.parametrize(
-    ("obj", "expected"),
-    [
-        (pod(ports=[{"name": "metrics", "containerPort": 9000}, {"name": "http", "containerPort": 8080}]), "http://10.0.0.1:8080"),
-        (pod(ports=[{"containerPort": 9000}]), "http://10.0.0.1:9000"),
-        (pod(ports=[]), "http://10.0.0.1:8000"),
-        (pod(ip="fd00::5"), "http://[fd00::5]:8000"),
-        (pod(ip=None), None),
-    ],
-    ids=["named-http-port", "first-port", "default-port", "ipv6", "no-ip"],
-)
-def test_build_pod_url(obj, expected):
-    assert build_pod_url(obj) == expected
-
-
-@pytest.mark.parametrize(
     ("conditions", "expected"),
     [
         ((), ("sdxl", "loading", None)),
@@ -128,12 +95,6 @@ def test_find_owning_model_follows_the_owner_chain_to_an_existing_imagemodel(bui
     assert find_owning_model(the_pod, imagemodels, deployments, replicasets) == expected
 
 
-def test_controller_of_picks_the_controller_reference():
-    obj = {"metadata": {"ownerReferences": [ref("A", "a", "1", controller=False), ref("B", "b", "2")]}}
-    assert controller_of(obj)["kind"] == "B"
-    assert controller_of({"metadata": {}}) is None
-
-
 def test_build_desired_table_groups_owned_pods_by_model_and_keeps_models_without_pods():
     pods = {
         "a-1": pod("a-1", "a", "10.0.0.1"),
@@ -157,7 +118,7 @@ def test_apply_event_adds_modifies_and_deletes():
     objects = {}
     apply_event(objects, "ADDED", pod("p1"))
     apply_event(objects, "MODIFIED", pod("p1", ready=False))
-    assert is_pod_ready(objects["p1"]) is False
+    assert objects["p1"]["status"]["conditions"][0]["status"] == "False"
     apply_event(objects, "DELETED", pod("p1"))
     apply_event(objects, "DELETED", pod("p1"))  # a repeated delete is harmless
     assert objects == {}
