@@ -26,6 +26,7 @@ CONTAINER = "server"
 GPU_RESOURCE = "nvidia.com/gpu"
 USER_ID = 1000
 PROBE_PERIOD_SECONDS = 10
+TERMINATION_LOG = "/dev/termination-log"  # Kubernetes' default terminationMessagePath, named so both ends agree
 
 
 def build_deployment(
@@ -106,15 +107,18 @@ def build_container(spec: ModelSpec, settings: BuildSettings) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": spec.image or settings.server_image,
-        "command": ["tinyimg", "serve", "--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
+        "command": ["tinyimg", "serve", "--config", f"{CONFIG_DIR}/{CONFIG_FILE}", "--termination-log", TERMINATION_LOG],
         "ports": [{"name": "http", "containerPort": labels.DEFAULT_PORT, "protocol": "TCP"}],
         "env": build_env(spec),
         "resources": build_resources(spec),
         "startupProbe": _probe("/health/ready", failures=math.ceil(spec.startup_timeout_seconds / PROBE_PERIOD_SECONDS)),
         "readinessProbe": _probe("/health/ready", failures=3, period=5),
         "livenessProbe": _probe("/health", failures=3),
-        # A server that exits on a fatal error (a missing model source) leaves its log's tail as the
-        # termination message; the operator puts it in the ImageModel's Degraded condition (pods.py).
+        # The server writes why a model failed to load (a missing source) to the termination
+        # message file; the kubelet puts it in the pod's status when the startup probe restarts
+        # the container, and the operator into the ImageModel's Degraded condition (pods.py).
+        # Should the file stay empty, an error exit leaves its log's tail instead.
+        "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "allowPrivilegeEscalation": False,

@@ -29,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (default: the config's host)")
     serve.add_argument("--port", type=int, help="listen port (default: the config's port)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--termination-log", type=Path, metavar="PATH",
+        help="write why models failed to load here, if the file exists (Kubernetes: the terminationMessagePath)",
+    )
 
     tiny = sub.add_parser("make-tiny-model", help="build a diffusers pipeline with tiny random weights")
     tiny.add_argument("--family", required=True, choices=sorted(FAMILIES))
@@ -54,7 +58,7 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"tinyimg serve: {err}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     configure_logging(args.log_level)
-    run_server(config, args.log_level)
+    run_server(config, args.log_level, args.termination_log)
     return 0
 
 

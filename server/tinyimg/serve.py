@@ -35,14 +35,14 @@ def load_serve_config(
     return config.model_copy(update=overrides)
 
 
-def run_server(config: ServerConfig, log_level: str = "info") -> None:
+def run_server(config: ServerConfig, log_level: str = "info", termination_log: Path | None = None) -> None:
     import uvicorn
 
     from tinyimg.api.app import build_edge_limits, create_app
     from tinyimg.drain import EXIT_SLACK_SECONDS
     from tinyimg.http.server import build_server_options
 
-    app = create_app(config)
+    app = create_app(config, termination_log=termination_log)
     uvicorn_config = uvicorn.Config(
         app,
         host=config.host,

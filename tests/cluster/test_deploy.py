@@ -265,6 +265,8 @@ def test_missing_source_is_not_ready_and_refused_by_the_router_while_others_serv
         timeout=90, what="the broken model is Degraded with the pod's reason")
     assert degraded["reason"] == "PodFailing" and degraded["message"].startswith("broken-"), degraded
     assert "/server: " in degraded["message"] and len(degraded["message"]) <= 400, degraded
+    # The reason is the server's own (its termination message file), not the log's last lines.
+    assert "model broken failed" in degraded["message"] and "does-not-exist" in degraded["message"], degraded
     url = cluster.service_url(NAMESPACE, "tinyimg-router")
     resp = generate(url, "broken")
     assert resp.status_code == 503 and resp.json()["error"]["message"], resp.text

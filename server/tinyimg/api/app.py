@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -21,6 +22,7 @@ from tinyimg.runtime.jobrunner import JobService
 from tinyimg.runtime.jobstore import JobRecord
 from tinyimg.runtime.webhooks import WebhookSender
 from tinyimg.spec import ServerConfig
+from tinyimg.termination import TerminationLog
 
 log = logging.getLogger("tinyimg.api")
 
@@ -30,11 +32,15 @@ ROUTERS = (
 )
 
 
-def build_engine(config: ServerConfig, server_metrics: ServerMetrics, options: Mapping[str, Any]) -> Any:
+def build_engine(config: ServerConfig, server_metrics: ServerMetrics, options: Mapping[str, Any],
+                 termination_log: Path | None = None) -> Any:
     from tinyimg.runtime.engine import Engine
 
-    def on_state(model: str, state: str) -> None:
+    termination = TerminationLog(termination_log)
+
+    def on_state(model: str, state: str, reason: str | None) -> None:
         log.info("model %s is %s", model, state, extra={"model": model, "state": state})
+        termination.record(model, state, reason)
 
     return Engine(config, on_batch=server_metrics.observe_batch, on_state=on_state, **options)
 
@@ -63,14 +69,16 @@ def build_edge_limits(config: ServerConfig) -> EdgeLimits:
 
 
 def create_app(
-    config: ServerConfig, engine: Any | None = None, *, engine_options: Mapping[str, Any] | None = None
+    config: ServerConfig, engine: Any | None = None, *, engine_options: Mapping[str, Any] | None = None,
+    termination_log: Path | None = None,
 ) -> FastAPI:
     """An app serving ``config``'s models. Without ``engine`` it builds one (``engine_options`` go
-    to its constructor, e.g. ``devices`` or ``handler_factory``) wired to the app's metrics; either
-    way the app's lifespan starts it (models load in the background) and stops it."""
+    to its constructor, e.g. ``devices`` or ``handler_factory``) wired to the app's metrics and to
+    ``termination_log`` (tinyimg.termination); either way the app's lifespan starts it (models
+    load in the background) and stops it."""
     server_metrics = ServerMetrics([m.name for m in config.models])
     if engine is None:
-        engine = build_engine(config, server_metrics, engine_options or {})
+        engine = build_engine(config, server_metrics, engine_options or {}, termination_log)
     server_metrics.watch_engine(engine.status, engine.model_states)
     job_service = build_job_service(config, engine, server_metrics)
 

@@ -37,7 +37,7 @@ from tinyimg.spec import ModelSpec, ServerConfig
 
 log = logging.getLogger("tinyimg.engine")
 
-StateCallback = Callable[[str, str], None]
+StateCallback = Callable[[str, str, str | None], None]  # model, state, reason
 BatchCallback = Callable[[str, int, float], None]
 
 
@@ -243,7 +243,7 @@ class Engine:
 
     def _notify(self, entry: ModelState) -> None:
         if self._on_state is not None:
-            self._on_state(entry.name, entry.state)
+            self._on_state(entry.name, entry.state, entry.reason)
 
     # -- requests ---------------------------------------------------------------------------
     async def generate(

@@ -59,7 +59,7 @@ async def engine_factory(tiny_model_dirs):
 
 async def test_both_families_load_and_generate_the_requested_size(engine_factory):
     states = []
-    engine = await engine_factory(families=("sdxl", "flux"), on_state=lambda m, s: states.append((m, s)))
+    engine = await engine_factory(families=("sdxl", "flux"), on_state=lambda m, s, _reason: states.append((m, s)))
     assert engine.readiness() == (True, "all models ready")
     for model in ("tiny-sdxl", "tiny-flux"):
         result = await engine.generate(model, params("a red cube", 3, 4, size=96))

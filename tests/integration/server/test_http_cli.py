@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import httpx
 import yaml
@@ -36,3 +37,26 @@ def test_tinyimg_serve_serves_a_png_and_logs_the_request_id(tiny_model_dirs, tmp
     assert any(e["message"] == "model ready" and e.get("model") == "tiny-flux" for e in lines)
     # uvicorn re-raises SIGTERM after its graceful shutdown, so check that the shutdown ran.
     assert any(e["message"] == "stopping engine" for e in lines)
+
+
+def test_a_model_that_cannot_load_is_written_to_the_termination_log(tiny_model_dirs, tmp_path):
+    """`--termination-log`: the file a kubelet mounts at terminationMessagePath gets the reason (the
+    server stays up for the other models); a path that does not exist is left alone."""
+    config = tmp_path / "config.yaml"
+    broken = {**tiny_model_entry("flux", tiny_model_dirs["flux"]), "name": "broken", "source": str(tmp_path / "no-such-model")}
+    config.write_text(yaml.safe_dump({"models": [tiny_model_entry("sdxl", tiny_model_dirs["sdxl"]), broken]}))
+    message = tmp_path / "termination-log"
+    message.write_text("")  # the kubelet creates it, empty
+    proc = wait_until_ready(spawn("terminating", ["serve", "--config", str(config), "--termination-log", str(message)], tmp_path),
+                            path="/health")
+    try:
+        deadline = time.monotonic() + 60
+        while not message.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        text = message.read_text()
+        assert text.startswith("model broken failed: ") and "no-such-model" in text, text
+        assert "tiny-sdxl" not in text
+        states = {m["name"]: m["state"] for m in httpx.get(f"{proc.url}/models").json()["models"]}
+        assert states["broken"] == "failed"
+    finally:
+        proc.stop()

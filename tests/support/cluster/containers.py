@@ -16,6 +16,8 @@ everywhere:
    command/args word and env value that is such a path (whole, or after ``=``). ConfigMap and
    Secret volumes are their keys as files (``items`` honoured); ``emptyDir`` and
    ``persistentVolumeClaim`` are empty directories (a claim's directory lives as long as the node).
+   The ``terminationMessagePath`` is an empty file per container run, mounted the same way; its
+   content is the termination message (else the log's tail, under ``FallbackToLogsOnError``).
 3. **Network.** Each pod has its own loopback address (its ``status.podIP``); the wildcard
    address ``0.0.0.0`` in command/args, env values and mounted ConfigMap/Secret files means that
    address, so every server listens on its real container port (8000) without colliding.
@@ -70,6 +72,7 @@ class ContainerPlan:
     logs_on_error: bool = False  # terminationMessagePolicy: FallbackToLogsOnError
     startup_path: str | None = None  # the startupProbe's httpGet path (its port is the readiness probe's)
     startup_failures: int = 0  # its failureThreshold: that many failures in a row and the container is killed
+    message_file: Path | None = None  # where its terminationMessagePath lies on this machine
 
 
 @dataclass
@@ -204,6 +207,9 @@ def pod_plan(pod: Mapping[str, Any], pod_ip: str, pod_root: Path, lookup: Lookup
             if mount["name"] not in volumes:
                 raise CannotRun(f'container "{container["name"]}" mounts volume "{mount["name"]}", which the pod does not declare')
             mounts[mount["mountPath"]] = pod_root / "root" / mount["mountPath"].lstrip("/")
+        # A kubelet mounts a file of its own at terminationMessagePath, one per container.
+        message_file = pod_root / "termination" / container["name"]
+        mounts[container.get("terminationMessagePath") or "/dev/termination-log"] = message_file
         env: dict[str, str] = dict(base_env) | BASE_ENV
         for item in container.get("env") or []:
             value = env_value(item, pod, pod_ip, lookup)
@@ -222,6 +228,7 @@ def pod_plan(pod: Mapping[str, Any], pod_ip: str, pod_root: Path, lookup: Lookup
             logs_on_error=container.get("terminationMessagePolicy") == "FallbackToLogsOnError",
             startup_path=startup.get("path", "/") if startup and http else None,
             startup_failures=int((container.get("startupProbe") or {}).get("failureThreshold", 3)),
+            message_file=message_file,
         ))
     if not containers:
         raise CannotRun("the pod has no containers")

@@ -40,7 +40,18 @@ VENV_BIN = Path(sys.executable).parent
 PROBE_PERIOD_CAP = 0.5
 # A kubelet's FallbackToLogsOnError message: the log's last 80 lines or 2048 bytes, whichever is less.
 LOG_MESSAGE_LINES, LOG_MESSAGE_BYTES = 80, 2048
+MESSAGE_FILE_BYTES = 4096  # a kubelet keeps at most this much of the termination message file
 BACKOFF_START, BACKOFF_MAX = 0.5, 5.0
+
+
+def termination_message(container: Container) -> str:
+    """What a kubelet puts in ``state.terminated.message``: the termination message file (at most
+    4096 bytes), else, under FallbackToLogsOnError and for an error exit, the log's tail."""
+    path = container.plan.message_file
+    written = path.read_bytes()[:MESSAGE_FILE_BYTES].decode(errors="replace") if path and path.is_file() else ""
+    if written.strip():
+        return written
+    return log_tail(container.log_path) if container.plan.logs_on_error and container.last_exit else ""
 
 
 def log_tail(path: Path) -> str:
@@ -182,6 +193,9 @@ class ProcessKubelet:
 
     def _spawn(self, container: Container, root: Path) -> None:
         argv = [str(VENV_BIN / container.plan.argv[0]), *container.plan.argv[1:]]
+        if container.plan.message_file is not None:  # a fresh, empty file for each run
+            container.plan.message_file.parent.mkdir(parents=True, exist_ok=True)
+            container.plan.message_file.write_bytes(b"")
         with container.log_path.open("ab") as out:
             out.write(f"--- start {_now()} (restart {container.restart_count}): {' '.join(argv)}\n".encode())
             out.flush()
@@ -201,7 +215,7 @@ class ProcessKubelet:
             if container.popen is not None and container.popen.poll() is not None:
                 code = container.popen.returncode  # a signal is -N to Popen, 128+N to a container runtime
                 container.last_exit, container.last_finished = (code if code >= 0 else 128 - code), _now()
-                container.last_message = log_tail(container.log_path) if container.plan.logs_on_error and container.last_exit else ""
+                container.last_message = termination_message(container)
                 container.restart_count += 1
                 container.ready = False
                 delay = min(BACKOFF_MAX, BACKOFF_START * 2 ** (container.restart_count - 1))

@@ -40,7 +40,8 @@ def test_build_deployment_without_gpus_has_no_gpu_limit_and_surges_one():
 
 def test_build_deployment_runs_the_server_with_the_mounted_config():
     c = container(build_deployment(spec(), "ns", BuildSettings(server_image="img:1", image_pull_policy="Always")))
-    assert c["command"] == ["tinyimg", "serve", "--config", "/etc/tinyimg/config.yaml"]
+    assert c["command"] == ["tinyimg", "serve", "--config", "/etc/tinyimg/config.yaml", "--termination-log", "/dev/termination-log"]
+    assert c["terminationMessagePath"] == "/dev/termination-log"
     assert (c["image"], c["imagePullPolicy"]) == ("img:1", "Always")
     assert c["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
     assert {"name": "config", "mountPath": "/etc/tinyimg", "readOnly": True} in c["volumeMounts"]
