@@ -24,24 +24,32 @@ def model_state_gauge(url: str, model: str) -> dict[str, float]:
     return {s.labels["state"]: s.value for s in family.samples if s.labels["model"] == model}
 
 
-async def test_a_full_queue_answers_429_with_retry_after_and_the_rest_complete(tiny_model_dirs):
-    config = tiny_config(tiny_model_dirs, ("sdxl",), runtime={"queueSize": 1, "maxBatchSize": 1})
-    live = start_live(config)
+async def test_a_full_queue_answers_429_with_retry_after_and_the_rest_complete(tiny_model_dirs, gated):
+    """Queue of one, batches of one, the pipeline held by the gate: one request runs, one waits,
+    every other is refused at once; opened, the two complete and the server takes more."""
+    config = tiny_config(tiny_model_dirs, ("flux",), runtime={"queueSize": 1, "maxBatchSize": 1})
+    live = start_live(config, handler_factory=gated)
     try:
         async with httpx.AsyncClient(base_url=live.url, timeout=120) as client:
-            body = {"model": "tiny-sdxl", "prompt": "crowd", "steps": 4}
-            answers = await asyncio.gather(*(client.post("/generate", json={**body, "seed": i}) for i in range(8)))
-            statuses = sorted(a.status_code for a in answers)
-            refused = [a for a in answers if a.status_code == 429]
-            assert statuses.count(200) >= 2 and len(refused) >= 4, statuses
-            assert set(statuses) == {200, 429}
+            body = {"model": "tiny-flux", "prompt": "crowd", "steps": 2}
+            gated.gate.clear()
+            gated.entered.clear()
+            running = asyncio.create_task(client.post("/generate", json={**body, "seed": 0}))
+            await asyncio.to_thread(gated.entered.wait, 30)  # the first holds the device
+            waiting = asyncio.create_task(client.post("/generate", json={**body, "seed": 1}))
+            await asyncio.to_thread(wait_for_counts, live.url, "tiny-flux", queue_depth=1)
+            refused = await asyncio.gather(*(client.post("/generate", json={**body, "seed": i}) for i in range(2, 8)))
+            assert [r.status_code for r in refused] == [429] * 6
             for r in refused:
                 assert int(r.headers["retry-after"]) >= 1
                 assert r.json()["error"]["code"] == "queue_full"
                 assert r.json()["error"]["request_id"] == r.headers["x-request-id"]
+            gated.gate.set()
+            assert [(await t).status_code for t in (running, waiting)] == [200, 200]
             after = await client.post("/generate", json={**body, "seed": 99})
             assert after.status_code == 200
     finally:
+        gated.gate.set()
         live.server.stop()
 
 
