@@ -13,7 +13,7 @@ from fastapi import FastAPI
 import tinyimg
 from tinyimg.api import edits, generate, health, info, jobs, metrics, openai_images, ui
 from tinyimg.api.auth import load_api_keys
-from tinyimg.api.jobs import build_job_response
+from tinyimg.api.jobs import build_webhook_payload
 from tinyimg.api.metrics import ServerMetrics
 from tinyimg.http.edge import install_edge
 from tinyimg.http.limits import EdgeLimits
@@ -51,8 +51,8 @@ def build_job_service(config: ServerConfig, engine: Any, server_metrics: ServerM
     webhooks = WebhookSender(jobs_config, on_outcome=server_metrics.count_webhook)
 
     def deliver(record: JobRecord) -> None:
-        payload = build_job_response(record.base_url, record).model_dump(mode="json")
-        if record.webhook is not None:
+        payload = build_webhook_payload(record)
+        if record.webhook is not None:  # msg_<this server's id>: stable over retries, no '.' in it
             webhooks.schedule(record.webhook, f"msg_{record.id}", payload)
 
     service = JobService(engine, jobs_config, on_finish=server_metrics.observe_job, deliver_webhook=deliver)

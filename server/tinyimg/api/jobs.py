@@ -5,7 +5,10 @@ a job needs the key that created it (a job of another key answers 404 like an un
 from __future__ import annotations
 
 import hmac
+import re
+from dataclasses import dataclass
 from typing import Annotated, Any, cast
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import StreamingResponse
@@ -26,10 +29,17 @@ from tinyimg.contract import (
     JobTimingsResponse,
     build_error_responses,
 )
-from tinyimg.errors import ApiError
+from tinyimg.errors import ApiError, InvalidField
 from tinyimg.router.auth import hash_key, parse_bearer
 from tinyimg.runtime.jobrunner import build_error_data
-from tinyimg.runtime.jobstore import JOB_ID, JobNotFound, JobRecord
+from tinyimg.runtime.jobstore import (
+    JOB_ID,
+    JOB_ID_HEADER,
+    PUBLIC_BASE_URL_HEADER,
+    PUBLIC_JOB_ID_HEADER,
+    JobNotFound,
+    JobRecord,
+)
 from tinyimg.runtime.webhooks import check_webhook
 
 router = APIRouter(tags=["jobs"])
@@ -43,6 +53,38 @@ class JobRequest(GenerateRequest):
     webhook: str | None = Field(None, max_length=2000)
 
 
+# A router id is ``job_<hex>.<base64url>.<base64url>`` (tinyimg.router.jobids), under 500 characters.
+PUBLIC_JOB_ID = re.compile(r"^[A-Za-z0-9._-]{1,1000}$")
+MAX_BASE_URL = 2000
+
+
+@dataclass(frozen=True)
+class JobIdentity:
+    """What the router says about a job it creates here (all None for a direct client)."""
+
+    job_id: str | None = None
+    public_id: str | None = None
+    public_base_url: str | None = None
+
+
+def read_job_identity(headers: Any) -> JobIdentity:
+    """The router's job headers, checked (422 naming the header when malformed). Trusted from
+    whoever reaches the pod, as the request id is: in a cluster only the router does (README)."""
+    job_id, public_id, base_url = (headers.get(h) for h in (JOB_ID_HEADER, PUBLIC_JOB_ID_HEADER, PUBLIC_BASE_URL_HEADER))
+    if job_id is not None and not JOB_ID.fullmatch(job_id):
+        raise InvalidField(JOB_ID_HEADER, "must be job_ and 32 lowercase hex digits")
+    if (public_id is None) != (base_url is None):
+        raise InvalidField(PUBLIC_JOB_ID_HEADER, f"comes with {PUBLIC_BASE_URL_HEADER}, both or neither")
+    if public_id is not None and not PUBLIC_JOB_ID.fullmatch(public_id):
+        raise InvalidField(PUBLIC_JOB_ID_HEADER, "must be 1 to 1000 letters, digits, '.', '_' or '-'")
+    if base_url is not None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or len(base_url) > MAX_BASE_URL \
+                or any(c.isspace() or not c.isprintable() for c in base_url):
+            raise InvalidField(PUBLIC_BASE_URL_HEADER, f"must be an http(s) URL of at most {MAX_BASE_URL} characters")
+    return JobIdentity(job_id, public_id, base_url)
+
+
 def build_job_url(base_url: str, job_id: str, tail: str = "") -> str:
     """Absolute, from the request's own host and base path (a router in front rewrites it)."""
     return f"{base_url.rstrip('/')}/v1/jobs/{job_id}{tail}"
@@ -52,10 +94,12 @@ def build_image_url(request: Request, job_id: str, index: int) -> str:
     return build_job_url(str(request.base_url), job_id, f"/images/{index}")
 
 
-def build_job_response(base_url: str, r: JobRecord) -> JobResponse:
+def build_job_response(base_url: str, r: JobRecord, job_id: str | None = None) -> JobResponse:
+    """The job as seen at ``base_url`` under ``job_id`` (default: this server's own id)."""
     succeeded = r.status == "succeeded"
+    job_id = job_id or r.id
     return JobResponse(
-        id=r.id,
+        id=job_id,
         model=r.model,
         status=r.status,
         position=r.position,
@@ -65,20 +109,25 @@ def build_job_response(base_url: str, r: JobRecord) -> JobResponse:
         created_at=r.created_at,
         started_at=r.started_at,
         finished_at=r.finished_at,
-        status_url=build_job_url(base_url, r.id),
-        events_url=build_job_url(base_url, r.id, "/events"),
+        status_url=build_job_url(base_url, job_id),
+        events_url=build_job_url(base_url, job_id, "/events"),
         parameters=build_parameters_response(r.params, cast(OutputFormat, r.output_format)).model_dump(),
         timings=JobTimingsResponse(queued_seconds=r.queued_seconds, inference_seconds=r.inference_seconds)
         if succeeded else None,
         device=r.device,
         batch_size=r.batch_size,
         images=[
-            JobImageResponse(url=build_job_url(base_url, r.id, f"/images/{i}"), seed=seed, format=r.output_format)
+            JobImageResponse(url=build_job_url(base_url, job_id, f"/images/{i}"), seed=seed, format=r.output_format)
             for i, seed in enumerate(r.seeds)
         ] if succeeded else None,
         error=JobErrorResponse(**build_error_data(r.error)) if r.error is not None else None,
         webhook=r.webhook,
     )
+
+
+def build_webhook_payload(r: JobRecord) -> dict[str, Any]:
+    """The finished job as its client knows it: through a router, the router's id and URLs."""
+    return build_job_response(r.public_base_url or r.base_url, r, r.public_id).model_dump(mode="json")
 
 
 def read_job(request: Request, jobs: Any, job_id: str) -> JobRecord:
@@ -100,9 +149,14 @@ def read_job(request: Request, jobs: Any, job_id: str) -> JobRecord:
 async def create_job_route(
     body: JobRequest, request: Request, response: Response, config: ConfigDep, jobs: JobsDep, _auth: ApiKeyDep
 ) -> JobResponse:
+    identity = read_job_identity(request.headers)
     webhook = await check_webhook(body.webhook, config.jobs_config()) if body.webhook is not None else None
     generate_body = GenerateRequest.model_validate(body.model_dump(exclude={"webhook"}))
-    record = await create_job(request, generate_body, config, jobs, body.output_format, webhook=webhook)
+    record = await create_job(
+        request, generate_body, config, jobs, body.output_format, webhook=webhook, job_id=identity.job_id
+    )
+    # Set before anything else can run (no await since the job was created): its webhook sees them.
+    record.public_id, record.public_base_url = identity.public_id, identity.public_base_url
     response.headers["Location"] = build_job_url(record.base_url, record.id)
     return build_job_response(record.base_url, record)
 

@@ -37,6 +37,7 @@ from tinyimg.router.balancer import choose_backend, update_latency
 from tinyimg.router.errors import RouterError
 from tinyimg.router.metrics import UNKNOWN_MODEL_LABEL, RouterMetrics
 from tinyimg.router.table import BackendTable, PodState
+from tinyimg.runtime.jobstore import JOB_HEADERS
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable
@@ -53,8 +54,9 @@ HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
      "transfer-encoding", "upgrade", "host", "content-length"}
 )
-# The client's key is for the router; the router's own server adds date and server.
-NOT_FORWARDED_REQUEST = HOP_BY_HOP | {"authorization", "x-request-id"}
+# The client's key is for the router; the router's own server adds date and server. The job
+# headers (a job's ids and base URL) are the router's to set: a client's would be believed by the pod.
+NOT_FORWARDED_REQUEST = HOP_BY_HOP | {"authorization", "x-request-id"} | JOB_HEADERS
 NOT_RETURNED_RESPONSE = (HOP_BY_HOP - {"content-length"}) | {"date", "server"}
 # RFC 9110 5.1/5.5: a field name is a token; a field value is visible ASCII or obs-text (0x80-0xff)
 # with single spaces/tabs inside, no control characters. h11 (httpcore's HTTP/1.1 layer) refuses
@@ -272,11 +274,14 @@ class Forwarder:
         self.metrics.requests.labels(model, outcome).inc()
 
     async def forward(
-        self, model: str, path: str, body: bytes, headers: list[tuple[bytes, bytes]], request_id: str,
+        self, model: str, path: str, body: bytes,
+        headers: list[tuple[bytes, bytes]] | Callable[[str], list[tuple[bytes, bytes]]], request_id: str,
         measure_latency: bool = True,
     ) -> UpstreamResponse:
-        """``measure_latency``: False for a request that only queues work (a job's creation), whose
-        quick answer says nothing of how long the pod takes per request."""
+        """``headers``: the same for every try, or built per pod tried (given its URL: a job's
+        creation names the pod in the id it sends). ``measure_latency``: False for a request that
+        only queues work (a job's creation), whose quick answer says nothing of how long the pod
+        takes per request."""
         if model not in self.table.models:
             # Only known names become label values: clients cannot grow /metrics.
             self._count(UNKNOWN_MODEL_LABEL, "unknown_model")
@@ -293,8 +298,9 @@ class Forwarder:
             pod = self.table.pods[choice.url]
             tried.add(pod.url)
             may_retry = index + 1 < MAX_ATTEMPTS
+            pod_headers = headers(pod.url) if callable(headers) else headers
             attempt, response = await self._try(
-                pod, model, path, body, headers, request_id, may_retry, tried, measure_latency
+                pod, model, path, body, pod_headers, request_id, may_retry, tried, measure_latency
             )
             if response is not None:
                 return response

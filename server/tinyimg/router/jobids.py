@@ -5,6 +5,9 @@ over the pod job id, the pod URL and the hash of the API key that created the jo
 replica with the same secret resolves an id without shared state; a client cannot point an id at
 a pod of its choosing (the signature would not match), nor read a job with another key (the key
 is part of what is signed: a wrong key reads as an unknown id).
+
+The router chooses the pod job id (a fresh ``job_<32 hex>``) and builds the id before the pod
+answers, so the pod can put it in the job's webhook (routes/jobs.py); one is built per pod tried.
 """
 
 from __future__ import annotations

@@ -90,9 +90,13 @@ class JobService:
     # -- jobs -------------------------------------------------------------------------------
     def create(
         self, model: str, params: Any, output_format: str, *, webhook: str | None = None,
-        key_hash: str | None = None, keep: bool = True,
+        key_hash: str | None = None, keep: bool = True, job_id: str | None = None,
     ) -> JobRecord:
-        record = JobRecord(new_job_id(), model, params, output_format, webhook, key_hash, keep)
+        """``job_id``: the id a router chose (its signed id names it before the pod answers);
+        refused with 409 when taken: another id would not be the one the router handed out."""
+        if job_id is not None and self.store.is_taken(job_id):
+            raise ApiError(f"job id {job_id} is already in use here", 409, "job_id_taken")
+        record = JobRecord(job_id or new_job_id(), model, params, output_format, webhook, key_hash, keep)
         record.total_steps = params.steps
         record.entry = self.engine.submit(model, params, observer=JobEvents(self, record))
         self.store.add(record)

@@ -24,6 +24,12 @@ from tinyimg.errors import ApiError
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 JOB_ID = re.compile(r"^job_[0-9a-f]{32}$")
+# Set by the router on a job's creation (DESIGN.md, Jobs), dropped by it from clients' requests:
+# the pod job id the router chose, the router id the client gets, and the router's base URL.
+JOB_ID_HEADER = "x-tinyimg-job-id"
+PUBLIC_JOB_ID_HEADER = "x-tinyimg-public-job-id"
+PUBLIC_BASE_URL_HEADER = "x-tinyimg-public-base-url"
+JOB_HEADERS = frozenset({JOB_ID_HEADER, PUBLIC_JOB_ID_HEADER, PUBLIC_BASE_URL_HEADER})
 # Queued position moves and progress steps: a job has at most one event per step and per move,
 # but a long queue could move thousands of times; the oldest non-terminal events go past this.
 MAX_EVENTS = 2000
@@ -67,6 +73,9 @@ class JobRecord:
     keep: bool = True  # False: a synchronous /generate, forgotten once its caller has the answer
     created_at: float = field(default_factory=time.time)
     base_url: str = ""  # the creating request's, for the URLs in its webhook
+    # Through a router: the id and base URL its client knows (its webhook carries them), else None.
+    public_id: str | None = None
+    public_base_url: str | None = None
     status: str = "queued"
     position: int | None = None
     step: int = 0
@@ -150,6 +159,10 @@ class JobStore:
         if job_id in self._expired:
             raise JobExpired(job_id)
         raise JobNotFound(job_id)
+
+    def is_taken(self, job_id: str) -> bool:
+        """In use, or used and evicted (a new job under it would hide ``job_expired``)."""
+        return job_id in self.jobs or job_id in self._expired
 
     def finish(self, record: JobRecord) -> None:
         """A job reached its terminal state: it starts its TTL and counts against the bound."""

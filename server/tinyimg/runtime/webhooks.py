@@ -3,7 +3,10 @@
 Headers ``webhook-id`` (the same on every retry, so a receiver can drop duplicates),
 ``webhook-timestamp`` (Unix seconds) and ``webhook-signature: v1,<base64 HMAC-SHA256 of
 "id.timestamp.body">``. A secret written ``whsec_<base64>`` is decoded as Standard Webhooks
-libraries do; any other secret is used as its bytes.
+libraries do; any other secret is used as its bytes. The id is ``msg_<this server's job id>``
+(through a router, that is the first part of the router id the body carries): unique, and free of
+the '.' that separates the signed parts. The body is the job as its client knows it (the router's
+id and URLs when a router created it: api.jobs.build_webhook_payload).
 
 Only hosts on ``jobs.webhookAllowedHosts`` are called (no list: no webhooks), never a link-local
 or cloud-metadata address (checked when the job is created and again before each attempt, since

@@ -1,7 +1,8 @@
 """The jobs API through the router: creation is balanced like a generation, and every later
 request about a job goes to the pod named in its signed id (tinyimg.router.jobids). Job JSON is
 rewritten to carry router ids and router URLs; event streams and images are relayed as they
-arrive (no buffering). Creation and reads pass the router's key and rate checks; a job's id is
+arrive (no buffering). The router chooses the pod job id itself and tells the pod the router id
+and base URL at creation, so the pod's webhook, which the router never sees, carries them too. Creation and reads pass the router's key and rate checks; a job's id is
 signed for the key that created it, so another key reads it as unknown."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tinyimg.router.forward import UpstreamResponse, build_upstream_headers
 from tinyimg.router.jobids import build_router_job_id, read_router_job_id
 from tinyimg.router.routes.generate import build_body_document, read_model_name
 from tinyimg.router.state import AccessDep, RouterState, StateDep
+from tinyimg.runtime.jobstore import JOB_ID_HEADER, PUBLIC_BASE_URL_HEADER, PUBLIC_JOB_ID_HEADER, new_job_id
 
 router = APIRouter(tags=["jobs"], dependencies=[AccessDep])
 READ_STATUSES = (401, 404, 429, 504, *EDGE_ERRORS)
@@ -46,6 +48,16 @@ def upstream_headers(request: Request) -> list[tuple[bytes, bytes]]:
     )
 
 
+def build_job_headers(secret: bytes, pod_url: str, key_hash: str, base_url: str) -> list[tuple[bytes, bytes]]:
+    """What a pod is told when the router creates a job on it: the pod job id the router chose and
+    the router id and base URL the client will know it by (its webhook carries them). Built for
+    each pod tried: the pod's URL is part of the signed id."""
+    pod_job_id = new_job_id()
+    public_id = build_router_job_id(secret, pod_job_id, pod_url, key_hash)
+    return [(JOB_ID_HEADER.encode(), pod_job_id.encode()), (PUBLIC_JOB_ID_HEADER.encode(), public_id.encode()),
+            (PUBLIC_BASE_URL_HEADER.encode(), base_url.encode("latin-1"))]
+
+
 def build_job_answer(status: int, raw_headers: list[tuple[bytes, bytes]], body: bytes, job_id: str,
                      request: Request) -> Response:
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw_headers
@@ -69,14 +81,20 @@ async def create_job(request: Request, state: StateDep) -> Response:
     body = await request.body()
     model = read_model_name(body, list(state.table.models))
     assert state.forwarder is not None  # the lifespan builds it before the first request
+    common, key_hash, base_url = upstream_headers(request), read_key_hash(request), str(request.base_url)
+
+    def for_pod(pod_url: str) -> list[tuple[bytes, bytes]]:
+        return [*common, *build_job_headers(state.job_secret, pod_url, key_hash, base_url)]
+
     upstream = await state.forwarder.forward(
-        model, "/v1/jobs", body, upstream_headers(request), request.scope["state"]["request_id"],
-        measure_latency=False,
+        model, "/v1/jobs", body, for_pod, request.scope["state"]["request_id"], measure_latency=False,
     )
     if upstream.status_code != 202:
         return upstream
     raw = await upstream.read_all()
-    job_id = build_router_job_id(state.job_secret, json.loads(raw)["id"], upstream.origin, read_key_hash(request))
+    # Signed from the pod's answer: the id it was told when it honours the header (a pod of an
+    # older version, mid-upgrade, answers its own id: reads still work, only its webhook differs).
+    job_id = build_router_job_id(state.job_secret, json.loads(raw)["id"], upstream.origin, key_hash)
     return build_job_answer(upstream.status_code, upstream.raw_headers, raw, job_id, request)
 
 
