@@ -3,49 +3,23 @@ twice before it accepts; signatures checked as a Standard Webhooks receiver woul
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
+import secrets
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
-from tests.support.jobs_client import WEBHOOK_SECRET, create, wait_for
-from tinyimg.serve import BackgroundServer
-
-
-class Receiver:
-    def __init__(self, failures: int):
-        self.failures = failures
-        self.calls: list[tuple[int, dict[str, str], bytes]] = []  # (answered status, headers, body)
-
-    async def receive(self, request: Request) -> Response:
-        status = 500 if self.failures > 0 else 204
-        self.failures -= 1
-        self.calls.append((status, dict(request.headers), await request.body()))
-        return Response(status_code=status)
+from tests.support.jobs_client import auth, create, read, wait_for
+from tests.support.webhooks import Receiver, running_receiver, verify
 
 
 @pytest.fixture
 def receiver() -> Iterator[tuple[Receiver, str]]:
-    hooks = Receiver(failures=2)
-    server = BackgroundServer(Starlette(routes=[Route("/hook", hooks.receive, methods=["POST"])])).start()
-    yield hooks, f"{server.url}/hook"
-    server.stop()
-
-
-def verify(headers: dict[str, str], body: bytes) -> bool:
-    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
-    expected = base64.b64encode(hmac.new(WEBHOOK_SECRET, signed, hashlib.sha256).digest()).decode()
-    return any(hmac.compare_digest(f"v1,{expected}", s) for s in headers["webhook-signature"].split())
+    with running_receiver(failures=2) as served:
+        yield served
 
 
 def webhook_count(url: str, outcome: str) -> float:
@@ -94,3 +68,40 @@ def test_webhooks_off_the_allow_list_or_to_metadata_are_refused_at_creation(jobs
     assert r.status_code == 422 and r.json()["error"]["field"] == "webhook" and why in r.json()["error"]["message"]
     time.sleep(0.2)
     assert hooks.calls == []
+
+
+def test_the_routers_job_headers_name_the_job_and_its_webhook_and_bad_ones_are_refused(jobs_live):
+    """What a router in front sends (tests/integration/router/test_router_jobs_webhooks.py has
+    the router itself): the pod uses the job id it is given, answers with its own URLs, and its
+    webhook carries the public id and base URL."""
+    pod_job = f"job_{secrets.token_hex(16)}"
+    public = f"{pod_job}.aHR0cDovL3BvZA.c2lnbmF0dXJlLXNpeHRlZW4"
+    base = "http://router.example:9000/base/"
+    told = {"x-tinyimg-job-id": pod_job, "x-tinyimg-public-job-id": public, "x-tinyimg-public-base-url": base}
+    with running_receiver() as (hooks, hook_url):
+        r = httpx.post(f"{jobs_live}/v1/jobs", json={"model": "tiny-flux", "prompt": "a kite", "steps": 2,
+                                                      "webhook": hook_url}, headers={**auth(), **told}, timeout=30)
+        assert r.status_code == 202, r.text
+        assert r.json()["id"] == pod_job and r.headers["location"] == f"{jobs_live}/v1/jobs/{pod_job}"
+        hooks.wait_for_calls(1)
+        (_, headers, body), = hooks.calls
+    assert verify(headers, body) and headers["webhook-id"] == f"msg_{pod_job}"
+    payload = json.loads(body)
+    url = f"http://router.example:9000/base/v1/jobs/{public}"
+    assert (payload["id"], payload["status"], payload["status_url"], payload["events_url"]) == (
+        public, "succeeded", url, f"{url}/events")
+    assert [i["url"] for i in payload["images"]] == [f"{url}/images/0"]
+    assert read(jobs_live, pod_job)["status_url"] == f"{jobs_live}/v1/jobs/{pod_job}"  # reads are the pod's own
+
+    again = httpx.post(f"{jobs_live}/v1/jobs", json={"model": "tiny-flux", "prompt": "a kite"},
+                       headers={**auth(), "x-tinyimg-job-id": pod_job}, timeout=30)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "job_id_taken"
+    for bad, field in (
+        ({"x-tinyimg-job-id": "job_../etc"}, "x-tinyimg-job-id"),
+        ({"x-tinyimg-public-job-id": public}, "x-tinyimg-public-job-id"),
+        ({"x-tinyimg-public-job-id": "a/b", "x-tinyimg-public-base-url": base}, "x-tinyimg-public-job-id"),
+        ({"x-tinyimg-public-job-id": public, "x-tinyimg-public-base-url": "file:///etc"}, "x-tinyimg-public-base-url"),
+    ):
+        r = httpx.post(f"{jobs_live}/v1/jobs", json={"model": "tiny-flux", "prompt": "a kite"},
+                       headers={**auth(), **bad}, timeout=30)
+        assert r.status_code == 422 and r.json()["error"]["field"] == field, (bad, r.text)

@@ -81,6 +81,12 @@ def test_build_upstream_headers_appends_the_client_to_one_forwarded_for():
     assert [v for k, v in headers if k.lower() == b"x-forwarded-for"] == [b"1.2.3.4, 5.6.7.8, 10.0.0.9"]
 
 
+def test_build_upstream_headers_drops_the_job_headers_only_the_router_may_set():
+    told = [("X-TinyIMG-Job-Id", "job_" + "e" * 32), ("x-tinyimg-public-job-id", "evil"),
+            ("x-tinyimg-public-base-url", "http://evil.example"), ("Accept", "application/json")]
+    assert build_upstream_headers(told, "r", None) == [(b"Accept", b"application/json"), (b"x-request-id", b"r")]
+
+
 NORMALISED = [
     ("trailing space is not part of the value", ("X-Foo", "bar "), (b"X-Foo", b"bar")),
     ("leading tab too", ("X-Foo", "\tbar"), (b"X-Foo", b"bar")),
@@ -223,6 +229,20 @@ async def test_503_is_retried_once_on_another_pod():
     forwarder, table, _ = build_forwarder(handler)
     assert await read(await forwarder.forward("m", "/generate", b"{}", [], "rid")) == (200, b"b")
     assert table.pods["http://a"].reachable  # a 503 is an answer: the pod is up
+
+
+async def test_headers_built_per_pod_are_built_again_for_the_pod_of_the_retry():
+    seen = []
+
+    def handler(request):
+        seen.append((request.url.host, request.headers["x-pod"], request.headers["x-common"]))
+        return answer(503 if request.url.host == "a" else 202, b"{}")
+
+    forwarder, _, _ = build_forwarder(handler)
+    response = await forwarder.forward("m", "/v1/jobs", b"{}", lambda url: [(b"x-common", b"1"), (b"x-pod", url.encode())],
+                                       "rid")
+    assert (await read(response))[0] == 202 and response.origin == "http://b"
+    assert seen == [("a", "http://a", "1"), ("b", "http://b", "1")]
 
 
 async def test_a_request_the_client_refuses_to_send_is_400_and_leaves_every_pod_in_the_rotation():

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tinyimg.router.jobids import build_router_job_id, read_router_job_id
-from tinyimg.router.routes.jobs import rewrite_job
+from tinyimg.router.routes.jobs import build_job_headers, rewrite_job
 from tinyimg.runtime.jobstore import JobNotFound
 
 SECRET = b"s" * 32
@@ -51,3 +53,12 @@ def test_rewrite_job_puts_the_router_id_and_urls_everywhere():
     assert out["events_url"] == "http://router.example/base/v1/jobs/RID/events"
     assert [i["url"] for i in out["images"]] == [f"http://router.example/base/v1/jobs/RID/images/{i}" for i in (0, 1)]
     assert [i["seed"] for i in out["images"]] == [1, 2]
+
+
+def test_the_job_headers_name_a_fresh_pod_job_and_the_router_id_that_resolves_to_it_on_that_pod():
+    first, second = (dict(build_job_headers(SECRET, POD, "alice", "http://router.example/")) for _ in range(2))
+    pod_job = first[b"x-tinyimg-job-id"].decode()
+    assert re.fullmatch(r"job_[0-9a-f]{32}", pod_job) and pod_job != second[b"x-tinyimg-job-id"].decode()
+    public = first[b"x-tinyimg-public-job-id"].decode()
+    assert read_router_job_id(SECRET, public, "alice") == (pod_job, POD)
+    assert first[b"x-tinyimg-public-base-url"] == b"http://router.example/"

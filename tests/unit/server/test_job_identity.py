@@ -1,0 +1,68 @@
+"""The router's job headers as a pod reads them (tinyimg.api.jobs.read_job_identity), and the
+webhook body built from them: pure functions, no server."""
+
+from __future__ import annotations
+
+import pytest
+
+from tinyimg.api.jobs import JobIdentity, build_webhook_payload, read_job_identity
+from tinyimg.errors import InvalidField
+from tinyimg.runtime.jobs import GenerationParams
+from tinyimg.runtime.jobstore import JobRecord
+
+POD_JOB = "job_" + "0123456789abcdef" * 2
+PUBLIC = f"{POD_JOB}.aHR0cDovL3BvZA.c2lnbmF0dXJlLXNpeHRlZW4"
+BASE = "https://images.example.com/tinyimg/"
+
+
+def test_no_headers_is_a_direct_client():
+    assert read_job_identity({}) == JobIdentity()
+
+
+def test_the_routers_headers_are_read():
+    headers = {"x-tinyimg-job-id": POD_JOB, "x-tinyimg-public-job-id": PUBLIC, "x-tinyimg-public-base-url": BASE}
+    assert read_job_identity(headers) == JobIdentity(POD_JOB, PUBLIC, BASE)
+
+
+@pytest.mark.parametrize(
+    ("headers", "field"),
+    [
+        pytest.param({"x-tinyimg-job-id": "job_ABC"}, "x-tinyimg-job-id", id="job-id-not-hex"),
+        pytest.param({"x-tinyimg-job-id": POD_JOB + "0"}, "x-tinyimg-job-id", id="job-id-too-long"),
+        pytest.param({"x-tinyimg-public-job-id": PUBLIC}, "x-tinyimg-public-job-id", id="id-without-base"),
+        pytest.param({"x-tinyimg-public-base-url": BASE}, "x-tinyimg-public-job-id", id="base-without-id"),
+        pytest.param({"x-tinyimg-public-job-id": "a/../b", "x-tinyimg-public-base-url": BASE},
+                     "x-tinyimg-public-job-id", id="id-with-slash"),
+        pytest.param({"x-tinyimg-public-job-id": "a" * 1001, "x-tinyimg-public-base-url": BASE},
+                     "x-tinyimg-public-job-id", id="id-too-long"),
+        pytest.param({"x-tinyimg-public-job-id": PUBLIC, "x-tinyimg-public-base-url": "javascript:alert(1)"},
+                     "x-tinyimg-public-base-url", id="base-not-http"),
+        pytest.param({"x-tinyimg-public-job-id": PUBLIC, "x-tinyimg-public-base-url": "http:///x"},
+                     "x-tinyimg-public-base-url", id="base-without-host"),
+        pytest.param({"x-tinyimg-public-job-id": PUBLIC, "x-tinyimg-public-base-url": "http://a b/"},
+                     "x-tinyimg-public-base-url", id="base-with-space"),
+    ],
+)
+def test_malformed_headers_are_422_naming_the_header(headers, field):
+    with pytest.raises(InvalidField) as err:
+        read_job_identity(headers)
+    assert (err.value.status, err.value.field) == (422, field)
+
+
+def build_record(**fields) -> JobRecord:
+    params = GenerationParams("a kite", None, 64, 64, 2, 1.0, (7,))
+    record = JobRecord(POD_JOB, "tiny-flux", params, "png", base_url="http://10.0.0.7:8000/", **fields)
+    record.status, record.seeds, record.images = "succeeded", [7], [b"png"]
+    return record
+
+
+def test_a_webhook_body_carries_the_public_id_and_urls_when_a_router_named_them():
+    payload = build_webhook_payload(build_record(public_id=PUBLIC, public_base_url=BASE))
+    url = f"https://images.example.com/tinyimg/v1/jobs/{PUBLIC}"
+    assert (payload["id"], payload["status_url"], payload["events_url"]) == (PUBLIC, url, f"{url}/events")
+    assert payload["images"] == [{"url": f"{url}/images/0", "seed": 7, "format": "png"}]
+
+
+def test_a_webhook_body_of_a_direct_job_is_the_pods_own():
+    payload = build_webhook_payload(build_record())
+    assert payload["id"] == POD_JOB and payload["status_url"] == f"http://10.0.0.7:8000/v1/jobs/{POD_JOB}"
