@@ -5,7 +5,9 @@ A job is one generation request with an id. Its events (``queued``, ``started``,
 stream that reconnects with ``Last-Event-ID`` gets exactly what it missed. The store keeps
 finished jobs for ``result_ttl_seconds`` and their images up to ``max_result_bytes`` all
 together: past the bound the oldest finished jobs go first; a queued or running job is never
-evicted. An evicted id is remembered (bounded) so it answers ``job_expired``, not ``job_not_found``.
+evicted. Eviction runs whenever the store is used (a job added, finished or looked up, a metrics
+scrape), so nothing past its TTL is ever seen. An evicted id is remembered (bounded) so it answers
+``job_expired``, not ``job_not_found``.
 No torch here; times come from an injected clock so eviction is tested without sleeping.
 """
 
@@ -195,10 +197,14 @@ class JobStore:
         while len(self._expired) > self._remembered:
             self._expired.popitem(last=False)
 
+    # The two below feed /metrics: they evict first, so a scrape never counts what has expired
+    # (and a server nobody calls but Prometheus still frees expired results).
     def result_bytes(self) -> int:
+        self.evict()
         return sum(r.size_bytes for r in self.jobs.values() if r.finished_mono is not None)
 
     def count_by_status(self) -> dict[str, int]:
+        self.evict()
         counts = dict.fromkeys(("queued", "running", *TERMINAL), 0)
         for record in self.jobs.values():
             counts[record.status] += 1

@@ -50,6 +50,18 @@ def test_a_finished_job_expires_after_its_ttl_and_then_answers_job_expired():
     assert (err.value.status, err.value.code) == (404, "job_expired")
 
 
+def test_the_metrics_readings_do_not_count_an_expired_job_and_its_id_stays_taken():
+    clock = Clock()
+    store = JobStore(ttl_seconds=60, max_bytes=10**9, clock=clock)
+    record = make_record()
+    store.add(record)
+    finish(store, record, 10)
+    assert store.count_by_status()["succeeded"] == 1 and store.result_bytes() == record.size_bytes
+    clock.now += 60
+    assert store.count_by_status()["succeeded"] == 0 and store.result_bytes() == 0
+    assert record.id not in store.jobs and store.is_taken(record.id)  # a router may not reuse it
+
+
 def test_an_unknown_id_answers_job_not_found():
     with pytest.raises(JobNotFound) as err:
         JobStore(60, 10**9).get("job_" + "0" * 32)
