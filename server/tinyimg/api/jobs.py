@@ -144,7 +144,7 @@ def read_job(request: Request, jobs: Any, job_id: str) -> JobRecord:
 
 @router.post(
     "/v1/jobs", status_code=202, response_model=JobResponse,
-    responses=build_error_responses(*BODY_ERRORS, 401, 404, 429, 503, *EDGE_ERRORS),
+    responses=build_error_responses(*BODY_ERRORS, 401, 404, 409, 429, 503, *EDGE_ERRORS),
 )
 async def create_job_route(
     body: JobRequest, request: Request, response: Response, config: ConfigDep, jobs: JobsDep, _auth: ApiKeyDep
