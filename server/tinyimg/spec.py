@@ -270,6 +270,9 @@ class JobsConfig(_Schema):
         256 * 2**20, ge=1024, description="Encoded images kept, all finished jobs together; oldest evicted first."
     )
     progress_interval_ms: int = Field(100, ge=0, le=60_000, description="At most one progress event this often.")
+    preview_interval_ms: int = Field(
+        1000, ge=0, le=60_000, description="At most one preview event this often, per job that asked for previews."
+    )
     keepalive_seconds: float = Field(15.0, gt=0, le=300, description="SSE comment sent after this much silence.")
     webhook_allowed_hosts: list[str] | None = Field(
         None, description="Host names (or addresses) webhooks may call; unset = no webhooks."

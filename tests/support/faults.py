@@ -25,14 +25,14 @@ class GatedFluxHandler(FluxHandler):
     entered = threading.Event()
     prompts: list[list[str]] = []
 
-    def generate(self, batch, should_stop=None, on_step=None):
+    def generate(self, batch, should_stop=None, on_step=None, **hooks):
         self.entered.set()
         self.gate.wait(30)
         self.prompts.append([p.prompt for p in batch])
         fault = FAULTS.get(batch[0].prompt)
         if fault is not None:
             raise fault()
-        return super().generate(batch, should_stop, on_step)
+        return super().generate(batch, should_stop, on_step, **hooks)
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ class PacedFluxHandler(FluxHandler):
     calls: list[list[str]] = []
     steps_run: list[int] = []  # per pipeline call, the denoising steps it ran
 
-    def generate(self, batch, should_stop=None, on_step=None):
+    def generate(self, batch, should_stop=None, on_step=None, **hooks):
         def paced(step: int, total: int) -> None:
             time.sleep(self.step_seconds)
             self.steps_run[-1] = step
@@ -61,4 +61,4 @@ class PacedFluxHandler(FluxHandler):
 
         self.calls.append([p.prompt for p in batch])
         self.steps_run.append(0)
-        return super().generate(batch, should_stop, paced)
+        return super().generate(batch, should_stop, paced, **hooks)

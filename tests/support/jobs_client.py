@@ -40,7 +40,7 @@ def build_jobs_config(dirs: dict[str, Path], tmp: Path, **jobs: Any):
     secret = tmp / "webhook-secret"
     secret.write_text("whsec_" + base64.b64encode(WEBHOOK_SECRET).decode() + "\n")
     config.jobs = JobsConfig.model_validate({
-        "progressIntervalMs": 0, "keepaliveSeconds": 0.3, "webhookAllowedHosts": WEBHOOK_HOSTS,
+        "progressIntervalMs": 0, "previewIntervalMs": 0, "keepaliveSeconds": 0.3, "webhookAllowedHosts": WEBHOOK_HOSTS,
         "webhookSecretFile": str(secret), "webhookBackoffSeconds": 0.05, "webhookMaxAttempts": 4, **jobs,
     })
     return config

@@ -98,7 +98,7 @@ async def wait_while_connected(request: Request, jobs: JobService, record: JobRe
 
 async def create_job(
     request: Request, body: GenerateRequest, config: ServerConfig, jobs: JobService, output_format: str,
-    *, webhook: str | None = None, keep: bool = True, job_id: str | None = None,
+    *, webhook: str | None = None, keep: bool = True, job_id: str | None = None, preview: bool = False,
 ) -> JobRecord:
     """Resolve one request (defaults, limits) and queue it as a job; refused now when the model
     is unknown or not ready or its queue is full. Shared by /generate, /v1/jobs and the OpenAI route."""
@@ -113,7 +113,8 @@ async def create_job(
         params = await run_in_threadpool(build_generation_params, body, spec, request_id_var.get())
     token = parse_bearer(request.headers.get("authorization"))
     key_hash = hash_key(token) if request.app.state.api_keys is not None and token else None
-    record = jobs.create(spec.name, params, output_format, webhook=webhook, key_hash=key_hash, keep=keep, job_id=job_id)
+    record = jobs.create(spec.name, params, output_format, webhook=webhook, key_hash=key_hash, keep=keep, job_id=job_id,
+                         preview=preview)
     record.base_url = str(request.base_url)
     return record
 

@@ -48,9 +48,14 @@ READ_ERRORS = build_error_responses(404, *EDGE_ERRORS)
 
 
 class JobRequest(GenerateRequest):
-    """``/generate``'s body, plus where to POST the finished job (hosts on the allow-list only)."""
+    """``/generate``'s body, plus where to POST the finished job (hosts on the allow-list only)
+    and whether to stream low-resolution ``preview`` events while it runs."""
 
     webhook: str | None = Field(None, max_length=2000)
+    preview: bool = Field(
+        False, description="Stream `preview` events (JPEG data URLs, longest side 128 px) while it runs; "
+        "costs a little time per preview, at most one per jobs.previewIntervalMs.",
+    )
 
 
 # A router id is ``job_<hex>.<base64url>.<base64url>`` (tinyimg.router.jobids), under 500 characters.
@@ -151,9 +156,10 @@ async def create_job_route(
 ) -> JobResponse:
     identity = read_job_identity(request.headers)
     webhook = await check_webhook(body.webhook, config.jobs_config()) if body.webhook is not None else None
-    generate_body = GenerateRequest.model_validate(body.model_dump(exclude={"webhook"}))
+    generate_body = GenerateRequest.model_validate(body.model_dump(exclude={"webhook", "preview"}))
     record = await create_job(
-        request, generate_body, config, jobs, body.output_format, webhook=webhook, job_id=identity.job_id
+        request, generate_body, config, jobs, body.output_format, webhook=webhook, job_id=identity.job_id,
+        preview=body.preview,
     )
     # Set before anything else can run (no await since the job was created): its webhook sees them.
     record.public_id, record.public_base_url = identity.public_id, identity.public_base_url

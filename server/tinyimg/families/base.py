@@ -9,6 +9,8 @@ at the top.
 
 from __future__ import annotations
 
+import logging
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +21,15 @@ from tinyimg.runtime.jobs import GeneratedImage, GenerationParams
 
 if TYPE_CHECKING:
     from tinyimg.families.family import Family
+    from tinyimg.families.preview import LatentRGBMap
     from tinyimg.spec import ModelSpec
+
+log = logging.getLogger("tinyimg.engine")
+
+# What a step callback hands ``on_latents``: (first image, image count) -> those images' previews.
+RenderPreviews = Callable[[int, int], list[Any]]
+# ``on_latents(step, total, render)``: told after each step; calls ``render`` only when it wants previews.
+LatentsHook = Callable[[int, int, RenderPreviews], None]
 
 
 class Handler(CallVariants):
@@ -31,6 +41,8 @@ class Handler(CallVariants):
         # (pipeline, its execution device): diffusers' ``_execution_device`` walks every module on each
         # read, so it is read once per pipeline; only load() places a pipeline or sets its offload.
         self._placed: tuple[Any, Any] | None = None
+        # The fixed latent->RGB map for previews, fitted at load; None: this model has no previews.
+        self.preview_map: LatentRGBMap | None = None
 
     @property
     def family(self) -> Family:
@@ -88,13 +100,45 @@ class Handler(CallVariants):
             getattr(pipe, self.family.denoiser).compile()
         self.pipe, self.device, self.offload = pipe, device, offload
         self._placed = None
+        self.preview_map = self.fit_preview_map()
         self.load_adapters()
+
+    def fit_preview_map(self) -> LatentRGBMap | None:
+        """The latent->RGB map for previews, from this model's own VAE (tinyimg.families.preview).
+        Milliseconds for the tiny models; a failed fit only means no previews, never a failed load."""
+        from tinyimg.families.preview import fit_vae_preview_map
+
+        started = time.perf_counter()
+        try:
+            mapping = fit_vae_preview_map(self.pipe.vae, self.execution_device())
+        except Exception as err:
+            log.warning("no previews for this model: fitting its latent->RGB map failed",
+                        extra={"model": self.spec.name, "error": f"{type(err).__name__}: {err}"})
+            return None
+        log.info("preview map fitted", extra={"model": self.spec.name,
+                                              "seconds": round(time.perf_counter() - started, 4)})
+        return mapping
+
+    def preview_latents(self, latents: Any, params: GenerationParams) -> Any:
+        """The step callback's latents (some images of the batch) as (N, C, h, w) in the
+        pipeline's latent space. Families whose pipelines pack latents unpack them here."""
+        return latents
+
+    def render_previews(self, latents: Any, params: GenerationParams) -> list[Any]:
+        """Preview images (PIL, longest side at most 128 px) of the step callback's ``latents``."""
+        from tinyimg.families.preview import apply_linear_map, build_preview_images, build_preview_size
+
+        if self.preview_map is None:
+            raise RuntimeError(f"model {self.spec.name!r} has no preview map (its fit failed at load)")
+        rgb = apply_linear_map(self.preview_map, self.preview_latents(latents, params))
+        return build_preview_images(rgb, build_preview_size(params.width, params.height))
 
     def generate(
         self,
         batch: list[GenerationParams],
         should_stop: Callable[[], bool] | None = None,
         on_step: Callable[[int, int], None] | None = None,
+        on_latents: LatentsHook | None = None,
     ) -> list[list[GeneratedImage]]:
         """ONE pipeline call for every image of every request in ``batch`` (equal batch keys).
 
@@ -104,15 +148,18 @@ class Handler(CallVariants):
         per pixel). ``should_stop`` is asked after every denoising step; once it says yes the
         remaining steps are skipped (the images that come back are unfinished: for callers that
         have gone, deadline passed or hung up).
-        ``on_step(step, total)`` hears each finished step (1-based), for progress reports."""
+        ``on_step(step, total)`` hears each finished step (1-based), for progress reports;
+        ``on_latents(step, total, render)`` too, right after it, with ``render(start, count)``
+        making the previews of the batch's images ``start .. start + count - 1`` at that step."""
         import torch
 
         head = batch[0]
         if any(p.batch_key() != head.batch_key() for p in batch):
             raise ValueError("a batch must share its batch key (tinyimg.runtime.batching.batch_key)")
         generators = [torch.Generator("cpu").manual_seed(seed) for p in batch for seed in p.seeds]
-        hooked = should_stop is not None or on_step is not None
-        stop = {"callback_on_step_end": build_stop_callback(should_stop, on_step)} if hooked else {}
+        hooked = should_stop is not None or on_step is not None or on_latents is not None
+        render = self.build_preview_renderer(head) if on_latents is not None else None
+        stop = {"callback_on_step_end": build_stop_callback(should_stop, on_step, on_latents, render)} if hooked else {}
         with torch.inference_mode():
             # First: the adapters this batch names may adapt the text encoders too.
             pipeline, mode_arguments = self.prepare_call(batch)
@@ -131,6 +178,11 @@ class Handler(CallVariants):
             results.append([GeneratedImage(img, seed) for img, seed in zip(mine, p.seeds, strict=True)])
             start += len(p.seeds)
         return results
+
+    def build_preview_renderer(self, params: GenerationParams) -> Callable[[Any, int, int], list[Any]]:
+        """(latents of the whole batch, start, count) -> previews of those images (one batch
+        shares width and height, so ``params`` of its head serve every image)."""
+        return lambda latents, start, count: self.render_previews(latents[start : start + count], params)
 
     def execution_device(self) -> Any:
         """Where the text encoders run (with offload: where the hooks move them), read once per pipeline."""
@@ -166,16 +218,25 @@ def repeat_per_image(rows: Any, batch: list[GenerationParams]) -> Any:
 
 
 def build_stop_callback(
-    should_stop: Callable[[], bool] | None, on_step: Callable[[int, int], None] | None = None
+    should_stop: Callable[[], bool] | None,
+    on_step: Callable[[int, int], None] | None = None,
+    on_latents: LatentsHook | None = None,
+    render: Callable[[Any, int, int], list[Any]] | None = None,
 ) -> Callable[..., dict[str, Any]]:
     """A diffusers ``callback_on_step_end`` that reports each finished step to ``on_step(step,
     total)`` and interrupts the denoising loop (diffusers' own switch: the pipeline skips the
     remaining steps, then decodes) once ``should_stop()`` is true. ``total`` is the pipeline's own
-    count of timesteps (fewer than ``steps`` when a strength below 1 skips some)."""
+    count of timesteps (fewer than ``steps`` when a strength below 1 skips some). ``on_latents``
+    hears each step too, with a function rendering previews of that step's latents (``render``
+    given the latents, the first image and the image count); it renders only what it asks for."""
 
     def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        total = int(getattr(pipe, "num_timesteps", 0) or step + 1)
         if on_step is not None:
-            on_step(step + 1, int(getattr(pipe, "num_timesteps", 0) or step + 1))
+            on_step(step + 1, total)
+        if on_latents is not None and render is not None:
+            latents = tensors["latents"]
+            on_latents(step + 1, total, lambda start, count: render(latents, start, count))
         if should_stop is not None and should_stop():
             pipe._interrupt = True
         return tensors

@@ -47,6 +47,11 @@ class FluxHandler(Handler):
     def call_arguments(self, params: GenerationParams) -> dict[str, Any]:
         return {"guidance_scale": params.guidance_scale, "max_sequence_length": self.max_sequence_length()}
 
+    def preview_latents(self, latents: Any, params: GenerationParams) -> Any:
+        """Flux packs 2x2 latent patches into tokens: unpack them with the pipeline's own helper,
+        as it does before decoding."""
+        return self.pipe._unpack_latents(latents, params.height, params.width, self.pipe.vae_scale_factor)
+
 
 def build_tiny_flux() -> Any:
     import torch

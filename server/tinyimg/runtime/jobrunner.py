@@ -39,12 +39,16 @@ class JobEvents:
 
     def __init__(self, service: JobService, record: JobRecord):
         self.service, self.record = service, record
+        self.preview_interval = service.config.preview_interval_ms / 1000 if record.preview else None
 
     def started(self) -> None:
         self.service.mark_started(self.record)
 
     def step(self, step: int, total: int) -> None:
         self.service.mark_step(self.record, step, total)
+
+    def preview(self, data: dict[str, Any]) -> None:
+        self.service.mark_preview(self.record, data)
 
 
 class JobService:
@@ -90,13 +94,15 @@ class JobService:
     # -- jobs -------------------------------------------------------------------------------
     def create(
         self, model: str, params: Any, output_format: str, *, webhook: str | None = None,
-        key_hash: str | None = None, keep: bool = True, job_id: str | None = None,
+        key_hash: str | None = None, keep: bool = True, job_id: str | None = None, preview: bool = False,
     ) -> JobRecord:
         """``job_id``: the id a router chose (its signed id names it before the pod answers);
         refused with 409 when taken: another id would not be the one the router handed out."""
         if job_id is not None and self.store.is_taken(job_id):
             raise ApiError(f"job id {job_id} is already in use here", 409, "job_id_taken")
-        record = JobRecord(job_id or new_job_id(), model, params, output_format, webhook, key_hash, keep)
+        record = JobRecord(
+            job_id or new_job_id(), model, params, output_format, webhook, key_hash, keep, preview=preview
+        )
         record.total_steps = params.steps
         record.entry = self.engine.submit(model, params, observer=JobEvents(self, record))
         self.store.add(record)
@@ -174,6 +180,13 @@ class JobService:
             "step": step, "total_steps": total, "elapsed_seconds": round(now - (record.started_mono or now), 4),
             "eta_seconds": record.eta_seconds,
         })
+
+    def mark_preview(self, record: JobRecord, data: dict[str, Any]) -> None:
+        """A preview the worker made (already throttled to ``previewIntervalMs`` there, where
+        skipping one saves its cost)."""
+        if record.finished:
+            return
+        record.publish("preview", data)
 
     def _eta(self, record: JobRecord) -> float | None:
         per_step = self.step_seconds.get(record.model)

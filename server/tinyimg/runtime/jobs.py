@@ -59,6 +59,11 @@ class JobObserver(Protocol):
 
     def step(self, step: int, total: int) -> None: ...
 
+    # Seconds between previews of this job (tinyimg.runtime.previews); None: it wants none.
+    preview_interval: float | None
+
+    def preview(self, data: dict[str, Any]) -> None: ...
+
 
 class EngineError(ApiError):
     """An error the engine raises; it carries its HTTP answer (tinyimg.errors.ApiError)."""

@@ -2,7 +2,8 @@
 
 A job is one generation request with an id. Its events (``queued``, ``started``, ``progress``,
 ``preview``, then exactly one of ``succeeded``/``failed``/``cancelled``) are numbered from 1, so a
-stream that reconnects with ``Last-Event-ID`` gets exactly what it missed. The store keeps
+stream that reconnects with ``Last-Event-ID`` gets exactly what it missed, except older previews:
+a job keeps only its latest ``preview`` (each is kilobytes of JPEG), none once finished. The store keeps
 finished jobs for ``result_ttl_seconds`` and their images up to ``max_result_bytes`` all
 together: past the bound the oldest finished jobs go first; a queued or running job is never
 evicted. Eviction runs whenever the store is used (a job added, finished or looked up, a metrics
@@ -73,6 +74,7 @@ class JobRecord:
     webhook: str | None = None
     key_hash: str | None = None  # sha256 of the API key that created it; reads need the same key
     keep: bool = True  # False: a synchronous /generate, forgotten once its caller has the answer
+    preview: bool = False  # wants ``preview`` events while it runs
     created_at: float = field(default_factory=time.time)
     base_url: str = ""  # the creating request's, for the URLs in its webhook
     # Through a router: the id and base URL its client knows (its webhook carries them), else None.
@@ -114,12 +116,19 @@ class JobRecord:
     def publish(self, name: str, data: dict[str, Any]) -> JobEvent:
         event = JobEvent(self._next_event, name, data)
         self._next_event += 1
+        if name == "preview":  # a newer preview supersedes the older (kilobytes each): keep one
+            self.drop_previews()
         self.events.append(event)
         if len(self.events) > MAX_EVENTS:
             del self.events[0]
         for listener in self._listeners:
             listener.set()
         return event
+
+    def drop_previews(self) -> None:
+        """Forget the preview events (a stream resuming past them skips them: they are only
+        pictures of what came later)."""
+        self.events = [e for e in self.events if e.name != "preview"]
 
     def listen(self) -> asyncio.Event:
         """An event set on every new job event; ``unlisten`` it when done."""
@@ -169,6 +178,7 @@ class JobStore:
     def finish(self, record: JobRecord) -> None:
         """A job reached its terminal state: it starts its TTL and counts against the bound."""
         record.finished_mono = self.clock()
+        record.drop_previews()  # the images are there now; a kept preview would only take memory
         if not record.keep:
             self.jobs.pop(record.id, None)
         self.evict()

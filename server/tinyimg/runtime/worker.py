@@ -30,6 +30,7 @@ from tinyimg.runtime.jobs import (
     GenerationResult,
     JobObserver,
 )
+from tinyimg.runtime.previews import PreviewReporter, build_preview_slots
 
 log = logging.getLogger("tinyimg.engine")
 
@@ -239,16 +240,25 @@ def _notify(job: Job, what: str, *args: Any) -> None:
         log.exception("job observer failed", extra={"model": job.model, "request_id": job.params.request_id})
 
 
-def _step_reporter(batch: list[Job]) -> dict[str, Callable[[int, int], None]]:
+def _step_reporter(batch: list[Job]) -> dict[str, Any]:
     """The ``on_step`` argument of a handler's generate: called on the device thread after each
-    denoising step, it hands the step to the event loop for every job of the batch."""
+    denoising step, it hands the step to the event loop for every job of the batch. With
+    ``on_latents`` too when a job of the batch asked for previews (only those jobs get them)."""
     loop = asyncio.get_running_loop()
 
     def on_step(step: int, total: int) -> None:
         for job in batch:
             loop.call_soon_threadsafe(_notify, job, "step", step, total)
 
-    return {"on_step": on_step}
+    def deliver(job: Job, preview: dict[str, Any]) -> None:
+        loop.call_soon_threadsafe(_notify, job, "preview", preview)
+
+    hooks: dict[str, Any] = {"on_step": on_step}
+    intervals = [job.observer.preview_interval if job.observer is not None else None for job in batch]
+    slots = build_preview_slots(batch, intervals, time.monotonic())
+    if slots:
+        hooks["on_latents"] = PreviewReporter(slots, deliver, batch[0].model).on_latents
+    return hooks
 
 
 def _settle(job: Job, *, result: GenerationResult | None = None, error: EngineError | None = None) -> None:
