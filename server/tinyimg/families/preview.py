@@ -51,10 +51,10 @@ def fit_linear_map(latents: Any, rgb: Any) -> LatentRGBMap:
     channels = latents.shape[1]
     rows = latents.detach().float().cpu().permute(0, 2, 3, 1).reshape(-1, channels)
     targets = rgb.detach().float().cpu().permute(0, 2, 3, 1).reshape(-1, rgb.shape[1])
+    if not (bool(torch.isfinite(rows).all()) and bool(torch.isfinite(targets).all())):
+        raise ValueError("cannot fit the latent->RGB map: the latents or decoded images are not finite")
     design = torch.cat([rows, torch.ones(rows.shape[0], 1)], dim=1)
     solution = torch.linalg.lstsq(design, targets).solution  # (C + 1, 3)
-    if not bool(torch.isfinite(solution).all()):
-        raise ValueError("the latent->RGB fit is not finite (the decoded images hold NaN or inf)")
     return LatentRGBMap(weight=solution[:channels].T.contiguous(), bias=solution[channels].contiguous())
 
 

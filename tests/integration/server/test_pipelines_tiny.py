@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from tests.support.tiny_models import (  # noqa: F401  (fixtures)
     ALL_FAMILIES,
@@ -19,6 +20,7 @@ from tests.support.tiny_models import (  # noqa: F401  (fixtures)
 )
 from tinyimg.families import family_info, load_handler_class
 from tinyimg.families.base import Handler
+from tinyimg.families.preview import apply_linear_map, sample_fit_latents, to_vae_latents
 from tinyimg.runtime.engine import Engine
 from tinyimg.runtime.jobs import GenerationParams
 
@@ -145,3 +147,49 @@ def test_the_engine_loads_it_places_it_and_serves_a_batch(handler, all_tiny_mode
     results = asyncio.run(serve())
     assert [r.images[0].seed for r in results] == [0, 1, 2]
     assert batches == [3]  # one pipeline call for all three
+
+
+def test_it_fits_a_preview_map_from_its_own_vae_at_load(handler):
+    """The map explains part of what the VAE decodes from fresh latents (R² above zero: better than
+    the mean colour), in the pipeline's latent space."""
+    mapping = handler.preview_map
+    vae = handler.pipe.vae
+    assert mapping is not None and mapping.channels == vae.config.latent_channels
+    fresh = sample_fit_latents(mapping.channels, seed=1)
+    with torch.inference_mode():
+        decoded = vae.decode(to_vae_latents(fresh, vae.config)).sample
+    target = torch.nn.functional.interpolate(decoded, size=tuple(fresh.shape[2:]), mode="area")
+    residual = ((apply_linear_map(mapping, fresh) - target) ** 2).mean()
+    spread = ((target - target.mean(dim=(0, 2, 3), keepdim=True)) ** 2).mean()
+    assert 1 - residual / spread > 0.05
+
+
+def test_previews_come_from_each_requests_own_latents_at_the_preview_size(handler):
+    """Previews rendered after every step for a batch of two requests (one image, then two). The
+    latents a preview is made from (unpacked by the family's ``preview_latents``) are the ones the
+    pipeline decodes: at the last step, decoding them with the VAE gives the finished images."""
+    batch = [params(handler, "a red cube", 5, width=96, height=64), params(handler, "a blue ball", 6, 7, width=96, height=64)]
+    rendered: dict[int, tuple[list, list]] = {}
+    seen: list = []
+    unpack = handler.preview_latents
+    handler.preview_latents = lambda latents, p: seen.append(unpack(latents, p)) or seen[-1]
+
+    def on_latents(step: int, total: int, render) -> None:
+        rendered[step] = (render(0, 1), render(1, 2))
+
+    try:
+        results = handler.generate(batch, on_latents=on_latents)
+    finally:
+        del handler.preview_latents
+    assert sorted(rendered) == [1, 2, 3]
+    first, second = rendered[3]
+    assert [i.size for i in first + second] == [(96, 64)] * 3 and all(i.mode == "RGB" for i in first + second)
+    assert np.abs(np.asarray(first[0], dtype=np.int16) - np.asarray(second[0], dtype=np.int16)).mean() > 1
+    last = torch.cat(seen[-2:])  # step 3: request 1's latents, then request 2's
+    assert last.shape == (3, handler.pipe.vae.config.latent_channels, 32, 48)
+    vae = handler.pipe.vae
+    with torch.inference_mode():
+        decoded = vae.decode(to_vae_latents(last, vae.config)).sample
+    images = handler.pipe.image_processor.postprocess(decoded, output_type="np")
+    finished = np.stack([np.asarray(g.image.convert("RGB")) for request in results for g in request])
+    assert np.abs(np.round(images * 255) - finished).max() <= 1
