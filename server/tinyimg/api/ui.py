@@ -13,6 +13,7 @@ router = APIRouter(tags=["ui"])
 
 @router.get("/ui", response_class=HTMLResponse, include_in_schema=False)
 def read_playground() -> HTMLResponse:
-    # Inline script and style only, nothing from elsewhere: say so to the browser too.
-    policy = "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' blob:"
+    # Inline script and style only, nothing from elsewhere: say so to the browser too. Images are
+    # the API's (blob: once fetched with the key) and the previews' JPEG data: URLs.
+    policy = "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' blob: data:"
     return HTMLResponse(read_page(), headers={"Content-Security-Policy": policy, "Cache-Control": "no-cache"})

@@ -100,3 +100,29 @@ def test_page_cancels_a_long_job(jobs_live, browser, tmp_path):
     assert browser.find_elements(By.CSS_SELECTOR, "#images img") == []
     assert int(browser.execute_script("return document.getElementById('progress').value")) < 60
     browser.save_screenshot(str(tmp_path / "playground-cancelled.png"))
+
+
+def test_page_shows_live_previews_when_asked_then_the_image(jobs_live, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    open_page(browser, jobs_live)
+    set_field(browser, "steps", 40)
+    set_field(browser, "width", 128)
+    browser.find_element(By.ID, "previews").click()
+    browser.find_element(By.ID, "generate").click()
+    # A preview is a decoded JPEG (the page's policy allows its data: URL), at the preview size.
+    preview = wait_until(lambda: browser.execute_script(
+        "const i = document.querySelector('#images img.preview');"
+        "return i && i.complete && i.naturalWidth && [i.naturalWidth, i.naturalHeight, Number(i.dataset.step)]"),
+        what="a preview")
+    assert preview[:2] == [128, 64] and 1 <= preview[2] < 40
+    browser.save_screenshot(str(tmp_path / "playground-preview.png"))
+    # The latest preview replaces the one before.
+    wait_until(lambda: browser.execute_script(
+        "const i = document.querySelectorAll('#images img.preview');"
+        "return i.length === 1 && Number(i[0].dataset.step) > arguments[0]", preview[2]), what="a later preview")
+    wait_until(lambda: browser.execute_script(
+        "const i = document.querySelector('#images img.result'); return i && i.complete && i.naturalWidth"),
+        what="the image")
+    assert browser.find_elements(By.CSS_SELECTOR, "#images img.preview") == []  # the image replaced them
+    assert browser.find_element(By.ID, "state").get_attribute("data-status") == "succeeded"
