@@ -21,6 +21,7 @@ import httpx
 import yaml
 
 from tests.support.tiny_models import tiny_config
+from tinyimg.spec import JobsConfig
 
 TINYIMG = str(Path(sys.executable).with_name("tinyimg"))
 
@@ -80,8 +81,12 @@ def wait_until_ready(proc: Proc, path: str = "/health/ready", timeout: float = 1
     raise TimeoutError(f"{proc.name} not ready after {timeout}s:\n{proc.log.read_text()[-3000:]}")
 
 
-def write_server_config(path: Path, dirs: dict[str, Path], families: tuple[str, ...], **overrides) -> Path:
+def write_server_config(path: Path, dirs: dict[str, Path], families: tuple[str, ...], jobs: dict | None = None,
+                        **overrides) -> Path:
+    """``overrides`` go to every model (tiny_config); ``jobs`` is the server's ``jobs:`` block (wire names)."""
     config = tiny_config(dirs, families, **overrides)
+    if jobs is not None:
+        config.jobs = JobsConfig.model_validate(jobs)
     path.write_text(yaml.safe_dump(config.to_wire()))
     return path
 

@@ -19,7 +19,7 @@ from tests.support.processes import running_router, start_servers
 from tests.support.tiny_models import tiny_model_dirs  # noqa: F401  (the fixture)
 
 KEYS = ("router-key-1", "router-key-2")
-LONG = {"limits": {"maxSteps": 400}}
+LONG = {"limits": {"maxSteps": 400}, "jobs": {"previewIntervalMs": 0}}
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +84,19 @@ def test_sse_passes_through_the_router_as_it_happens(cluster):
     assert events[-1].name == "succeeded"
     resumed = stream(first.url, job["id"], key=KEYS[0], last_event_id=events[-3].id)
     assert [e.id for e in resumed] == [e.id for e in events[-2:]]
+
+
+def test_preview_events_pass_through_the_router(cluster):
+    _, (first, _), _ = cluster
+    job = create(first.url, steps=6, width=256, height=128, preview=True)
+    events = stream(first.url, job["id"], key=KEYS[0])
+    previews = [e for e in events if e.name == "preview"]
+    # Interval 0: one after each step but the last (a stream that falls behind skips superseded ones).
+    steps = [e.data["step"] for e in previews]
+    assert steps and steps == sorted(set(steps)) and steps[-1] <= 5 and events[-1].name == "succeeded"
+    url = previews[0].data["images"][0]
+    assert url.startswith("data:image/jpeg;base64,") and (previews[0].data["width"], previews[0].data["height"]) == (128, 64)
+    assert Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).size == (128, 64)
 
 
 def test_the_router_serves_the_playground_without_a_key(cluster):
