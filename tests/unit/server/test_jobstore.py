@@ -104,3 +104,17 @@ def test_events_are_numbered_from_one_and_replayed_after_an_id():
         record.publish(name, {})
     assert [e.id for e in record.events] == [1, 2, 3, 4]
     assert [e.name for e in record.events_after(2)] == ["progress", "succeeded"]
+
+
+def test_a_job_keeps_only_its_latest_preview_and_none_once_finished():
+    store = JobStore(3600, 10**9, Clock())
+    record = make_record("running")
+    store.add(record)
+    record.publish("progress", {"step": 1})
+    record.publish("preview", {"step": 1, "images": ["data:image/jpeg;base64,AAAA"]})
+    record.publish("progress", {"step": 2})
+    record.publish("preview", {"step": 2, "images": ["data:image/jpeg;base64,BBBB"]})
+    assert [(e.id, e.name) for e in record.events] == [(1, "progress"), (3, "progress"), (4, "preview")]
+    assert [e.id for e in record.events_after(1)] == [3, 4]  # a stream resuming at 1 gets the latest preview
+    finish(store, record, 10)
+    assert [(e.id, e.name) for e in record.events] == [(1, "progress"), (3, "progress"), (5, "succeeded")]
