@@ -12,8 +12,8 @@ rejects) is answered 400 ``unforwardable_request`` and says nothing about the po
 normalised first (surrounding whitespace is not part of a field value, RFC 9110 5.5) so that
 harmless variants are forwarded rather than refused.
 
-The forwarder speaks to pods through httpcore's connection pool directly (keep-alive connections,
-reused): httpx's layer above it (URL and header models, cookies, auth and redirect handling) cost
+The forwarder speaks to pods through httpcore's connections directly, kept alive and reused by
+``tinyimg.router.pool`` (httpcore's own pool probed every idle connection on every request): httpx's layer above it (URL and header models, cookies, auth and redirect handling) cost
 about a third of the router's per-request time, and a proxy needs none of it.
 """
 
@@ -36,6 +36,7 @@ from starlette.types import Receive, Scope, Send
 from tinyimg.router.balancer import choose_backend, update_latency
 from tinyimg.router.errors import RouterError
 from tinyimg.router.metrics import UNKNOWN_MODEL_LABEL, RouterMetrics
+from tinyimg.router.pool import ForwardPool
 from tinyimg.router.table import BackendTable, PodState
 from tinyimg.runtime.jobstore import JOB_HEADERS
 
@@ -234,10 +235,10 @@ def outcome_for_status(status: int) -> str:
     return "upstream_client_error" if status < 500 else "upstream_error"
 
 
-def build_forward_pool() -> httpcore.AsyncConnectionPool:
+def build_forward_pool() -> ForwardPool:
     """The pooled connections to the pods (separate from the pollers' httpx client, whose few
     requests a second gain nothing from this)."""
-    return httpcore.AsyncConnectionPool(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30)
+    return ForwardPool(max_idle_per_pod=200, keepalive_expiry=30)
 
 
 def build_timeouts(upstream_timeout: float, connect_timeout: float) -> dict[str, float]:
@@ -249,7 +250,7 @@ def build_timeouts(upstream_timeout: float, connect_timeout: float) -> dict[str,
 class Forwarder:
     def __init__(
         self,
-        pool: httpcore.AsyncConnectionPool,
+        pool: ForwardPool,
         table: BackendTable,
         metrics: RouterMetrics,
         retry_after: float,

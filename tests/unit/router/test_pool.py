@@ -1,0 +1,87 @@
+"""The forwarder's pool over real loopback HTTP: connections are reused, one per concurrent
+request, given back only when their body is done, and a connection the pod closed is not reused."""
+
+import asyncio
+
+import httpcore
+import pytest
+
+from tinyimg.router.pool import ForwardPool
+
+
+@pytest.fixture()
+async def pod():
+    """A tiny HTTP/1.1 server that counts connections; path /close answers and closes."""
+    connections = []
+
+    async def serve(reader, writer):
+        connections.append(writer)
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head:
+                break
+            close = b" /close " in head.split(b"\r\n", 1)[0]
+            body = b"ok"
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n" + (b"connection: close\r\n" if close else b"") + b"\r\n" + body)
+            await writer.drain()
+            if close:
+                writer.close()
+                break
+
+    async def guarded(reader, writer):
+        try:
+            await serve(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionResetError):
+            pass
+
+    server = await asyncio.start_server(guarded, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}", connections
+    server.close()
+
+
+async def fetch(pool, url, path="/"):
+    response = await pool.handle_async_request(httpcore.Request(b"GET", (url + path).encode(), headers=[(b"host", b"pod")]))
+    body = b"".join([chunk async for chunk in response.stream])
+    await response.aclose()
+    return response.status, body
+
+
+async def test_connections_are_reused_and_one_is_made_per_concurrent_request(pod):
+    url, connections = pod
+    pool = ForwardPool()
+    assert [await fetch(pool, url) for _ in range(5)] == [(200, b"ok")] * 5
+    assert len(connections) == 1  # sequential: one keep-alive connection
+    await asyncio.gather(*(fetch(pool, url) for _ in range(4)))
+    assert len(connections) == 4  # four at once: the idle one and three new
+    assert sum(len(idle) for idle in pool.idle.values()) == 4 and not pool.busy
+    await pool.aclose()
+    assert not pool.idle
+
+
+async def test_a_connection_the_pod_closed_is_not_reused(pod):
+    url, connections = pod
+    pool = ForwardPool()
+    assert await fetch(pool, url, "/close") == (200, b"ok")
+    await asyncio.sleep(0.05)  # the pod's close arrives
+    assert await fetch(pool, url) == (200, b"ok")
+    assert len(connections) == 2
+    await pool.aclose()
+
+
+async def test_an_unread_body_does_not_give_its_connection_back_for_reuse(pod):
+    url, connections = pod
+    pool = ForwardPool()
+    response = await pool.handle_async_request(httpcore.Request(b"GET", (url + "/").encode(), headers=[(b"host", b"pod")]))
+    await response.aclose()  # closed before its body was read: httpcore closes the connection
+    assert not any(pool.idle.values()) and not pool.busy
+    assert await fetch(pool, url) == (200, b"ok")
+    assert len(connections) == 2
+    await pool.aclose()
+
+
+async def test_a_refused_connection_raises_and_leaves_nothing_behind():
+    pool = ForwardPool()
+    with pytest.raises(httpcore.ConnectError):
+        await fetch(pool, "http://127.0.0.1:9")
+    assert not pool.busy and not any(pool.idle.values())
