@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from tinyimg.api import ui
 from tinyimg.http.edge import install_edge
+from tinyimg.router.fastpath import GenerationFastPath
 from tinyimg.router.forward import Forwarder, build_forward_pool, build_timeouts
 from tinyimg.router.poller import poll_all, run_poller
 from tinyimg.router.routes import generate, health, info, jobs, metrics, openai_models
@@ -61,5 +62,6 @@ def create_router_app(settings: RouterSettings, discovery: Any) -> FastAPI:
     app.state.router = state
     for router in ROUTERS:
         app.include_router(router)
+    app.add_middleware(GenerationFastPath, state=state)  # first added: inside the edge (tinyimg.router.fastpath)
     install_edge(app, settings.edge_limits())
     return app

@@ -143,7 +143,9 @@ async def test_slow_backend_gets_fewer_requests(servers):
     got = {u: served(u, "tiny-flux") - before[u] for u in urls}
     assert sum(got.values()) == 20
     fast_a, fast_b, slow = got[urls[0]], got[urls[1]], got[urls[2]]
-    assert slow < fast_a and slow < fast_b, got
+    # Round robin would give the slow one about a third (6-7 of 20). The balancer may favour one
+    # fast pod over the other (whichever timed faster first), so only the slow one's share is bound.
+    assert slow <= 4 and slow < max(fast_a, fast_b), got
 
 
 def test_api_keys_and_rate_limit_are_enforced(servers):
