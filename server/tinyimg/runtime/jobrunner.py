@@ -51,6 +51,9 @@ class JobEvents:
         self.service.mark_preview(self.record, data)
 
 
+SWEEP_MIN_SECONDS, SWEEP_MAX_SECONDS = 0.05, 60.0
+
+
 class JobService:
     def __init__(
         self, engine: Any, config: JobsConfig, *, on_finish: Hook | None = None,
@@ -63,18 +66,30 @@ class JobService:
         self.webhooks: Any = None  # the WebhookSender the app wires in (stopped with the app)
         self.step_seconds: dict[str, float] = {}  # model -> recent seconds per denoising step
         self._watcher: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
-        self._watcher = asyncio.get_running_loop().create_task(self._watch_queue(), name="job-positions")
+        loop = asyncio.get_running_loop()
+        self._watcher = loop.create_task(self._watch_queue(), name="job-positions")
+        self._sweeper = loop.create_task(self._sweep(), name="job-results-sweep")
 
     async def stop(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
+        for background in (self._watcher, self._sweeper):
+            if background is not None:
+                background.cancel()
         tasks = [r.task for r in self.store.active() if r.task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _sweep(self) -> None:
+        """Expired results leave memory even when nobody asks (the store also evicts on every
+        use): checked every half TTL, at most every SWEEP_MAX_SECONDS."""
+        interval = max(SWEEP_MIN_SECONDS, min(self.store.ttl / 2, SWEEP_MAX_SECONDS))
+        while True:
+            await asyncio.sleep(interval)
+            self.store.evict()
 
     async def _watch_queue(self) -> None:
         changed = self.engine.listen_queue()
