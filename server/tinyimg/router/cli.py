@@ -95,7 +95,7 @@ def load_discovery(args: argparse.Namespace) -> KubeDiscovery | StaticDiscovery:
         from tinyimg.router.discovery_kube import KubeDiscovery
 
         connection = load_kube_connection(args.namespace)
-        return KubeDiscovery(connection)
+        return KubeDiscovery(connection, reload=lambda: load_kube_connection(args.namespace))
     from tinyimg.router.discovery_static import load_backends_file, merge_backends, parse_backend_flag
 
     flags: dict[str, list[str]] = {}

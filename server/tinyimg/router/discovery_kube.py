@@ -29,7 +29,7 @@ import httpx
 
 from tinyimg import labels
 from tinyimg.kube.connection import KubeConnection
-from tinyimg.kube.errors import raise_for_kube_status
+from tinyimg.kube.errors import KubeApiError, raise_for_kube_status
 from tinyimg.kube.objects import build_pod_url, controller_of, is_pod_ready
 from tinyimg.router.table import BackendRef, BackendTable, ModelBackends
 from tinyimg.spec import AutoscalingSpec
@@ -151,8 +151,12 @@ def is_operator_managed(obj: dict[str, Any]) -> bool:
 class KubeDiscovery:
     mode = "kubernetes"
 
-    def __init__(self, connection: KubeConnection):
-        self.connection = connection
+    def __init__(self, connection: KubeConnection, reload: Callable[[], KubeConnection] | None = None):
+        """``reload``: read the credentials again (``load_kube_connection``), called when the API
+        server answers 401: a kubeconfig's token may expire (an exec plugin's does) and be renewed."""
+        self.connection, self.reload = connection, reload
+        self._login_lock = asyncio.Lock()
+        self._logged_in_at = 0.0
         self.imagemodels: dict[str, dict[str, Any]] = {}
         self.pods: dict[str, dict[str, Any]] = {}
         self.deployments: dict[str, dict[str, Any]] = {}
@@ -259,4 +263,24 @@ class KubeDiscovery:
                 raise
             except Exception as err:  # API down, bad JSON, 403: log, pause, list again
                 log.warning("watching %s failed: %s", kind, err or type(err).__name__)
+                if isinstance(err, KubeApiError) and err.status == 401:
+                    await self._login_again()
             await asyncio.sleep(RELIST_PAUSE_SECONDS)
+
+    async def _login_again(self) -> None:
+        """New credentials and a new client, once for all the watches that met the same 401."""
+        if self.reload is None:
+            return
+        async with self._login_lock:
+            if time.monotonic() - self._logged_in_at < RELIST_PAUSE_SECONDS:
+                return  # another watch just did
+            try:
+                connection = self.reload()
+            except Exception as err:  # KubeConfigError and what the kubeconfig loader raises
+                log.warning("reading the credentials again failed: %s", err)
+                return
+            old, self.connection = self.client, connection
+            self.client, self._logged_in_at = build_watch_client(connection), time.monotonic()
+            log.info("logged in again after a 401")
+            if old is not None:
+                await old.aclose()

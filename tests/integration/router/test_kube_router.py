@@ -37,10 +37,10 @@ def kube_with_replicasets(kube):
 
 
 @contextlib.asynccontextmanager
-async def serving_router(kube_url: str) -> AsyncIterator[str]:
+async def serving_router(kube_url: str, discovery: KubeDiscovery | None = None) -> AsyncIterator[str]:
     """The router app on real uvicorn, on this test's loop (the emulator lives on it too)."""
     port = free_port()
-    app = create_router_app(RouterSettings(poll_interval=0.2), KubeDiscovery(KubeConnection(kube_url, NS)))
+    app = create_router_app(RouterSettings(poll_interval=0.2), discovery or KubeDiscovery(KubeConnection(kube_url, NS)))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -190,6 +190,28 @@ async def test_router_watches_only_its_namespace_and_reads_a_kubeconfig(kube_wit
         connection = load_kube_connection()
     assert (connection.server, connection.namespace) == (kube.url, NS)
     assert connection.authorization == "Bearer test-token"
+
+
+async def test_an_expired_token_is_read_again_from_the_kubeconfig(kube_with_replicasets, tmp_path, monkeypatch):
+    """A 401 (the kubeconfig's token expired) makes the router read its credentials again, as
+    `tinyimg router --kubernetes` does with the renewed kubeconfig, and its watches go on."""
+    kube = kube_with_replicasets
+    kubeconfig = tmp_path / "kubeconfig"
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    kube.write_kubeconfig(kubeconfig, namespace=NS, user="router-first")
+    first_token = load_kube_connection().bearer_token()
+    discovery = KubeDiscovery(load_kube_connection(), reload=load_kube_connection)
+    await kube.create(imagemodel("before"))
+    async with serving_router(kube.url, discovery) as url, httpx.AsyncClient(base_url=url) as client:
+        await eventually(lambda: _model(client, "before"))
+        kube.emulator.revoke_token(first_token)
+        kube.write_kubeconfig(kubeconfig, namespace=NS, user="router-renewed")
+        kube.emulator.end_watches()  # the watches list again, with the expired token: 401
+        await kube.create(imagemodel("after"))
+        await eventually(lambda: _model(client, "after"))
+    users = [r.user for r in kube.requests() if r.resource == "imagemodels" and r.verb in ("list", "watch")]
+    assert users[0] == "router-first" and users[-1] == "router-renewed", users
 
 
 async def test_router_is_not_ready_while_the_api_is_unreachable():

@@ -183,6 +183,7 @@ class KubeEmulator:
         self._current_rv = 0
         self._served: list[Served] = []
         self._tokens: dict[str, str] = {}
+        self._revoked: set[str] = set()
 
     # -- the public surface ----------------------------------------------------------------------
     def declare(self, resource: str, kind: str, namespaced: bool = True, subresources: Iterable[str] = ()) -> None:
@@ -223,6 +224,10 @@ class KubeEmulator:
         """Every request served so far, in order."""
         return list(self._served)
 
+    def revoke_token(self, token: str) -> None:
+        """From now on a request with ``token`` is answered 401, as an expired token is."""
+        self._revoked.add(token)
+
     def issue_token(self, user: str) -> str:
         """A bearer token whose requests are recorded as ``user`` (e.g. ``system:serviceaccount:ns:sa``)."""
         token = f"emulated-{secrets.token_hex(8)}"
@@ -240,6 +245,8 @@ class KubeEmulator:
         try:
             target = self._target(parts)
             self._served.append(self._record(request, target))
+            if request.headers.get("Authorization", "").removeprefix("Bearer ") in self._revoked:
+                raise ApiError(401, "Unauthorized", "Unauthorized")
             if target is None:
                 return aiohttp.web.json_response(self._non_resource(parts, request))
             match_label_selector({}, request.query.get("labelSelector"))  # refused up front, as the server does
