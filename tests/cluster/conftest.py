@@ -16,6 +16,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.support.cluster import rbac
 from tests.support.cluster.harness import Cluster, running_cluster
 from tests.support.tiny_models import tiny_model_entry
 
@@ -66,10 +67,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     assert not leftover, f"processes left running after the cluster stopped: {leftover}"
 
 
-@pytest.fixture(scope="module")
-def installed(cluster: Cluster) -> Cluster:
-    """The chart installed with real helm, the operator and router pods ready."""
-    cluster.helm(*HELM_INSTALL)
+def install_chart(cluster: Cluster, *extra: str) -> Cluster:
+    """The chart installed with real helm (``extra``: more helm arguments), the operator and
+    router pods ready."""
+    cluster.helm(*HELM_INSTALL, *extra)
     for component in ("operator", "router"):
         cluster.wait_until(
             lambda c=component: (d := cluster.get("apps/v1/deployments", NAMESPACE, f"{RELEASE}-{c}"))
@@ -77,3 +78,22 @@ def installed(cluster: Cluster) -> Cluster:
             timeout=60, what=f"{component} ready",
         )
     return cluster
+
+
+@pytest.fixture(scope="module")
+def installed(cluster: Cluster) -> Cluster:
+    """The chart installed with real helm, the operator and router pods ready."""
+    return install_chart(cluster)
+
+
+def account_grants_and_needs(cluster: Cluster, account: str) -> tuple[set[Any], list[Any]]:
+    """What the chart's RBAC grants the service account ``account``, and what its recorded
+    requests needed (tests.support.cluster.rbac)."""
+    granted = rbac.grants(
+        NAMESPACE, account, cluster.list("rbac.authorization.k8s.io/v1/roles"),
+        cluster.list("rbac.authorization.k8s.io/v1/rolebindings"),
+        cluster.list("rbac.authorization.k8s.io/v1/clusterroles"),
+        cluster.list("rbac.authorization.k8s.io/v1/clusterrolebindings"),
+    )
+    user = f"system:serviceaccount:{NAMESPACE}:{account}"
+    return granted, [need for r in cluster.requests() if r.user == user and (need := rbac.requested(r))]

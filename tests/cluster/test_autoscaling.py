@@ -21,12 +21,12 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.cluster.conftest import (
-    HELM_INSTALL,
     IMAGEMODELS,
     NAMESPACE,
-    RELEASE,
+    account_grants_and_needs,
     condition,
     imagemodel_manifest,
+    install_chart,
     model_pods,
 )
 from tests.support.cluster import rbac
@@ -42,14 +42,7 @@ SLOW = {"model": BURST, "prompt": "a cat", "width": 64, "height": 64, "steps": 1
 
 @pytest.fixture(scope="module")
 def autoscaled(cluster):
-    cluster.helm(*HELM_INSTALL, *AUTOSCALER_ENV)
-    for component in ("operator", "router"):
-        cluster.wait_until(
-            lambda c=component: (d := cluster.get("apps/v1/deployments", NAMESPACE, f"{RELEASE}-{c}"))
-            and (d.get("status") or {}).get("readyReplicas") == d["spec"]["replicas"],
-            timeout=60, what=f"{component} ready",
-        )
-    return cluster
+    return install_chart(cluster, *AUTOSCALER_ENV)
 
 
 def apply_model(cluster, tmp_path, name: str, source, **spec: Any) -> None:
@@ -325,15 +318,7 @@ def test_cold_start_timeout_is_503_with_retry_after_and_a_leaving_client_frees_i
     ("tinyimg-router", ("tinyimg.io", "imagemodels", "patch")),
 ], ids=["operator-lists-pods", "router-patches-imagemodels"])
 def test_the_autoscaling_grants_are_used_and_allowed(autoscaled, account, grant):
-    cluster = autoscaled
-    granted = rbac.grants(
-        NAMESPACE, account, cluster.list("rbac.authorization.k8s.io/v1/roles"),
-        cluster.list("rbac.authorization.k8s.io/v1/rolebindings"),
-        cluster.list("rbac.authorization.k8s.io/v1/clusterroles"),
-        cluster.list("rbac.authorization.k8s.io/v1/clusterrolebindings"),
-    )
-    user = f"system:serviceaccount:{NAMESPACE}:{account}"
-    needs = [need for r in cluster.requests() if r.user == user and (need := rbac.requested(r))]
+    granted, needs = account_grants_and_needs(autoscaled, account)
     # kopf's namespace observer lists namespaces at every start (the restart above makes one late
     # enough to be recorded); in a cluster that is a 403, after which kopf keeps to --namespace.
     refused = sorted({need for need in needs if not rbac.allows(granted, need) and need.resource != "namespaces"}, key=str)

@@ -23,6 +23,7 @@ from tests.cluster.conftest import (
     HELM_INSTALL,
     IMAGEMODELS,
     NAMESPACE,
+    account_grants_and_needs,
     condition,
     imagemodel_manifest,
     model_pods,
@@ -308,16 +309,8 @@ UNUSED_BUT_NEEDED: dict[tuple[str, str, str], str] = {
 
 @pytest.mark.parametrize("account", ["tinyimg-operator", "tinyimg-router"])
 def test_every_request_is_allowed_by_the_chart_rbac_and_every_grant_is_used(installed, account):
-    cluster = installed
-    granted = rbac.grants(
-        NAMESPACE, account, cluster.list("rbac.authorization.k8s.io/v1/roles"),
-        cluster.list("rbac.authorization.k8s.io/v1/rolebindings"),
-        cluster.list("rbac.authorization.k8s.io/v1/clusterroles"),
-        cluster.list("rbac.authorization.k8s.io/v1/clusterrolebindings"),
-    )
-    user = f"system:serviceaccount:{NAMESPACE}:{account}"
-    needs = [need for r in cluster.requests() if r.user == user and (need := rbac.requested(r))]
-    assert needs, f"no request recorded for {user}"
+    granted, needs = account_grants_and_needs(installed, account)
+    assert needs, f"no request recorded for {account}"
     refused = sorted({need for need in needs if not rbac.allows(granted, need)}, key=str)
     assert refused == [], f"{account} made requests its Roles do not allow (403 in a cluster): {refused}"
     unused = sorted((g.group, g.resource, g.verb) for g in granted
