@@ -260,6 +260,7 @@ class JobResponse(Wire):
     images: list[JobImageResponse] | None = None
     error: JobErrorResponse | None = None
     webhook: str | None = None
+    preview: bool = False  # it asked for ``preview`` events
 
 
 class OpenAIModelResponse(Wire):

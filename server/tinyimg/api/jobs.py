@@ -127,6 +127,7 @@ def build_job_response(base_url: str, r: JobRecord, job_id: str | None = None) -
         ] if succeeded else None,
         error=JobErrorResponse(**build_error_data(r.error)) if r.error is not None else None,
         webhook=r.webhook,
+        preview=r.preview,
     )
 
 

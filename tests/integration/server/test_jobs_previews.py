@@ -30,6 +30,7 @@ def previews_of(events: list[Event]) -> list[Event]:
 
 def test_a_job_asking_for_previews_streams_jpeg_previews_before_its_images(jobs_live):
     job = create(jobs_live, steps=8, seed=3, num_images=2, width=256, height=192, preview=True).json()
+    assert job["preview"] is True  # the job says what it asked for
     events = stream(jobs_live, job["id"])
     names = [e.name for e in events]
     previews = previews_of(events)
@@ -58,6 +59,7 @@ def test_a_job_asking_for_previews_streams_jpeg_previews_before_its_images(jobs_
 def test_small_images_get_previews_of_their_own_size_and_a_job_without_the_flag_gets_none(jobs_live):
     with_previews = create(jobs_live, steps=5, width=64, height=48, preview=True).json()
     without = create(jobs_live, steps=5, width=64, height=48).json()
+    assert (with_previews["preview"], without["preview"]) == (True, False)
     events = stream(jobs_live, with_previews["id"])
     assert previews_of(events) and all((p.data["width"], p.data["height"]) == (64, 48) for p in previews_of(events))
     assert decode_data_url(previews_of(events)[0].data["images"][0]).size == (64, 48)
