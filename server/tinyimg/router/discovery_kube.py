@@ -210,8 +210,12 @@ class KubeDiscovery:
         path = f"{self._paths()['imagemodels']}/{model}"
         token = f"{time.time():.3f}"
         body = {"metadata": {"annotations": {labels.DEMAND_ANNOTATION: token}}}
-        response = await self.client.patch(path, content=json.dumps(body),
-                                           headers={"Content-Type": "application/merge-patch+json"})
+        for attempt in range(2):  # once more with fresh credentials after a 401
+            response = await self.client.patch(path, content=json.dumps(body),
+                                               headers={"Content-Type": "application/merge-patch+json"})
+            if response.status_code != 401 or attempt or self.reload is None:
+                break
+            await self._login_again(force=True)
         raise_for_kube_status(response)
 
     def _refresh(self) -> None:
@@ -267,12 +271,13 @@ class KubeDiscovery:
                     await self._login_again()
             await asyncio.sleep(RELIST_PAUSE_SECONDS)
 
-    async def _login_again(self) -> None:
-        """New credentials and a new client, once for all the watches that met the same 401."""
+    async def _login_again(self, force: bool = False) -> None:
+        """New credentials and a new client, once for all the watches that met the same 401
+        (``force``: even if another caller just did)."""
         if self.reload is None:
             return
         async with self._login_lock:
-            if time.monotonic() - self._logged_in_at < RELIST_PAUSE_SECONDS:
+            if not force and time.monotonic() - self._logged_in_at < RELIST_PAUSE_SECONDS:
                 return  # another watch just did
             try:
                 connection = self.reload()

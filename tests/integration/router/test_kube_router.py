@@ -14,6 +14,7 @@ import uvicorn
 from tests.support.kube import kube  # noqa: F401  (the fixture)
 from tests.support.processes import free_port, start_servers
 from tests.support.tiny_models import tiny_model_dirs  # noqa: F401  (the fixture)
+from tinyimg import labels
 from tinyimg.kube.connection import KubeConnection, load_kube_connection
 from tinyimg.router.app import create_router_app
 from tinyimg.router.discovery_kube import KubeDiscovery
@@ -207,7 +208,11 @@ async def test_an_expired_token_is_read_again_from_the_kubeconfig(kube_with_repl
         await eventually(lambda: _model(client, "before"))
         kube.emulator.revoke_token(first_token)
         kube.write_kubeconfig(kubeconfig, namespace=NS, user="router-renewed")
-        kube.emulator.end_watches()  # the watches list again, with the expired token: 401
+        # The router's one write (a cold start's demand) meets the 401 first: it logs in again and retries.
+        await discovery.record_demand("before")
+        annotations = kube.get("tinyimg.io/v1alpha1/imagemodels", NS, "before")["metadata"].get("annotations") or {}
+        assert labels.DEMAND_ANNOTATION in annotations
+        kube.emulator.end_watches()  # the watches list again; their client is the renewed one
         await kube.create(imagemodel("after"))
         await eventually(lambda: _model(client, "after"))
     users = [r.user for r in kube.requests() if r.resource == "imagemodels" and r.verb in ("list", "watch")]
