@@ -18,7 +18,7 @@ from tests.support.tiny_models import tiny_model_dirs  # noqa: F401  (the fixtur
 
 from .conftest import start_live
 
-TTL = 1.0  # short: the test sleeps past it; long enough to read the job once on a busy machine
+TTL = 3.0  # short: the test sleeps past it; long enough to read the job once on a busy machine
 # Room for two results of this test's job (a 64x64 PNG, ~11.7 KB, plus the store's per-job
 # overhead: ~14.4 KB in all) and not three; checked against the server's own figure below.
 MAX_RESULT_BYTES = 36_000
