@@ -4,7 +4,7 @@ Use from a test (async, function scope)::
 
     from tests.support.kube import kube  # noqa: F401  (the fixture)
 
-    async def test_something(kube):
+    async def test_a_pod_is_labelled(kube):   # a test of yours, with its own asserts
         kube.url                                 # "http://127.0.0.1:PORT" for any client
         kube.write_kubeconfig(tmp_path / "kc")   # a kubeconfig pointing at it (for KUBECONFIG)
         await kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {...}, ...})
