@@ -11,6 +11,7 @@ import shutil
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -123,12 +124,26 @@ def test_scale_subresource_adds_a_pod_and_the_router_spreads_requests(installed)
     pods = model_pods(cluster, FLUX)
     before = {p["metadata"]["name"]: served_count(p, FLUX) for p in pods}
     url = cluster.service_url(NAMESPACE, "tinyimg-router")
-    time.sleep(1)  # the router learns of the new pod from its watch
-    for _ in range(12):
-        assert generate(url, FLUX).status_code == 200
+    cluster.wait_until(lambda: all(router_ready_replicas(pod, FLUX) == 2 for pod in router_pods(cluster)),
+                       timeout=30, what="every router sees two ready flux pods")
+    # Eight clients at once, three requests each: the least-loaded choice must use both pods. (One
+    # client in a loop may rightly stay on one pod: idle pods are chosen by their measured speed.)
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda _: generate(url, FLUX).status_code, range(24)))
+    assert statuses == [200] * 24
     after = {p["metadata"]["name"]: served_count(p, FLUX) for p in pods}
     per_pod = {name: after[name] - before[name] for name in after}
-    assert sum(per_pod.values()) == 12 and all(n >= 2 for n in per_pod.values()), per_pod
+    assert sum(per_pod.values()) == 24 and all(n >= 3 for n in per_pod.values()), per_pod
+
+
+def router_pods(cluster) -> list[dict]:
+    return cluster.list("v1/pods", NAMESPACE, labels={"app.kubernetes.io/component": "router"})
+
+
+def router_ready_replicas(pod: dict, model: str) -> int:
+    """What one router pod's /health/ready says of ``model`` (asked on its own address)."""
+    health = httpx.get(f"http://{pod['status']['podIP']}:8000/health/ready", timeout=10).json()
+    return int(health.get("models", {}).get(model, {}).get("ready_replicas", 0))
 
 
 def _container_pid(cluster, pod_name: str) -> int:

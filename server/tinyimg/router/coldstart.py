@@ -8,6 +8,10 @@ leaves the room when a pod of its model serves (then it is forwarded as usual), 
 ``coldStartTimeoutSeconds`` passes or the room is full (503 + Retry-After, codes
 ``cold_start_timeout`` / ``waiting_room_full``), or when its client goes away (the slot is freed).
 All of it lives on the app's event loop, like the table: plain counters, no locks.
+
+The same room holds, for a short grace and without asking for a pod, a request for a model whose
+ImageModel is Ready while this router has not yet seen its pod (``build_discovery_grace``); past
+the grace it is 503 ``no_ready_backend``, as a model without pods always was.
 """
 
 from __future__ import annotations
@@ -36,8 +40,9 @@ class WaitingRoom:
         self.triggers: dict[str, asyncio.Task[None]] = {}  # model -> the demand call of this cold start
 
     def holds(self, model: str) -> bool:
-        """Whether a request for ``model`` waits here rather than failing: an autoscaled model that
-        the router knows, with no pod that serves it now."""
+        """Whether a request for ``model`` waits here rather than failing: a model that the router
+        knows, with no pod that serves it now, and autoscaled (a cold start) or Ready by its
+        ImageModel (a pod this router's watches have not shown yet)."""
         entry = self.table.models.get(model)
         return bool(entry and entry.cold_start_timeout and not self.table.ready_pods(model))
 
@@ -52,13 +57,17 @@ class WaitingRoom:
                               TIMEOUT_RETRY_AFTER)
         self.waiting[model] = self.waiting.get(model, 0) + 1
         self.metrics.waiting.labels(model).set(self.waiting[model])
-        if model not in self.triggers:
+        if model not in self.triggers and entry.scales_from_zero:
             self.triggers[model] = asyncio.create_task(self._ask(model))
         started = time.monotonic()
         try:
             while not self.table.ready_pods(model):
                 if time.monotonic() - started >= timeout:
                     self._outcome(model, "timeout")
+                    if not entry.scales_from_zero:
+                        raise RouterError(503, "no_ready_backend",
+                                          f"model {model!r} is Ready but no pod of it reached this router within {timeout:g}s",
+                                          TIMEOUT_RETRY_AFTER)
                     raise RouterError(503, "cold_start_timeout",
                                       f"model {model!r} had no ready pod within its cold-start timeout of {timeout:g}s",
                                       TIMEOUT_RETRY_AFTER)

@@ -38,6 +38,7 @@ log = logging.getLogger("tinyimg.router.kube")
 
 RELIST_PAUSE_SECONDS = 1.0
 WATCH_TIMEOUT_SECONDS = 290  # the API server ends a watch by then; the loop lists again
+DISCOVERY_GRACE_SECONDS = 10.0  # a Ready model's pod not yet seen here: requests wait this long
 
 
 def build_watch_client(connection: KubeConnection) -> httpx.AsyncClient:
@@ -93,7 +94,8 @@ def find_owning_model(
 
 def build_cold_start(imagemodel: dict[str, Any]) -> tuple[float | None, str | None, str | None]:
     """(cold-start timeout, state, reason) of an autoscaled ImageModel; (None, None, None) when
-    autoscaling is off: then a model without a ready pod is refused at once, as before."""
+    autoscaling is off: then a model without a ready pod is refused at once (but see
+    ``build_discovery_grace``)."""
     autoscaling = imagemodel.get("spec", {}).get("autoscaling") or {}
     if not autoscaling.get("enabled"):
         return None, None, None
@@ -102,6 +104,18 @@ def build_cold_start(imagemodel: dict[str, Any]) -> tuple[float | None, str | No
     if desired == 0:
         return timeout, "scaled-to-zero", "no replicas while idle; a request starts one"
     return timeout, "starting", "waiting for a ready pod"
+
+
+def build_discovery_grace(imagemodel: dict[str, Any]) -> float | None:
+    """How long a request waits for a pod of a model whose ImageModel says Ready while this router
+    sees no ready pod of it yet; None when the ImageModel is not Ready.
+
+    The operator marks an ImageModel Ready from its Deployment's status; this router learns of the
+    pod from its own watches, which can lag behind (a busy API server, a watch being re-opened). A
+    user who runs ``kubectl wait --for=condition=Ready`` and then sends a request should not get a
+    503 for that gap, so the request waits (as in a cold start, without asking for a pod)."""
+    conditions = {c.get("type"): c for c in imagemodel.get("status", {}).get("conditions") or []}
+    return DISCOVERY_GRACE_SECONDS if conditions.get("Ready", {}).get("status") == "True" else None
 
 
 def build_desired_table(
@@ -126,7 +140,8 @@ def build_desired_table(
         if cold_state and state != "failed":
             state, reason = cold_state, cold_reason
         desired[name] = ModelBackends(family=family, state=state, reason=reason, backends=tuple(backends[name]),
-                                      cold_start_timeout=cold_start)
+                                      cold_start_timeout=cold_start or build_discovery_grace(obj),
+                                      scales_from_zero=cold_start is not None)
     return desired
 
 

@@ -33,6 +33,7 @@ import httpcore
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from tinyimg.http.limits import EdgeLimits
 from tinyimg.router.balancer import choose_backend, update_latency
 from tinyimg.router.errors import RouterError
 from tinyimg.router.metrics import UNKNOWN_MODEL_LABEL, RouterMetrics
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tinyimg.router.forward")
 
 MAX_ATTEMPTS = 2
+POOL_KEEPALIVE_SECONDS = EdgeLimits.keep_alive_timeout - 1.0
 CONNECTION_FAILURE = "connection"  # the pod failed: refused, reset, closed before any response
 TIMEOUT_FAILURE = "timeout"  # the pod took too long: never retried (it may still be working on it)
 UNFORWARDABLE = "unforwardable"  # this request cannot be sent by the HTTP client: the pod is fine
@@ -237,8 +239,10 @@ def outcome_for_status(status: int) -> str:
 
 def build_forward_pool() -> ForwardPool:
     """The pooled connections to the pods (separate from the pollers' httpx client, whose few
-    requests a second gain nothing from this)."""
-    return ForwardPool(max_idle_per_pod=200, keepalive_expiry=30)
+    requests a second gain nothing from this). An idle connection is dropped a second before the
+    model server would close it (``EdgeLimits.keep_alive_timeout``): reusing one the server is
+    closing at that moment fails the request, and would take the pod out of the rotation."""
+    return ForwardPool(max_idle_per_pod=200, keepalive_expiry=POOL_KEEPALIVE_SECONDS)
 
 
 def build_timeouts(upstream_timeout: float, connect_timeout: float) -> dict[str, float]:

@@ -4,6 +4,11 @@ pod reports, its backlog (waiting + generating) for the balancer, and whether it
 Both answers are read with the contract's models (tinyimg.contract), the same ones the model server
 answers with: a pod that breaks the contract counts as unreachable, with the validation error as
 the reason, rather than being half-understood.
+
+A poll that times out once is not enough to take a pod out of the rotation: a pod busy with work
+can be slow to answer while it serves well (the forwarder also keeps a pod whose answer is late).
+It keeps what the last good poll said until ``SLOW_POLLS_TO_UNREACHABLE`` polls in a row time
+out; a refused connection, an error status or a broken answer count at once.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from tinyimg.contract import ModelsResponse, StatusResponse
 from tinyimg.router.table import BackendTable, PodState
 
 log = logging.getLogger("tinyimg.router.poller")
+
+SLOW_POLLS_TO_UNREACHABLE = 3
 
 
 def read_queue_depths(status: StatusResponse) -> dict[str, int]:
@@ -44,16 +51,26 @@ async def poll_pod(client: httpx.AsyncClient, pod: PodState, timeout: float) -> 
         models_answer.raise_for_status()
         states = read_model_states(ModelsResponse.model_validate_json(models_answer.content))
         status = StatusResponse.model_validate_json(status_answer.content)
+    except httpx.TimeoutException as err:
+        pod.slow_polls += 1
+        if pod.slow_polls < SLOW_POLLS_TO_UNREACHABLE and not isinstance(err, httpx.ConnectTimeout):
+            log.info("backend %s slow to answer its poll (%d in a row)", pod.url, pod.slow_polls)
+            return {}
+        return mark_unreachable(pod, err)
     except (httpx.HTTPError, ValueError) as err:  # pydantic's ValidationError is a ValueError
-        if pod.reachable:
-            log.warning("backend %s unreachable: %s", pod.url, err or type(err).__name__)
-        pod.reachable, pod.last_error = False, str(err) or type(err).__name__
-        return {}
+        return mark_unreachable(pod, err)
     pod.queue_depth = read_queue_depths(status)
     pod.backlog = read_backlogs(status)
     pod.model_states = {name: s["state"] for name, s in states.items()}
-    pod.reachable, pod.last_error = True, None
+    pod.reachable, pod.last_error, pod.slow_polls = True, None, 0
     return states
+
+
+def mark_unreachable(pod: PodState, err: Exception) -> dict[str, dict[str, Any]]:
+    if pod.reachable:
+        log.warning("backend %s unreachable: %s", pod.url, err or type(err).__name__)
+    pod.reachable, pod.last_error = False, str(err) or type(err).__name__
+    return {}
 
 
 async def poll_all(client: httpx.AsyncClient, table: BackendTable, timeout: float) -> None:

@@ -31,6 +31,7 @@ class PodState:
     hold_until: float = 0.0  # monotonic; out of the rotation until then (it answered 503 draining)
     model_states: dict[str, str] = field(default_factory=dict)  # model -> state, from the last poll
     last_error: str | None = None
+    slow_polls: int = 0  # polls in a row that timed out (the poller's patience)
 
     def serves(self, model: str, now: float | None = None) -> bool:
         """Ready for ``model``: discovery says ready, it answered lately, it is not draining, and it
@@ -47,7 +48,8 @@ class ModelEntry:
     state: str | None = None  # the ImageModel's own state (Kubernetes); None in static mode
     reason: str | None = None
     pods: list[str] = field(default_factory=list)  # pod urls
-    cold_start_timeout: float | None = None  # autoscaled: hold requests this long while no pod serves
+    cold_start_timeout: float | None = None  # hold requests this long while no pod serves
+    scales_from_zero: bool = False  # autoscaled: a held request asks for a pod (else it only waits)
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class ModelBackends:
     reason: str | None = None
     backends: tuple[BackendRef, ...] = ()
     cold_start_timeout: float | None = None
+    scales_from_zero: bool = False
 
 
 class BackendTable:
@@ -86,7 +89,7 @@ class BackendTable:
             entry = self.models.setdefault(name, ModelEntry(name))
             entry.family = spec.family or entry.family
             entry.state, entry.reason = spec.state, spec.reason
-            entry.cold_start_timeout = spec.cold_start_timeout
+            entry.cold_start_timeout, entry.scales_from_zero = spec.cold_start_timeout, spec.scales_from_zero
             entry.pods = [b.url for b in spec.backends]
             for b in spec.backends:
                 wanted[b.url] = b

@@ -9,7 +9,7 @@ import pytest
 
 from tinyimg.errors import ApiError
 from tinyimg.router.coldstart import WaitingRoom
-from tinyimg.router.discovery_kube import build_cold_start, build_desired_table
+from tinyimg.router.discovery_kube import DISCOVERY_GRACE_SECONDS, build_cold_start, build_desired_table
 from tinyimg.router.metrics import build_router_metrics
 from tinyimg.router.table import BackendRef, BackendTable, ModelBackends
 
@@ -18,7 +18,7 @@ MODEL = "m"
 
 def build_room(timeout: float | None = 5.0, capacity: int = 100):
     table = BackendTable()
-    table.sync({MODEL: ModelBackends(family="sdxl", state="scaled-to-zero", cold_start_timeout=timeout)})
+    table.sync({MODEL: ModelBackends(family="sdxl", state="scaled-to-zero", cold_start_timeout=timeout, scales_from_zero=True)})
     calls: list[str] = []
 
     async def trigger(model: str) -> None:
@@ -29,7 +29,7 @@ def build_room(timeout: float | None = 5.0, capacity: int = 100):
 
 
 def pod_ready(table: BackendTable) -> None:
-    table.sync({MODEL: ModelBackends(family="sdxl", cold_start_timeout=5.0,
+    table.sync({MODEL: ModelBackends(family="sdxl", cold_start_timeout=5.0, scales_from_zero=True,
                                      backends=(BackendRef(url="http://10.0.0.9:8000", name="p"),))})
 
 
@@ -149,3 +149,34 @@ def test_desired_table_lists_a_model_at_zero_and_keeps_failed_over_scaled_to_zer
     assert (table["a"].state, table["a"].cold_start_timeout, table["a"].backends) == ("scaled-to-zero", 600.0, ())
     failed = build_desired_table({"a": imagemodel({"enabled": True}, desired=0, degraded=True)}, {}, {}, {})
     assert failed["a"].state == "failed"
+
+
+def ready_imagemodel():
+    obj = imagemodel()
+    obj["status"]["conditions"].append({"type": "Ready", "status": "True"})
+    return obj
+
+
+def test_a_ready_model_whose_pod_this_router_has_not_seen_waits_a_grace_without_asking_for_a_pod():
+    desired = build_desired_table({MODEL: ready_imagemodel()}, {}, {}, {})
+    assert (desired[MODEL].cold_start_timeout, desired[MODEL].scales_from_zero) == (DISCOVERY_GRACE_SECONDS, False)
+    not_ready = build_desired_table({MODEL: imagemodel()}, {}, {}, {})
+    assert not_ready[MODEL].cold_start_timeout is None  # not Ready: refused at once
+
+    async def scenario():
+        room, table, calls, metrics = build_room()
+        table.sync({MODEL: ModelBackends(family="sdxl", cold_start_timeout=5.0)})
+        waiter = asyncio.create_task(room.hold(MODEL, stays))
+        await asyncio.sleep(0.3)
+        assert room.waiting[MODEL] == 1 and calls == []  # waits, asks for nothing
+        pod_ready(table)
+        await asyncio.wait_for(waiter, 2)
+        assert sample(metrics, "tinyimg_router_held_requests_total", model=MODEL, outcome="ready") == 1
+
+        table.sync({MODEL: ModelBackends(family="sdxl", cold_start_timeout=0.3)})
+        with pytest.raises(ApiError) as err:
+            await room.hold(MODEL, stays)
+        assert (err.value.status, err.value.code) == (503, "no_ready_backend") and err.value.retry_after
+        assert "is Ready but no pod" in str(err.value) and calls == []
+
+    asyncio.run(scenario())

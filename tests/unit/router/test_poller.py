@@ -1,10 +1,13 @@
 """The poller reads pods' answers with the shared contract models (in-process ASGI pods)."""
 
+import asyncio
+import json
+
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from tinyimg.router.poller import poll_pod
+from tinyimg.router.poller import SLOW_POLLS_TO_UNREACHABLE, poll_pod
 from tinyimg.router.table import PodState
 
 STATUS = {"uptime_seconds": 3.0, "devices": [{"name": "cpu", "kind": "cpu"}],
@@ -45,3 +48,52 @@ async def test_a_pod_breaking_the_contract_is_unreachable_with_the_reason(status
     pod, states = await poll(pod_app(status, models))
     assert (pod.reachable, states, pod.backlog) == (False, {}, {})
     assert "validation error" in (pod.last_error or "")
+
+
+@pytest.fixture()
+async def slow_pod():
+    """A loopback pod whose answers wait ``state["delay"]`` seconds (beyond the poll's timeout when slow)."""
+    state = {"delay": 0.0}
+    bodies = {b"/status": json.dumps(STATUS).encode(), b"/models": json.dumps(MODELS).encode()}
+
+    async def serve(reader, writer):
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                await asyncio.sleep(state["delay"])
+                body = bodies[head.split(b" ")[1]]
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", state
+    server.close()
+
+
+async def test_a_pod_slow_to_answer_stays_in_rotation_until_its_polls_time_out_three_times_in_a_row(slow_pod):
+    url, state = slow_pod
+    pod = PodState(url=url, name="pod")
+    async with httpx.AsyncClient() as client:
+        await poll_pod(client, pod, timeout=0.2)
+        assert (pod.reachable, pod.backlog) == (True, {"m": 3})
+        state["delay"] = 0.5
+        for _ in range(SLOW_POLLS_TO_UNREACHABLE - 1):
+            assert await poll_pod(client, pod, timeout=0.2) == {}
+            assert (pod.reachable, pod.backlog, pod.last_error) == (True, {"m": 3}, None)  # the last good poll's view
+        state["delay"] = 0.0
+        await poll_pod(client, pod, timeout=0.2)  # one good answer starts the count again
+        state["delay"] = 0.5
+        for _ in range(SLOW_POLLS_TO_UNREACHABLE - 1):
+            await poll_pod(client, pod, timeout=0.2)
+        assert pod.reachable
+        await poll_pod(client, pod, timeout=0.2)
+        assert pod.reachable is False and pod.last_error
+
+
+async def test_a_refused_connection_is_unreachable_at_once():
+    pod = PodState(url="http://127.0.0.1:9", name="pod")
+    async with httpx.AsyncClient() as client:
+        await poll_pod(client, pod, timeout=0.5)
+    assert pod.reachable is False and pod.last_error

@@ -6,6 +6,8 @@ import asyncio
 import httpcore
 import pytest
 
+from tinyimg.http.limits import EdgeLimits
+from tinyimg.router.forward import POOL_KEEPALIVE_SECONDS, build_forward_pool
 from tinyimg.router.pool import ForwardPool
 
 
@@ -85,3 +87,22 @@ async def test_a_refused_connection_raises_and_leaves_nothing_behind():
     with pytest.raises(httpcore.ConnectError):
         await fetch(pool, "http://127.0.0.1:9")
     assert not pool.busy and not any(pool.idle.values())
+
+
+async def test_an_idle_connection_past_its_expiry_is_not_reused(pod):
+    url, connections = pod
+    pool = ForwardPool(keepalive_expiry=0.2)
+    assert await fetch(pool, url) == (200, b"ok")
+    assert await fetch(pool, url) == (200, b"ok")
+    assert len(connections) == 1
+    await asyncio.sleep(0.3)
+    assert await fetch(pool, url) == (200, b"ok")
+    assert len(connections) == 2
+    await pool.aclose()
+
+
+def test_the_router_drops_idle_connections_before_the_model_server_would_close_them():
+    """Else a request can go out on a connection the pod is closing at that moment (it fails, and
+    the forwarder takes the pod out of the rotation)."""
+    assert build_forward_pool().keepalive_expiry == POOL_KEEPALIVE_SECONDS
+    assert 0 < POOL_KEEPALIVE_SECONDS <= EdgeLimits().keep_alive_timeout - 1.0
