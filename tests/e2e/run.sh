@@ -60,7 +60,8 @@ docker build -f Dockerfile.server -t "$SERVER_IMAGE" \
 docker build -f Dockerfile.operator -t "$OPERATOR_IMAGE" .
 
 log "creating kind cluster $CLUSTER"
-if ! kind get clusters | grep -qx "$CLUSTER"; then
+clusters="$(kind get clusters)"  # not piped into grep -q: under pipefail, SIGPIPE fails it at random
+if ! grep -qx "$CLUSTER" <<< "$clusters"; then
     kind create cluster --name "$CLUSTER" --wait 180s
 fi
 kubectl config use-context "kind-$CLUSTER"
