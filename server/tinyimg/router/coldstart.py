@@ -46,6 +46,11 @@ class WaitingRoom:
         entry = self.table.models.get(model)
         return bool(entry and entry.cold_start_timeout and not self.table.ready_pods(model))
 
+    async def admit(self, model: str, disconnected: Callable[[], Awaitable[bool]]) -> None:
+        """Return at once when ``model`` has a pod that serves (or is not held); else ``hold``."""
+        if self.holds(model):
+            await self.hold(model, disconnected)
+
     async def hold(self, model: str, disconnected: Callable[[], Awaitable[bool]]) -> None:
         """Returns once a pod of ``model`` serves; raises RouterError (503, or 499 when the client left)."""
         entry = self.table.models[model]

@@ -45,11 +45,16 @@ def build_watch_client(connection: KubeConnection) -> httpx.AsyncClient:
     return httpx.AsyncClient(**connection.client_options(), timeout=httpx.Timeout(10.0, read=WATCH_TIMEOUT_SECONDS + 30))
 
 
+def read_conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """type -> condition, from an object's status."""
+    return {c.get("type"): c for c in obj.get("status", {}).get("conditions") or []}
+
+
 def build_model_status(imagemodel: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
     """(family, state, reason) of an ImageModel: its Degraded condition means failed; else loading
     until the router itself sees a ready pod (then the table says ready)."""
     family = imagemodel.get("spec", {}).get("family")
-    conditions = {c.get("type"): c for c in imagemodel.get("status", {}).get("conditions") or []}
+    conditions = read_conditions(imagemodel)
     degraded = conditions.get("Degraded", {})
     if degraded.get("status") == "True":
         return family, "failed", degraded.get("message") or degraded.get("reason")
@@ -114,7 +119,7 @@ def build_discovery_grace(imagemodel: dict[str, Any]) -> float | None:
     pod from its own watches, which can lag behind (a busy API server, a watch being re-opened). A
     user who runs ``kubectl wait --for=condition=Ready`` and then sends a request should not get a
     503 for that gap, so the request waits (as in a cold start, without asking for a pod)."""
-    conditions = {c.get("type"): c for c in imagemodel.get("status", {}).get("conditions") or []}
+    conditions = read_conditions(imagemodel)
     return DISCOVERY_GRACE_SECONDS if conditions.get("Ready", {}).get("status") == "True" else None
 
 

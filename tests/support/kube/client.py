@@ -1,20 +1,19 @@
 """Test-side helpers over the emulated API: read objects directly, write them over HTTP.
 
-Use from a test (async, function scope)::
+Import the fixture with ``from tests.support.kube import kube  # noqa: F401``; then, in an async
+test (function scope) that takes ``kube``::
 
-    from tests.support.kube import kube  # noqa: F401  (the fixture)
-
-    async def test_a_pod_is_labelled(kube):   # a test of yours, with its own asserts
-        kube.url                                 # "http://127.0.0.1:PORT" for any client
-        kube.write_kubeconfig(tmp_path / "kc")   # a kubeconfig pointing at it (for KUBECONFIG)
-        await kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {...}, ...})
-        pod = kube.get("v1/pods", "default", "p1")          # dict or None, read directly
-        kube.list("v1/pods", "default", labels={"app": "x"})
-        await kube.patch("v1/pods", "default", "p1", {"metadata": {"labels": {...}}})
-        await kube.patch_status("apps/v1/deployments", "default", "d", {"readyReplicas": 1})
-        await kube.delete("v1/pods", "default", "p1")
-        kube.writes()                            # write requests sent by clients other than these helpers
-        await kube.wait_for(lambda: kube.get(...) is not None)
+    kube.url                                 # "http://127.0.0.1:PORT" for any client
+    kube.write_kubeconfig(tmp_path / "kc")   # a kubeconfig pointing at it (for KUBECONFIG)
+    await kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {...}, ...})
+    pod = kube.get("v1/pods", "default", "p1")          # dict or None, read directly
+    kube.list("v1/pods", "default", labels={"app": "x"})
+    await kube.patch("v1/pods", "default", "p1", {"metadata": {"labels": {...}}})
+    await kube.patch_status("apps/v1/deployments", "default", "d", {"readyReplicas": 1})
+    await kube.delete("v1/pods", "default", "p1")
+    kube.writes()                            # write requests sent by clients other than these helpers
+    await kube.wait_for(lambda: kube.get(...) is not None)
+    assert kube.get("v1/pods", "default", "p1") is None   # the test's own asserts on real values
 
 Resources are named like ``"v1/pods"``, ``"apps/v1/deployments"``, ``"tinyimg.io/v1alpha1/imagemodels"``.
 """

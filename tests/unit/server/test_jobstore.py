@@ -36,12 +36,18 @@ def finish(store: JobStore, record: JobRecord, image_bytes: int) -> None:
     store.finish(record)
 
 
-def test_a_finished_job_expires_after_its_ttl_and_then_answers_job_expired():
+def one_finished_job(ttl_seconds: float) -> tuple[Clock, JobStore, JobRecord]:
+    """A store on a fake clock holding one succeeded job of 10 image bytes."""
     clock = Clock()
-    store = JobStore(ttl_seconds=60, max_bytes=10**9, clock=clock)
+    store = JobStore(ttl_seconds=ttl_seconds, max_bytes=10**9, clock=clock)
     record = make_record()
     store.add(record)
     finish(store, record, 10)
+    return clock, store, record
+
+
+def test_a_finished_job_expires_after_its_ttl_and_then_answers_job_expired():
+    clock, store, record = one_finished_job(ttl_seconds=60)
     clock.now += 59.9
     assert store.get(record.id) is record
     clock.now += 0.2
@@ -51,11 +57,7 @@ def test_a_finished_job_expires_after_its_ttl_and_then_answers_job_expired():
 
 
 def test_the_metrics_readings_do_not_count_an_expired_job_and_its_id_stays_taken():
-    clock = Clock()
-    store = JobStore(ttl_seconds=60, max_bytes=10**9, clock=clock)
-    record = make_record()
-    store.add(record)
-    finish(store, record, 10)
+    clock, store, record = one_finished_job(ttl_seconds=60)
     assert store.count_by_status()["succeeded"] == 1 and store.result_bytes() == record.size_bytes
     clock.now += 60
     assert store.count_by_status()["succeeded"] == 0 and store.result_bytes() == 0

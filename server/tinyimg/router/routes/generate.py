@@ -61,8 +61,7 @@ async def forward_edit(request: Request, state: StateDep) -> Any:
 
 
 async def forward_body(request: Request, state: StateDep, body: bytes, model: str) -> Any:
-    if state.waiting_room.holds(model):
-        await state.waiting_room.hold(model, request.is_disconnected)
+    await state.waiting_room.admit(model, request.is_disconnected)
     request_id = request.scope["state"]["request_id"]
     headers = build_upstream_headers(
         [(k, v) for k, v in request.headers.items()], request_id, request.client.host if request.client else None

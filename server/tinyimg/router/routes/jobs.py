@@ -80,8 +80,7 @@ async def relay_job_json(upstream: UpstreamResponse, job_id: str, request: Reque
 async def create_job(request: Request, state: StateDep) -> Response:
     body = await request.body()
     model = read_model_name(body, list(state.table.models))
-    if state.waiting_room.holds(model):  # as /generate: a model at zero starts a pod for it
-        await state.waiting_room.hold(model, request.is_disconnected)
+    await state.waiting_room.admit(model, request.is_disconnected)  # as /generate: a model at zero starts a pod for it
     assert state.forwarder is not None  # the lifespan builds it before the first request
     common, key_hash, base_url = upstream_headers(request), read_key_hash(request), str(request.base_url)
 
