@@ -18,7 +18,7 @@ def build_children(
     """ConfigMap, cache PVC (when sized), Service, then the Deployment that mounts them."""
     claim = build_cache_claim(spec, namespace, owner)
     return [
-        build_configmap(spec, namespace, owner),
+        build_configmap(spec, namespace, settings, owner),
         *([claim] if claim else []),
         build_service(spec, namespace, owner),
         build_deployment(spec, namespace, settings, owner),

@@ -8,20 +8,31 @@ from typing import Any
 import yaml
 
 from tinyimg import labels
-from tinyimg.spec import ModelSpec, ServerConfig
+from tinyimg.spec import ModelSpec, ServerConfig, merge_server_settings
 from tinyimg_operator.objects import CONFIG_FILE, configmap_name, object_meta
+from tinyimg_operator.settings import BuildSettings
+
+WEBHOOK_SECRET_DIR = "/etc/tinyimg/webhook"
+WEBHOOK_SECRET_KEY = "secret"
 
 
-def build_server_config_yaml(spec: ModelSpec) -> str:
-    """What ``tinyimg serve`` reads in the pod: listen on all interfaces, this one model.
+def build_server_config_yaml(spec: ModelSpec, settings: BuildSettings | None = None) -> str:
+    """What ``tinyimg serve`` reads in the pod: listen on all interfaces, this one model, and the
+    server settings: the operator's (the chart's ``server`` value), the model's ``spec.server`` over
+    them, and the mounted webhook signing key where the operator has one.
 
     ``spec.env`` is left out: it reaches the process as the container's environment, and may hold
     values (tokens, URLs with credentials) that a ConfigMap, readable more widely, must not carry.
     ``replicas`` and ``autoscaling`` are left out too: they are the Deployment's business, and in
     the file they would change the config checksum on the pod template, so ``kubectl scale`` (or a
     new autoscaling bound) would roll every pod."""
-    model = spec.model_copy(update={"env": {}})
-    config = ServerConfig(host="0.0.0.0", port=labels.DEFAULT_PORT, models=[model]).to_wire()
+    settings = settings or BuildSettings()
+    model = spec.model_copy(update={"env": {}, "server": None})
+    server = merge_server_settings(settings.server, spec.server)
+    if settings.webhook_secret:
+        server.setdefault("jobs", {}).setdefault("webhookSecretFile", f"{WEBHOOK_SECRET_DIR}/{WEBHOOK_SECRET_KEY}")
+    wire = {**server, "host": "0.0.0.0", "port": labels.DEFAULT_PORT, "models": [model.to_wire()]}
+    config = ServerConfig.model_validate(wire).to_wire()
     for entry in config["models"]:
         entry.pop("replicas", None)
         entry.pop("autoscaling", None)
@@ -33,10 +44,12 @@ def config_checksum(config_yaml: str) -> str:
     return hashlib.sha256(config_yaml.encode()).hexdigest()
 
 
-def build_configmap(spec: ModelSpec, namespace: str, owner: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_configmap(
+    spec: ModelSpec, namespace: str, settings: BuildSettings | None = None, owner: dict[str, Any] | None = None
+) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": object_meta(configmap_name(spec.name), spec.name, namespace, owner),
-        "data": {CONFIG_FILE: build_server_config_yaml(spec)},
+        "data": {CONFIG_FILE: build_server_config_yaml(spec, settings)},
     }

@@ -8,7 +8,7 @@ from typing import Any
 from tinyimg import labels
 from tinyimg.drain import build_drain_timing
 from tinyimg.spec import ModelSpec
-from tinyimg_operator.configmap import build_server_config_yaml, config_checksum
+from tinyimg_operator.configmap import WEBHOOK_SECRET_DIR, WEBHOOK_SECRET_KEY, build_server_config_yaml, config_checksum
 from tinyimg_operator.objects import (
     CACHE_DIR,
     CHECKSUM_ANNOTATION,
@@ -49,7 +49,7 @@ def build_deployment(
                         "prometheus.io/port": str(labels.DEFAULT_PORT),
                         "prometheus.io/path": "/metrics",
                         # A spec change changes the config, hence the pod template: pods roll.
-                        CHECKSUM_ANNOTATION: config_checksum(build_server_config_yaml(spec)),
+                        CHECKSUM_ANNOTATION: config_checksum(build_server_config_yaml(spec, settings)),
                     },
                 },
                 "spec": build_pod_spec(spec, settings),
@@ -90,6 +90,9 @@ def build_pod_spec(spec: ModelSpec, settings: BuildSettings) -> dict[str, Any]:
             build_cache_volume(spec),
         ],
     }
+    if settings.webhook_secret:
+        pod["volumes"].append({"name": "webhook-secret", "secret": {
+            "secretName": settings.webhook_secret, "items": [{"key": WEBHOOK_SECRET_KEY, "path": WEBHOOK_SECRET_KEY}]}})
     if spec.node_selector:
         pod["nodeSelector"] = dict(spec.node_selector)
     if spec.tolerations:
@@ -132,6 +135,8 @@ def build_container(spec: ModelSpec, settings: BuildSettings) -> dict[str, Any]:
             {"name": "cache", "mountPath": CACHE_DIR},
         ],
     }
+    if settings.webhook_secret:
+        container["volumeMounts"].append({"name": "webhook-secret", "mountPath": WEBHOOK_SECRET_DIR, "readOnly": True})
     if settings.image_pull_policy:
         container["imagePullPolicy"] = settings.image_pull_policy
     return container

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from tinyimg.spec import PodServerSettings
 
 DEFAULT_SERVER_IMAGE = "ghcr.io/tinyimg/tinyimg-server:0.1.0"
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
@@ -17,6 +20,11 @@ class BuildSettings:
     # Images an ImageModel's spec.image may name (see image_allowed); empty: only server_image.
     allowed_images: tuple[str, ...] = ()
     builtin_autoscaler: bool = True  # False: spec.autoscaling is left to an external autoscaler (HPA/KEDA)
+    # Server settings for every model pod (the chart's `server` value); a model's spec.server wins.
+    server: PodServerSettings | None = None
+    # A Secret (key `secret`) in each model's namespace with the webhook signing key: mounted into
+    # model pods, and jobs.webhookSecretFile points at it.
+    webhook_secret: str | None = None
 
     def image_allowed(self, image: str) -> bool:
         """The operator's own server image, or one on the allow-list: an exact reference, or a
@@ -29,7 +37,9 @@ class BuildSettings:
 def load_build_settings(environ: Mapping[str, str] | None = None) -> BuildSettings:
     """TINYIMG_SERVER_IMAGE (default model-server image), TINYIMG_IMAGE_PULL_POLICY (optional),
     TINYIMG_ALLOWED_IMAGES (comma-separated images or ``prefix*`` an ImageModel may also use),
-    TINYIMG_AUTOSCALER (builtin, the default, or off: the chart's one autoscaling switch)."""
+    TINYIMG_AUTOSCALER (builtin, the default, or off: the chart's one autoscaling switch),
+    TINYIMG_SERVER_SETTINGS (JSON: the server settings of every model pod), TINYIMG_WEBHOOK_SECRET
+    (the name of the Secret holding the webhook signing key)."""
     env = os.environ if environ is None else environ
     policy = env.get("TINYIMG_IMAGE_PULL_POLICY") or None
     if policy is not None and policy not in PULL_POLICIES:
@@ -38,8 +48,15 @@ def load_build_settings(environ: Mapping[str, str] | None = None) -> BuildSettin
     autoscaler = env.get("TINYIMG_AUTOSCALER") or "builtin"
     if autoscaler not in ("builtin", "off"):
         raise ValueError(f"TINYIMG_AUTOSCALER must be builtin or off, not {autoscaler!r}")
+    raw = env.get("TINYIMG_SERVER_SETTINGS") or ""
+    try:
+        server = PodServerSettings.model_validate(json.loads(raw)) if raw.strip() else None
+    except ValueError as err:  # JSON or validation: the message names the field
+        raise ValueError(f"TINYIMG_SERVER_SETTINGS: {err}") from None
     return BuildSettings(
         server_image=env.get("TINYIMG_SERVER_IMAGE") or DEFAULT_SERVER_IMAGE,
+        server=server,
+        webhook_secret=env.get("TINYIMG_WEBHOOK_SECRET") or None,
         image_pull_policy=policy,
         allowed_images=allowed,
         builtin_autoscaler=autoscaler == "builtin",

@@ -1,4 +1,4 @@
-"""The `models` part of the chart's values.schema.json, built from the ImageModel CRD (pure).
+"""The `models` and `server` parts of the chart's values.schema.json, built from the ImageModel CRD (pure).
 
 Unknown fields in an ImageModel are pruned silently by the API server; with this schema `helm
 lint/install` names a misspelt model field instead. Kubernetes' OpenAPI v3 is turned into the JSON
@@ -44,9 +44,13 @@ def build_model_item_schema(crd: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_values_schema(shipped: dict[str, Any], crd: dict[str, Any]) -> dict[str, Any]:
-    """The chart's hand-written values schema with `models.items` generated from the CRD."""
+    """The chart's hand-written values schema with `models.items` generated from the CRD, and
+    `server` from the same schema's `spec.server` (PodServerSettings: every model pod's settings)."""
     schema = dict(shipped)
     properties = dict(schema["properties"])
     properties["models"] = {**properties["models"], "items": build_model_item_schema(crd)}
+    [version] = crd["spec"]["versions"]
+    server = to_json_schema(version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["server"])
+    properties["server"] = {**server, "type": "object"}
     schema["properties"] = properties
     return schema

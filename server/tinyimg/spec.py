@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from tinyimg.families import FAMILIES, family_info
+from tinyimg.http.limits import EdgeLimits
 
 # Model names become Kubernetes object names and label values (DNS-1035 label, room for suffixes).
 MODEL_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
@@ -175,6 +176,56 @@ class AutoscalingSpec(_Schema):
         return self
 
 
+class JobsConfig(_Schema):
+    """The jobs API (``/v1/jobs``): how long results stay, how much memory they may take, how
+    progress is streamed, and where webhooks may go."""
+
+    result_ttl_seconds: float = Field(3600.0, gt=0, le=7 * 86_400, description="Finished jobs are kept this long.")
+    max_result_bytes: int = Field(
+        256 * 2**20, ge=1024, description="Encoded images kept, all finished jobs together; oldest evicted first."
+    )
+    progress_interval_ms: int = Field(100, ge=0, le=60_000, description="At most one progress event this often.")
+    preview_interval_ms: int = Field(
+        1000, ge=0, le=60_000, description="At most one preview event this often, per job that asked for previews."
+    )
+    keepalive_seconds: float = Field(15.0, gt=0, le=300, description="SSE comment sent after this much silence.")
+    webhook_allowed_hosts: list[str] | None = Field(
+        None, description="Host names (or addresses) webhooks may call; unset = no webhooks."
+    )
+    webhook_secret_file: str | None = Field(
+        None, description="HMAC secret for webhook signatures (whsec_<base64> or raw bytes); needed for webhooks."
+    )
+    webhook_max_attempts: int = Field(5, ge=1, le=20)
+    webhook_backoff_seconds: float = Field(1.0, ge=0, le=600, description="First retry delay; doubles each time.")
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=120)
+
+
+class PodServerSettings(_Schema):
+    """The settings of ``tinyimg serve`` besides its models, as a cluster sets them for a model's
+    pods: the chart's ``server`` value for every model, then a model's own ``spec.server`` over it
+    (a field given in both takes the model's; ``jobs`` is merged field by field). Unset: the
+    server's defaults. Keys (``apiKeysFile``) are checked by the router, so pods have none."""
+
+    max_body_bytes: int | None = Field(None, ge=1024, description="Largest accepted request body.")
+    max_body_bytes_total: int | None = Field(None, ge=1024, description="Request bodies held at once, all requests.")
+    max_connections: int | None = Field(None, ge=1, description="Open connections per pod.")
+    trusted_proxies: list[str] | None = Field(None, description="Whose X-Forwarded-For/-Proto are believed.")
+    jobs: JobsConfig | None = Field(None, description="The jobs API (webhook allow-list, result TTL and bound, ...).")
+
+    def wire_set(self) -> dict[str, Any]:
+        """Only what was given, camelCase (for merging two layers)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude_none=True)
+
+
+def merge_server_settings(*layers: PodServerSettings | None) -> dict[str, Any]:
+    """Later layers win, field by field (``jobs`` too): the wire dict of the merged settings."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in (layer.wire_set() if layer is not None else {}).items():
+            merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
+    return merged
+
+
 class ModelSpec(_Schema):
     name: str = Field(min_length=1, max_length=50, pattern=MODEL_NAME_PATTERN)
     # Checked against the registry when a spec is read (not frozen into the class), so a family
@@ -201,6 +252,7 @@ class ModelSpec(_Schema):
     env: dict[str, str] = Field(default_factory=dict)
     image: str | None = Field(None, description="Override the operator's model-server image.")
     hf_token_secret: SecretKeySpec | None = None
+    server: PodServerSettings | None = Field(None, description="Server settings for this model's pods, over the chart's.")
 
     @field_validator("family")
     @classmethod
@@ -261,42 +313,19 @@ class ModelSpec(_Schema):
         return self.source.startswith(("/", "./", "../", "~"))
 
 
-class JobsConfig(_Schema):
-    """The jobs API (``/v1/jobs``): how long results stay, how much memory they may take, how
-    progress is streamed, and where webhooks may go."""
-
-    result_ttl_seconds: float = Field(3600.0, gt=0, le=7 * 86_400, description="Finished jobs are kept this long.")
-    max_result_bytes: int = Field(
-        256 * 2**20, ge=1024, description="Encoded images kept, all finished jobs together; oldest evicted first."
-    )
-    progress_interval_ms: int = Field(100, ge=0, le=60_000, description="At most one progress event this often.")
-    preview_interval_ms: int = Field(
-        1000, ge=0, le=60_000, description="At most one preview event this often, per job that asked for previews."
-    )
-    keepalive_seconds: float = Field(15.0, gt=0, le=300, description="SSE comment sent after this much silence.")
-    webhook_allowed_hosts: list[str] | None = Field(
-        None, description="Host names (or addresses) webhooks may call; unset = no webhooks."
-    )
-    webhook_secret_file: str | None = Field(
-        None, description="HMAC secret for webhook signatures (whsec_<base64> or raw bytes); needed for webhooks."
-    )
-    webhook_max_attempts: int = Field(5, ge=1, le=20)
-    webhook_backoff_seconds: float = Field(1.0, ge=0, le=600, description="First retry delay; doubles each time.")
-    webhook_timeout_seconds: float = Field(10.0, gt=0, le=120)
-
-    @model_validator(mode="after")
-    def _webhooks_need_a_secret(self) -> JobsConfig:
-        if self.webhook_allowed_hosts and not self.webhook_secret_file:
-            raise ValueError("webhookAllowedHosts is set but webhookSecretFile is not: webhooks are signed")
-        return self
-
-
 class ServerConfig(_Schema):
     """What ``tinyimg serve`` reads: listening options and the models."""
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest accepted request body.")
+    max_body_bytes: int = Field(
+        EdgeLimits.max_body_bytes, ge=1024,
+        description="Largest accepted request body (8 MiB: a 1024² PNG and its mask as base64 JSON fit).",
+    )
+    max_body_bytes_total: int = Field(
+        EdgeLimits.max_body_bytes_total, ge=1024,
+        description="Request bodies held at once by the process, all requests together; past it 503 server_busy.",
+    )
     api_keys_file: str | None = Field(None, description="One key per line; unset = no auth.")
     trusted_proxies: list[str] | None = Field(
         None, description="Addresses or networks whose X-Forwarded-For/-Proto are believed; unset = none."
@@ -305,6 +334,13 @@ class ServerConfig(_Schema):
     models: list[ModelSpec] = Field(min_length=1)
     # None (not a default object) keeps the rendered config of a pod unchanged when unset.
     jobs: JobsConfig | None = Field(None, description="The jobs API; unset = the defaults.")
+
+    @model_validator(mode="after")
+    def _webhooks_need_a_secret(self) -> ServerConfig:
+        jobs = self.jobs_config()
+        if jobs.webhook_allowed_hosts and not jobs.webhook_secret_file:
+            raise ValueError("jobs.webhookAllowedHosts is set but jobs.webhookSecretFile is not: webhooks are signed")
+        return self
 
     @field_validator("models")
     @classmethod

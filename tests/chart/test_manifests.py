@@ -161,8 +161,11 @@ def test_router_role_only_lists_and_watches_models_pods_and_their_owners(default
 def test_router_watches_its_namespace_and_serves_on_8000(defaults: list[dict[str, Any]]) -> None:
     c = one(defaults, "Deployment", "-router")["spec"]["template"]["spec"]["containers"][0]
     assert c["command"] == ["tinyimg", "router"]
+    # The router may finish open requests within its grace period less the preStop sleep and the exit slack.
+    grace = one(defaults, "Deployment", "-router")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert c["args"] == ["--kubernetes", "--namespace=$(POD_NAMESPACE)", "--host=0.0.0.0", "--port=8000",
-                         "--job-secret-file=/etc/tinyimg/jobs/secret"]
+                         "--job-secret-file=/etc/tinyimg/jobs/secret", f"--shutdown-timeout={grace - 15}"]
+    assert grace - 15 == 330  # the default 300 s request timeout + 30 s upstream slack
     assert c["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
     assert c["readinessProbe"]["httpGet"]["path"] == "/health/ready"
     service = one(defaults, "Service", "-router")
@@ -200,7 +203,7 @@ def test_ingress_routes_the_host_to_the_router_with_tls_and_class(every_option: 
     assert backend == {"name": one(every_option, "Service", "-router")["metadata"]["name"], "port": {"name": "http"}}
 
 
-def test_network_policy_admits_only_router_pods_and_the_prometheus_namespace(every_option: list[dict[str, Any]]) -> None:
+def test_network_policy_admits_only_router_and_operator_pods_and_the_prometheus_namespace(every_option: list[dict[str, Any]]) -> None:
     policy = one(every_option, "NetworkPolicy")["spec"]
     assert policy["podSelector"] == {"matchLabels": {
         "app.kubernetes.io/name": "tinyimg", "app.kubernetes.io/component": "model-server",
@@ -209,8 +212,11 @@ def test_network_policy_admits_only_router_pods_and_the_prometheus_namespace(eve
     [rule] = policy["ingress"]
     assert rule["ports"] == [{"port": 8000, "protocol": "TCP"}]
     router_pod_labels = one(every_option, "Deployment", "-router")["spec"]["template"]["metadata"]["labels"]
-    [from_router, from_prometheus] = rule["from"]
+    operator_pod_labels = one(every_option, "Deployment", "-operator")["spec"]["template"]["metadata"]["labels"]
+    [from_router, from_operator, from_prometheus] = rule["from"]  # the operator: its built-in autoscaler reads /status
     assert from_router["podSelector"]["matchLabels"].items() <= router_pod_labels.items()
+    assert from_operator["podSelector"]["matchLabels"].items() <= operator_pod_labels.items()
+    assert not from_router["podSelector"]["matchLabels"].items() <= operator_pod_labels.items()
     assert from_prometheus == {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
         "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},

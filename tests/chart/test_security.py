@@ -18,8 +18,14 @@ def test_network_policy_is_on_by_default_and_guards_the_model_pods(defaults: lis
     policy = one(defaults, "NetworkPolicy")["spec"]
     assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "model-server"
     [rule] = policy["ingress"]
-    [from_router, from_prometheus] = rule["from"]
+    [from_router, from_operator, from_prometheus] = rule["from"]
     assert from_router["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "router"
+    # The built-in autoscaler (the default controller) reads each model pod's /status from the operator pod.
+    assert from_operator["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
+    for controller in ("hpa", "keda", "none"):
+        [rule] = one(render(sets=(f"autoscaling.controller={controller}",)), "NetworkPolicy")["spec"]["ingress"]
+        assert [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in rule["from"] if "podSelector" in p
+                and "namespaceSelector" not in p] == ["router"], controller
     assert from_prometheus["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
     assert find(render(sets=("networkPolicy.enabled=false",)), "NetworkPolicy") == []
 

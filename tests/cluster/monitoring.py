@@ -10,14 +10,14 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
 
-from tests.support.kube.selectors import match_label_selector
+from tests.support.kube.selectors import label_selector_string, match_label_selector
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "charts" / "tinyimg" / "dashboards" / "tinyimg.json"
@@ -25,13 +25,7 @@ DASHBOARD = ROOT / "charts" / "tinyimg" / "dashboards" / "tinyimg.json"
 
 def pod_monitor_selector(pod_monitor: dict[str, Any]) -> str:
     """A PodMonitor's ``selector`` as a label-selector string."""
-    selector = pod_monitor["spec"]["selector"]
-    terms = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
-    for expr in selector.get("matchExpressions") or []:
-        op = {"In": "in", "NotIn": "notin"}.get(expr["operator"])
-        terms.append(f"{expr['key']} {op} ({','.join(expr['values'])})" if op else
-                     (expr["key"] if expr["operator"] == "Exists" else f"!{expr['key']}"))
-    return ",".join(terms)
+    return label_selector_string(pod_monitor["spec"]["selector"])
 
 
 def scrape_config(pod_monitor: dict[str, Any], pods: list[dict[str, Any]], interval: str = "1s") -> dict[str, Any]:
@@ -66,13 +60,15 @@ def dashboard_queries(rate_interval: str = "30s") -> list[tuple[str, str]]:
 
 
 @contextlib.contextmanager
-def running_prometheus(config: dict[str, Any], workdir: Path, address: str) -> Iterator[str]:
+def running_prometheus(config: dict[str, Any], workdir: Path, address: str,
+                       preexec: Callable[[], None] | None = None) -> Iterator[str]:
     binary = shutil.which("prometheus")
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
     log = (workdir / "prometheus.log").open("w")
     proc = subprocess.Popen(
         [binary, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
-         f"--web.listen-address={address}:9090"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+         f"--web.listen-address={address}:9090"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=preexec)
     url = f"http://{address}:9090"
     try:
         deadline = time.monotonic() + 30

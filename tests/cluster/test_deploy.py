@@ -209,7 +209,9 @@ def test_prometheus_scrapes_the_pods_the_chart_selects_and_every_panel_has_data(
     assert scraped == [FLUX, FLUX, SDXL, "tinyimg-router", "tinyimg-router"]
     address = cluster.call(lambda: cluster.kubelet.pool.take([9090]))
     url = cluster.service_url(NAMESPACE, "tinyimg-router")
-    with monitoring.running_prometheus(config, tmp_path, address) as prom:
+    # Prometheus runs as a pod of the `monitoring` namespace would, for the chart's NetworkPolicy.
+    as_pod = cluster.identity("prometheus", "monitoring", {"app.kubernetes.io/name": "prometheus"})
+    with monitoring.running_prometheus(config, tmp_path, address, as_pod) as prom:
 
         def active_targets() -> list[dict]:
             return httpx.get(f"{prom}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]

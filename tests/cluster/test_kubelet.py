@@ -101,7 +101,9 @@ def test_pod_gets_owner_chain_address_env_volumes_and_credentials(cluster):
     assert secret.endswith("/root/data/s") and files[f"{secret}/token"] == "t0k"
     kubeconfig = (cluster.workdir / "node" / "pods").glob(f"*{pod['metadata']['name']}*/kubeconfig")
     assert "emulated-" in next(kubeconfig).read_text()  # a token the emulator maps to the pod's ServiceAccount
-    deployment_status = cluster.get("apps/v1/deployments", NS, "web")["status"]
+    # The Deployment controller's next pass counts the pod that just turned ready.
+    deployment_status = cluster.wait_until(lambda: (s := cluster.get("apps/v1/deployments", NS, "web")["status"])
+                                           .get("readyReplicas") and s, timeout=10)
     assert {k: deployment_status[k] for k in ("replicas", "readyReplicas", "updatedReplicas", "availableReplicas")} == dict.fromkeys(
         ("replicas", "readyReplicas", "updatedReplicas", "availableReplicas"), 1)
     apply(cluster, {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": NS},

@@ -34,14 +34,16 @@ def write_server_config(path: Path, dirs: dict[str, Path], **server: object) -> 
 
 @contextlib.contextmanager
 def edge_processes(
-    tmp: Path, dirs: dict[str, Path], router_args: Iterable[str] = (), server_keys: bool = False
+    tmp: Path, dirs: dict[str, Path], router_args: Iterable[str] = (), server_keys: bool = False,
+    server_options: dict[str, object] | None = None,
 ) -> Iterator[tuple[Proc, Proc]]:
     """(server, router): the server ready (its model loaded, so memory measured later is the
     edge's, not the model's), the router in front. The router always requires ``API_KEY``; the
     server only with ``server_keys`` (behind a router it has none: the router keeps the key)."""
     keys = tmp / "keys"
     keys.write_text(API_KEY + "\n")
-    config = write_server_config(tmp / "server.yaml", dirs, **({"apiKeysFile": str(keys)} if server_keys else {}))
+    options = {**(server_options or {}), **({"apiKeysFile": str(keys)} if server_keys else {})}
+    config = write_server_config(tmp / "server.yaml", dirs, **options)
     server = wait_until_ready(spawn("edge-server", ["serve", "--config", str(config)], tmp))
     router = None
     try:

@@ -144,3 +144,13 @@ affinity:
   value: {{ $value | quote }}
 {{- end }}
 {{- end -}}
+
+{{/* The Secret with the webhook signing key model pods mount: webhooks.existingSecret, else the
+chart's own when server.jobs.webhookAllowedHosts is set, else nothing. */}}
+{{- define "tinyimg.webhookSecret" -}}
+{{- if .Values.webhooks.existingSecret -}}
+{{- .Values.webhooks.existingSecret -}}
+{{- else if dig "jobs" "webhookAllowedHosts" list (.Values.server | default dict) -}}
+{{- printf "%s-webhook" (include "tinyimg.fullname" .) -}}
+{{- end -}}
+{{- end -}}

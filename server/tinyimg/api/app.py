@@ -64,7 +64,8 @@ def build_job_service(config: ServerConfig, engine: Any, server_metrics: ServerM
 def build_edge_limits(config: ServerConfig) -> EdgeLimits:
     defaults = EdgeLimits()
     return EdgeLimits(
-        max_body_bytes=config.max_body_bytes, max_connections=config.max_connections or defaults.max_connections
+        max_body_bytes=config.max_body_bytes, max_body_bytes_total=config.max_body_bytes_total,
+        max_connections=config.max_connections or defaults.max_connections
     )
 
 

@@ -21,9 +21,21 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body is larger than the limit of {limit} bytes")
 
 
+class BodiesOverBudget(HTTPException):
+    code = "server_busy"
+
+    def __init__(self, budget: int):
+        super().__init__(503, f"request bodies held at once would pass this process's bound of {budget} bytes; retry",
+                         headers={"Retry-After": "1"})
+
+
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    """``max_bytes`` per request; ``max_total`` over all requests of the process at once."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, max_total: int | None = None):
         self.app, self.max_bytes = app, max_bytes
+        self.max_total = max(max_total or max_bytes, max_bytes)
+        self.held = 0  # bytes of bodies received by requests not yet answered (one event loop: no lock)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -41,9 +53,16 @@ class BodyLimitMiddleware:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                size = len(message.get("body", b""))
+                if received + size > self.max_bytes:
                     raise BodyTooLarge(self.max_bytes)
+                if self.held + size > self.max_total:
+                    raise BodiesOverBudget(self.max_total)
+                received += size
+                self.held += size
             return message
 
-        await self.app(scope, counting_receive, send)
+        try:
+            await self.app(scope, counting_receive, send)
+        finally:
+            self.held -= received

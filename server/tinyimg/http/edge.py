@@ -12,6 +12,6 @@ from tinyimg.http.limits import EdgeLimits
 
 def install_edge(app: FastAPI, limits: EdgeLimits, observe: Observer | None = None) -> None:
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes, max_total=limits.max_body_bytes_total)
     # Added last = outermost: the request id and the access log cover every answer, 413 included.
     app.add_middleware(RequestContextMiddleware, max_header_count=limits.max_header_count, observe=observe)

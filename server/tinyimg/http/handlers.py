@@ -48,7 +48,8 @@ async def answer_validation_error(request: Request, exc: RequestValidationError)
 
 
 async def answer_http_error(request: Request, exc: HTTPException) -> JSONResponse:
-    response = build_error_response(exc.status_code, status_code_name(exc.status_code), str(exc.detail))
+    code = getattr(exc, "code", None) or status_code_name(exc.status_code)
+    response = build_error_response(exc.status_code, code, str(exc.detail))
     response.headers.update(exc.headers or {})
     return response
 

@@ -13,7 +13,12 @@ RESERVED_FDS = 64
 
 @dataclass(frozen=True)
 class EdgeLimits:
-    max_body_bytes: int = 1_000_000
+    # One request's body: an img2img or inpaint request with a 1024² photo-like PNG and its mask is
+    # about 3 MB of JSON (base64); 8 MiB leaves room, 2048² inputs need a higher value.
+    max_body_bytes: int = 8 * 2**20
+    # All request bodies this process holds at once (counted as they arrive, released when their
+    # request is answered): a crowd of large uploads is refused (503 server_busy), not buffered.
+    max_body_bytes_total: int = 64 * 2**20
     # The request line plus all header lines. Browsers send 1-2 KiB; 32 KiB leaves room for big
     # cookies or tokens and bounds what a client can make the process hold per connection.
     max_header_bytes: int = 32 * 1024

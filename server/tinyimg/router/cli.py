@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="believe X-Forwarded-For/-Proto from this address or network (repeat; default none)",
     )
     p.add_argument("--max-connections", type=int, metavar="N", help=f"open connections (default {d.max_connections})")
+    p.add_argument("--max-body-bytes", type=int, metavar="N", help=f"largest request body (default {d.max_body_bytes})")
+    p.add_argument(
+        "--max-body-bytes-total", type=int, metavar="N",
+        help=f"request bodies held at once, all requests together (default {d.max_body_bytes_total})",
+    )
     p.add_argument(
         "--shutdown-timeout", type=float, metavar="S",
         help=f"on SIGTERM, wait at most this long for open requests, then cancel them (default {d.shutdown_timeout:g})",
@@ -78,6 +83,8 @@ def load_settings(args: argparse.Namespace) -> RouterSettings:
         "poll_interval": args.poll_interval,
         "upstream_timeout": args.upstream_timeout,
         "max_connections": args.max_connections,
+        "max_body_bytes": args.max_body_bytes,
+        "max_body_bytes_total": args.max_body_bytes_total,
         "shutdown_timeout": args.shutdown_timeout,
         "trusted_proxies": tuple(args.trusted_proxies) if args.trusted_proxies else None,
         "key_hashes": tuple(load_key_hashes(args.api_keys_file)) if args.api_keys_file else None,

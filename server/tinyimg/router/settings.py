@@ -40,6 +40,7 @@ class RouterSettings:
     upstream_timeout: float = UPSTREAM_TIMEOUT_DEFAULT
     retry_after: float = 2.0  # seconds, in 503s the router itself answers
     max_body_bytes: int = EdgeLimits.max_body_bytes
+    max_body_bytes_total: int = EdgeLimits.max_body_bytes_total
     max_connections: int = EdgeLimits.max_connections
     trusted_proxies: tuple[str, ...] = ()  # whose X-Forwarded-For/-Proto are believed; none by default
     # On SIGTERM, open requests get this long, then are cancelled: inside Kubernetes' default 30 s
@@ -50,4 +51,5 @@ class RouterSettings:
     job_secret: bytes = b""
 
     def edge_limits(self) -> EdgeLimits:
-        return EdgeLimits(max_body_bytes=self.max_body_bytes, max_connections=self.max_connections)
+        return EdgeLimits(max_body_bytes=self.max_body_bytes, max_body_bytes_total=self.max_body_bytes_total,
+                          max_connections=self.max_connections)

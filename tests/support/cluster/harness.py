@@ -29,6 +29,8 @@ from typing import Any
 
 from tests.support.cluster.addresses import AddressPool
 from tests.support.cluster.manager import ControllerManager
+from tests.support.cluster.network import NetworkController, enter_cgroup
+from tests.support.cluster.network import enforcement_unavailable as network_unavailable
 from tests.support.cluster.node import ProcessKubelet, kill_group
 from tests.support.cluster.services import ServiceController
 from tests.support.kube.client import Kube, running_kube
@@ -56,6 +58,7 @@ class Cluster:
         self._stopping: asyncio.Event | None = None
         self._error: BaseException | None = None
         self.kubeconfig = workdir / "admin.kubeconfig"
+        self.network: NetworkController | None = None  # NetworkPolicies enforced (network.py), where possible
 
     # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> Cluster:
@@ -79,9 +82,10 @@ class Cluster:
             self.kube = kube
             kube.write_kubeconfig(self.kubeconfig, user="kubernetes-admin")
             pool = AddressPool()
-            self.kubelet = ProcessKubelet(self, NODE, self.workdir / "node", pool, kube.url)
+            self.network = None if network_unavailable() else NetworkController(self, "tinyimg-" + pool.prefix.replace(".", "-"))
+            self.kubelet = ProcessKubelet(self, NODE, self.workdir / "node", pool, kube.url, self.network)
             self.manager = ControllerManager(self, NODE)
-            self.services = ServiceController(self, pool)
+            self.services = ServiceController(self, pool, self.network)
             self._ready.set()
             try:
                 while not self._stopping.is_set():
@@ -95,6 +99,8 @@ class Cluster:
             finally:
                 self.kubelet.stop_all()
                 await self.services.stop()
+                if self.network is not None:
+                    self.network.stop()
                 await self.kubelet.client.aclose()
 
     def stop(self) -> None:
@@ -180,6 +186,14 @@ class Cluster:
         service = self.wait_until(lambda: (s := self.get("v1/services", namespace, name)) and s["spec"].get("clusterIP") and s,
                                   timeout=30, what=f"service {namespace}/{name} has a clusterIP")
         return f"http://{service['spec']['clusterIP']}:{port}"
+
+    def identity(self, key: str, namespace: str, labels: dict[str, str]) -> Callable[[], None] | None:
+        """A ``preexec_fn`` that runs a process the test starts as if it were a pod in ``namespace``
+        with ``labels``, for the NetworkPolicies (None where they are not enforced)."""
+        if self.network is None:
+            return None
+        path = self.call(lambda: self.network.add_identity(key, namespace, labels))
+        return lambda: enter_cgroup(path)
 
     def pod_processes(self) -> list[int]:
         """PIDs of the kubelet's processes that are still running."""

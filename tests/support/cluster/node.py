@@ -33,6 +33,7 @@ import yaml
 
 from tests.support.cluster.addresses import AddressPool
 from tests.support.cluster.containers import CannotRun, ContainerPlan, PodPlan, mount_dirs, pod_plan
+from tests.support.cluster.network import NetworkController, enter_cgroup
 from tests.support.kube.client import kubeconfig
 
 log = logging.getLogger("tests.cluster.kubelet")
@@ -109,8 +110,10 @@ class PodRuntime:
 class ProcessKubelet:
     """One node. ``tick()`` (called by the harness's loop) does one level-based pass."""
 
-    def __init__(self, cluster: Any, node: str, root: Path, pool: AddressPool, api_url: str) -> None:
+    def __init__(self, cluster: Any, node: str, root: Path, pool: AddressPool, api_url: str,
+                 network: NetworkController | None = None) -> None:
         self.cluster, self.node, self.root, self.pool, self.api_url = cluster, node, root, pool, api_url
+        self.network = network  # when set, each pod's processes run in its own cgroup (network.py)
         self.pods: dict[str, PodRuntime] = {}  # by uid
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(2.0))
 
@@ -154,7 +157,7 @@ class ProcessKubelet:
         for cplan in plan.containers:
             container = Container(cplan, root / "logs" / f"{cplan.name}.log")
             runtime.containers.append(container)
-            self._spawn(container, root)
+            self._spawn(container, root, meta["uid"])
         return runtime
 
     def _lookup(self, namespace: str):
@@ -191,17 +194,19 @@ class ProcessKubelet:
                 if not mount.exists():
                     mount.symlink_to(target, target_is_directory=True)
 
-    def _spawn(self, container: Container, root: Path) -> None:
+    def _spawn(self, container: Container, root: Path, uid: str) -> None:
         argv = [str(VENV_BIN / container.plan.argv[0]), *container.plan.argv[1:]]
         if container.plan.message_file is not None:  # a fresh, empty file for each run
             container.plan.message_file.parent.mkdir(parents=True, exist_ok=True)
             container.plan.message_file.write_bytes(b"")
+        cgroup = self.network.pod_cgroup(uid) if self.network is not None else None
         with container.log_path.open("ab") as out:
             out.write(f"--- start {_now()} (restart {container.restart_count}): {' '.join(argv)}\n".encode())
             out.flush()
             container.popen = subprocess.Popen(
                 argv, env=container.plan.env, cwd=root, stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,  # its own process group, killed as one
+                preexec_fn=(lambda: enter_cgroup(cgroup)) if cgroup is not None else None,
             )
         self.cluster.processes.add(container.popen)
         container.started_at, container.ready = _now(), False
@@ -228,7 +233,7 @@ class ProcessKubelet:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(container.popen.pid, signal.SIGKILL)
             if container.popen is None and now >= container.restart_at:
-                self._spawn(container, runtime.root)
+                self._spawn(container, runtime.root, runtime.uid)
             if container.alive() and not container.probing and now >= container.probe_at:
                 container.probing = True
                 asyncio.get_running_loop().create_task(self._probe(runtime, container))
@@ -332,6 +337,8 @@ class ProcessKubelet:
     def _forget(self, runtime: PodRuntime) -> None:
         self.pods.pop(runtime.uid, None)
         self.pool.release(runtime.ip)
+        if self.network is not None:
+            self.network.release(runtime.uid)
         shutil.rmtree(runtime.root / "volumes", ignore_errors=True)
 
     def stop_all(self) -> None:

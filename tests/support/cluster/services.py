@@ -13,6 +13,7 @@ from typing import Any
 
 from tests.support.cluster.addresses import AddressPool
 from tests.support.cluster.controllers import is_ready, is_terminating, owner_ref
+from tests.support.cluster.network import NetworkController, ServiceRule
 from tests.support.kube.selectors import match_label_selector
 
 log = logging.getLogger("tests.cluster.services")
@@ -67,6 +68,13 @@ def build_endpoint_slice(service: Mapping[str, Any], pods: list[dict[str, Any]])
     }
 
 
+def ready_endpoints(service: Mapping[str, Any], pods: list[dict[str, Any]], port: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """(podIP, targetPort) of the Service's ready, not terminating pods, sorted."""
+    found = [(p["status"]["podIP"], target_port(p, port)) for p in selected_pods(service, pods)
+             if is_ready(p) and not is_terminating(p)]
+    return sorted((ip, number) for ip, number in found if number)
+
+
 class ServiceProxy:
     """kube-proxy for one Service port: accepts on clusterIP:port, forwards to a ready pod."""
 
@@ -82,10 +90,7 @@ class ServiceProxy:
         service = self.cluster.read("v1/services", self.namespace, self.name)
         if service is None:
             return []
-        pods = [p for p in selected_pods(service, self.cluster.read_all("v1/pods", self.namespace))
-                if is_ready(p) and not is_terminating(p)]
-        found = [(p["status"]["podIP"], target_port(p, self.port)) for p in pods]
-        return sorted((ip, port) for ip, port in found if port)
+        return ready_endpoints(service, self.cluster.read_all("v1/pods", self.namespace), self.port)
 
     async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         endpoints = self._endpoints()
@@ -118,16 +123,18 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 class ServiceController:
-    """ClusterIPs, EndpointSlices and proxies for every Service; ``tick()`` is one pass."""
+    """ClusterIPs, EndpointSlices and, for every Service port, either kernel DNAT rules (with a
+    ``network``: see network.py) or a user-space proxy; ``tick()`` is one pass."""
 
-    def __init__(self, cluster: Any, pool: AddressPool) -> None:
-        self.cluster, self.pool = cluster, pool
+    def __init__(self, cluster: Any, pool: AddressPool, network: NetworkController | None = None) -> None:
+        self.cluster, self.pool, self.network = cluster, pool, network
         self.proxies: dict[tuple[str, str, int], ServiceProxy] = {}
 
     async def tick(self) -> None:
         services = self.cluster.read_all("v1/services")
         pods = self.cluster.read_all("v1/pods")
         wanted: set[tuple[str, str, int]] = set()
+        rules: list[ServiceRule] = []
         for service in services:
             ns, name = service["metadata"]["namespace"], service["metadata"]["name"]
             address = service["spec"].get("clusterIP")
@@ -137,6 +144,9 @@ class ServiceController:
                 address = self.pool.take(int(p["port"]) for p in service["spec"].get("ports") or [])
                 await self.cluster.write("v1/services", ns, name, {"spec": {"clusterIP": address, "clusterIPs": [address]}})
             for port in service["spec"].get("ports") or []:
+                if self.network is not None:
+                    rules.append(ServiceRule(address, int(port["port"]), tuple(ready_endpoints(service, pods, port))))
+                    continue
                 key = (ns, name, int(port["port"]))
                 wanted.add(key)
                 if key not in self.proxies:
@@ -150,6 +160,8 @@ class ServiceController:
             await self._sync_slice(service, selected_pods(service, pods))
         for key in set(self.proxies) - wanted:
             await self.proxies.pop(key).stop()
+        if self.network is not None:
+            self.network.apply(rules)
 
     async def _sync_slice(self, service: dict[str, Any], pods: list[dict[str, Any]]) -> None:
         if not (service.get("spec") or {}).get("selector"):

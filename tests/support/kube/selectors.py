@@ -52,6 +52,16 @@ def match_label_selector(labels: Mapping[str, str], selector: str | None) -> boo
     return True
 
 
+def label_selector_string(selector: Mapping[str, Any]) -> str:
+    """A LabelSelector object (``matchLabels``, ``matchExpressions``) as a selector string."""
+    terms = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for expr in selector.get("matchExpressions") or []:
+        op = {"In": "in", "NotIn": "notin"}.get(expr["operator"])
+        terms.append(f"{expr['key']} {op} ({','.join(expr['values'])})" if op else
+                     (expr["key"] if expr["operator"] == "Exists" else f"!{expr['key']}"))
+    return ",".join(terms)
+
+
 def field_value(obj: Mapping[str, Any], path: str) -> Any:
     """A dotted path into an object (``metadata.name``, ``status.phase``, ``spec.nodeName``)."""
     value: Any = obj
