@@ -110,7 +110,7 @@ def run_tick(api: KubeApi, http: httpx.Client, body: dict[str, Any], window: Loa
         window.clear()  # old samples say nothing about the load after a blind spell
     else:
         seen = Observation(window.add(now, seen.load), demand_token=seen.demand_token)
-    decision = decide(policy, state, seen, now)
+    decision = decide(policy, state, seen, now, engines_per_pod=spec.resources.gpus or 1)
     status = build_autoscaling_status(decision, body.get("status"), now)
     apply_status(api, body, {"autoscaling": status})
     return decision, status

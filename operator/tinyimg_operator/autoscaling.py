@@ -76,9 +76,11 @@ class LoadWindow:
         self.samples.clear()
 
 
-def recommend(load: float, policy: AutoscalingSpec) -> int:
-    """clamp(ceil(load / target), min, max)."""
-    wanted = math.ceil(load / policy.target_queue_per_replica - 1e-9) if load > 0 else 0
+def recommend(load: float, policy: AutoscalingSpec, engines_per_pod: int = 1) -> int:
+    """clamp(ceil(load / (target x engines per pod)), min, max): a pod given N GPUs runs N engine
+    replicas of the model, so it carries N times the target."""
+    per_pod = policy.target_queue_per_replica * max(1, engines_per_pod)
+    wanted = math.ceil(load / per_pod - 1e-9) if load > 0 else 0
     return max(policy.min_replicas, min(policy.max_replicas, wanted))
 
 
@@ -87,7 +89,8 @@ def initial_replicas(replicas: int, policy: AutoscalingSpec) -> int:
     return max(policy.min_replicas, min(policy.max_replicas, replicas))
 
 
-def decide(policy: AutoscalingSpec, state: AutoscalerState, seen: Observation, now: float) -> Decision:
+def decide(policy: AutoscalingSpec, state: AutoscalerState, seen: Observation, now: float,
+           engines_per_pod: int = 1) -> Decision:
     current = state.replicas
     demand_at = state.demand_at
     if seen.demand_token and seen.demand_token != state.demand_token:
@@ -118,14 +121,15 @@ def decide(policy: AutoscalingSpec, state: AutoscalerState, seen: Observation, n
     if demand_at is not None:
         load = max(load, 1.0)  # requests held by the router for this model count as load
     if current == 0 and load > 0:
-        to = max(1, recommend(load, policy))
+        to = max(1, recommend(load, policy, engines_per_pod))
         return scale(to, "ScaleFromZero", f"load {load:g} (router demand) at 0 replicas")
     idle_since = None if load > 0 else (state.idle_since if state.idle_since is not None else now)
-    wanted = recommend(load, policy)
+    wanted = recommend(load, policy, engines_per_pod)
     if wanted > current:
         since = state.above_since if state.above_since is not None else now
         if now - since >= policy.scale_up_stabilization_seconds:
-            return scale(wanted, "ScaleUp", f"load {load:g} over {current} x target {policy.target_queue_per_replica:g}")
+            return scale(wanted, "ScaleUp", f"load {load:g} over {current} x target {policy.target_queue_per_replica:g}"
+                         + (f" x {engines_per_pod} GPUs" if engines_per_pod > 1 else ""))
         return hold("Stabilizing", f"load {load:g} wants {wanted} for {now - since:.0f}s of "
                     f"{policy.scale_up_stabilization_seconds}s", above_since=since, below_since=None, idle_since=idle_since)
     if wanted < current:

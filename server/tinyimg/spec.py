@@ -290,9 +290,12 @@ class ModelSpec(_Schema):
             raise ValueError(f"defaults.steps {d.steps} is over limits.maxSteps {lim.max_steps}")
         if self.runtime.device == "cpu" and self.resources.gpus:
             raise ValueError("runtime.device is cpu but resources.gpus is not 0")
-        if not self.cache.shareable_by(self.replicas):
+        # The autoscaler may run up to maxReplicas pods: each would need the one volume.
+        pods = max(self.replicas, self.autoscaling.max_replicas if self.autoscaling.enabled else 0)
+        if not self.cache.shareable_by(pods):
+            field = "replicas" if pods == self.replicas else "autoscaling.maxReplicas"
             raise ValueError(
-                f"cache.accessMode ReadWriteOnce cannot be shared by {self.replicas} replicas: set"
+                f"cache.accessMode ReadWriteOnce cannot be shared by {pods} pods ({field}): set"
                 " cache.accessMode: ReadWriteMany, or drop cache.size (a per-pod emptyDir)"
             )
         return self

@@ -164,7 +164,7 @@ def test_router_watches_its_namespace_and_serves_on_8000(defaults: list[dict[str
     # The router may finish open requests within its grace period less the preStop sleep and the exit slack.
     grace = one(defaults, "Deployment", "-router")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert c["args"] == ["--kubernetes", "--namespace=$(POD_NAMESPACE)", "--host=0.0.0.0", "--port=8000",
-                         "--job-secret-file=/etc/tinyimg/jobs/secret", f"--shutdown-timeout={grace - 15}"]
+                         "--job-secret-file=/etc/tinyimg/jobs/secret", "--autoscaler=builtin", f"--shutdown-timeout={grace - 15}"]
     assert grace - 15 == 330  # the default 300 s request timeout + 30 s upstream slack
     assert c["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
     assert c["readinessProbe"]["httpGet"]["path"] == "/health/ready"

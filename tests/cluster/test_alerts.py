@@ -20,6 +20,10 @@ TESTS = {
             "input_series": [
                 {"series": 'tinyimg_router_ready_pods{model="down"}', "values": "0x20"},
                 {"series": 'tinyimg_router_ready_pods{model="up"}', "values": "1x20"},
+                # scaled to zero on purpose (idle, autoscaling): no alert
+                {"series": 'tinyimg_router_ready_pods{model="idle"}', "values": "0x20"},
+                {"series": 'tinyimg_router_scaled_to_zero{model="idle"}', "values": "1x20"},
+                {"series": 'tinyimg_router_scaled_to_zero{model="down"}', "values": "0x20"},
                 {"series": 'tinyimg_queue_depth{model="busy",device="cuda:0"}', "values": "20x20"},
                 {"series": 'tinyimg_queue_depth{model="up",device="cuda:0"}', "values": "1x20"},
                 {"series": 'tinyimg_router_requests_total{model="flaky",outcome="ok"}', "values": "0+10x20"},

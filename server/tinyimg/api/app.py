@@ -96,7 +96,8 @@ def create_app(
             await job_service.stop()
             await job_service.webhooks.stop()
 
-    app = FastAPI(title="TinyIMGserver", version=tinyimg.__version__, lifespan=lifespan)
+    # No /docs or /redoc: FastAPI's pages load their scripts from a CDN; /openapi.json stays.
+    app = FastAPI(title="TinyIMGserver", version=tinyimg.__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.config = config
     app.state.engine = engine
     app.state.metrics = server_metrics

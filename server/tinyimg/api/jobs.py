@@ -19,7 +19,7 @@ from tinyimg.api.auth import ApiKeyDep
 from tinyimg.api.deps import ConfigDep, JobsDep
 from tinyimg.api.generate import create_job
 from tinyimg.api.requests import GenerateRequest, OutputFormat, build_parameters_response
-from tinyimg.api.sse import stream_job_events
+from tinyimg.api.sse import parse_last_event_id, stream_job_events
 from tinyimg.contract import (
     BODY_ERRORS,
     EDGE_ERRORS,
@@ -193,7 +193,7 @@ def stream_job_route(
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     record = read_job(request, jobs, job_id)
-    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    after = parse_last_event_id(last_event_id)
     return StreamingResponse(
         stream_job_events(record, after, config.jobs_config().keepalive_seconds),
         media_type="text/event-stream",

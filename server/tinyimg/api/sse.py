@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 
 from tinyimg.runtime.jobstore import TERMINAL, JobEvent, JobRecord
@@ -17,6 +18,16 @@ from tinyimg.runtime.jobstore import TERMINAL, JobEvent, JobRecord
 # How long EventSource waits before reconnecting after the connection drops.
 RETRY_MS = 2000
 KEEPALIVE = b": keep-alive\n\n"
+
+
+# Event numbers are small; anything longer, or not ASCII digits (str.isdigit takes "²" and
+# int() refuses 5,000 digits), is not one we sent: replay from the start.
+LAST_EVENT_ID = re.compile(r"[0-9]{1,18}")
+
+
+def parse_last_event_id(value: str | None) -> int:
+    """The number a reconnecting client sends in ``Last-Event-ID``; 0 when absent or malformed."""
+    return int(value) if value is not None and LAST_EVENT_ID.fullmatch(value) else 0
 
 
 def format_event(event: JobEvent) -> bytes:

@@ -15,5 +15,8 @@ router = APIRouter(tags=["ui"])
 def read_playground() -> HTMLResponse:
     # Inline script and style only, nothing from elsewhere: say so to the browser too. Images are
     # the API's (blob: once fetched with the key) and the previews' JPEG data: URLs.
-    policy = "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' blob: data:"
-    return HTMLResponse(read_page(), headers={"Content-Security-Policy": policy, "Cache-Control": "no-cache"})
+    # Never framed by another site (clickjacking): frame-ancestors, and X-Frame-Options for old browsers.
+    policy = ("default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' blob: data:;"
+              " frame-ancestors 'none'")
+    headers = {"Content-Security-Policy": policy, "X-Frame-Options": "DENY", "Cache-Control": "no-cache"}
+    return HTMLResponse(read_page(), headers=headers)

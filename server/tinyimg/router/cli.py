@@ -29,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backends", metavar="FILE", help="YAML file: backends: {model: [url, ...]}")
     p.add_argument("--kubernetes", action="store_true", help="discover ImageModels and their pods in a cluster")
     p.add_argument("--namespace", help="namespace to watch (default: the router's own, or the kubeconfig's)")
+    p.add_argument(
+        "--autoscaler", choices=("builtin", "keda", "hpa", "none"), default="builtin",
+        help="who scales autoscaled models (with --kubernetes): requests for a model at zero are held only when it can"
+             " wake it (builtin: the demand annotation; keda: the waiting-requests metric)",
+    )
     p.add_argument("--host", help=f"listen address (default {d.host})")
     p.add_argument("--port", type=int, help=f"listen port (default {d.port})")
     p.add_argument("--api-keys-file", metavar="PATH", help="file with one key per line, or a mounted Secret dir")
@@ -102,7 +107,7 @@ def load_discovery(args: argparse.Namespace) -> KubeDiscovery | StaticDiscovery:
         from tinyimg.router.discovery_kube import KubeDiscovery
 
         connection = load_kube_connection(args.namespace)
-        return KubeDiscovery(connection, reload=lambda: load_kube_connection(args.namespace))
+        return KubeDiscovery(connection, reload=lambda: load_kube_connection(args.namespace), autoscaler=args.autoscaler)
     from tinyimg.router.discovery_static import load_backends_file, merge_backends, parse_backend_flag
 
     flags: dict[str, list[str]] = {}

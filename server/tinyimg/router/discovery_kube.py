@@ -97,12 +97,19 @@ def find_owning_model(
     return model if owner is not None else None
 
 
-def build_cold_start(imagemodel: dict[str, Any]) -> tuple[float | None, str | None, str | None]:
+# The cluster's autoscaler (the chart's autoscaling.controller) and whether it can wake a model at
+# zero: builtin reads the router's demand annotation, KEDA the router's waiting-requests metric;
+# an HPA never goes below one and with none nobody scales, so holding a request would only delay a 503.
+AUTOSCALERS = ("builtin", "keda", "hpa", "none")
+WAKES_FROM_ZERO = ("builtin", "keda")
+
+
+def build_cold_start(imagemodel: dict[str, Any], autoscaler: str = "builtin") -> tuple[float | None, str | None, str | None]:
     """(cold-start timeout, state, reason) of an autoscaled ImageModel; (None, None, None) when
-    autoscaling is off: then a model without a ready pod is refused at once (but see
-    ``build_discovery_grace``)."""
+    autoscaling is off, or when the cluster's autoscaler cannot wake a model: then a model without a
+    ready pod is refused at once (but see ``build_discovery_grace``)."""
     autoscaling = imagemodel.get("spec", {}).get("autoscaling") or {}
-    if not autoscaling.get("enabled"):
+    if not autoscaling.get("enabled") or autoscaler not in WAKES_FROM_ZERO:
         return None, None, None
     timeout = float(autoscaling.get("coldStartTimeoutSeconds") or AutoscalingSpec().cold_start_timeout_seconds)
     desired = (imagemodel.get("status", {}).get("autoscaling") or {}).get("desiredReplicas")
@@ -128,6 +135,7 @@ def build_desired_table(
     pods: dict[str, dict[str, Any]],
     deployments: dict[str, dict[str, Any]],
     replicasets: dict[str, dict[str, Any]],
+    autoscaler: str = "builtin",
 ) -> dict[str, ModelBackends]:
     """model -> its backends, from the ImageModels, the operator's Deployments, their ReplicaSets and
     the pods of the namespace. Pods not owned by an existing ImageModel's Deployment are left out."""
@@ -141,7 +149,7 @@ def build_desired_table(
     desired = {}
     for name, obj in imagemodels.items():
         family, state, reason = build_model_status(obj)
-        cold_start, cold_state, cold_reason = build_cold_start(obj)
+        cold_start, cold_state, cold_reason = build_cold_start(obj, autoscaler)
         if cold_state and state != "failed":
             state, reason = cold_state, cold_reason
         desired[name] = ModelBackends(family=family, state=state, reason=reason, backends=tuple(backends[name]),
@@ -171,10 +179,11 @@ def is_operator_managed(obj: dict[str, Any]) -> bool:
 class KubeDiscovery:
     mode = "kubernetes"
 
-    def __init__(self, connection: KubeConnection, reload: Callable[[], KubeConnection] | None = None):
+    def __init__(self, connection: KubeConnection, reload: Callable[[], KubeConnection] | None = None,
+                 autoscaler: str = "builtin"):
         """``reload``: read the credentials again (``load_kube_connection``), called when the API
         server answers 401: a kubeconfig's token may expire (an exec plugin's does) and be renewed."""
-        self.connection, self.reload = connection, reload
+        self.connection, self.reload, self.autoscaler = connection, reload, autoscaler
         self._login_lock = asyncio.Lock()
         self._logged_in_at = 0.0
         self.imagemodels: dict[str, dict[str, Any]] = {}
@@ -227,6 +236,8 @@ class KubeDiscovery:
         verb (patch on imagemodels) beyond its discovery reads; patching the scale subresource
         instead would need a rule of its own and would fight spec.replicas, which is the user's."""
         assert self.client is not None
+        if self.autoscaler != "builtin":  # KEDA reads tinyimg_router_waiting_requests instead
+            return
         path = f"{self._paths()['imagemodels']}/{model}"
         token = f"{time.time():.3f}"
         body = {"metadata": {"annotations": {labels.DEMAND_ANNOTATION: token}}}
@@ -240,7 +251,8 @@ class KubeDiscovery:
 
     def _refresh(self) -> None:
         assert self.table is not None
-        self.table.sync(build_desired_table(self.imagemodels, self.pods, self.deployments, self.replicasets))
+        self.table.sync(build_desired_table(self.imagemodels, self.pods, self.deployments, self.replicasets,
+                                            self.autoscaler))
         if self.listed == {"imagemodels", "pods", "deployments", "replicasets"}:
             self.table.synced = True
 

@@ -29,6 +29,7 @@ class RouterMetrics:
     upstream_duration: Histogram
     retries: Counter
     ready_pods: Gauge
+    scaled_to_zero: Gauge
     rejected: Counter
     waiting: Gauge
     held: Counter
@@ -52,6 +53,9 @@ def build_router_metrics() -> RouterMetrics:
         ),
         retries=Counter("tinyimg_router_retries", "Requests retried on another pod", ["model"], registry=registry),
         ready_pods=Gauge("tinyimg_router_ready_pods", "Ready, reachable pods per model", ["model"], registry=registry),
+        # 1 while the autoscaler keeps a model at zero on purpose (idle): no ready pod is then no fault.
+        scaled_to_zero=Gauge("tinyimg_router_scaled_to_zero", "1 when the model is scaled to zero while idle",
+                             ["model"], registry=registry),
         rejected=Counter("tinyimg_router_rejected", "Requests refused at the edge", ["reason"], registry=registry),
         # Scale from zero (tinyimg.router.coldstart).
         waiting=Gauge("tinyimg_router_waiting_requests", "Requests held for a model with no ready pod",

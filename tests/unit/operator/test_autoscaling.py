@@ -81,7 +81,7 @@ def test_crd_refuses_negative_times_and_carries_the_min_max_rule():
 def test_autoscaling_stays_out_of_the_pod_config():
     from tinyimg_operator.configmap import build_server_config_yaml
 
-    spec = ModelSpec.model_validate({**load_example("sdxl")["spec"], "name": "m", "autoscaling": {"enabled": True}})
+    spec = ModelSpec.model_validate({**load_example("sdxl")["spec"], "name": "m", "autoscaling": {"enabled": True, "maxReplicas": 1}})
     assert "autoscaling" not in build_server_config_yaml(spec)
 
 
@@ -92,6 +92,13 @@ def test_autoscaling_stays_out_of_the_pod_config():
 ], ids=["idle-to-min", "some-to-one", "exactly-target", "just-over-target", "clamped-to-max", "far-over-max"])
 def test_recommend_is_ceil_of_load_over_target_clamped(load, expected):
     assert recommend(load, POLICY) == expected
+
+
+@pytest.mark.parametrize(("gpus", "load", "expected"), [(1, 8, 4), (2, 8, 2), (4, 8, 1), (2, 9, 3)],
+                         ids=["one-gpu", "two-gpus-half-the-pods", "four-gpus-one-pod", "two-gpus-rounds-up"])
+def test_recommend_counts_the_target_per_engine_replica_of_a_pod(gpus, load, expected):
+    """A pod given N GPUs runs N engine replicas: it carries N x targetQueuePerReplica."""
+    assert recommend(load, POLICY, engines_per_pod=gpus) == expected
 
 
 def test_recommend_respects_min_replicas():

@@ -236,6 +236,21 @@ def test_read_write_once_cache_with_several_replicas_is_refused():
     assert "cache.accessMode" in err.value.message and "ReadWriteMany" in err.value.message
 
 
+@pytest.mark.parametrize(("autoscaling", "refused"), [
+    ({"enabled": True, "maxReplicas": 3}, True), ({"enabled": True, "maxReplicas": 1}, False), ({"enabled": False, "maxReplicas": 3}, False),
+], ids=["autoscaler-may-add-pods", "autoscaler-bounded-at-one", "autoscaling-off"])
+def test_read_write_once_cache_is_refused_when_the_autoscaler_may_run_several_pods(autoscaling, refused):
+    """One replica now, but the autoscaler would scale into Multi-Attach errors."""
+    body = {"metadata": {"name": "m"}, "spec": {"family": "sdxl", "source": "x", "replicas": 1, "cache": {"size": "1Gi"},
+                                                "autoscaling": autoscaling}}
+    if not refused:
+        assert read_model_spec(body).cache.size == "1Gi"
+        return
+    with pytest.raises(InvalidSpecError) as err:
+        read_model_spec(body)
+    assert "autoscaling.maxReplicas" in err.value.message and "ReadWriteMany" in err.value.message
+
+
 def test_read_write_once_cache_never_surges_even_without_gpus():
     s = spec(resources={"gpus": 0}, runtime={"device": "cpu"}, cache={"size": "1Gi"})
     assert build_deployment(s, "ns", BuildSettings())["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0

@@ -144,6 +144,16 @@ def test_build_cold_start(obj, expected):
     assert build_cold_start(obj)[: len(expected)] == expected
 
 
+@pytest.mark.parametrize(("autoscaler", "held"), [("builtin", True), ("keda", True), ("hpa", False), ("none", False)])
+def test_a_model_at_zero_is_held_only_where_the_autoscaler_can_wake_it(autoscaler, held):
+    """KEDA wakes a model from the router's waiting-requests metric, the built-in autoscaler from
+    the demand annotation; with an HPA (never below 1) or none, holding would only delay a 503."""
+    obj = imagemodel({"enabled": True, "coldStartTimeoutSeconds": 30}, desired=0)
+    assert (build_cold_start(obj, autoscaler)[0] is not None) == held
+    table = build_desired_table({"a": obj}, {}, {}, {}, autoscaler)
+    assert (table["a"].scales_from_zero, table["a"].cold_start_timeout) == ((True, 30.0) if held else (False, None))
+
+
 def test_desired_table_lists_a_model_at_zero_and_keeps_failed_over_scaled_to_zero():
     table = build_desired_table({"a": imagemodel({"enabled": True}, desired=0)}, {}, {}, {})
     assert (table["a"].state, table["a"].cold_start_timeout, table["a"].backends) == ("scaled-to-zero", 600.0, ())

@@ -251,3 +251,15 @@ async def test_openai_route_answers_b64_json_and_names_size_on_a_bad_one():
     assert ok.status_code == 200 and len(ok.json()["data"]) == 2
     assert (engine.calls[0][1].width, engine.calls[0][1].height) == (64, 128)
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "size"
+
+
+async def test_playground_cannot_be_framed_and_no_cdn_docs_are_served():
+    client, _ = make_client()
+    async with client:
+        ui = await client.get("/ui")
+        assert ui.status_code == 200
+        assert "frame-ancestors 'none'" in ui.headers["content-security-policy"]
+        assert ui.headers["x-frame-options"] == "DENY"
+        for page in ("/docs", "/redoc"):  # FastAPI's pages load scripts from a CDN
+            assert (await client.get(page)).status_code == 404
+        assert (await client.get("/openapi.json")).status_code == 200

@@ -14,8 +14,10 @@ router = APIRouter(tags=["metrics"], dependencies=[AccessDep])
 
 @router.get("/metrics", response_class=Response, responses=build_error_responses(401, 429, *EDGE_ERRORS))
 async def read_metrics(state: StateDep) -> Response:
-    gauge = state.metrics.ready_pods
+    gauge, zero = state.metrics.ready_pods, state.metrics.scaled_to_zero
     gauge.clear()
-    for name in state.table.models:
+    zero.clear()
+    for name, entry in state.table.models.items():
         gauge.labels(name).set(len(state.table.ready_pods(name)))
+        zero.labels(name).set(1 if entry.state == "scaled-to-zero" else 0)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
