@@ -84,7 +84,7 @@ class RuntimeSpec(_Schema):
     compile: bool = Field(False, description="torch.compile the denoiser (slow first request).")
     max_batch_size: int = Field(4, ge=1, le=64, description="Images per pipeline call.")
     max_batch_wait_ms: int = Field(20, ge=0, le=10_000)
-    queue_size: int = Field(64, ge=1, le=100_000, description="Requests waiting per device.")
+    queue_size: int = Field(64, ge=1, le=100_000, description="Requests waiting for this model (one queue per model, whichever of its replicas is free takes the next batch).")
     request_timeout_seconds: float = Field(300.0, gt=0, le=86_400)
     memory_gb: float | None = Field(None, gt=0, description="Override the memory estimate.")
 

@@ -9,6 +9,7 @@ import io
 import time
 
 import httpx
+import numpy as np
 import pytest
 from openai import OpenAI
 from PIL import Image
@@ -179,7 +180,12 @@ def test_openai_client_gets_urls_and_honours_the_seed(jobs_live):
     first = httpx.get(by_url.data[0].url, headers=auth(), timeout=10).content
     by_b64 = client.images.generate(model="tiny-flux", prompt="a kite", size="64x64", response_format="b64_json",
                                     extra_body={"seed": 77})
-    assert base64.b64decode(by_b64.data[0].b64_json) == first  # the same seed, the same bytes
+    # The same seed, the same image: n=2 ran as one batch, n=1 alone, and batched kernels may round
+    # differently, so the contract (README, "POST /generate") is every value within 2/255, not bytes.
+    alone = np.asarray(Image.open(io.BytesIO(base64.b64decode(by_b64.data[0].b64_json))), dtype=int)
+    batched = np.asarray(Image.open(io.BytesIO(first)), dtype=int)
+    assert alone.shape == batched.shape == (64, 64, 3)
+    assert np.abs(alone - batched).max() <= 2
     assert [m.id for m in client.models.list()] == ["tiny-flux"]
 
 
