@@ -58,6 +58,23 @@ def test_keda_scaled_object_keeps_zero_and_queries_the_exported_queue_metric():
     assert 'tinyimg_queue_depth{model="m"}' in trigger["metadata"]["query"]
     assert 'tinyimg_inflight_requests{model="m"}' in trigger["metadata"]["query"]
     assert trigger["metadata"]["threshold"] == "2"
+    # At zero replicas no pod exports anything: the requests the router holds are what wakes the model.
+    assert 'tinyimg_router_waiting_requests{model="m"}' in trigger["metadata"]["query"]
+
+
+@pytest.mark.parametrize("controller", ["builtin", "hpa", "keda", "none"])
+def test_the_router_is_told_the_controller_so_it_holds_requests_only_when_one_can_wake_a_model(controller):
+    args = one(objects(controller), "Deployment", "-router")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--autoscaler={controller}" in args
+
+
+def test_the_external_autoscalers_target_counts_per_engine_replica_of_a_pod():
+    """A pod with gpus: 2 runs two engine replicas: it carries twice targetQueuePerReplica."""
+    gpus = ("models[0].resources.gpus=2",)
+    [trigger] = one(objects("keda", *gpus), "ScaledObject")["spec"]["triggers"]
+    assert trigger["metadata"]["threshold"] == "4"
+    [metric] = one(objects("hpa", *gpus), "HorizontalPodAutoscaler")["spec"]["metrics"]
+    assert metric["pods"]["target"]["averageValue"] == "4"
 
 
 def test_models_without_autoscaling_get_no_external_autoscaler():
