@@ -189,6 +189,11 @@ class JobsConfig(_Schema):
         1000, ge=0, le=60_000, description="At most one preview event this often, per job that asked for previews."
     )
     keepalive_seconds: float = Field(15.0, gt=0, le=300, description="SSE comment sent after this much silence.")
+    max_streams_per_job: int = Field(16, ge=1, le=10_000, description="Event streams open at once on one job.")
+    max_streams_per_client: int = Field(
+        64, ge=1, le=100_000, description="Event streams open at once per API key (per client address without keys)."
+    )
+    max_streams: int = Field(256, ge=1, le=100_000, description="Event streams open at once in the process.")
     webhook_allowed_hosts: list[str] | None = Field(
         None, description="Host names (or addresses) webhooks may call; unset = no webhooks."
     )

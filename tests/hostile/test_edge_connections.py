@@ -15,6 +15,7 @@ from tests.support.fake_engine import FakeEngine
 from tests.support.hostile_edge import assert_error_shape, connect, parse_answer, read_all
 from tinyimg.api.app import create_app
 from tinyimg.http.limits import EdgeLimits, build_connection_limit
+from tinyimg.http.protocol import PROBE_HEADROOM
 from tinyimg.router.app import create_router_app
 from tinyimg.router.discovery_static import StaticDiscovery
 from tinyimg.router.settings import RouterSettings
@@ -87,18 +88,39 @@ def test_a_stalled_body_is_refused_with_408(served):
     assert_error_shape(parse_answer(data), 408, "request_timeout")
 
 
-def test_connections_past_the_bound_are_refused_with_a_json_503_and_others_still_served(served):
-    with contextlib.ExitStack() as stack:
+def ask(sock: socket.socket, path: str) -> bytes:
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return read_all(sock, 3)
+
+
+@pytest.mark.parametrize("service", ["server", "router"])
+def test_connections_past_the_bound_are_refused_with_a_json_503_but_probes_still_pass(service):
+    # Idle connections stay for the whole test (a long head timeout), so the counts hold still.
+    limits = EdgeLimits(header_timeout=30.0, max_connections=8)
+    with BackgroundServer(build_app(service), limits=limits) as served, contextlib.ExitStack() as stack:
         held = [stack.enter_context(connect(served.url)) for _ in range(SHORT.max_connections)]
         time.sleep(0.2)  # let the server accept them all
+        # Past the bound a client request is refused in the JSON shape...
         with connect(served.url) as extra:
-            answer = parse_answer(read_all(extra, 3))
+            answer = parse_answer(ask(extra, "/models"))
         assert_error_shape(answer, 503, "too_many_connections")
         assert answer.headers["retry-after"] == "1"
-        for sock in held:
+        # ...while the kubelet's probes still get through (their own headroom): a process full of
+        # clients is not restarted for being alive.
+        for path in ("/health", "/health/ready"):
+            with connect(served.url) as probe:
+                assert parse_answer(ask(probe, path)).status in (200, 503 if path == "/health/ready" else 200)
+        with connect(served.url) as probe:
+            assert parse_answer(ask(probe, "/health")).status == 200
+        # Past the headroom too, a connection is refused at once, before any request.
+        beyond = [stack.enter_context(connect(served.url)) for _ in range(PROBE_HEADROOM)]
+        time.sleep(0.2)
+        with connect(served.url) as extra:
+            assert_error_shape(parse_answer(read_all(extra, 3)), 503, "too_many_connections")
+        for sock in [*held, *beyond]:
             sock.close()
-    time.sleep(0.2)
-    assert httpx.get(served.url + "/health", timeout=5).status_code == 200
+        time.sleep(0.2)
+        assert httpx.get(served.url + "/models", timeout=5).status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from tinyimg.api.jobs import build_webhook_payload
 from tinyimg.api.metrics import ServerMetrics
 from tinyimg.http.edge import install_edge
 from tinyimg.http.limits import EdgeLimits
+from tinyimg.http.streams import StreamGate, StreamLimits
 from tinyimg.router.auth import build_auth_failure_limiter
 from tinyimg.runtime.jobrunner import JobService
 from tinyimg.runtime.jobstore import JobRecord
@@ -104,6 +105,9 @@ def create_app(
     app.state.jobs = job_service
     app.state.api_keys = load_api_keys(config.api_keys_file) if config.api_keys_file else None
     app.state.auth_failures = build_auth_failure_limiter()
+    jobs_config = config.jobs_config()
+    app.state.streams = StreamGate(StreamLimits(jobs_config.max_streams_per_job, jobs_config.max_streams_per_client,
+                                                jobs_config.max_streams))
     for router in ROUTERS:
         app.include_router(router)
     install_edge(app, build_edge_limits(config), observe=server_metrics.observe_request)

@@ -19,7 +19,7 @@ from tinyimg.api.auth import ApiKeyDep
 from tinyimg.api.deps import ConfigDep, JobsDep
 from tinyimg.api.generate import create_job
 from tinyimg.api.requests import GenerateRequest, OutputFormat, build_parameters_response
-from tinyimg.api.sse import parse_last_event_id, stream_job_events
+from tinyimg.api.sse import TicketedStreamingResponse, parse_last_event_id, stream_job_events
 from tinyimg.contract import (
     BODY_ERRORS,
     EDGE_ERRORS,
@@ -185,7 +185,7 @@ def cancel_job_route(job_id: str, request: Request, jobs: JobsDep) -> JobRespons
 
 @router.get(
     "/v1/jobs/{job_id}/events",
-    responses={200: {"content": {"text/event-stream": {}}}, **READ_ERRORS},
+    responses={200: {"content": {"text/event-stream": {}}}, **READ_ERRORS, **build_error_responses(429)},
     response_class=StreamingResponse,
 )
 def stream_job_route(
@@ -194,8 +194,10 @@ def stream_job_route(
 ) -> StreamingResponse:
     record = read_job(request, jobs, job_id)
     after = parse_last_event_id(last_event_id)
-    return StreamingResponse(
-        stream_job_events(record, after, config.jobs_config().keepalive_seconds),
+    client = record.key_hash or (request.client.host if request.client else "")
+    ticket = request.app.state.streams.admit(record.id, client)  # 429 too_many_streams past a bound
+    return TicketedStreamingResponse(
+        ticket, stream_job_events(record, after, config.jobs_config().keepalive_seconds),
         media_type="text/event-stream",
         # No caching, and no buffering in nginx-style proxies: events must arrive as they happen.
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

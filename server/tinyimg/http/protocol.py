@@ -8,8 +8,11 @@
   so a client dripping a byte at a time held a connection forever.
 - A request body that stalls for ``body_timeout`` seconds between two pieces is answered 408 and
   the connection closed (the app sees the client gone).
-- At most ``max_connections`` open connections per process: one more is answered 503 (JSON,
-  Retry-After) and closed at once, before it can hold a file descriptor.
+- At most ``max_connections`` open connections per process for clients: one more is answered 503
+  (JSON, Retry-After), except the kubelet's probes (``PROBE_PATHS``), which get
+  ``PROBE_HEADROOM`` connections of their own beyond the bound: a process full of clients (event
+  streams, slow uploads) is still seen alive and is not restarted for it. Past that, a connection
+  is refused at once, before it can hold a file descriptor.
 
 Answers written here come before any app runs, so they are built here, in the same shape, with a
 fresh request id, and logged to the same access log.
@@ -24,6 +27,7 @@ from http import HTTPStatus
 from typing import Any
 
 import h11
+from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tinyimg.errors import build_error_body, build_retry_after
@@ -31,6 +35,8 @@ from tinyimg.http.limits import EdgeLimits
 from tinyimg.http.request_id import new_request_id
 
 access_log = logging.getLogger("tinyimg.access")
+PROBE_PATHS = frozenset({"/health", "/health/ready"})
+PROBE_HEADROOM = 16  # connections beyond the bound that only probes may use (within RESERVED_FDS)
 
 
 def build_raw_error(
@@ -75,6 +81,28 @@ class RecordingConnection(h11.Connection):
         return event
 
 
+class ProbesOnly:
+    """The app, for a connection over the client bound: probes pass, anything else gets the 503."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PROBE_PATHS:
+            await self.app(scope, receive, send)
+            return
+        request_id = new_request_id()
+        message = f"this process holds its limit of {self.limit} connections; retry shortly"
+        body = json.dumps(build_error_body("too_many_connections", message, request_id)).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   (b"connection", b"close"), (b"retry-after", b"1"), (b"x-request-id", request_id.encode())]
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        access_log.info("%s %s %d", scope["method"], scope["path"], 503,
+                        extra={"request_id": request_id, "status": 503, "code": "too_many_connections",
+                               "path": scope["path"]})
+
+
 class EdgeH11Protocol(H11Protocol):
     limits = EdgeLimits()
     conn: RecordingConnection
@@ -87,10 +115,13 @@ class EdgeH11Protocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.limits.max_connections:
+        over = len(self.connections) - self.limits.max_connections
+        if over > PROBE_HEADROOM:
             self.refuse(503, "too_many_connections", f"this process holds its limit of "
                         f"{self.limits.max_connections} connections; retry shortly", retry_after=1)
             return
+        if over > 0:
+            self.app = ProbesOnly(self.app, self.limits.max_connections)
         self.arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:

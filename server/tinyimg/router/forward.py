@@ -29,6 +29,7 @@ from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
+import anyio
 import httpcore
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -183,28 +184,62 @@ class UpstreamResponse(Response):
         self.background = None
         self.raw_headers = build_response_headers(upstream.headers, request_id)
 
+    def also_on_done(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` too when the relay ends, however it ends."""
+        first = self.on_done
+
+        def both(completed: bool) -> None:
+            try:
+                first(completed)
+            finally:
+                callback()
+        self.on_done = both
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         completed = False
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             if self.read_body is not None:
                 await send({"type": "http.response.body", "body": self.read_body, "more_body": False})
+            elif content_length(self.upstream.headers) is None:
+                # A stream (an event stream lasts as long as its job): uvicorn drops what is sent
+                # after the client left without saying so, so watch for the leaving and stop
+                # reading the pod at once, rather than holding its stream to the job's end.
+                relayed, failure = False, None
+                async with anyio.create_task_group() as group:
+                    async def relay_then_stop() -> None:
+                        nonlocal relayed, failure
+                        try:
+                            await self._relay(send)
+                            relayed = True
+                        except Exception as err:  # raised below as itself, not as an ExceptionGroup
+                            failure = err
+                        group.cancel_scope.cancel()
+                    group.start_soon(relay_then_stop)
+                    await _wait_for_disconnect(receive)
+                    group.cancel_scope.cancel()
+                if failure is not None:
+                    raise failure
+                completed = relayed
             else:
-                # With a Content-Length, the chunk that completes it is the last: one message less
-                # through the middleware stack per response. Without one (chunked, a stream), each
-                # chunk is passed on as it comes and an empty message ends the body.
-                left, ended = content_length(self.upstream.headers), False
-                async for chunk in cast("AsyncIterable[bytes]", self.upstream.stream):  # an async pool's stream
-                    if left is not None:
-                        left -= len(chunk)
-                    ended = left == 0
-                    await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
-                if not ended:  # no length, or an empty body
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
-            completed = True
+                await self._relay(send)
+                completed = True
         finally:
             await self.upstream.aclose()
             self.on_done(completed)
+
+    async def _relay(self, send: Send) -> None:
+        # With a Content-Length, the chunk that completes it is the last: one message less
+        # through the middleware stack per response. Without one (chunked, a stream), each
+        # chunk is passed on as it comes and an empty message ends the body.
+        left, ended = content_length(self.upstream.headers), False
+        async for chunk in cast("AsyncIterable[bytes]", self.upstream.stream):  # an async pool's stream
+            if left is not None:
+                left -= len(chunk)
+            ended = left == 0
+            await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
+        if not ended:  # no length, or an empty body
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
     async def read_all(self) -> bytes:
@@ -218,6 +253,11 @@ class UpstreamResponse(Response):
         finally:
             await self.upstream.aclose()
             self.on_done(completed)
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def read_bounded(upstream: httpcore.Response, limit: int) -> bytes:

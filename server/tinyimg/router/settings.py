@@ -4,10 +4,11 @@ derived (the upstream timeout from the longest request timeout a model may have)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tinyimg.drain import build_upstream_timeout
 from tinyimg.http.limits import EdgeLimits
+from tinyimg.http.streams import StreamLimits
 from tinyimg.labels import DEFAULT_PORT
 from tinyimg.spec import RuntimeSpec
 
@@ -42,6 +43,8 @@ class RouterSettings:
     max_body_bytes: int = EdgeLimits.max_body_bytes
     max_body_bytes_total: int = EdgeLimits.max_body_bytes_total
     max_connections: int = EdgeLimits.max_connections
+    # Event streams relayed at once: per job, per API key (per client address without keys), in all.
+    stream_limits: StreamLimits = field(default_factory=StreamLimits)
     trusted_proxies: tuple[str, ...] = ()  # whose X-Forwarded-For/-Proto are believed; none by default
     # On SIGTERM, open requests get this long, then are cancelled: inside Kubernetes' default 30 s
     # grace period, so the router exits on its own rather than being killed.

@@ -10,6 +10,7 @@ import httpx
 from fastapi import Depends, Request
 
 from tinyimg.errors import ApiError
+from tinyimg.http.streams import StreamGate
 from tinyimg.router.auth import RateLimiter, build_auth_failure_limiter, match_key, parse_bearer
 from tinyimg.router.coldstart import WaitingRoom
 from tinyimg.router.forward import Forwarder
@@ -31,6 +32,7 @@ class RouterState:
         # Scale from zero: only a discovery that can ask for a pod (Kubernetes) holds requests.
         self.waiting_room = WaitingRoom(self.table, self.metrics, getattr(discovery, "record_demand", None) or _no_demand)
         self.job_secret = settings.job_secret or secrets.token_bytes(32)
+        self.streams = StreamGate(settings.stream_limits)
 
 
 async def _no_demand(model: str) -> None:

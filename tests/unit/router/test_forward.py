@@ -189,13 +189,19 @@ def build_forwarder(handler, pods=("http://a", "http://b"), models=("m",)):
     return Forwarder(HandlerPool(handler), table, metrics, retry_after=3, timeouts=timeouts), table, metrics
 
 
+async def stays() -> dict:
+    """An ASGI ``receive`` of a client that stays connected (the relay of a stream watches it)."""
+    await asyncio.Event().wait()
+    return {"type": "http.disconnect"}
+
+
 async def read(response) -> tuple[int, bytes]:
     sent = []
 
     async def send(message):
         sent.append(message)
 
-    await response({"type": "http"}, None, send)
+    await response({"type": "http"}, stays, send)
     return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
 
 
@@ -415,7 +421,7 @@ async def test_failure_after_the_response_started_is_never_retried():
         sent.append(message)
 
     with pytest.raises(httpcore.ReadError):
-        await response({"type": "http"}, None, send)
+        await response({"type": "http"}, stays, send)
     assert calls == ["a"]
     assert [m.get("body") for m in sent[1:]] == [b"first-chunk"]
     assert value(metrics, "tinyimg_router_requests_total", model="m", outcome="aborted") == 1
@@ -449,7 +455,7 @@ async def test_relay_ends_the_body_exactly_once(headers, chunks, expected):
     async def send(message):
         sent.append(message)
 
-    await response({"type": "http"}, None, send)
+    await response({"type": "http"}, stays, send)
     assert [(m["body"], m["more_body"]) for m in sent[1:]] == expected
 
 

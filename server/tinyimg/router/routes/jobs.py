@@ -121,11 +121,19 @@ async def cancel_job(job_id: str, request: Request, state: StateDep) -> Response
     return await relay_job_json(upstream, job_id, request)
 
 
-@router.get("/v1/jobs/{job_id}/events", responses={200: {"content": {"text/event-stream": {}}}, **READ_ERRORS},
+@router.get("/v1/jobs/{job_id}/events",
+            responses={200: {"content": {"text/event-stream": {}}}, **READ_ERRORS, **build_error_responses(429)},
             response_class=Response)
 async def stream_job(job_id: str, request: Request, state: StateDep) -> Response:
-    upstream = await to_pod(request, state, job_id, "GET", "/events")
-    return upstream  # relayed chunk by chunk as the pod sends them
+    client = read_key_hash(request) or (request.client.host if request.client else "")
+    ticket = state.streams.admit(job_id, client)  # 429 too_many_streams past a bound, before the pod is asked
+    try:
+        upstream = await to_pod(request, state, job_id, "GET", "/events")
+    except BaseException:
+        ticket.release()
+        raise
+    upstream.also_on_done(ticket.release)
+    return upstream  # relayed chunk by chunk as the pod sends them, until the job ends or the client leaves
 
 
 @router.get("/v1/jobs/{job_id}/images/{index}", responses=build_error_responses(409, *READ_STATUSES),
