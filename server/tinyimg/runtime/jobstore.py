@@ -15,6 +15,7 @@ No torch here; times come from an injected clock so eviction is tested without s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import secrets
 import time
@@ -147,6 +148,13 @@ class JobRecord:
         return [e for e in self.events if e.id > last_id]
 
 
+def drop_inputs(params: Any) -> Any:
+    """The parameters without their decoded input image and mask (what a finished job keeps)."""
+    if dataclasses.is_dataclass(params) and (getattr(params, "image", None) is not None or getattr(params, "mask", None) is not None):
+        return dataclasses.replace(params, image=None, mask=None)  # type: ignore[type-var]
+    return params
+
+
 class JobStore:
     def __init__(
         self, ttl_seconds: float, max_bytes: int, clock: Callable[[], float] = time.monotonic,
@@ -154,6 +162,10 @@ class JobStore:
     ):
         self.ttl, self.max_bytes, self.clock = ttl_seconds, max_bytes, clock
         self.jobs: dict[str, JobRecord] = {}
+        # Finished jobs in the order they finished (the clock is monotonic, so that is also the
+        # order of their TTLs): eviction pops from the front, O(1) per job, never a sort.
+        self._finished: OrderedDict[str, int] = OrderedDict()  # id -> its size when it finished
+        self._finished_bytes = 0
         self._expired: OrderedDict[str, None] = OrderedDict()
         self._remembered = remembered
         self.evicted = 0
@@ -176,31 +188,37 @@ class JobStore:
         return job_id in self.jobs or job_id in self._expired
 
     def finish(self, record: JobRecord) -> None:
-        """A job reached its terminal state: it starts its TTL and counts against the bound."""
+        """A job reached its terminal state: it starts its TTL and counts against the bound. Its
+        inputs go: an img2img or inpaint job's decoded image and mask (megabytes) are not part of
+        its result and would otherwise stay for the whole TTL, uncounted."""
         record.finished_mono = self.clock()
         record.drop_previews()  # the images are there now; a kept preview would only take memory
+        record.params = drop_inputs(record.params)
+        record.entry = None
         if not record.keep:
             self.jobs.pop(record.id, None)
+        elif record.id in self.jobs and record.id not in self._finished:
+            size = record.size_bytes
+            self._finished[record.id] = size
+            self._finished_bytes += size
         self.evict()
 
     def evict(self) -> list[str]:
-        """Drop finished jobs past their TTL, then the oldest finished ones while over the bound."""
-        now = self.clock()
-        ended = {r: r.finished_mono for r in self.jobs.values() if r.finished_mono is not None}
-        finished = sorted(ended, key=lambda r: ended[r])
-        gone = [r for r in finished if now - ended[r] >= self.ttl]
-        kept = [r for r in finished if r not in gone]
-        total = sum(r.size_bytes for r in kept)
-        for record in kept:
-            if total <= self.max_bytes:
+        """Drop finished jobs past their TTL, then the oldest finished ones while over the bound:
+        both from the front of the finishing order (amortised O(1) per job)."""
+        now, gone = self.clock(), []
+        while self._finished:
+            job_id = next(iter(self._finished))
+            record = self.jobs.get(job_id)
+            expired = record is None or record.finished_mono is None or now - record.finished_mono >= self.ttl
+            if not expired and self._finished_bytes <= self.max_bytes:
                 break
-            gone.append(record)
-            total -= record.size_bytes
-        for record in gone:
-            self._forget(record.id)
-        return [r.id for r in gone]
+            gone.append(job_id)
+            self._forget(job_id)
+        return gone
 
     def _forget(self, job_id: str) -> None:
+        self._finished_bytes -= self._finished.pop(job_id, 0)
         self.jobs.pop(job_id, None)
         self.evicted += 1
         self._expired[job_id] = None
@@ -211,7 +229,7 @@ class JobStore:
     # (and a server nobody calls but Prometheus still frees expired results).
     def result_bytes(self) -> int:
         self.evict()
-        return sum(r.size_bytes for r in self.jobs.values() if r.finished_mono is not None)
+        return self._finished_bytes
 
     def count_by_status(self) -> dict[str, int]:
         self.evict()

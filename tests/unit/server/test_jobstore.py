@@ -120,3 +120,38 @@ def test_a_job_keeps_only_its_latest_preview_and_none_once_finished():
     assert [e.id for e in record.events_after(1)] == [3, 4]  # a stream resuming at 1 gets the latest preview
     finish(store, record, 10)
     assert [(e.id, e.name) for e in record.events] == [(1, "progress"), (3, "progress"), (5, "succeeded")]
+
+
+def test_a_finished_job_keeps_no_decoded_input_image_or_mask():
+    from PIL import Image
+
+    from tinyimg.runtime.jobs import GenerationParams
+
+    params = GenerationParams("p", None, 64, 64, 4, 5.0, (1,), mode="inpaint", strength=0.5,
+                              image=Image.new("RGB", (64, 64)), mask=Image.new("L", (64, 64)))
+    store = JobStore(ttl_seconds=60, max_bytes=10**9, clock=Clock())
+    record = JobRecord(new_job_id(), "tiny-sdxl", params=params, output_format="png")
+    store.add(record)
+    record.entry = object()  # the engine's queue entry, which holds the request too
+    finish(store, record, 10)
+    assert (record.params.image, record.params.mask, record.entry) == (None, None, None)
+    assert (record.params.mode, record.params.strength) == ("inpaint", 0.5)  # what the job answer shows stays
+
+
+def test_eviction_goes_by_finishing_order_and_keeps_running_jobs_and_the_byte_count():
+    clock = Clock()
+    one = 10 + RECORD_OVERHEAD_BYTES + EVENT_BYTES  # a finished job of 10 image bytes and one event
+    store = JobStore(ttl_seconds=60, max_bytes=2 * one + one // 2, clock=clock)
+    running = make_record("running")
+    store.add(running)
+    first, second, third = make_record(), make_record(), make_record()
+    for record in (first, second, third):
+        store.add(record)
+        finish(store, record, 10)
+        clock.now += 1
+    # Three finished jobs over a bound of two and a half: the oldest goes first.
+    assert [r.id in store.jobs for r in (running, first, second, third)] == [True, False, True, True]
+    assert store.result_bytes() == sum(r.size_bytes for r in store.jobs.values() if r.finished_mono is not None)
+    clock.now += 60
+    store.evict()
+    assert list(store.jobs) == [running.id] and store.result_bytes() == 0
