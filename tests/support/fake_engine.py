@@ -47,10 +47,13 @@ class FakeEngine:
     async def stop(self) -> None:
         self.stopped = True
 
-    def submit(self, model: str, params: GenerationParams, timeout: float | None = None,
-               observer: Any = None) -> FakeEntry:
+    def check_admits(self, model: str) -> None:
         if model not in [m.name for m in self.config.models]:
             raise ModelNotFound(model, [m.name for m in self.config.models])
+
+    def submit(self, model: str, params: GenerationParams, timeout: float | None = None,
+               observer: Any = None) -> FakeEntry:
+        self.check_admits(model)
         return FakeEntry(model, params, observer)
 
     async def wait(self, entry: FakeEntry) -> GenerationResult:

@@ -109,7 +109,11 @@ async def create_job(
         raise ModelNotFound(body.model, [m.name for m in config.models]) from None
     if body.image is None:
         params = build_generation_params(body, spec, request_id_var.get())
-    else:  # decoding and resizing the input takes milliseconds: keep it off the event loop
+    else:
+        # Admit first, decode after: a request refused for a full queue or a model not ready must
+        # not cost the decoding (hundreds of ms and MB for a large input). Decoding and resizing
+        # run off the event loop; the job's creation below checks again.
+        jobs.engine.check_admits(spec.name)
         params = await run_in_threadpool(build_generation_params, body, spec, request_id_var.get())
     token = parse_bearer(request.headers.get("authorization"))
     key_hash = hash_key(token) if request.app.state.api_keys is not None and token else None

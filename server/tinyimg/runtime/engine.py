@@ -252,11 +252,14 @@ class Engine:
     ) -> GenerationResult:
         return await self.wait(self.submit(model, params, timeout, observer))
 
-    def submit(
-        self, model: str, params: GenerationParams, timeout: float | None = None,
-        observer: JobObserver | None = None,
-    ) -> Job:
-        """Queue a request, or refuse it now (unknown model, not ready, draining, queue full)."""
+    def check_admits(self, model: str) -> None:
+        """Refuse now what ``submit`` would refuse whatever the request (unknown model, draining,
+        not ready, queue full): a request with an input image is checked before it is decoded,
+        so a refusal costs no decoding."""
+        self._admitting_state(model)
+        self._queue.check_room(model)
+
+    def _admitting_state(self, model: str) -> ModelState:
         state = self._states.get(model)
         if state is None:
             raise ModelNotFound(model, list(self._states))
@@ -266,6 +269,14 @@ class Engine:
             raise ModelNotReady(model, "still loading")
         if state.state == "failed":
             raise ModelNotReady(model, f"failed: {state.reason}", retry_after=60.0)
+        return state
+
+    def submit(
+        self, model: str, params: GenerationParams, timeout: float | None = None,
+        observer: JobObserver | None = None,
+    ) -> Job:
+        """Queue a request, or refuse it now (unknown model, not ready, draining, queue full)."""
+        state = self._admitting_state(model)
         failed_adapters = [name for name, _ in params.loras if name in state.adapter_failures]
         if failed_adapters:
             name = failed_adapters[0]

@@ -47,10 +47,13 @@ class JobQueue:
         for event in self._listeners:
             event.set()
 
+    def check_room(self, model: str) -> None:
+        waiting = self.depth(model)
+        if waiting >= self.limits.get(model, 1):
+            raise QueueFull(f"model {model!r}", waiting)
+
     def submit(self, job: Job) -> None:
-        waiting = self.depth(job.model)
-        if waiting >= self.limits.get(job.model, 1):
-            raise QueueFull(f"model {job.model!r}", waiting)
+        self.check_room(job.model)
         self.pending.append(job)
         returning = self.returning(job.model, job.enqueued_at)
         if returning:

@@ -5,6 +5,7 @@ factory (the real handler, loaded once the test opens the gate), so "not ready y
 from __future__ import annotations
 
 import asyncio
+import base64
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +45,10 @@ async def test_a_full_queue_answers_429_with_retry_after_and_the_rest_complete(t
                 assert int(r.headers["retry-after"]) >= 1
                 assert r.json()["error"]["code"] == "queue_full"
                 assert r.json()["error"]["request_id"] == r.headers["x-request-id"]
+            # Admitted before its input is decoded: a full queue refuses even a broken image with
+            # 429 (decoding first cost ~640 ms of CPU and ~130 MB for a large one, then 429 anyway).
+            broken = await client.post("/generate", json={**body, "image": base64.b64encode(b"not an image").decode()})
+            assert (broken.status_code, broken.json()["error"]["code"]) == (429, "queue_full")
             gated.gate.set()
             assert [(await t).status_code for t in (running, waiting)] == [200, 200]
             after = await client.post("/generate", json={**body, "seed": 99})
@@ -69,6 +74,9 @@ def test_readiness_is_503_until_the_models_are_loaded_and_warm(tiny_model_dirs):
         early = httpx.post(f"{live.url}/generate", json={"model": "tiny-flux", "prompt": "too soon"})
         assert early.status_code == 503 and "retry-after" in early.headers
         assert early.json()["error"]["code"] == "model_not_ready"
+        early_edit = httpx.post(f"{live.url}/generate", json={"model": "tiny-flux", "prompt": "too soon",
+                                                              "image": base64.b64encode(b"not an image").decode()})
+        assert (early_edit.status_code, early_edit.json()["error"]["code"]) == (503, "model_not_ready")
         assert model_state_gauge(live.url, "tiny-flux") == {"loading": 1, "ready": 0, "failed": 0}
 
         gate.set()
