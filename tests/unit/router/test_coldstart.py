@@ -190,3 +190,61 @@ def test_a_ready_model_whose_pod_this_router_has_not_seen_waits_a_grace_without_
         assert "is Ready but no pod" in str(err.value) and calls == []
 
     asyncio.run(scenario())
+
+
+async def gone() -> bool:
+    return True
+
+
+def test_clients_that_hang_up_at_once_ask_for_one_pod_per_cold_start():
+    """Was: each request that hung up emptied the room, and the next wrote a new demand."""
+    async def scenario():
+        room, table, calls, _ = build_room(timeout=5.0)
+        for _ in range(5):
+            with pytest.raises(ApiError) as err:
+                await room.hold(MODEL, gone)
+            assert err.value.status == 499
+        await asyncio.sleep(0.05)  # the demand call runs on its own task
+        assert calls == [MODEL]
+        pod_ready(table)
+        await room.admit(MODEL, stays)  # a pod served: the cold start is over
+        table.sync({MODEL: ModelBackends(family="sdxl", cold_start_timeout=5.0, scales_from_zero=True)})
+        with pytest.raises(ApiError):
+            await room.hold(MODEL, gone)
+        await asyncio.sleep(0.05)
+        assert calls == [MODEL, MODEL]  # a pod served in between: back at zero is a new cold start
+
+    asyncio.run(scenario())
+
+
+def test_one_client_holds_at_most_its_share_of_the_room():
+    async def scenario():
+        room, _, _, _ = build_room()
+        mine = [asyncio.create_task(room.hold(MODEL, stays, "client-a")) for _ in range(room.per_client)]
+        await asyncio.sleep(0.05)
+        with pytest.raises(ApiError) as err:
+            await room.hold(MODEL, stays, "client-a")
+        assert (err.value.status, err.value.code) == (429, "too_many_waiting") and err.value.retry_after
+        other = asyncio.create_task(room.hold(MODEL, stays, "client-b"))
+        await asyncio.sleep(0.05)
+        assert room.waiting[MODEL] == room.per_client + 1
+        for task in [*mine, other]:
+            task.cancel()
+        await asyncio.gather(*mine, other, return_exceptions=True)
+        assert room.waiting == {} and room.by_client == {}
+
+    asyncio.run(scenario())
+
+
+def test_an_invalid_request_for_a_model_at_zero_is_refused_and_wakes_nothing():
+    async def scenario():
+        room, _, calls, _ = build_room()
+
+        def invalid() -> None:
+            raise ApiError("width: must be a number", 422, "invalid_request")
+
+        with pytest.raises(ApiError) as err:
+            await room.admit(MODEL, stays, "client-a", invalid)
+        assert err.value.status == 422 and calls == [] and room.waiting == {}
+
+    asyncio.run(scenario())

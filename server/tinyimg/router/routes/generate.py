@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from tinyimg.api.edits import EDIT_REQUEST_BODY, MAX_FORM_FIELDS, MAX_FORM_FILES
 from tinyimg.api.requests import GenerateRequest, OpenAIImagesRequest
 from tinyimg.contract import BODY_ERRORS, EDGE_ERRORS, build_error_responses
-from tinyimg.errors import ApiError
+from tinyimg.errors import ApiError, InvalidField
+from tinyimg.http.handlers import build_field_path
+from tinyimg.router.auth import hash_key, parse_bearer
 from tinyimg.router.forward import build_upstream_headers
 from tinyimg.router.state import AccessDep, StateDep
 
@@ -45,10 +48,28 @@ def pick_model(model: Any, known: list[str]) -> str:
                    extra={"field": "model"})
 
 
+def check_body(shape: type[BaseModel], body: bytes) -> None:
+    """The body's shape, as the model server checks it (422 naming the field): a request that
+    would only be refused is not held for a model at zero, so it wakes no GPU."""
+    try:
+        shape.model_validate_json(body)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise InvalidField(build_field_path(tuple(first["loc"])), first["msg"]) from None
+
+
+def read_client(request: Request) -> str:
+    """Whose request it is, for per-client bounds: the API key's hash, else the client address."""
+    token = parse_bearer(request.headers.get("authorization"))
+    return hash_key(token) if token else (request.client.host if request.client else "")
+
+
 async def forward_generation(request: Request, state: StateDep) -> Any:
     # The size and pace bounds of the edge (tinyimg.http.body) apply while this reads.
     body = await request.body()
-    return await forward_body(request, state, body, read_model_name(body, list(state.table.models)))
+    model = read_model_name(body, list(state.table.models))
+    shape = GENERATION_BODIES[request.url.path]
+    return await forward_body(request, state, body, model, lambda: check_body(shape, body))
 
 
 async def forward_edit(request: Request, state: StateDep) -> Any:
@@ -57,11 +78,17 @@ async def forward_edit(request: Request, state: StateDep) -> Any:
     body = await request.body()
     async with request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS) as form:
         named = form.get("model")
-    return await forward_body(request, state, body, pick_model(named, list(state.table.models)))
+        missing = [f for f in ("image", "prompt") if not form.get(f)]
+
+    def check_form() -> None:
+        if missing:
+            raise InvalidField(missing[0], "Field required")
+    return await forward_body(request, state, body, pick_model(named, list(state.table.models)), check_form)
 
 
-async def forward_body(request: Request, state: StateDep, body: bytes, model: str) -> Any:
-    await state.waiting_room.admit(model, request.is_disconnected)
+async def forward_body(request: Request, state: StateDep, body: bytes, model: str,
+                       validate: Callable[[], None] | None = None) -> Any:
+    await state.waiting_room.admit(model, request.is_disconnected, read_client(request), validate)
     request_id = request.scope["state"]["request_id"]
     headers = build_upstream_headers(
         [(k, v) for k, v in request.headers.items()], request_id, request.client.host if request.client else None

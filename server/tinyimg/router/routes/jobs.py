@@ -18,7 +18,7 @@ from tinyimg.contract import BODY_ERRORS, EDGE_ERRORS, JobResponse, build_error_
 from tinyimg.router.auth import hash_key, parse_bearer
 from tinyimg.router.forward import UpstreamResponse, build_upstream_headers
 from tinyimg.router.jobids import build_router_job_id, read_router_job_id
-from tinyimg.router.routes.generate import build_body_document, read_model_name
+from tinyimg.router.routes.generate import build_body_document, check_body, read_client, read_model_name
 from tinyimg.router.state import AccessDep, RouterState, StateDep
 from tinyimg.runtime.jobstore import JOB_ID_HEADER, PUBLIC_BASE_URL_HEADER, PUBLIC_JOB_ID_HEADER, new_job_id
 
@@ -80,7 +80,8 @@ async def relay_job_json(upstream: UpstreamResponse, job_id: str, request: Reque
 async def create_job(request: Request, state: StateDep) -> Response:
     body = await request.body()
     model = read_model_name(body, list(state.table.models))
-    await state.waiting_room.admit(model, request.is_disconnected)  # as /generate: a model at zero starts a pod for it
+    # As /generate: a model at zero starts a pod for it, once the body is known to be a job.
+    await state.waiting_room.admit(model, request.is_disconnected, read_client(request), lambda: check_body(JobRequest, body))
     assert state.forwarder is not None  # the lifespan builds it before the first request
     common, key_hash, base_url = upstream_headers(request), read_key_hash(request), str(request.base_url)
 
@@ -125,8 +126,7 @@ async def cancel_job(job_id: str, request: Request, state: StateDep) -> Response
             responses={200: {"content": {"text/event-stream": {}}}, **READ_ERRORS, **build_error_responses(429)},
             response_class=Response)
 async def stream_job(job_id: str, request: Request, state: StateDep) -> Response:
-    client = read_key_hash(request) or (request.client.host if request.client else "")
-    ticket = state.streams.admit(job_id, client)  # 429 too_many_streams past a bound, before the pod is asked
+    ticket = state.streams.admit(job_id, read_client(request))  # 429 too_many_streams past a bound, before the pod is asked
     try:
         upstream = await to_pod(request, state, job_id, "GET", "/events")
     except BaseException:
