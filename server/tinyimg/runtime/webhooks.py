@@ -68,10 +68,31 @@ def build_webhook_headers(secret: bytes, message_id: str, timestamp: int, body: 
     }
 
 
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052: an IPv4 address in the last 32 bits
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries (mapped, NAT64, 6to4, Teredo, IPv4-compatible), if any:
+    each reaches the IPv4 host through a translator, the metadata address included."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip in NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if int(ip) >> 32 == 0 and int(ip) > 1:  # ::a.b.c.d (deprecated IPv4-compatible form)
+        return ipaddress.IPv4Address(int(ip))
+    return None
+
+
 def is_forbidden_address(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%")[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.is_link_local or ip in METADATA_ADDRESSES or ip.is_multicast or ip.is_unspecified:
+            return True
+        ip = embedded_ipv4(ip) or ip
     return ip.is_link_local or ip in METADATA_ADDRESSES or ip.is_multicast or ip.is_unspecified
 
 
@@ -79,11 +100,16 @@ def check_webhook_url(url: str, allowed_hosts: list[str] | None) -> tuple[str, i
     """The URL's host and port, or a 422 naming ``webhook`` and why (pure: no DNS here)."""
     if not allowed_hosts:
         raise InvalidField("webhook", "webhooks are not enabled on this server (no jobs.webhookAllowedHosts)")
+    # urlsplit drops tabs and newlines where an HTTP client may not: one reading for both, none.
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise InvalidField("webhook", "must not contain whitespace or control characters")
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as err:
         raise InvalidField("webhook", f"not a valid URL: {err}") from None
+    if port == 0:
+        raise InvalidField("webhook", "not a valid URL: port 0")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidField("webhook", "must be an http:// or https:// URL with a host")
     if parts.username or parts.password:
@@ -94,8 +120,10 @@ def check_webhook_url(url: str, allowed_hosts: list[str] | None) -> tuple[str, i
     return host, port or (443 if parts.scheme == "https" else 80)
 
 
-def check_resolved(host: str, port: int) -> None:
-    """Refuse a host that resolves to a link-local or metadata address (blocking DNS: call in a thread)."""
+def check_resolved(host: str, port: int) -> str:
+    """The address to connect to: refused when the host resolves to a link-local or metadata
+    address (any of its addresses). Blocking DNS: call in a thread. The caller connects to this
+    very address, so a second lookup cannot answer differently (DNS rebinding)."""
     try:
         infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
     except OSError as err:
@@ -103,6 +131,16 @@ def check_resolved(host: str, port: int) -> None:
     for info in infos:
         if is_forbidden_address(str(info[4][0])):
             raise InvalidField("webhook", f"host {host!r} resolves to a link-local or metadata address")
+    return str(infos[0][4][0])
+
+
+def build_pinned_url(url: str, address: str) -> str:
+    """``url`` with its host replaced by the checked ``address`` (the Host header and TLS name
+    stay the original host's: see ``WebhookSender._attempt``)."""
+    parts = urlsplit(url)
+    literal = f"[{address}]" if ":" in address else address
+    netloc = f"{literal}:{parts.port}" if parts.port else literal
+    return parts._replace(netloc=netloc).geturl()
 
 
 async def check_webhook(url: str, config: JobsConfig) -> str:
@@ -158,15 +196,22 @@ class WebhookSender:
         assert self.secret is not None  # deliver() checked
         try:
             host, port = check_webhook_url(url, self.config.webhook_allowed_hosts)
-            await asyncio.to_thread(check_resolved, host, port)
+            address = await asyncio.to_thread(check_resolved, host, port)
         except InvalidField as err:
             return f"refused: {err.reason}"
-        headers = build_webhook_headers(self.secret, message_id, int(time.time()), body)
+        headers = {**build_webhook_headers(self.secret, message_id, int(time.time()), body),
+                   "Host": urlsplit(url).netloc}
         try:
-            response = await client.post(url, content=body, headers=headers)
-        except Exception as err:  # network errors of any kind: retried
+            # One deadline for the whole attempt (a receiver trickling a byte at a time resets
+            # httpx's per-read timeout forever), and the answer's body is never read: its status
+            # is all that counts, so a receiver cannot make the server hold a large answer.
+            async with asyncio.timeout(self.config.webhook_timeout_seconds):
+                async with client.stream("POST", build_pinned_url(url, address), content=body, headers=headers,
+                                         extensions={"sni_hostname": host}) as response:
+                    status = response.status_code
+        except Exception as err:  # network errors and the deadline: retried
             return f"{type(err).__name__}: {err}"
-        return None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
+        return None if 200 <= status < 300 else f"HTTP {status}"
 
     def _outcome(self, outcome: str, url: str, message_id: str, detail: str) -> None:
         level = logging.INFO if outcome == "delivered" else logging.ERROR
