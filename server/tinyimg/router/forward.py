@@ -114,12 +114,26 @@ def normalise_header(name: str, value: str) -> tuple[bytes, bytes]:
     return raw_name, raw_value
 
 
+def read_connection_names(headers: list[tuple[str, str]] | list[tuple[bytes, bytes]]) -> frozenset[str]:
+    """The header names a message's ``Connection`` header lists: hop-by-hop for this message only
+    (RFC 9110 7.6.1), so a proxy drops them like the fixed hop-by-hop set."""
+    names: set[str] = set()
+    for key, value in headers:
+        k = key.decode("latin-1") if isinstance(key, bytes) else key
+        if k.lower() == "connection":
+            v = value.decode("latin-1") if isinstance(value, bytes) else value
+            names.update(n.strip().lower() for n in v.split(",") if n.strip())
+    return frozenset(names)
+
+
 def build_upstream_headers(
     headers: list[tuple[str, str]], request_id: str, client_host: str | None
 ) -> list[tuple[bytes, bytes]]:
-    """The headers to send a pod: end-to-end ones only, normalised (see ``normalise_header``), the
-    router's request id, and the client's address appended to X-Forwarded-For."""
-    out = [normalise_header(k, v) for k, v in headers if k.lower() not in NOT_FORWARDED_REQUEST]
+    """The headers to send a pod: end-to-end ones only (not those the client's Connection header
+    names), normalised (see ``normalise_header``), the router's request id, and the client's
+    address appended to X-Forwarded-For."""
+    dropped = NOT_FORWARDED_REQUEST | read_connection_names(headers)
+    out = [normalise_header(k, v) for k, v in headers if k.lower() not in dropped]
     out.append((b"x-request-id", request_id.encode("latin-1")))
     if client_host:
         prior = [v for k, v in out if k.lower() == b"x-forwarded-for"]
@@ -141,7 +155,8 @@ def content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
 
 
 def build_response_headers(raw: list[tuple[bytes, bytes]], request_id: str) -> list[tuple[bytes, bytes]]:
-    out = [(k.lower(), v) for k, v in raw if k.lower().decode("latin-1") not in NOT_RETURNED_RESPONSE]
+    dropped = NOT_RETURNED_RESPONSE | read_connection_names(raw)
+    out = [(k.lower(), v) for k, v in raw if k.lower().decode("latin-1") not in dropped]
     out = [(k, v) for k, v in out if k != b"x-request-id"]
     out.append((b"x-request-id", request_id.encode("latin-1")))
     return out

@@ -76,6 +76,18 @@ def test_build_upstream_headers_drops_hop_by_hop_and_the_client_key():
     ]
 
 
+def test_headers_named_in_connection_stop_at_the_router_both_ways():
+    """RFC 9110 7.6.1: what Connection lists is for this hop only (a client naming X-Forwarded-For
+    there must not make the router drop it either: the router's own is appended after)."""
+    sent = build_upstream_headers(
+        [("Connection", "close, X-Secret-Hop , x-other"), ("X-Secret-Hop", "1"), ("X-Other", "2"), ("Accept", "image/png")],
+        "rid", None)
+    assert sent == [(b"Accept", b"image/png"), (b"x-request-id", b"rid")]
+    returned = build_response_headers(
+        [(b"Connection", b"X-Pod-Hop"), (b"X-Pod-Hop", b"1"), (b"content-type", b"image/png")], "rid")
+    assert returned == [(b"content-type", b"image/png"), (b"x-request-id", b"rid")]
+
+
 def test_build_upstream_headers_appends_the_client_to_one_forwarded_for():
     headers = build_upstream_headers([("X-Forwarded-For", "1.2.3.4"), ("x-forwarded-for", "5.6.7.8")], "r", "10.0.0.9")
     assert [v for k, v in headers if k.lower() == b"x-forwarded-for"] == [b"1.2.3.4, 5.6.7.8, 10.0.0.9"]
