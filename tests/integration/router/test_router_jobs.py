@@ -17,6 +17,7 @@ from PIL import Image
 from tests.support.jobs_client import stream
 from tests.support.processes import running_router, start_servers
 from tests.support.tiny_models import tiny_model_dirs  # noqa: F401  (the fixture)
+from tinyimg.router.jobids import build_pod_tag
 
 KEYS = ("router-key-1", "router-key-2")
 LONG = {"limits": {"maxSteps": 400}, "jobs": {"previewIntervalMs": 0}}
@@ -131,10 +132,10 @@ def test_cancel_through_the_router(cluster):
 def test_forged_ids_and_other_keys_read_as_unknown(cluster):
     procs, (first, _), _ = cluster
     job = create(first.url, steps=2)
-    pod_job, pod_part, mac = job["id"].split(".")
-    holder = base64.urlsafe_b64decode(pod_part + "=" * (-len(pod_part) % 4)).decode()
-    (other,) = [p.url for p in procs.values() if p.url != holder]
-    forged = f"{pod_job}.{base64.urlsafe_b64encode(other.encode()).rstrip(b'=').decode()}.{mac}"
+    pod_job, _, mac = job["id"].split(".")
+    (other,) = [p.url for name, p in procs.items() if name != pod_of(procs, job)]
+    # The other pod's real tag (as if the attacker knew it) with this id's signature: refused.
+    forged = f"{pod_job}.{build_pod_tag(b'a shared router job secret, 32+ bytes', other)}.{mac}"
     for job_id, key in ((forged, KEYS[0]), (job["id"], KEYS[1]), (pod_job, KEYS[0]), ("nonsense", KEYS[0])):
         r = httpx.get(f"{first.url}/v1/jobs/{job_id}", headers=auth(key), timeout=10)
         assert r.status_code == 404 and r.json()["error"]["code"] == "job_not_found", (job_id, key)

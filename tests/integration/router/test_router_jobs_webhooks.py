@@ -16,6 +16,8 @@ from tests.support.jobs_client import WEBHOOK_HOSTS, WEBHOOK_SECRET
 from tests.support.processes import running_router, spawn, wait_until_ready
 from tests.support.tiny_models import tiny_config, tiny_model_dirs  # noqa: F401  (the fixture)
 from tests.support.webhooks import running_receiver, verify
+from tinyimg.router.auth import hash_key
+from tinyimg.router.jobids import read_router_job_id
 from tinyimg.spec import JobsConfig
 
 KEY = "router-hooks-key"
@@ -33,7 +35,7 @@ def cluster(tiny_model_dirs, tmp_path_factory):
         })
         (tmp / f"{name}.yaml").write_text(yaml.safe_dump(config.to_wire()))
         procs[name] = spawn(name, ["serve", "--config", str(tmp / f"{name}.yaml")], tmp)
-    (tmp / "secret").write_text("a shared router job secret, 32+ bytes\n")
+    (tmp / "secret").write_text(ROUTER_SECRET.decode() + "\n")
     (tmp / "keys").write_text(KEY + "\n")
     with ExitStack() as stack:
         for proc in procs.values():
@@ -50,9 +52,12 @@ def auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {KEY}"}
 
 
-def pod_url_of(router_job_id: str) -> str:
-    part = router_job_id.split(".")[1]
-    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)).decode()
+ROUTER_SECRET = b"a shared router job secret, 32+ bytes"
+
+
+def pod_url_of(router_job_id: str, pod_urls: list[str]) -> str | None:
+    """Which pod the id names (its tag is a keyed hash of the pod URL: only the secret tells)."""
+    return read_router_job_id(ROUTER_SECRET, router_job_id, hash_key(KEY), pod_urls)[1]
 
 
 def create_with_webhook(router_url: str, hook_url: str, headers: dict[str, str] | None = None, **body) -> dict:
@@ -77,7 +82,7 @@ def test_a_webhook_of_a_job_made_through_the_router_carries_the_router_id_and_wo
     assert set(bodies) == {j["id"] for j in jobs}  # exactly the ids the client was given
     for job in jobs:
         payload = bodies[job["id"]]
-        assert pod_url_of(job["id"]) in {p.url for p in procs.values()}
+        assert pod_url_of(job["id"], [p.url for p in procs.values()]) in {p.url for p in procs.values()}
         assert payload["status"] == "succeeded" and payload["status_url"] == job["status_url"]
         assert payload["status_url"] == f"{router.url}/v1/jobs/{job['id']}"
         assert payload["events_url"] == f"{router.url}/v1/jobs/{job['id']}/events"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 
 import pytest
@@ -13,11 +14,24 @@ from tinyimg.runtime.jobstore import JobNotFound
 SECRET = b"s" * 32
 POD_JOB = "job_" + "a" * 32
 POD = "http://10.0.0.7:8000"
+KNOWN = ["http://10.0.0.6:8000", POD, "http://10.0.0.8:8000"]
 
 
 def test_an_id_resolves_to_its_pod_job_and_pod_on_any_replica_with_the_secret():
     job_id = build_router_job_id(SECRET, POD_JOB, POD, "keyhash")
-    assert read_router_job_id(bytes(SECRET), job_id, "keyhash") == (POD_JOB, POD)
+    assert read_router_job_id(bytes(SECRET), job_id, "keyhash", KNOWN) == (POD_JOB, POD)
+
+
+def test_an_id_does_not_show_its_pod_address():
+    job_id = build_router_job_id(SECRET, POD_JOB, POD, "keyhash")
+    parts = job_id.split(".")
+    decoded = [base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)) for p in parts[1:]]
+    assert not any(b"10.0.0.7" in d or b"8000" in d for d in decoded) and "10.0.0.7" not in job_id
+
+
+def test_a_well_signed_id_whose_pod_no_router_knows_is_a_pod_gone_not_a_forgery():
+    job_id = build_router_job_id(SECRET, POD_JOB, POD, "k")
+    assert read_router_job_id(SECRET, job_id, "k", ["http://10.0.0.9:8000"]) == (POD_JOB, None)
 
 
 @pytest.mark.parametrize(
@@ -34,7 +48,7 @@ def test_an_id_resolves_to_its_pod_job_and_pod_on_any_replica_with_the_secret():
 def test_a_forged_or_altered_id_is_not_found(tamper):
     job_id = build_router_job_id(SECRET, POD_JOB, POD, "k")
     with pytest.raises(JobNotFound) as err:
-        read_router_job_id(SECRET, tamper(job_id), "k")
+        read_router_job_id(SECRET, tamper(job_id), "k", KNOWN)
     assert (err.value.status, err.value.code) == (404, "job_not_found")
 
 
@@ -42,7 +56,7 @@ def test_another_key_or_another_secret_reads_it_as_unknown():
     job_id = build_router_job_id(SECRET, POD_JOB, POD, "alice")
     for secret, key in ((SECRET, "bob"), (b"t" * 32, "alice")):
         with pytest.raises(JobNotFound):
-            read_router_job_id(secret, job_id, key)
+            read_router_job_id(secret, job_id, key, KNOWN)
 
 
 def test_rewrite_job_puts_the_router_id_and_urls_everywhere():
@@ -60,5 +74,5 @@ def test_the_job_headers_name_a_fresh_pod_job_and_the_router_id_that_resolves_to
     pod_job = first[b"x-tinyimg-job-id"].decode()
     assert re.fullmatch(r"job_[0-9a-f]{32}", pod_job) and pod_job != second[b"x-tinyimg-job-id"].decode()
     public = first[b"x-tinyimg-public-job-id"].decode()
-    assert read_router_job_id(SECRET, public, "alice") == (pod_job, POD)
+    assert read_router_job_id(SECRET, public, "alice", KNOWN) == (pod_job, POD)
     assert first[b"x-tinyimg-public-base-url"] == b"http://router.example/"

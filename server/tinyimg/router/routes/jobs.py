@@ -101,10 +101,10 @@ async def create_job(request: Request, state: StateDep) -> Response:
 
 
 async def to_pod(request: Request, state: RouterState, job_id: str, method: str, tail: str = "") -> UpstreamResponse:
-    pod_job_id, pod_url = read_router_job_id(state.job_secret, job_id, read_key_hash(request))
+    pod_job_id, pod_url = read_router_job_id(state.job_secret, job_id, read_key_hash(request), state.table.pods)
     assert state.forwarder is not None
     upstream = await state.forwarder.forward_to(
-        pod_url, method, f"/v1/jobs/{pod_job_id}{tail}", upstream_headers(request),
+        pod_url or "", method, f"/v1/jobs/{pod_job_id}{tail}", upstream_headers(request),
         request.scope["state"]["request_id"],
     )
     return upstream
