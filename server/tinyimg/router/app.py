@@ -18,6 +18,7 @@ from tinyimg.http.edge import install_edge
 from tinyimg.router.fastpath import GenerationFastPath
 from tinyimg.router.forward import Forwarder, build_forward_pool, build_timeouts
 from tinyimg.router.poller import poll_all, run_poller
+from tinyimg.router.pool import origin_of
 from tinyimg.router.routes import generate, health, info, jobs, metrics, openai_models
 from tinyimg.router.settings import RouterSettings
 from tinyimg.router.state import RouterState
@@ -30,8 +31,22 @@ ROUTERS = (
 def build_http_client(settings: RouterSettings) -> httpx.AsyncClient:
     """The pooled client for polling and the aggregated views (forwarding has its own pool)."""
     timeout = httpx.Timeout(settings.upstream_timeout, connect=settings.connect_timeout, pool=settings.connect_timeout)
-    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30)
+    # Idle connections go before the pods' own keep-alive timeout (5 s) closes them under us.
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=4)
     return httpx.AsyncClient(timeout=timeout, limits=limits)
+
+
+SWEEP_SECONDS = 2.0
+
+
+async def run_pool_sweeper(state: RouterState) -> None:
+    """Every few seconds, the forwarding pool lets go of connections the pods closed and of pods
+    that left the table."""
+    assert state.forwarder is not None
+    while True:
+        await asyncio.sleep(SWEEP_SECONDS)
+        known = {origin_of(url) for url in state.table.pods}
+        await state.forwarder.pool.sweep(known.__contains__)
 
 
 def create_router_app(settings: RouterSettings, discovery: Any) -> FastAPI:
@@ -48,12 +63,14 @@ def create_router_app(settings: RouterSettings, discovery: Any) -> FastAPI:
         # One round before serving: the first requests then already know which backends answer.
         await poll_all(state.client, state.table, settings.poll_timeout)
         poller = asyncio.create_task(run_poller(state.client, state.table, settings.poll_interval, settings.poll_timeout))
+        sweeper = asyncio.create_task(run_pool_sweeper(state))
         try:
             yield
         finally:
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
+            for task in (poller, sweeper):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await discovery.stop()
             await state.forwarder.aclose()
             await state.client.aclose()

@@ -20,6 +20,12 @@ import httpcore
 Origin = tuple[bytes, bytes, int]
 
 
+def origin_of(url: str) -> Origin:
+    """A pod URL's (scheme, host, port), as the pool keys its connections."""
+    parsed = httpcore.URL(url)
+    return parsed.scheme, parsed.host, parsed.port or (443 if parsed.scheme == b"https" else 80)
+
+
 class ReturningStream:
     """A response body that gives its connection back once it is closed (read or not)."""
 
@@ -84,6 +90,26 @@ class ForwardPool:
 
         response.stream = ReturningStream(response.stream, give_back)
         return response
+
+    async def sweep(self, known: Callable[[Origin], bool]) -> int:
+        """Close idle connections that expired or that their pod closed (a socket the pod shut
+        stays in CLOSE_WAIT until closed here), and every idle one of a pod ``known`` no longer
+        names (it left the table). Run every few seconds; returns how many were closed."""
+        closed = 0
+        for origin in list(self.idle):
+            keep = known(origin)
+            kept = []
+            for connection in self.idle[origin]:
+                if keep and not connection.is_closed() and connection.is_idle() and not connection.has_expired():
+                    kept.append(connection)
+                else:
+                    await connection.aclose()
+                    closed += 1
+            if kept:
+                self.idle[origin] = kept
+            else:
+                del self.idle[origin]
+        return closed
 
     async def aclose(self) -> None:
         connections = [c for idle in self.idle.values() for c in idle] + list(self.busy)

@@ -106,3 +106,27 @@ def test_the_router_drops_idle_connections_before_the_model_server_would_close_t
     the forwarder takes the pod out of the rotation)."""
     assert build_forward_pool().keepalive_expiry == POOL_KEEPALIVE_SECONDS
     assert 0 < POOL_KEEPALIVE_SECONDS <= EdgeLimits().keep_alive_timeout - 1.0
+
+
+def open_sockets_to(port: int) -> int:
+    """This process's TCP sockets to ``port`` still open (any state, CLOSE_WAIT included)."""
+    import psutil
+
+    return sum(1 for c in psutil.Process().net_connections("tcp") if c.raddr and c.raddr.port == port)
+
+
+async def test_the_sweep_closes_connections_the_pod_closed_and_forgets_pods_that_left(pod):
+    url, connections = pod
+    port = int(url.rsplit(":", 1)[1])
+    pool = ForwardPool()
+    await asyncio.gather(*(fetch(pool, url) for _ in range(3)))
+    assert sum(len(idle) for idle in pool.idle.values()) == 3
+    for writer in connections:  # the pod ends its idle connections (its keep-alive timeout)
+        writer.close()
+    await asyncio.sleep(0.1)
+    assert open_sockets_to(port) == 3  # left in CLOSE_WAIT by a pool that never looks
+    assert await pool.sweep(lambda origin: True) == 3
+    assert pool.idle == {} and open_sockets_to(port) == 0
+    await fetch(pool, url)  # a pod that left the table: its idle connections go at the next sweep
+    assert await pool.sweep(lambda origin: False) == 1 and pool.idle == {}
+    await pool.aclose()
