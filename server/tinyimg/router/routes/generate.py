@@ -108,8 +108,28 @@ def asks_for_urls(body: bytes) -> bool:
     return isinstance(data, dict) and data.get("response_format") == "url"
 
 
+def inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON schema with its ``$defs`` references replaced by the definitions themselves: a route's
+    ``openapi_extra`` cannot add components, and a ``#/$defs/...`` left in an OpenAPI document
+    points nowhere (the request models' definitions are not recursive)."""
+    defs = schema.get("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items() if k != "$defs"}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
 def build_body_document(model: type[BaseModel]) -> dict[str, Any]:
-    schema = {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}
+    schema = {"required": True, "content": {"application/json": {"schema": inline_defs(model.model_json_schema())}}}
     return {"requestBody": schema}
 
 
