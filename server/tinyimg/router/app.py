@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from tinyimg.api import ui
 from tinyimg.http.edge import install_edge
+from tinyimg.router.drain import DrainGuard
 from tinyimg.router.fastpath import GenerationFastPath
 from tinyimg.router.forward import Forwarder, build_forward_pool, build_timeouts
 from tinyimg.router.poller import poll_all, run_poller
@@ -80,5 +81,6 @@ def create_router_app(settings: RouterSettings, discovery: Any) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(GenerationFastPath, state=state)  # first added: inside the edge (tinyimg.router.fastpath)
+    app.add_middleware(DrainGuard, holder=state)  # outside the fast path, inside the edge (tinyimg.router.drain)
     install_edge(app, settings.edge_limits())
     return app

@@ -144,9 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     app = create_router_app(settings, discovery)
     options = build_server_options(settings.edge_limits(), settings.trusted_proxies)
-    uvicorn.run(
+    from tinyimg.router.drain import RouterServer
+
+    config = uvicorn.Config(
         app, host=settings.host, port=settings.port, lifespan="on", log_level=args.log_level,
         # uvicorn annotates an int, but only hands it to asyncio.wait_for: fractional seconds work.
         timeout_graceful_shutdown=settings.shutdown_timeout, **options,  # type: ignore[arg-type]
     )
+    RouterServer(config, app.state.router).run()
     return 0

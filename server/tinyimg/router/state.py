@@ -33,6 +33,7 @@ class RouterState:
         self.waiting_room = WaitingRoom(self.table, self.metrics, getattr(discovery, "record_demand", None) or _no_demand)
         self.job_secret = settings.job_secret or secrets.token_bytes(32)
         self.streams = StreamGate(settings.stream_limits)
+        self.drain_guard: Any = None  # tinyimg.router.drain.DrainGuard, set when the app's middleware is built
 
 
 async def _no_demand(model: str) -> None:
