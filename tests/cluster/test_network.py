@@ -1,20 +1,28 @@
-"""NetworkPolicies enforced the way a CNI does (tests/support/cluster/network.py): the chart's
-default install, a model pod, and probe pods with different identities asking to reach it.
+"""What a real install hits on day one, on the emulated cluster with NetworkPolicies enforced the
+way a CNI does (tests/support/cluster/network.py): the chart installed as the README says (plus a
+webhook allow-list), one model, probe pods with different identities asking to reach it, a
+1024² img2img and inpaint request through the router, and a job's signed webhook.
 
 The pure translation is tested first (no root needed); the cluster part needs root, nft and
 cgroup v2 (CI has them) and skips elsewhere, saying why."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
 from tests.cluster.conftest import NAMESPACE, RELEASE, imagemodel_manifest, install_chart, model_pods
 from tests.support.cluster.network import Identity, admitted, enforcement_unavailable
 from tests.support.tiny_models import tiny_model_dirs  # noqa: F401  (the fixture)
+from tests.support.webhooks import running_receiver, verify
+from tinyimg.runtime.webhooks import read_webhook_secret
 
 MODEL = "tiny-flux"
 # A probe pod: GET /?url=U tries U from inside the pod and says what happened.
@@ -71,7 +79,8 @@ needs_enforcement = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def installed(cluster, tiny_model_dirs, tmp_path_factory):
     assert cluster.network is not None, f"CI must enforce NetworkPolicies: {enforcement_unavailable()}"
-    install_chart(cluster)
+    # Webhooks may go to this machine's receiver (the tests' own, on loopback).
+    install_chart(cluster, "--set", "server.jobs.webhookAllowedHosts={127.0.0.1}")
     manifest = tmp_path_factory.mktemp("net") / "model.yaml"
     manifest.write_text(imagemodel_manifest("flux", tiny_model_dirs["flux"], name=MODEL))
     cluster.kubectl("-n", NAMESPACE, "apply", "-f", str(manifest))
@@ -130,3 +139,50 @@ def test_the_router_and_the_operator_reach_model_pods_under_the_default_policy(i
     operator = cluster.list("v1/pods", NAMESPACE, labels={"app.kubernetes.io/component": "operator"})[0]
     probe = probe_pod(cluster, "as-operator", NAMESPACE, dict(operator["metadata"]["labels"]))
     assert reaches(probe, f"http://{model_pods(cluster, MODEL)[0]['status']['podIP']}:8000/status")
+
+
+def photo_like_png(size: int = 1024) -> bytes:
+    """Gradients with sensor-like noise: compresses like a photo (about 2 MB at 1024²)."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:size, 0:size]
+    pixels = np.stack([(x / 4) % 256, (y / 4) % 256, ((x + y) / 8) % 256], -1) + rng.normal(0, 6, (size, size, 3))
+    out = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(out, "PNG")
+    return out.getvalue()
+
+
+@needs_enforcement
+def test_a_1024_photo_img2img_and_inpaint_pass_the_router_and_the_pod_by_default(installed):
+    """Was 413 through `helm install`: both services capped bodies at 1 MB."""
+    url = installed.service_url(NAMESPACE, f"{RELEASE}-router")
+    image = base64.b64encode(photo_like_png()).decode()
+    mask_png = io.BytesIO()
+    mask = Image.new("L", (1024, 1024), 0)
+    mask.paste(255, (256, 256, 768, 768))
+    mask.save(mask_png, "PNG")
+    common = {"model": MODEL, "prompt": "a lighthouse", "width": 64, "height": 64, "steps": 2, "image": image}
+    for body in ({**common, "strength": 0.6}, {**common, "mask": base64.b64encode(mask_png.getvalue()).decode()}):
+        assert len(json.dumps(body)) > 2_500_000  # what a user sends: well over the old 1 MB bound
+        resp = httpx.post(f"{url}/generate", json=body, headers={"Accept": "image/png"}, timeout=120)
+        assert resp.status_code == 200, resp.text[:300]
+        assert Image.open(io.BytesIO(resp.content)).size == (64, 64)
+
+
+@needs_enforcement
+def test_a_job_webhook_through_the_router_reaches_its_receiver_signed_with_the_charts_key(installed, tmp_path):
+    """Was 422 in a cluster: pods had no webhook allow-list nor key."""
+    cluster = installed
+    url = cluster.service_url(NAMESPACE, f"{RELEASE}-router")
+    [secret] = [s for s in cluster.list("v1/secrets", NAMESPACE) if s["metadata"]["name"].endswith("-webhook")]
+    (tmp_path / "key").write_bytes(base64.b64decode(secret["data"]["secret"]))
+    key = read_webhook_secret(str(tmp_path / "key"))
+    with running_receiver() as (hooks, hook_url):
+        created = httpx.post(f"{url}/v1/jobs", json={"model": MODEL, "prompt": "a kite", "steps": 2, "webhook": hook_url},
+                             timeout=60)
+        assert created.status_code == 202, created.text
+        hooks.wait_for_calls(1, timeout=60)
+    (_, headers, body), = hooks.calls
+    assert verify(headers, body, key)
+    payload = json.loads(body)
+    assert payload["id"] == created.json()["id"] and payload["status"] == "succeeded"
+    assert payload["status_url"].startswith(url)  # the router's URL, not the pod's
