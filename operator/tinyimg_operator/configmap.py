@@ -10,16 +10,13 @@ import yaml
 from tinyimg import labels
 from tinyimg.spec import ModelSpec, ServerConfig, merge_server_settings
 from tinyimg_operator.objects import CONFIG_FILE, configmap_name, object_meta
-from tinyimg_operator.settings import BuildSettings
-
-WEBHOOK_SECRET_DIR = "/etc/tinyimg/webhook"
-WEBHOOK_SECRET_KEY = "secret"
+from tinyimg_operator.settings import ROUTER_SECRET_DIR, SECRET_KEY, WEBHOOK_SECRET_DIR, BuildSettings
 
 
 def build_server_config_yaml(spec: ModelSpec, settings: BuildSettings | None = None) -> str:
     """What ``tinyimg serve`` reads in the pod: listen on all interfaces, this one model, and the
     server settings: the operator's (the chart's ``server`` value), the model's ``spec.server`` over
-    them, and the mounted webhook signing key where the operator has one.
+    them, and the mounted webhook signing key and router secret where the operator has them.
 
     ``spec.env`` is left out: it reaches the process as the container's environment, and may hold
     values (tokens, URLs with credentials) that a ConfigMap, readable more widely, must not carry.
@@ -30,7 +27,9 @@ def build_server_config_yaml(spec: ModelSpec, settings: BuildSettings | None = N
     model = spec.model_copy(update={"env": {}, "server": None})
     server = merge_server_settings(settings.server, spec.server)
     if settings.webhook_secret:
-        server.setdefault("jobs", {}).setdefault("webhookSecretFile", f"{WEBHOOK_SECRET_DIR}/{WEBHOOK_SECRET_KEY}")
+        server.setdefault("jobs", {}).setdefault("webhookSecretFile", f"{WEBHOOK_SECRET_DIR}/{SECRET_KEY}")
+    if settings.router_secret:
+        server["routerSecretFile"] = f"{ROUTER_SECRET_DIR}/{SECRET_KEY}"
     wire = {**server, "host": "0.0.0.0", "port": labels.DEFAULT_PORT, "models": [model.to_wire()]}
     config = ServerConfig.model_validate(wire).to_wire()
     for entry in config["models"]:

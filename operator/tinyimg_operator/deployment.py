@@ -8,7 +8,7 @@ from typing import Any
 from tinyimg import labels
 from tinyimg.drain import build_drain_timing
 from tinyimg.spec import ModelSpec
-from tinyimg_operator.configmap import WEBHOOK_SECRET_DIR, WEBHOOK_SECRET_KEY, build_server_config_yaml, config_checksum
+from tinyimg_operator.configmap import build_server_config_yaml, config_checksum
 from tinyimg_operator.objects import (
     CACHE_DIR,
     CHECKSUM_ANNOTATION,
@@ -20,7 +20,7 @@ from tinyimg_operator.objects import (
     object_labels,
     object_meta,
 )
-from tinyimg_operator.settings import BuildSettings
+from tinyimg_operator.settings import SECRET_KEY, BuildSettings
 
 CONTAINER = "server"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -90,9 +90,8 @@ def build_pod_spec(spec: ModelSpec, settings: BuildSettings) -> dict[str, Any]:
             build_cache_volume(spec),
         ],
     }
-    if settings.webhook_secret:
-        pod["volumes"].append({"name": "webhook-secret", "secret": {
-            "secretName": settings.webhook_secret, "items": [{"key": WEBHOOK_SECRET_KEY, "path": WEBHOOK_SECRET_KEY}]}})
+    for volume, secret, _ in settings.mounted_secrets():
+        pod["volumes"].append({"name": volume, "secret": {"secretName": secret, "items": [{"key": SECRET_KEY, "path": SECRET_KEY}]}})
     if spec.node_selector:
         pod["nodeSelector"] = dict(spec.node_selector)
     if spec.tolerations:
@@ -135,8 +134,8 @@ def build_container(spec: ModelSpec, settings: BuildSettings) -> dict[str, Any]:
             {"name": "cache", "mountPath": CACHE_DIR},
         ],
     }
-    if settings.webhook_secret:
-        container["volumeMounts"].append({"name": "webhook-secret", "mountPath": WEBHOOK_SECRET_DIR, "readOnly": True})
+    for volume, _, path in settings.mounted_secrets():
+        container["volumeMounts"].append({"name": volume, "mountPath": path, "readOnly": True})
     if settings.image_pull_policy:
         container["imagePullPolicy"] = settings.image_pull_policy
     return container

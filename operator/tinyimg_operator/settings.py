@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from tinyimg.spec import PodServerSettings
 
 DEFAULT_SERVER_IMAGE = "ghcr.io/tinyimg/tinyimg-server:0.1.0"
+SECRET_KEY = "secret"  # the key of every Secret a model pod mounts
+WEBHOOK_SECRET_DIR = "/etc/tinyimg/webhook"
+ROUTER_SECRET_DIR = "/etc/tinyimg/router"
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 
 
@@ -25,6 +28,14 @@ class BuildSettings:
     # A Secret (key `secret`) in each model's namespace with the webhook signing key: mounted into
     # model pods, and jobs.webhookSecretFile points at it.
     webhook_secret: str | None = None
+    # The router's job secret (the chart's <release>-router-jobs Secret, key `secret`): mounted into
+    # model pods as routerSecretFile, so they believe job headers from the router only.
+    router_secret: str | None = None
+
+    def mounted_secrets(self) -> list[tuple[str, str, str]]:
+        """(volume name, Secret name, mount directory) of each Secret model pods mount (key `secret`)."""
+        found = [("webhook-secret", self.webhook_secret, WEBHOOK_SECRET_DIR), ("router-secret", self.router_secret, ROUTER_SECRET_DIR)]
+        return [(volume, secret, path) for volume, secret, path in found if secret]
 
     def image_allowed(self, image: str) -> bool:
         """The operator's own server image, or one on the allow-list: an exact reference, or a
@@ -39,7 +50,8 @@ def load_build_settings(environ: Mapping[str, str] | None = None) -> BuildSettin
     TINYIMG_ALLOWED_IMAGES (comma-separated images or ``prefix*`` an ImageModel may also use),
     TINYIMG_AUTOSCALER (builtin, the default, or off: the chart's one autoscaling switch),
     TINYIMG_SERVER_SETTINGS (JSON: the server settings of every model pod), TINYIMG_WEBHOOK_SECRET
-    (the name of the Secret holding the webhook signing key)."""
+    (the name of the Secret holding the webhook signing key), TINYIMG_ROUTER_SECRET (the name of the
+    Secret holding the router's job secret)."""
     env = os.environ if environ is None else environ
     policy = env.get("TINYIMG_IMAGE_PULL_POLICY") or None
     if policy is not None and policy not in PULL_POLICIES:
@@ -57,6 +69,7 @@ def load_build_settings(environ: Mapping[str, str] | None = None) -> BuildSettin
         server_image=env.get("TINYIMG_SERVER_IMAGE") or DEFAULT_SERVER_IMAGE,
         server=server,
         webhook_secret=env.get("TINYIMG_WEBHOOK_SECRET") or None,
+        router_secret=env.get("TINYIMG_ROUTER_SECRET") or None,
         image_pull_policy=policy,
         allowed_images=allowed,
         builtin_autoscaler=autoscaler == "builtin",

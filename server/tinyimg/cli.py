@@ -58,7 +58,11 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"tinyimg serve: {err}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     configure_logging(args.log_level)
-    run_server(config, args.log_level, args.termination_log)
+    try:
+        run_server(config, args.log_level, args.termination_log)
+    except ConfigError as err:  # a file the config names (routerSecretFile) cannot be used
+        print(f"tinyimg serve: {err}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
     return 0
 
 

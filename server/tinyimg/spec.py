@@ -335,6 +335,9 @@ class ServerConfig(_Schema):
         description="Request bodies held at once by the process, all requests together; past it 503 server_busy.",
     )
     api_keys_file: str | None = Field(None, description="One key per line; unset = no auth.")
+    router_secret_file: str | None = Field(
+        None, description="The router's job secret: its job headers are then believed only when signed with it."
+    )
     trusted_proxies: list[str] | None = Field(
         None, description="Addresses or networks whose X-Forwarded-For/-Proto are believed; unset = none."
     )

@@ -16,7 +16,7 @@ from tinyimg_operator.settings import load_build_settings
 
 SCHEMA = Path(__file__).resolve().parents[2] / "charts" / "tinyimg" / "values.schema.json"
 # What a pod's config may not take from the chart: the operator sets these, or the router does the job.
-POD_OWN = {"host", "port", "models", "api_keys_file"}
+POD_OWN = {"host", "port", "models", "api_keys_file", "router_secret_file"}
 
 
 def test_every_server_config_field_is_a_chart_setting():
@@ -57,6 +57,18 @@ def test_server_values_reach_every_model_pod_and_a_model_overrides_them():
     config, _ = pod_config(objects, {"server": {"maxBodyBytes": 67108864, "jobs": {"resultTtlSeconds": 60}}})
     assert (config.max_body_bytes, config.max_connections) == (67108864, 50)
     assert (config.jobs_config().result_ttl_seconds, config.jobs_config().webhook_allowed_hosts) == (60, ["hooks.example.com"])
+
+
+def test_model_pods_mount_the_routers_job_secret_and_believe_signed_job_headers_only():
+    objects = render()
+    config, pod = pod_config(objects, {})
+    router_secret = one(objects, "Secret", "-router-jobs")
+    volume = next(v for v in pod["volumes"] if v["name"] == "router-secret")
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "router-secret")
+    assert volume["secret"]["secretName"] == router_secret["metadata"]["name"]
+    assert config.router_secret_file == f"{mount['mountPath']}/secret"
+    router_args = one(objects, "Deployment", "-router")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--job-secret-file=/etc/tinyimg/jobs/secret" in router_args  # the same Secret, the same key
 
 
 def test_no_server_values_leave_the_pod_at_the_server_defaults_with_no_webhooks():

@@ -20,9 +20,9 @@ from tinyimg.http.limits import EdgeLimits
 from tinyimg.http.streams import StreamGate, StreamLimits
 from tinyimg.router.auth import build_auth_failure_limiter
 from tinyimg.runtime.jobrunner import JobService
-from tinyimg.runtime.jobstore import JobRecord
+from tinyimg.runtime.jobstore import JobRecord, read_job_secret
 from tinyimg.runtime.webhooks import WebhookSender
-from tinyimg.spec import ServerConfig
+from tinyimg.spec import ConfigError, ServerConfig
 from tinyimg.termination import TerminationLog
 
 log = logging.getLogger("tinyimg.api")
@@ -105,6 +105,10 @@ def create_app(
     app.state.jobs = job_service
     app.state.api_keys = load_api_keys(config.api_keys_file) if config.api_keys_file else None
     app.state.auth_failures = build_auth_failure_limiter()
+    try:
+        app.state.router_secret = read_job_secret(config.router_secret_file, "routerSecretFile") if config.router_secret_file else None
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     jobs_config = config.jobs_config()
     app.state.streams = StreamGate(StreamLimits(jobs_config.max_streams_per_job, jobs_config.max_streams_per_client,
                                                 jobs_config.max_streams))

@@ -5,6 +5,7 @@ a job needs the key that created it (a job of another key answers 404 like an un
 from __future__ import annotations
 
 import hmac
+import logging
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
@@ -35,12 +36,16 @@ from tinyimg.runtime.jobrunner import build_error_data
 from tinyimg.runtime.jobstore import (
     JOB_ID,
     JOB_ID_HEADER,
+    JOB_SIGNATURE_HEADER,
     PUBLIC_BASE_URL_HEADER,
     PUBLIC_JOB_ID_HEADER,
     JobNotFound,
     JobRecord,
+    sign_job_headers,
 )
 from tinyimg.runtime.webhooks import check_webhook
+
+log = logging.getLogger("tinyimg.api")
 
 router = APIRouter(tags=["jobs"])
 
@@ -72,10 +77,18 @@ class JobIdentity:
     public_base_url: str | None = None
 
 
-def read_job_identity(headers: Any) -> JobIdentity:
-    """The router's job headers, checked (422 naming the header when malformed). Trusted from
-    whoever reaches the pod, as the request id is: in a cluster only the router does (README)."""
+def read_job_identity(headers: Any, router_secret: bytes | None = None) -> JobIdentity:
+    """The router's job headers, checked (422 naming the header when malformed). With the
+    router's secret (``routerSecretFile``; the operator mounts it) they are believed only when
+    their signature matches, and ignored otherwise (logged: a direct client, or a router with
+    another secret, gets a job of the pod's own); without it, from whoever reaches the pod."""
     job_id, public_id, base_url = (headers.get(h) for h in (JOB_ID_HEADER, PUBLIC_JOB_ID_HEADER, PUBLIC_BASE_URL_HEADER))
+    if router_secret is not None and (job_id or public_id or base_url):
+        signature = headers.get(JOB_SIGNATURE_HEADER) or ""
+        expected = sign_job_headers(router_secret, job_id or "", public_id or "", base_url or "")
+        if not hmac.compare_digest(signature, expected):
+            log.warning("job headers without a valid router signature: ignored", extra={"job_id": job_id})
+            return JobIdentity()
     if job_id is not None and not JOB_ID.fullmatch(job_id):
         raise InvalidField(JOB_ID_HEADER, "must be job_ and 32 lowercase hex digits")
     if (public_id is None) != (base_url is None):
@@ -155,7 +168,7 @@ def read_job(request: Request, jobs: Any, job_id: str) -> JobRecord:
 async def create_job_route(
     body: JobRequest, request: Request, response: Response, config: ConfigDep, jobs: JobsDep, _auth: ApiKeyDep
 ) -> JobResponse:
-    identity = read_job_identity(request.headers)
+    identity = read_job_identity(request.headers, request.app.state.router_secret)
     webhook = await check_webhook(body.webhook, config.jobs_config()) if body.webhook is not None else None
     generate_body = GenerateRequest.model_validate(body.model_dump(exclude={"webhook", "preview"}))
     record = await create_job(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tinyimg.router.settings import RouterSettings
@@ -67,18 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def read_job_secret(path: str) -> bytes:
-    try:
-        secret = Path(path).read_bytes().strip()
-    except OSError as err:
-        raise ValueError(f"--job-secret-file {path}: cannot read: {err.strerror or err}") from None
-    if len(secret) < 16:
-        raise ValueError(f"--job-secret-file {path}: the secret must be at least 16 bytes")
-    return secret
-
-
 def load_settings(args: argparse.Namespace) -> RouterSettings:
     from tinyimg.router.auth import load_key_hashes
+    from tinyimg.runtime.jobstore import read_job_secret
 
     given = {
         "host": args.host,
@@ -94,7 +84,7 @@ def load_settings(args: argparse.Namespace) -> RouterSettings:
         "trusted_proxies": tuple(args.trusted_proxies) if args.trusted_proxies else None,
         "key_hashes": tuple(load_key_hashes(args.api_keys_file)) if args.api_keys_file else None,
         "open_paths": () if args.protect_health else None,
-        "job_secret": read_job_secret(args.job_secret_file) if args.job_secret_file else None,
+        "job_secret": read_job_secret(args.job_secret_file, "--job-secret-file") if args.job_secret_file else None,
     }
     return RouterSettings(**{k: v for k, v in given.items() if v is not None})
 

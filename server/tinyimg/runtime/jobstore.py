@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import hmac
 import re
 import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tinyimg.errors import ApiError
@@ -33,7 +36,27 @@ JOB_ID = re.compile(r"^job_[0-9a-f]{32}$")
 JOB_ID_HEADER = "x-tinyimg-job-id"
 PUBLIC_JOB_ID_HEADER = "x-tinyimg-public-job-id"
 PUBLIC_BASE_URL_HEADER = "x-tinyimg-public-base-url"
-JOB_HEADERS = frozenset({JOB_ID_HEADER, PUBLIC_JOB_ID_HEADER, PUBLIC_BASE_URL_HEADER})
+JOB_SIGNATURE_HEADER = "x-tinyimg-job-signature"
+JOB_HEADERS = frozenset({JOB_ID_HEADER, PUBLIC_JOB_ID_HEADER, PUBLIC_BASE_URL_HEADER, JOB_SIGNATURE_HEADER})
+
+
+def read_job_secret(path: str, name: str) -> bytes:
+    """The router's job secret from a file (``name``: the flag or field that names it, for the
+    message): ``tinyimg router --job-secret-file`` and a pod's ``routerSecretFile`` read it alike."""
+    try:
+        secret = Path(path).read_bytes().strip()
+    except OSError as err:
+        raise ValueError(f"{name} {path}: cannot read: {err.strerror or err}") from None
+    if len(secret) < 16:
+        raise ValueError(f"{name} {path}: the secret must be at least 16 bytes")
+    return secret
+
+
+def sign_job_headers(secret: bytes, job_id: str, public_id: str, base_url: str) -> str:
+    """What a router puts in ``x-tinyimg-job-signature``: HMAC-SHA256 with its job secret over the
+    three job headers, so a pod given the same secret believes them from the router only."""
+    message = f"job-headers\n{job_id}\n{public_id}\n{base_url}".encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
 # Queued position moves and progress steps: a job has at most one event per step and per move,
 # but a long queue could move thousands of times; the oldest non-terminal events go past this.
 MAX_EVENTS = 2000

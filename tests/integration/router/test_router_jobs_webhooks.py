@@ -21,21 +21,23 @@ from tinyimg.router.jobids import read_router_job_id
 from tinyimg.spec import JobsConfig
 
 KEY = "router-hooks-key"
+ROUTER_SECRET = b"a shared router job secret, 32+ bytes"
 
 
 @pytest.fixture(scope="module")
 def cluster(tiny_model_dirs, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("router-hooks")
     (tmp / "hook-secret").write_text("whsec_" + base64.b64encode(WEBHOOK_SECRET).decode() + "\n")
+    (tmp / "secret").write_text(ROUTER_SECRET.decode() + "\n")
     procs = {}
     for name in ("pod-a", "pod-b"):
         config = tiny_config(tiny_model_dirs, ("flux",))
         config.jobs = JobsConfig.model_validate({
             "webhookAllowedHosts": WEBHOOK_HOSTS, "webhookSecretFile": str(tmp / "hook-secret"),
         })
-        (tmp / f"{name}.yaml").write_text(yaml.safe_dump(config.to_wire()))
+        # As the operator sets them up: the router's job secret, so only its signed headers count.
+        (tmp / f"{name}.yaml").write_text(yaml.safe_dump({**config.to_wire(), "routerSecretFile": str(tmp / "secret")}))
         procs[name] = spawn(name, ["serve", "--config", str(tmp / f"{name}.yaml")], tmp)
-    (tmp / "secret").write_text(ROUTER_SECRET.decode() + "\n")
     (tmp / "keys").write_text(KEY + "\n")
     with ExitStack() as stack:
         for proc in procs.values():
@@ -50,9 +52,6 @@ def cluster(tiny_model_dirs, tmp_path_factory):
 
 def auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {KEY}"}
-
-
-ROUTER_SECRET = b"a shared router job secret, 32+ bytes"
 
 
 def pod_url_of(router_job_id: str, pod_urls: list[str]) -> str | None:
@@ -109,3 +108,23 @@ def test_job_headers_a_client_sends_are_dropped_by_the_router(cluster):
     assert payload["status_url"] == f"{router.url}/v1/jobs/{job['id']}" and "evil" not in body.decode()
     for proc in procs.values():  # no pod made a job under the injected id
         assert httpx.get(f"{proc.url}/v1/jobs/{injected_job}", timeout=10).status_code == 404
+
+
+def test_job_headers_sent_straight_to_a_pod_that_has_the_routers_secret_are_ignored(cluster):
+    """Sent directly to a pod, the router's headers once made validly signed webhook bodies with
+    any job id and URLs. Unsigned, the pod now makes a job of its own (its id, its URLs)."""
+    procs, _ = cluster
+    pod = procs["pod-a"]
+    forged_job = "job_" + "f" * 32
+    forged = {"x-tinyimg-job-id": forged_job, "x-tinyimg-public-job-id": "job_x.forged.id",
+              "x-tinyimg-public-base-url": "http://evil.example/", "x-tinyimg-job-signature": "0" * 64}
+    with running_receiver() as (hooks, hook_url):
+        r = httpx.post(f"{pod.url}/v1/jobs", json={"model": "tiny-flux", "prompt": "a kite", "steps": 2, "webhook": hook_url},
+                       headers=forged, timeout=30)
+        assert r.status_code == 202, r.text
+        hooks.wait_for_calls(1)
+    (_, headers, body), = hooks.calls
+    payload = json.loads(body)
+    assert verify(headers, body)
+    assert payload["id"] == r.json()["id"] != forged_job and "evil" not in body.decode()
+    assert payload["status_url"].startswith(pod.url)

@@ -8,7 +8,7 @@ import pytest
 from tinyimg.api.jobs import JobIdentity, build_webhook_payload, read_job_identity
 from tinyimg.errors import InvalidField
 from tinyimg.runtime.jobs import GenerationParams
-from tinyimg.runtime.jobstore import JobRecord
+from tinyimg.runtime.jobstore import JobRecord, sign_job_headers
 
 POD_JOB = "job_" + "0123456789abcdef" * 2
 PUBLIC = f"{POD_JOB}.aHR0cDovL3BvZA.c2lnbmF0dXJlLXNpeHRlZW4"
@@ -66,3 +66,15 @@ def test_a_webhook_body_carries_the_public_id_and_urls_when_a_router_named_them(
 def test_a_webhook_body_of_a_direct_job_is_the_pods_own():
     payload = build_webhook_payload(build_record())
     assert payload["id"] == POD_JOB and payload["status_url"] == f"http://10.0.0.7:8000/v1/jobs/{POD_JOB}"
+
+
+def test_with_the_routers_secret_only_signed_job_headers_are_believed():
+    secret = b"the router's job secret, 32 bytes"
+    job_id, public_id, base = "job_" + "a" * 32, "job_" + "a" * 32 + ".tag.mac", "http://router.example/"
+    headers = {"x-tinyimg-job-id": job_id, "x-tinyimg-public-job-id": public_id, "x-tinyimg-public-base-url": base}
+    signed = {**headers, "x-tinyimg-job-signature": sign_job_headers(secret, job_id, public_id, base)}
+    assert read_job_identity(signed, secret) == JobIdentity(job_id, public_id, base)
+    assert read_job_identity(headers, secret) == JobIdentity()  # a direct client's: ignored
+    forged = {**signed, "x-tinyimg-public-base-url": "http://evil.example/"}
+    assert read_job_identity(forged, secret) == JobIdentity()
+    assert read_job_identity(headers) == JobIdentity(job_id, public_id, base)  # no secret: believed, as before

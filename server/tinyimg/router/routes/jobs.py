@@ -20,7 +20,14 @@ from tinyimg.router.forward import UpstreamResponse, build_upstream_headers
 from tinyimg.router.jobids import build_router_job_id, read_router_job_id
 from tinyimg.router.routes.generate import build_body_document, check_body, read_client, read_model_name
 from tinyimg.router.state import AccessDep, RouterState, StateDep
-from tinyimg.runtime.jobstore import JOB_ID_HEADER, PUBLIC_BASE_URL_HEADER, PUBLIC_JOB_ID_HEADER, new_job_id
+from tinyimg.runtime.jobstore import (
+    JOB_ID_HEADER,
+    JOB_SIGNATURE_HEADER,
+    PUBLIC_BASE_URL_HEADER,
+    PUBLIC_JOB_ID_HEADER,
+    new_job_id,
+    sign_job_headers,
+)
 
 router = APIRouter(tags=["jobs"], dependencies=[AccessDep])
 READ_STATUSES = (401, 404, 429, 504, *EDGE_ERRORS)
@@ -54,8 +61,9 @@ def build_job_headers(secret: bytes, pod_url: str, key_hash: str, base_url: str)
     each pod tried: the pod's URL is part of the signed id."""
     pod_job_id = new_job_id()
     public_id = build_router_job_id(secret, pod_job_id, pod_url, key_hash)
+    signature = sign_job_headers(secret, pod_job_id, public_id, base_url)
     return [(JOB_ID_HEADER.encode(), pod_job_id.encode()), (PUBLIC_JOB_ID_HEADER.encode(), public_id.encode()),
-            (PUBLIC_BASE_URL_HEADER.encode(), base_url.encode("latin-1"))]
+            (PUBLIC_BASE_URL_HEADER.encode(), base_url.encode("latin-1")), (JOB_SIGNATURE_HEADER.encode(), signature.encode())]
 
 
 def build_job_answer(status: int, raw_headers: list[tuple[bytes, bytes]], body: bytes, job_id: str,
