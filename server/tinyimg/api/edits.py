@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import io
-import time
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -23,8 +22,8 @@ from tinyimg.api.auth import ApiKeyDep
 from tinyimg.api.deps import ConfigDep, JobsDep
 from tinyimg.api.generate import GENERATION_ERRORS, run_generation
 from tinyimg.api.inputs import open_image, read_mask_from_alpha
-from tinyimg.api.openai_images import OPENAI_FIELDS
-from tinyimg.api.requests import GenerateRequest, OpenAIImageData, OpenAIImagesResponse
+from tinyimg.api.openai_images import OPENAI_FIELDS, build_images_response
+from tinyimg.api.requests import GenerateRequest, OpenAIImagesResponse
 from tinyimg.errors import InvalidField
 from tinyimg.spec import ServerConfig
 
@@ -46,7 +45,7 @@ EDIT_REQUEST_BODY = {
             "model": {"type": "string"},
             "n": {"type": "integer", "minimum": 1},
             "size": {"type": "string", "description": '"WIDTHxHEIGHT" or "auto"'},
-            "response_format": {"type": "string", "enum": ["b64_json"]},
+            "response_format": {"type": "string", "enum": ["b64_json", "url"]},
             "output_format": {"type": "string", "enum": ["png", "jpeg", "webp"]},
             "strength": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
             "scheduler": {"type": "string"},
@@ -92,8 +91,8 @@ def build_edit_request(fields: dict[str, str], image: bytes, mask: bytes | None,
             width, height = (int(part) for part in size.lower().split("x"))
         except ValueError:
             raise InvalidField("size", f'{size!r} is not "WIDTHxHEIGHT" or "auto"') from None
-    if fields.get("response_format", "b64_json") != "b64_json":
-        raise InvalidField("response_format", "only b64_json is served (no image URLs)")
+    if fields.get("response_format", "b64_json") not in ("b64_json", "url"):
+        raise InvalidField("response_format", 'must be "b64_json" or "url"')
     body: dict[str, Any] = {
         "model": model, "prompt": fields["prompt"], "width": width, "height": height,
         "num_images": fields.get("n", "1"), "output_format": fields.get("output_format", "png"),
@@ -126,12 +125,9 @@ async def edit_images(
     request.state.model = fields.get("model") or config.models[0].name
     # Decoding the mask (or the image's alpha) is pixel work: off the event loop.
     body = await run_in_threadpool(build_edit_request, fields, image, mask, config)
+    as_url = fields.get("response_format") == "url"
     try:
-        g = await run_generation(request, body, config, jobs, body.output_format)
+        g = await run_generation(request, body, config, jobs, body.output_format, keep=as_url)
     except InvalidField as err:
         raise InvalidField(OPENAI_FIELDS.get(err.field, err.field), err.reason) from None
-    return OpenAIImagesResponse(
-        created=int(time.time()),
-        data=[OpenAIImageData(b64_json=base64.b64encode(data).decode("ascii")) for data in g.record.images],
-        output_format=body.output_format,
-    )
+    return build_images_response(request, g.record, as_url, body.output_format)

@@ -16,10 +16,12 @@ from tinyimg.api.requests import (
     OpenAIImageData,
     OpenAIImagesRequest,
     OpenAIImagesResponse,
+    OutputFormat,
     build_generate_request,
 )
 from tinyimg.contract import EDGE_ERRORS, OpenAIModelResponse, OpenAIModelsResponse, build_error_responses
 from tinyimg.errors import InvalidField
+from tinyimg.runtime.jobstore import JobRecord
 
 router = APIRouter(tags=["openai"])
 
@@ -43,12 +45,17 @@ async def create_images(
         g = await run_generation(request, generate_body, config, jobs, body.output_format, keep=as_url)
     except InvalidField as err:
         raise InvalidField(OPENAI_FIELDS.get(err.field, err.field), err.reason) from None
-    record = g.record
+    return build_images_response(request, g.record, as_url, body.output_format)
+
+
+def build_images_response(request: Request, record: JobRecord, as_url: bool, output_format: OutputFormat) -> OpenAIImagesResponse:
+    """OpenAI's answer: each image as base64, or (``response_format: url``) as the URL of the job's
+    image, valid for the jobs' result TTL. Shared by generations and edits."""
     if as_url:
         data = [OpenAIImageData(url=build_image_url(request, record.id, i)) for i in range(len(record.images))]
     else:
         data = [OpenAIImageData(b64_json=base64.b64encode(image).decode("ascii")) for image in record.images]
-    return OpenAIImagesResponse(created=int(time.time()), data=data, output_format=body.output_format)
+    return OpenAIImagesResponse(created=int(time.time()), data=data, output_format=output_format)
 
 
 @router.get("/v1/models", response_model=OpenAIModelsResponse, responses=build_error_responses(*EDGE_ERRORS))

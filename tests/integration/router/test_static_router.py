@@ -193,6 +193,12 @@ def test_openai_client_generates_through_the_router_with_a_key(servers):
         # An edit (multipart) of that image: the router reads the model from the form.
         edited = client.images.edit(model="tiny-sdxl", image=("in.png", generated, "image/png"), prompt="at night")
         assert base64.b64decode(edited.data[0].b64_json).startswith(b"\x89PNG")
+        # As generations, an edit may answer URLs: the router's, readable with the same key.
+        by_url = client.images.edit(model="tiny-sdxl", image=("in.png", generated, "image/png"), prompt="at night",
+                                    response_format="url")
+        assert by_url.data[0].url.startswith(f"{router.url}/v1/jobs/")
+        image = httpx.get(by_url.data[0].url, headers={"Authorization": "Bearer sk-router"}, timeout=30)
+        assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=router.url + "/v1", api_key="sk-wrong", max_retries=0).images.generate(
                 model="tiny-sdxl", prompt="x", size="64x64"

@@ -108,6 +108,14 @@ def test_the_openai_client_edits_with_an_alpha_mask(live):
     assert [i.size for i in images] == [(64, 64), (64, 64)]
 
 
+def test_the_openai_client_edits_and_gets_image_urls_as_generations_do(live):
+    answer = openai_client(live).images.edit(model="tiny-flux", image=("in.png", png(noise(7)), "image/png"),
+                                              prompt="sky", n=2, size="64x64", response_format="url")
+    urls = [d.url for d in answer.data]
+    assert [u.rsplit("/", 1)[-1] for u in urls] == ["0", "1"] and urls[0].startswith(f"{live.url}/v1/jobs/job_")
+    assert all(Image.open(io.BytesIO(httpx.get(u, timeout=30).content)).size == (64, 64) for u in urls)
+
+
 def test_the_openai_client_edits_the_transparent_pixels_of_an_image_without_a_mask(live):
     image = noise(5, mode="RGBA")
     image.paste((0, 0, 0, 0), (0, 0, 64, 32))

@@ -79,15 +79,18 @@ async def forward_edit(request: Request, state: StateDep) -> Any:
     async with request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS) as form:
         named = form.get("model")
         missing = [f for f in ("image", "prompt") if not form.get(f)]
+        as_url = form.get("response_format") == "url"
 
     def check_form() -> None:
         if missing:
             raise InvalidField(missing[0], "Field required")
-    return await forward_body(request, state, body, pick_model(named, list(state.table.models)), check_form)
+    return await forward_body(request, state, body, pick_model(named, list(state.table.models)), check_form, as_url)
 
 
 async def forward_body(request: Request, state: StateDep, body: bytes, model: str,
-                       validate: Callable[[], None] | None = None) -> Any:
+                       validate: Callable[[], None] | None = None, as_url: bool | None = None) -> Any:
+    """``as_url``: the answer carries image URLs of the pod, rewritten to the router's (read from a
+    JSON body when not given)."""
     await state.waiting_room.admit(model, request.is_disconnected, read_client(request), validate)
     request_id = request.scope["state"]["request_id"]
     headers = build_upstream_headers(
@@ -95,7 +98,9 @@ async def forward_body(request: Request, state: StateDep, body: bytes, model: st
     )
     assert state.forwarder is not None  # the lifespan builds it before the first request
     upstream = await state.forwarder.forward(model, request.url.path, body, headers, request_id)
-    if request.url.path == "/v1/images/generations" and upstream.status_code == 200 and asks_for_urls(body):
+    if as_url is None:
+        as_url = request.url.path == "/v1/images/generations" and asks_for_urls(body)
+    if upstream.status_code == 200 and as_url:
         from tinyimg.router.routes.jobs import rewrite_image_urls  # here: routes.jobs imports this module
 
         return await rewrite_image_urls(upstream, request, state)
