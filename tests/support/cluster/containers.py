@@ -13,7 +13,9 @@ everywhere:
    kubelet reports on the Pod (phase Failed, with the message), as a kubelet reports a bad image.
 2. **Filesystem.** Every volume is a directory under the pod's own directory, and a container
    path under a ``mountPath`` M is ``<pod dir>/root<M>/...``: the kubelet rewrites every
-   command/args word and env value that is such a path (whole, or after ``=``). ConfigMap and
+   command/args word and env value that is such a path (whole, or after ``=``), and, in the text
+   of mounted ConfigMap/Secret files, such paths under ConfigMap/Secret mounts (a config file
+   naming a mounted secret's path; not emptyDir paths such as /tmp, which a host path shares). ConfigMap and
    Secret volumes are their keys as files (``items`` honoured); ``emptyDir`` and
    ``persistentVolumeClaim`` are empty directories (a claim's directory lives as long as the node).
    The ``terminationMessagePath`` is an empty file per container run, mounted the same way; its
@@ -184,6 +186,33 @@ def rewrite(word: str, mounts: Mapping[str, Path], pod_ip: str) -> str:
     hosts = {m.rstrip("/") or "/": d for m, d in mounts.items()}
     pattern = "|".join(re.escape(p) for p in prefixes)
     return re.sub(rf"(^|=)({pattern})(?=/|$)", lambda m: m.group(1) + str(hosts[m.group(2)]), word, count=1)
+
+
+def rewrite_text(text: bytes, mounts: Mapping[str, Path], pod_ip: str) -> bytes:
+    """Mappings 2 and 3 in a mounted file's text: the wildcard address, and every path under a
+    mountPath that stands as a value (after whitespace, a quote, ``=`` or ``:``). Binary files only
+    get mapping 3."""
+    text = text.replace(WILDCARD.encode(), pod_ip.encode())
+    try:
+        decoded = text.decode()
+    except UnicodeDecodeError:
+        return text
+    if not mounts:
+        return text
+    prefixes = sorted((m.rstrip("/") for m in mounts if m.rstrip("/")), key=len, reverse=True)
+    hosts = {m.rstrip("/"): d for m, d in mounts.items()}
+    pattern = "|".join(re.escape(p) for p in prefixes)
+    mapped = re.sub(rf"(?<=[\s\"'=:])({pattern})(?=/|[\s\"',]|$)", lambda m: str(hosts[m.group(1)]), decoded)
+    return mapped.encode()
+
+
+def pod_mounts(pod: Mapping[str, Any], pod_root: Path) -> dict[str, Path]:
+    """The mountPath of every ConfigMap or Secret volume → the host directory it maps to."""
+    spec = pod.get("spec") or {}
+    files = {v["name"] for v in spec.get("volumes") or [] if "configMap" in v or "secret" in v}
+    return {mount["mountPath"]: pod_root / "root" / mount["mountPath"].lstrip("/")
+            for container in spec.get("containers") or [] for mount in container.get("volumeMounts") or []
+            if mount["name"] in files}
 
 
 def probe_port(container: Mapping[str, Any], port: Any) -> int:

@@ -32,7 +32,15 @@ import httpx
 import yaml
 
 from tests.support.cluster.addresses import AddressPool
-from tests.support.cluster.containers import CannotRun, ContainerPlan, PodPlan, mount_dirs, pod_plan
+from tests.support.cluster.containers import (
+    CannotRun,
+    ContainerPlan,
+    PodPlan,
+    mount_dirs,
+    pod_mounts,
+    pod_plan,
+    rewrite_text,
+)
 from tests.support.cluster.network import NetworkController, enter_cgroup
 from tests.support.kube.client import kubeconfig
 
@@ -178,7 +186,7 @@ class ProcessKubelet:
         return env
 
     def _materialise(self, pod: dict[str, Any], plan: PodPlan, root: Path, ip: str) -> None:
-        dirs = mount_dirs(pod, root)
+        dirs, mounts = mount_dirs(pod, root), pod_mounts(pod, root)
         for volume in plan.volumes:
             if volume.persistent_key:
                 target = self.root / "claims" / volume.persistent_key
@@ -188,7 +196,7 @@ class ProcessKubelet:
             for rel, content in volume.files.items():
                 path = target / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(content.replace(b"0.0.0.0", ip.encode()))  # mapping 3 (containers.py)
+                path.write_bytes(rewrite_text(content, mounts, ip))  # mappings 2 and 3 (containers.py)
             for mount in dirs.get(volume.name, []):
                 mount.parent.mkdir(parents=True, exist_ok=True)
                 if not mount.exists():
