@@ -16,6 +16,7 @@ def build_children(
     spec: ModelSpec, namespace: str, settings: BuildSettings, owner: dict[str, Any] | None = None
 ) -> list[dict[str, Any]]:
     """ConfigMap, cache PVC (when sized), Service, then the Deployment that mounts them."""
+    settings = settings.for_namespace(namespace)
     claim = build_cache_claim(spec, namespace, owner)
     return [
         build_configmap(spec, namespace, settings, owner),

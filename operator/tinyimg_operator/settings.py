@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tinyimg.spec import PodServerSettings
 
@@ -31,6 +31,20 @@ class BuildSettings:
     # The router's job secret (the chart's <release>-router-jobs Secret, key `secret`): mounted into
     # model pods as routerSecretFile, so they believe job headers from the router only.
     router_secret: str | None = None
+
+    # Where those two Secrets live (the operator's own namespace): a pod can mount only a Secret
+    # of its own namespace, so models elsewhere get neither (and no webhooks: no key to sign with).
+    secrets_namespace: str | None = None
+
+    def for_namespace(self, namespace: str) -> BuildSettings:
+        """The settings for a model in ``namespace``: without the Secrets when they live elsewhere."""
+        if self.secrets_namespace in (None, namespace) or not (self.webhook_secret or self.router_secret):
+            return self
+        server = self.server
+        if server is not None and server.jobs is not None and server.jobs.webhook_allowed_hosts:
+            jobs = server.jobs.model_copy(update={"webhook_allowed_hosts": None})
+            server = server.model_copy(update={"jobs": jobs})
+        return replace(self, webhook_secret=None, router_secret=None, server=server)
 
     def mounted_secrets(self) -> list[tuple[str, str, str]]:
         """(volume name, Secret name, mount directory) of each Secret model pods mount (key `secret`)."""
@@ -70,6 +84,7 @@ def load_build_settings(environ: Mapping[str, str] | None = None) -> BuildSettin
         server=server,
         webhook_secret=env.get("TINYIMG_WEBHOOK_SECRET") or None,
         router_secret=env.get("TINYIMG_ROUTER_SECRET") or None,
+        secrets_namespace=env.get("TINYIMG_NAMESPACE") or None,
         image_pull_policy=policy,
         allowed_images=allowed,
         builtin_autoscaler=autoscaler == "builtin",

@@ -103,3 +103,19 @@ def test_router_rate_limit_value_becomes_its_flags():
     assert [a for a in args if a.startswith("--rate-")] == ["--rate-limit=3", "--rate-burst=20"]
     assert not [a for a in one(render(), "Deployment", "-router")["spec"]["template"]["spec"]["containers"][0]["args"]
                 if a.startswith("--rate-")]
+
+
+def test_models_outside_the_operators_namespace_mount_no_secret_of_it():
+    """A pod can mount only Secrets of its own namespace: with watchAllNamespaces, a model in
+    another namespace gets neither the router's secret nor the webhook key (nor webhooks)."""
+    objects = render(sets=("operator.watchAllNamespaces=true", "server.jobs.webhookAllowedHosts={hooks.example.com}"))
+    container = one(objects, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    settings = load_build_settings({**env, "TINYIMG_NAMESPACE": "tinyimg"})
+    spec = ModelSpec.model_validate({"name": "m", "family": "flux", "source": "/m"})
+    for namespace, mounted in (("tinyimg", True), ("elsewhere", False)):
+        children = build_children(spec, namespace, settings)
+        pod = next(c for c in children if c["kind"] == "Deployment")["spec"]["template"]["spec"]
+        config = ServerConfig.model_validate(yaml.safe_load(next(c for c in children if c["kind"] == "ConfigMap")["data"]["config.yaml"]))
+        assert bool([v for v in pod["volumes"] if "secret" in v]) == mounted
+        assert (config.router_secret_file is not None, config.jobs_config().webhook_allowed_hosts is not None) == (mounted, mounted)
