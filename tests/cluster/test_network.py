@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from tests.cluster.conftest import NAMESPACE, RELEASE, imagemodel_manifest, install_chart, model_pods
-from tests.support.cluster.network import Identity, admitted, enforcement_unavailable
+from tests.support.cluster.network import Identity, ServiceRule, admitted, build_ruleset, enforcement_unavailable
 from tests.support.tiny_models import tiny_model_dirs  # noqa: F401  (the fixture)
 from tests.support.webhooks import running_receiver, verify
 from tinyimg.runtime.webhooks import read_webhook_secret
@@ -69,6 +69,19 @@ def test_admitted_follows_the_policy_selectors(target, expected):
     isolated, grants = admitted(target, pods, [POLICY], namespaces)
     assert (isolated, [g.cgroup for g, ports in grants if g]) == expected
     assert all(ports == ["8000"] for _, ports in grants)  # the named port resolved on the target
+
+
+def test_the_ruleset_admits_by_cgroup_drops_other_pods_and_dnats_services():
+    model = ident("a", ip="127.9.9.5", cgroup="c/model", role="model")
+    pods = [ident("a", cgroup="c/router", role="router"), ident("a", cgroup="c/other", role="other"), model]
+    services = [ServiceRule("127.9.9.100", 8000, (("127.9.9.5", 8000), ("127.9.9.6", 8000))), ServiceRule("127.9.9.101", 8000, ())]
+    text = build_ruleset("t", "c", 1, pods, [POLICY], {"a": {}}, services)
+    assert 'ip daddr 127.9.9.5 tcp dport { 8000 } socket cgroupv2 level 2 "c/router" accept' in text
+    assert 'ip daddr 127.9.9.5 socket cgroupv2 level 1 "c" counter drop' in text
+    assert '"c/other"' not in text  # no rule names it: the drop takes it
+    assert "dnat to numgen inc mod 2 map { 0 : 127.9.9.5 . 8000, 1 : 127.9.9.6 . 8000 }" in text
+    assert "ip daddr 127.9.9.101 tcp dport 8000 reject with tcp reset" in text
+    assert text.startswith("table ip t\ndelete table ip t\n")  # one transaction replaces the last
 
 
 needs_enforcement = pytest.mark.skipif(

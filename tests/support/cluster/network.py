@@ -155,10 +155,11 @@ def admitted(target: Identity, pods: Iterable[Identity], policies: Iterable[Mapp
     return isolated, grants
 
 
-def build_ruleset(table: str, cgroup_root: str, pods: list[Identity], policies: list[Mapping[str, Any]],
+def build_ruleset(table: str, cgroup_root: str, root_level: int, pods: list[Identity], policies: list[Mapping[str, Any]],
                   namespaces: Mapping[str, Mapping[str, str]], services: list[ServiceRule]) -> str:
-    """The whole nftables table, as one ``nft -f`` transaction (replaces the previous one)."""
-    root_level = cgroup_root.count("/") + 1 - _base_depth()
+    """The whole nftables table, as one ``nft -f`` transaction (replaces the previous one).
+    ``cgroup_root``: the cluster's cgroup as nft names it (relative to /sys/fs/cgroup); ``root_level``:
+    its depth in the cgroup v2 hierarchy (pods are one level below)."""
     nat, filt = [], ["ct state established,related accept"]
     for svc in services:
         if svc.endpoints:
@@ -183,12 +184,6 @@ def build_ruleset(table: str, cgroup_root: str, pods: list[Identity], policies: 
     return f"table ip {table}\ndelete table ip {table}\n" + "\n".join(body) + "\n"
 
 
-def _base_depth() -> int:
-    """Depth of the cgroup v2 mount below NFT_CGROUP_BASE (``unified`` on a hybrid host is 1)."""
-    mount = cgroup2_mount()
-    return len(mount.relative_to(NFT_CGROUP_BASE).parts) if mount else 0
-
-
 # -- the applier -----------------------------------------------------------------------------------
 class NetworkController:
     """Pod cgroups, and the nftables table for the cluster's addresses, kept in step each tick."""
@@ -201,6 +196,7 @@ class NetworkController:
         self.root_dir = mount / name
         self.root_dir.mkdir(exist_ok=True)
         self.cgroup_root = str(self.root_dir.relative_to(NFT_CGROUP_BASE))
+        self.root_level = len(self.root_dir.relative_to(mount).parts)  # 1: right below the hierarchy's root
         self.extra: dict[str, Identity] = {}  # identities of processes that are not Pods (Prometheus)
         self._applied = ""
 
@@ -241,8 +237,8 @@ class NetworkController:
         return {n: {**v, "kubernetes.io/metadata.name": n} for n, v in labels.items()}
 
     def ruleset(self, services: list[ServiceRule]) -> str:
-        return build_ruleset(self.table, self.cgroup_root, self.identities(), self.cluster.read_all("networking.k8s.io/v1/networkpolicies"),
-                             self.namespaces(), services)
+        return build_ruleset(self.table, self.cgroup_root, self.root_level, self.identities(),
+                             self.cluster.read_all("networking.k8s.io/v1/networkpolicies"), self.namespaces(), services)
 
     def apply(self, services: list[ServiceRule]) -> None:
         text = self.ruleset(services)
