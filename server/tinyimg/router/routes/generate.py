@@ -58,10 +58,15 @@ def check_body(shape: type[BaseModel], body: bytes) -> None:
         raise InvalidField(build_field_path(tuple(first["loc"])), first["msg"]) from None
 
 
+def read_key_hash(request: Request) -> str:
+    """The hash of the request's API key ("" without one): what router job ids are signed for."""
+    token = parse_bearer(request.headers.get("authorization"))
+    return hash_key(token) if token else ""
+
+
 def read_client(request: Request) -> str:
     """Whose request it is, for per-client bounds: the API key's hash, else the client address."""
-    token = parse_bearer(request.headers.get("authorization"))
-    return hash_key(token) if token else (request.client.host if request.client else "")
+    return read_key_hash(request) or (request.client.host if request.client else "")
 
 
 async def forward_generation(request: Request, state: StateDep) -> Any:

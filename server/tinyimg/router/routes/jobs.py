@@ -15,10 +15,15 @@ from fastapi.responses import JSONResponse
 
 from tinyimg.api.jobs import JobRequest
 from tinyimg.contract import BODY_ERRORS, EDGE_ERRORS, JobResponse, build_error_responses
-from tinyimg.router.auth import hash_key, parse_bearer
 from tinyimg.router.forward import UpstreamResponse, build_upstream_headers
 from tinyimg.router.jobids import build_router_job_id, read_router_job_id
-from tinyimg.router.routes.generate import build_body_document, check_body, read_client, read_model_name
+from tinyimg.router.routes.generate import (
+    build_body_document,
+    check_body,
+    read_client,
+    read_key_hash,
+    read_model_name,
+)
 from tinyimg.router.state import AccessDep, RouterState, StateDep
 from tinyimg.runtime.jobstore import (
     JOB_ID_HEADER,
@@ -32,11 +37,6 @@ from tinyimg.runtime.jobstore import (
 router = APIRouter(tags=["jobs"], dependencies=[AccessDep])
 READ_STATUSES = (401, 404, 429, 504, *EDGE_ERRORS)
 READ_ERRORS = build_error_responses(*READ_STATUSES)
-
-
-def read_key_hash(request: Request) -> str:
-    token = parse_bearer(request.headers.get("authorization"))
-    return hash_key(token) if token else ""
 
 
 def rewrite_job(data: dict[str, Any], job_id: str, base_url: str) -> dict[str, Any]:
