@@ -21,10 +21,11 @@ from typing import Any
 
 from harness import build_table, progress, write_results
 
+from tinyimg.families.generation import GeneratedImage, GenerationParams
 from tinyimg.runtime.batching import pick_batch
 from tinyimg.runtime.jobqueue import JobQueue
-from tinyimg.runtime.jobs import GeneratedImage, GenerationFailed, GenerationParams
-from tinyimg.runtime.worker import DeviceWorker, Job
+from tinyimg.runtime.jobs import GenerationFailed, Job
+from tinyimg.runtime.worker import DeviceWorker
 
 LEVELS = (1, 4, 8, 16)
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.cluster.conftest import HELM_INSTALL, NAMESPACE, imagemodel_manifest
 from tests.support.cluster.harness import running_cluster
-from tinyimg.tiny import run_make_tiny_model
+from tinyimg.make_tiny import run_make_tiny_model
 
 
 def router_ready(url: str) -> bool:

@@ -27,7 +27,7 @@ def ensure_tiny_model(family: str) -> Path:
     """The demo's tiny pipeline (what `make demo-models` builds), built here if missing."""
     path = REPO_ROOT / ".demo" / f"tiny-{family}"
     if not (path / "model_index.json").is_file():
-        from tinyimg.tiny import run_make_tiny_model
+        from tinyimg.make_tiny import run_make_tiny_model
 
         progress(f"building tiny {family} pipeline in {path}")
         run_make_tiny_model(family, path)

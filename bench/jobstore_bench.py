@@ -9,7 +9,12 @@ from __future__ import annotations
 import argparse
 import time
 
-from tinyimg.runtime.jobstore import JobRecord, JobStore, new_job_id
+from tinyimg.core.jobs import new_job_id
+from tinyimg.families.generation import GenerationParams
+from tinyimg.runtime.jobstore import JobRecord, JobStore
+
+# What a job asked (its images are made up here; only the store's bookkeeping is tested).
+PARAMS = GenerationParams("p", None, 64, 64, 2, 0.0, (1,))
 
 
 def build_store(jobs: int) -> tuple[JobStore, list[str]]:
@@ -18,7 +23,7 @@ def build_store(jobs: int) -> tuple[JobStore, list[str]]:
     store = JobStore(ttl_seconds=3600, max_bytes=10**12)
     ids = []
     for n in range(jobs):
-        record = JobRecord(new_job_id(), "m", params=None, output_format="png")
+        record = JobRecord(new_job_id(), "m", params=PARAMS, output_format="png")
         store.add(record)
         record.status, record.images = "succeeded", [b"x"]
         store.finish(record)

@@ -34,7 +34,7 @@ BODY = {"model": "bench", "prompt": "a benchmark", "seed": 1}
 
 # -- the trivial backend (run in a child process: `router_bench.py --backend PORT`) ----------------
 ANSWER = json.dumps({"model": "bench", "images": [{"b64": "AAAA", "seed": 1}]}).encode()
-# /status and /models as a model server answers them (tinyimg.contract: the router reads them strictly).
+# /status and /models as a model server answers them (tinyimg.wire.contract: the router reads them strictly).
 STATUS = json.dumps({"uptime_seconds": 1.0, "devices": [],
                      "models": {"bench": {"queue_depth": 0, "in_flight": 0, "served": 0, "failed": 0}}}).encode()
 MODELS = json.dumps({"models": [{"name": "bench", "family": "flux", "source": None, "state": "ready"}]}).encode()

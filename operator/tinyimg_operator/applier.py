@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tinyimg import labels
+from tinyimg.core import labels
 from tinyimg.kube.errors import KubeApiError
 from tinyimg_operator.diff import contains, removal_patch
 from tinyimg_operator.kubeapi import KubeApi

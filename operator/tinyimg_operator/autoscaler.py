@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from tinyimg import labels
+from tinyimg.core import labels
 from tinyimg.kube.errors import KubeApiError
 from tinyimg.kube.objects import build_pod_url, is_pod_ready
 from tinyimg_operator.applier import apply_status

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from tinyimg import labels
+from tinyimg.core import labels
 from tinyimg.spec import ModelSpec, ServerConfig, merge_server_settings
 from tinyimg_operator.objects import CONFIG_FILE, configmap_name, object_meta
 from tinyimg_operator.settings import ROUTER_SECRET_DIR, SECRET_KEY, WEBHOOK_SECRET_DIR, BuildSettings

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tinyimg import labels
+from tinyimg.core import labels
 from tinyimg.spec import ModelSpec
 
 _DROP = {"title", "$defs"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from tinyimg import labels
-from tinyimg.drain import build_drain_timing
+from tinyimg.core import labels
+from tinyimg.core.drain import build_drain_timing
 from tinyimg.spec import ModelSpec
 from tinyimg_operator.configmap import build_server_config_yaml, config_checksum
 from tinyimg_operator.objects import (

@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import kopf
 
-from tinyimg import labels
+from tinyimg.core import labels
 from tinyimg.kube.connection import KubeConfigError, KubeConnection, load_kube_connection
 from tinyimg.kube.errors import KubeApiError
 from tinyimg_operator.autoscaler import load_autoscaler_settings, run_autoscaler

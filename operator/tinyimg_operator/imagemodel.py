@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tinyimg import labels
+from tinyimg.core import labels
 from tinyimg.spec import ModelSpec
 from tinyimg_operator.objects import API_VERSION
 from tinyimg_operator.settings import BuildSettings

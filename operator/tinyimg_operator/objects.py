@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tinyimg import labels
+from tinyimg.core import labels
 
 API_VERSION = f"{labels.GROUP}/{labels.VERSION}"
 CONFIG_FILE = "config.yaml"

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tinyimg import labels
+from tinyimg.core import labels
 from tinyimg.kube.errors import KubeApiError
 from tinyimg_operator.kubeapi import KubeApi
 

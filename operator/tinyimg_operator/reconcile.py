@@ -9,7 +9,7 @@ import datetime
 from dataclasses import dataclass
 from typing import Any
 
-from tinyimg import labels
+from tinyimg.core import labels
 from tinyimg_operator.applier import apply_object, apply_status, path_of
 from tinyimg_operator.autoscaling import read_state
 from tinyimg_operator.children import build_children

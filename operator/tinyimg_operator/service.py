@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tinyimg import labels
+from tinyimg.core import labels
 from tinyimg.spec import ModelSpec
 from tinyimg_operator.objects import object_meta
 

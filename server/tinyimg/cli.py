@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from tinyimg.logs import configure_logging
+    from tinyimg.core.logs import configure_logging
     from tinyimg.serve import load_serve_config, run_server
     from tinyimg.spec import ConfigError
 
@@ -67,7 +67,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_make_tiny_model(args: argparse.Namespace) -> int:
-    from tinyimg.tiny import run_make_tiny_model as make
+    from tinyimg.make_tiny import run_make_tiny_model as make
 
     make(args.family, args.out)
     print(f"wrote a tiny {args.family} pipeline to {args.out}")
@@ -75,7 +75,7 @@ def run_make_tiny_model(args: argparse.Namespace) -> int:
 
 
 def run_make_tiny_lora(args: argparse.Namespace) -> int:
-    from tinyimg.tiny import run_make_tiny_lora as make
+    from tinyimg.make_tiny import run_make_tiny_lora as make
 
     make(args.family, args.out)
     print(f"wrote a tiny {args.family} LoRA adapter to {args.out}")

@@ -39,7 +39,7 @@ def run_server(config: ServerConfig, log_level: str = "info", termination_log: P
     import uvicorn
 
     from tinyimg.api.app import build_edge_limits, create_app
-    from tinyimg.drain import EXIT_SLACK_SECONDS
+    from tinyimg.core.drain import EXIT_SLACK_SECONDS
     from tinyimg.http.server import build_server_options
 
     app = create_app(config, termination_log=termination_log)

@@ -8,15 +8,18 @@ part of what ``/models`` reports. The CRD's schema is generated from it. Wire na
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from tinyimg.families import FAMILIES, family_info
 from tinyimg.http.limits import EdgeLimits
+
+if TYPE_CHECKING:
+    from tinyimg.families.family import Family
 
 # Model names become Kubernetes object names and label values (DNS-1035 label, room for suffixes).
 MODEL_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
@@ -231,11 +234,27 @@ def merge_server_settings(*layers: PodServerSettings | None) -> dict[str, Any]:
     return merged
 
 
+def read_families() -> Mapping[str, Family]:
+    """The family registry (``tinyimg.families``), read when a spec is checked. The registry stands
+    above the schema (its handlers are built from a ``ModelSpec``), so the schema names a family by
+    its key and imports the registry on use, not with itself: the router and the operator load the
+    schema without the families."""
+    from tinyimg.families import FAMILIES
+
+    return FAMILIES
+
+
+def read_family(key: str) -> Family:
+    from tinyimg.families import family_info
+
+    return family_info(key)
+
+
 class ModelSpec(_Schema):
     name: str = Field(min_length=1, max_length=50, pattern=MODEL_NAME_PATTERN)
     # Checked against the registry when a spec is read (not frozen into the class), so a family
     # registered later (a test's fixture family) is valid too; the schema lists the registered keys.
-    family: str = Field(json_schema_extra=lambda schema: schema.update(enum=list(FAMILIES)))
+    family: str = Field(json_schema_extra=lambda schema: schema.update(enum=list(read_families())))
     source: str = Field(
         min_length=1, description="A Hugging Face repo id (org/name) or a local directory."
     )
@@ -262,8 +281,9 @@ class ModelSpec(_Schema):
     @field_validator("family")
     @classmethod
     def _known_family(cls, family: str) -> str:
-        if family not in FAMILIES:
-            raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
+        known = read_families()
+        if family not in known:
+            raise ValueError(f"unknown family {family!r}; known: {', '.join(known)}")
         return family
 
     @field_validator("adapters")
@@ -285,7 +305,7 @@ class ModelSpec(_Schema):
 
     @model_validator(mode="after")
     def _defaults_within_limits(self) -> ModelSpec:
-        d, lim, multiple = self.resolved_defaults(), self.limits, family_info(self.family).size_multiple
+        d, lim, multiple = self.resolved_defaults(), self.limits, read_family(self.family).size_multiple
         for field, value, top in (("width", d.width, lim.max_width), ("height", d.height, lim.max_height)):
             if value > top:
                 raise ValueError(f"defaults.{field} {value} is over limits.max{field.title()} {top}")
@@ -307,7 +327,7 @@ class ModelSpec(_Schema):
 
     def resolved_defaults(self) -> ResolvedDefaults:
         """The defaults with the family's values filled in where the spec leaves them unset."""
-        info = family_info(self.family)
+        info = read_family(self.family)
         d = self.defaults
         return ResolvedDefaults(
             steps=d.steps if d.steps is not None else info.default_steps,

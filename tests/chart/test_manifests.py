@@ -224,7 +224,7 @@ def test_network_policy_admits_only_router_and_operator_pods_and_the_prometheus_
 
 
 def test_network_policy_selects_the_pods_the_operator_builds(every_option: list[dict[str, Any]]) -> None:
-    from tinyimg import labels
+    from tinyimg.core import labels
 
     selector = one(every_option, "NetworkPolicy")["spec"]["podSelector"]["matchLabels"]
     assert selector.items() <= labels.model_server_labels("any-model").items()
@@ -235,7 +235,7 @@ def watched_resources() -> set[tuple[str, str]]:
     import ast
 
     import tinyimg_operator.handlers
-    from tinyimg import labels
+    from tinyimg.core import labels
 
     def value(node: ast.expr) -> str:
         if isinstance(node, ast.Constant):

@@ -66,7 +66,7 @@ def test_monitor_matches_the_prometheus_operator_fields_it_uses(every_option: li
 
 @pytest.mark.parametrize("kind", MONITORS)
 def test_monitor_scrapes_router_and_model_servers_on_their_http_port(every_option: list[dict[str, Any]], kind: str) -> None:
-    from tinyimg import labels
+    from tinyimg.core import labels
     from tinyimg.spec import ModelSpec
     from tinyimg_operator.service import build_service
 

@@ -98,7 +98,7 @@ def ingress_annotations(*sets: str, values: tuple = ()) -> dict[str, str]:
 def expected_timeout(request_timeout: float) -> int:
     import math
 
-    from tinyimg.drain import build_upstream_timeout
+    from tinyimg.core.drain import build_upstream_timeout
 
     return math.ceil(build_upstream_timeout(request_timeout)) + INGRESS_SLACK_SECONDS
 
@@ -138,8 +138,8 @@ def test_ingress_timeout_can_be_set_or_switched_off() -> None:
       "models[0].runtime.requestTimeoutSeconds=1800"), 1800),
 ], ids=["schema-default", "longest-model-timeout"])
 def test_router_grace_period_covers_the_longest_proxied_request(sets: tuple[str, ...], request_timeout: float) -> None:
-    """The same derivation as a model pod's (tinyimg.drain), over the router's upstream timeout."""
-    from tinyimg.drain import build_drain_timing, build_upstream_timeout
+    """The same derivation as a model pod's (tinyimg.core.drain), over the router's upstream timeout."""
+    from tinyimg.core.drain import build_drain_timing, build_upstream_timeout
 
     pod = one(render(sets=sets), "Deployment", "-router")["spec"]["template"]["spec"]
     timing = build_drain_timing([build_upstream_timeout(request_timeout)])

@@ -10,8 +10,8 @@ import asyncio
 import pytest
 
 from tests.support.tiny_models import tiny_config
+from tinyimg.families.generation import GenerationParams
 from tinyimg.runtime.engine import Engine
-from tinyimg.runtime.jobs import GenerationParams
 
 pytestmark = pytest.mark.gpu
 

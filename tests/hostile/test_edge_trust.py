@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.hostile_edge import API_KEY, edge_processes
 from tests.support.processes import running_router
-from tinyimg.router.auth import AUTH_FAILURE_BURST, AUTH_FAILURE_RATE
+from tinyimg.core.auth import AUTH_FAILURE_BURST, AUTH_FAILURE_RATE
 
 KEY = {"Authorization": f"Bearer {API_KEY}"}
 WRONG = {"Authorization": "Bearer not-the-key"}

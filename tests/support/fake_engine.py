@@ -1,16 +1,26 @@
-"""A stand-in Engine for in-process HTTP unit tests (ASGI transport): it honours the Engine
-interface and makes images whose colour comes from the seed, without a pipeline. The real engine
-with real tiny pipelines is exercised by tests/integration/server."""
+"""A stand-in engine for in-process HTTP tests: it implements ``EngineApi`` (mypy checks it, as it
+checks the real ``Engine``) and makes images whose colour comes from the seed, without a pipeline.
+The real engine with real tiny pipelines is exercised by tests/integration/server."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
 
 from PIL import Image
 
-from tinyimg.runtime.jobs import EngineError, GeneratedImage, GenerationParams, GenerationResult, ModelNotFound
+from tinyimg.core.status import ModelState
+from tinyimg.families.generation import GeneratedImage, GenerationParams
+from tinyimg.runtime.jobs import (
+    EngineApi,
+    EngineError,
+    EngineStatus,
+    GenerationResult,
+    Job,
+    JobObserver,
+    ModelLoad,
+    ModelNotFound,
+)
 from tinyimg.spec import ModelSpec, ServerConfig
 
 
@@ -18,22 +28,15 @@ from tinyimg.spec import ModelSpec, ServerConfig
 class FakeModelState:
     name: str
     spec: ModelSpec
-    state: str = "ready"
-    reason: str = ""
+    state: ModelState = "ready"
+    reason: str | None = None
     device: str | None = "cpu"
-    offload: str | None = "none"
+    offload: str = "none"
     adapter_failures: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
-class FakeEntry:
-    model: str
-    params: GenerationParams
-    observer: Any
-
-
-@dataclass
-class FakeEngine:
+class FakeEngine(EngineApi):
     config: ServerConfig
     fail_with: EngineError | Exception | None = None
     ready: bool = True
@@ -52,19 +55,20 @@ class FakeEngine:
             raise ModelNotFound(model, [m.name for m in self.config.models])
 
     def submit(self, model: str, params: GenerationParams, timeout: float | None = None,
-               observer: Any = None) -> FakeEntry:
+               observer: JobObserver | None = None) -> Job:
         self.check_admits(model)
-        return FakeEntry(model, params, observer)
+        future: asyncio.Future[GenerationResult] = asyncio.get_running_loop().create_future()
+        return Job(model, params, timeout if timeout is not None else 60.0, future, observer=observer)
 
-    async def wait(self, entry: FakeEntry) -> GenerationResult:
+    async def wait(self, job: Job) -> GenerationResult:
         """Tells the observer it started and each step, as the real worker does."""
         if self.fail_with is not None:
             raise self.fail_with
-        model, params = entry.model, entry.params
-        if entry.observer is not None:
-            entry.observer.started()
+        model, params = job.model, job.params
+        if job.observer is not None:
+            job.observer.started()
             for step in range(1, params.steps + 1):
-                entry.observer.step(step, params.steps)
+                job.observer.step(step, params.steps)
         self.calls.append((model, params))
         images = [
             GeneratedImage(Image.new("RGB", (params.width, params.height), (s % 256, s // 256 % 256, 7)), s)
@@ -72,13 +76,10 @@ class FakeEngine:
         ]
         return GenerationResult(images, "cpu", 0.01, 0.02, len(images))
 
-    async def generate(self, model: str, params: GenerationParams, timeout: float | None = None) -> GenerationResult:
-        return await self.wait(self.submit(model, params, timeout))
-
-    def cancel(self, entry: FakeEntry) -> None:
+    def cancel(self, job: Job) -> None:
         pass  # wait() finishes at once: nothing to withdraw
 
-    def position(self, entry: FakeEntry) -> int | None:
+    def position(self, job: Job) -> int | None:
         return None  # nothing waits: wait() runs at once
 
     def listen_queue(self) -> asyncio.Event:
@@ -91,16 +92,17 @@ class FakeEngine:
         return (True, "all models ready") if self.ready else (False, "model tiny-sdxl is loading")
 
     def model_states(self) -> list[FakeModelState]:
-        state = "ready" if self.ready else "loading"
+        state: ModelState = "ready" if self.ready else "loading"
         return [FakeModelState(m.name, m, state) for m in self.config.models]
 
-    def status(self) -> dict:
-        return {
-            "uptime_seconds": 1.5,
-            "devices": [{"name": "cpu", "kind": "cpu", "label": "2 cores", "memory_total_bytes": 1000,
-                         "memory_used_bytes": 400}],
-            "models": {
-                m.name: {"device": "cpu", "devices": ["cpu"], "queue_depth": 0, "in_flight": 0, "served": len(self.calls), "failed": 0}
+    def status(self) -> EngineStatus:
+        return EngineStatus(
+            uptime_seconds=1.5,
+            devices=[{"name": "cpu", "kind": "cpu", "label": "2 cores", "memory_total_bytes": 1000,
+                      "memory_used_bytes": 400}],
+            models={
+                m.name: ModelLoad(device="cpu", devices=["cpu"], queue_depth=0, in_flight=0, served=len(self.calls),
+                                  failed=0)
                 for m in self.config.models
             },
-        }
+        )

@@ -12,7 +12,7 @@ from typing import Any
 
 from tinyimg.families.base import Handler
 from tinyimg.families.family import Family
-from tinyimg.runtime.jobs import GenerationParams
+from tinyimg.families.generation import GenerationParams
 
 KEY = "sd15"
 

@@ -121,7 +121,7 @@ class DrainingBackend:
         path = scope["path"]
         status, headers = 200, [(b"content-type", b"application/json")]
         if path == "/status":
-            # What a model server answers (tinyimg.contract): the router's poller reads it strictly.
+            # What a model server answers (tinyimg.wire.contract): the router's poller reads it strictly.
             body = {"uptime_seconds": 1.0, "devices": [],
                     "models": {self.model: {"queue_depth": 0, "in_flight": 0, "served": 0, "failed": 0}}}
         elif path == "/models":

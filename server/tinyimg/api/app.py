@@ -11,16 +11,19 @@ from typing import Any
 from fastapi import FastAPI
 
 import tinyimg
-from tinyimg.api import edits, generate, health, info, jobs, metrics, openai_images, ui
-from tinyimg.api.auth import load_api_keys
-from tinyimg.api.jobs import build_webhook_payload
+from tinyimg import ui
+from tinyimg.api import edits, generate, health, info, jobs, metrics, openai_images
+from tinyimg.api.deps import load_api_keys
 from tinyimg.api.metrics import ServerMetrics
+from tinyimg.core.auth import build_auth_failure_limiter
+from tinyimg.core.jobs import read_job_secret
 from tinyimg.http.edge import install_edge
 from tinyimg.http.limits import EdgeLimits
 from tinyimg.http.streams import StreamGate, StreamLimits
-from tinyimg.router.auth import build_auth_failure_limiter
 from tinyimg.runtime.jobrunner import JobService
-from tinyimg.runtime.jobstore import JobRecord, read_job_secret
+from tinyimg.runtime.jobs import EngineApi
+from tinyimg.runtime.jobstore import JobRecord
+from tinyimg.runtime.jobviews import build_webhook_payload
 from tinyimg.runtime.webhooks import WebhookSender
 from tinyimg.spec import ConfigError, ServerConfig
 from tinyimg.termination import TerminationLog
@@ -34,7 +37,7 @@ ROUTERS = (
 
 
 def build_engine(config: ServerConfig, server_metrics: ServerMetrics, options: Mapping[str, Any],
-                 termination_log: Path | None = None) -> Any:
+                 termination_log: Path | None = None) -> EngineApi:
     from tinyimg.runtime.engine import Engine
 
     termination = TerminationLog(termination_log)
@@ -46,7 +49,7 @@ def build_engine(config: ServerConfig, server_metrics: ServerMetrics, options: M
     return Engine(config, on_batch=server_metrics.observe_batch, on_state=on_state, **options)
 
 
-def build_job_service(config: ServerConfig, engine: Any, server_metrics: ServerMetrics) -> JobService:
+def build_job_service(config: ServerConfig, engine: EngineApi, server_metrics: ServerMetrics) -> JobService:
     """The jobs service with its metrics and webhook sender wired in."""
     jobs_config = config.jobs_config()
     webhooks = WebhookSender(jobs_config, on_outcome=server_metrics.count_webhook)
@@ -56,7 +59,8 @@ def build_job_service(config: ServerConfig, engine: Any, server_metrics: ServerM
         if record.webhook is not None:  # msg_<this server's id>: stable over retries, no '.' in it
             webhooks.schedule(record.webhook, f"msg_{record.id}", payload)
 
-    service = JobService(engine, jobs_config, on_finish=server_metrics.observe_job, deliver_webhook=deliver)
+    service = JobService(engine, jobs_config, models=config.models, on_finish=server_metrics.observe_job,
+                         deliver_webhook=deliver)
     service.webhooks = webhooks
     server_metrics.watch_jobs(service.store)
     return service
@@ -71,7 +75,7 @@ def build_edge_limits(config: ServerConfig) -> EdgeLimits:
 
 
 def create_app(
-    config: ServerConfig, engine: Any | None = None, *, engine_options: Mapping[str, Any] | None = None,
+    config: ServerConfig, engine: EngineApi | None = None, *, engine_options: Mapping[str, Any] | None = None,
     termination_log: Path | None = None,
 ) -> FastAPI:
     """An app serving ``config``'s models. Without ``engine`` it builds one (``engine_options`` go
@@ -83,6 +87,8 @@ def create_app(
         engine = build_engine(config, server_metrics, engine_options or {}, termination_log)
     server_metrics.watch_engine(engine.status, engine.model_states)
     job_service = build_job_service(config, engine, server_metrics)
+    webhooks = job_service.webhooks
+    assert webhooks is not None  # build_job_service wires it
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -95,7 +101,7 @@ def create_app(
             log.info("stopping engine")
             await engine.stop()
             await job_service.stop()
-            await job_service.webhooks.stop()
+            await webhooks.stop()
 
     # No /docs or /redoc: FastAPI's pages load their scripts from a CDN; /openapi.json stays.
     app = FastAPI(title="TinyIMGserver", version=tinyimg.__version__, lifespan=lifespan, docs_url=None, redoc_url=None)

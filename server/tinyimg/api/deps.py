@@ -1,34 +1,91 @@
-"""Named dependencies, so route signatures read as what they use."""
+"""What the route modules share (they never import one another): named dependencies, so route
+signatures read as what they use; the API-key check of the generation routes (probes, metrics and
+listings stay open); and how a waiting route hears that its client hung up.
+
+Key files are read and matched by the same pure functions the router uses (``tinyimg.core.auth``:
+sha256 hashes only, every stored hash compared in constant time), so both answer the same keys the
+same way. Failed attempts are limited per client address (429 past the limit), so keys cannot be
+guessed fast.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, cast
+import time
+from pathlib import Path
+from typing import Annotated, cast
 
 from fastapi import Depends, Request
 
 from tinyimg.api.metrics import ServerMetrics
-from tinyimg.spec import ServerConfig
+from tinyimg.core.auth import KeyFileError, RateLimiter, hash_key, load_key_hashes, match_key, parse_bearer
+from tinyimg.core.errors import ApiError
+from tinyimg.runtime.jobrunner import JobService
+from tinyimg.runtime.jobs import EngineApi
+from tinyimg.spec import ConfigError, ServerConfig
+from tinyimg.wire.contract import BODY_ERRORS, EDGE_ERRORS, build_error_responses
+
+UNAUTHORIZED = "a valid API key is required: Authorization: Bearer <key>"
+# What a generation route can answer besides 200: the edge's, the body's, auth, the engine's.
+GENERATION_ERRORS = build_error_responses(*BODY_ERRORS, 401, 404, 409, 429, 499, 503, 504, *EDGE_ERRORS)
 
 
 def get_config(request: Request) -> ServerConfig:
     return cast(ServerConfig, request.app.state.config)
 
 
-def get_engine(request: Request) -> Any:
-    return request.app.state.engine
+def get_engine(request: Request) -> EngineApi:
+    return cast(EngineApi, request.app.state.engine)
 
 
 def get_metrics(request: Request) -> ServerMetrics:
     return cast(ServerMetrics, request.app.state.metrics)
 
 
-def get_jobs(request: Request) -> Any:
-    return request.app.state.jobs
+def get_jobs(request: Request) -> JobService:
+    return cast(JobService, request.app.state.jobs)
+
+
+def load_api_keys(path: str | Path) -> list[str]:
+    try:
+        return load_key_hashes(path)
+    except KeyFileError as err:
+        raise ConfigError(str(err)) from None
+
+
+def is_authenticated(request: Request) -> bool:
+    """True when keys are configured and the request carries one of them."""
+    hashes: list[str] | None = request.app.state.api_keys
+    return hashes is not None and match_key(parse_bearer(request.headers.get("authorization")), hashes) is not None
+
+
+def read_key_hash(request: Request) -> str | None:
+    """The hash of the request's API key when keys are on (a job then answers only that key)."""
+    if request.app.state.api_keys is None:
+        return None
+    token = parse_bearer(request.headers.get("authorization"))
+    return hash_key(token) if token else None
+
+
+def require_api_key(request: Request) -> None:
+    if request.app.state.api_keys is None or is_authenticated(request):
+        return
+    limiter: RateLimiter = request.app.state.auth_failures
+    wait = limiter.take(request.client.host if request.client else "unknown", time.monotonic())
+    if wait > 0:
+        raise ApiError("too many failed API key attempts from this address", 429, "rate_limited", wait)
+    raise ApiError(UNAUTHORIZED, 401, "unauthorized", headers={"WWW-Authenticate": "Bearer"})
+
+
+async def read_disconnect(request: Request) -> None:
+    """Returns when the client hangs up (``JobService.finish`` cancels its job then). The route has
+    read the whole body by now, so servers send nothing more until the connection closes (or our
+    response is complete)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 ConfigDep = Annotated[ServerConfig, Depends(get_config)]
-# Typed loosely: naming the Engine class here would import the runtime (and torch) with the routes.
-EngineDep = Annotated[Any, Depends(get_engine)]
+EngineDep = Annotated[EngineApi, Depends(get_engine)]
 MetricsDep = Annotated[ServerMetrics, Depends(get_metrics)]
-# The jobs service (tinyimg.runtime.jobrunner.JobService); typed loosely for the same reason.
-JobsDep = Annotated[Any, Depends(get_jobs)]
+JobsDep = Annotated[JobService, Depends(get_jobs)]
+ApiKeyDep = Annotated[None, Depends(require_api_key)]

@@ -18,41 +18,24 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from tinyimg.api.auth import ApiKeyDep
-from tinyimg.api.deps import ConfigDep, JobsDep
-from tinyimg.api.generate import GENERATION_ERRORS, run_generation
-from tinyimg.api.inputs import open_image, read_mask_from_alpha
-from tinyimg.api.openai_images import OPENAI_FIELDS, build_images_response
-from tinyimg.api.requests import GenerateRequest, OpenAIImagesResponse
-from tinyimg.errors import InvalidField
+from tinyimg.api.deps import GENERATION_ERRORS, ApiKeyDep, ConfigDep, JobsDep, read_disconnect, read_key_hash
+from tinyimg.core.errors import InvalidField
+from tinyimg.runtime.inputs import open_image, read_mask_from_alpha
+from tinyimg.runtime.jobrunner import JobOrder
+from tinyimg.runtime.jobviews import build_images_response
 from tinyimg.spec import ServerConfig
+from tinyimg.wire.requests import (
+    EDIT_REQUEST_BODY,
+    MAX_FORM_FIELDS,
+    MAX_FORM_FILES,
+    GenerateRequest,
+    OpenAIImagesResponse,
+    rename_openai_field,
+)
 
 router = APIRouter(tags=["openai"])
 
-# Form parts one edit may carry (files: image and mask); more is a malformed request.
-MAX_FORM_FIELDS, MAX_FORM_FILES = 32, 2
 _TEXT_FIELDS = ("prompt", "model", "n", "size", "response_format", "output_format", "strength", "scheduler")
-
-EDIT_REQUEST_BODY = {
-    "required": True,
-    "content": {"multipart/form-data": {"schema": {
-        "type": "object",
-        "required": ["image", "prompt"],
-        "properties": {
-            "image": {"type": "string", "format": "binary", "description": "PNG, JPEG or WebP"},
-            "mask": {"type": "string", "format": "binary", "description": "PNG; transparent = repaint"},
-            "prompt": {"type": "string"},
-            "model": {"type": "string"},
-            "n": {"type": "integer", "minimum": 1},
-            "size": {"type": "string", "description": '"WIDTHxHEIGHT" or "auto"'},
-            "response_format": {"type": "string", "enum": ["b64_json", "url"]},
-            "output_format": {"type": "string", "enum": ["png", "jpeg", "webp"]},
-            "strength": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-            "scheduler": {"type": "string"},
-        },
-    }}},
-}
-
 
 async def read_edit_form(request: Request) -> tuple[dict[str, str], bytes, bytes | None]:
     """The text fields, the image's bytes and the mask's. The edge has bounded the body's size."""
@@ -75,7 +58,7 @@ def build_edit_request(fields: dict[str, str], image: bytes, mask: bytes | None,
     try:
         spec = config.model(model)
     except KeyError:
-        spec = config.models[0]  # run_generation answers the unknown model with its 404
+        spec = config.models[0]  # the job service answers the unknown model with its 404
     limit = spec.limits.max_input_pixels
     repaint = None
     if mask is not None:
@@ -105,7 +88,7 @@ def build_edit_request(fields: dict[str, str], image: bytes, mask: bytes | None,
     except ValidationError as err:
         first = err.errors()[0]
         name = str(first["loc"][0]) if first["loc"] else "body"
-        raise InvalidField(OPENAI_FIELDS.get(name, name), first["msg"]) from None
+        raise rename_openai_field(InvalidField(name, first["msg"])) from None
 
 
 def encode_png(image: Any) -> str:
@@ -125,9 +108,10 @@ async def edit_images(
     request.state.model = fields.get("model") or config.models[0].name
     # Decoding the mask (or the image's alpha) is pixel work: off the event loop.
     body = await run_in_threadpool(build_edit_request, fields, image, mask, config)
-    as_url = fields.get("response_format") == "url"
+    as_url = fields.get("response_format") == "url"  # the job then stays for the result TTL, its images by URL
+    order = JobOrder(body, body.output_format, str(request.base_url), read_key_hash(request), keep=as_url)
     try:
-        g = await run_generation(request, body, config, jobs, body.output_format, keep=as_url)
+        record = await jobs.run(order, lambda: read_disconnect(request))
     except InvalidField as err:
-        raise InvalidField(OPENAI_FIELDS.get(err.field, err.field), err.reason) from None
-    return build_images_response(request, g.record, as_url, body.output_format)
+        raise rename_openai_field(err) from None
+    return build_images_response(record, as_url)

@@ -8,8 +8,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from tinyimg.api.deps import EngineDep
-from tinyimg.contract import EDGE_ERRORS, HealthResponse, build_error_responses
-from tinyimg.errors import build_error_response
+from tinyimg.core.errors import build_error_response
+from tinyimg.wire.contract import EDGE_ERRORS, HealthResponse, build_error_responses
 
 router = APIRouter(tags=["health"])
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request
 
-from tinyimg.api.auth import is_authenticated
-from tinyimg.api.deps import EngineDep
-from tinyimg.contract import (
+from tinyimg.api.deps import EngineDep, is_authenticated
+from tinyimg.families import family_info
+from tinyimg.http.process import read_process_status
+from tinyimg.runtime.jobs import EngineStatus, ModelView
+from tinyimg.wire.contract import (
     EDGE_ERRORS,
     AdapterInfo,
     ModelInfoResponse,
@@ -16,8 +19,6 @@ from tinyimg.contract import (
     StatusResponse,
     build_error_responses,
 )
-from tinyimg.families import family_info
-from tinyimg.http.process import read_process_status
 
 router = APIRouter(tags=["info"])
 
@@ -57,10 +58,10 @@ def list_models(request: Request, engine: EngineDep) -> ModelsResponse:
     return ModelsResponse(models=[build_model_info(s, show) for s in engine.model_states()])
 
 
-def build_status(status: dict[str, Any], states: list[Any]) -> StatusResponse:
+def build_status(status: EngineStatus, states: Sequence[ModelView]) -> StatusResponse:
     """The engine's status with each model's load state and reason beside its counts, and this
     process's own memory and CPU time."""
-    models = {name: dict(counts) for name, counts in status.get("models", {}).items()}
+    models: dict[str, dict[str, object]] = {name: dict(counts) for name, counts in status["models"].items()}
     for s in states:
         models.setdefault(s.name, {}).update(state=s.state, reason=s.reason or None)
     return StatusResponse.model_validate({"process": read_process_status(), **status, "models": models})

@@ -7,14 +7,16 @@ can never drift from what the engine reports in ``/status``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import Scope
+
+from tinyimg.runtime.jobs import EngineStatus, ModelView
+from tinyimg.runtime.jobstore import JobRecord, JobStore
 
 MODEL_STATES = ("loading", "ready", "failed")
 # Paths whose requests are counted per model; the others are probes, listings and scrapes.
@@ -46,7 +48,7 @@ def outcome_for_status(status: int) -> str:
 class EngineCollector(Collector):
     """Gauges computed from the engine's own view at every scrape."""
 
-    def __init__(self, read_status: Callable[[], dict[str, Any]], read_states: Callable[[], list[Any]]):
+    def __init__(self, read_status: Callable[[], EngineStatus], read_states: Callable[[], Sequence[ModelView]]):
         self.read_status = read_status
         self.read_states = read_states
 
@@ -57,13 +59,13 @@ class EngineCollector(Collector):
             "tinyimg_inflight_requests", "Requests in a pipeline call now (the waiting ones: tinyimg_queue_depth).",
             labels=["model"],
         )
-        for name, m in status.get("models", {}).items():
-            queue.add_metric([name, str(m.get("device") or "none")], m.get("queue_depth", 0))
-            inflight.add_metric([name], m.get("in_flight", 0))
+        for name, m in status["models"].items():
+            queue.add_metric([name, str(m["device"] or "none")], m["queue_depth"])
+            inflight.add_metric([name], m["in_flight"])
         memory = GaugeMetricFamily("tinyimg_device_memory_bytes", "Device memory.", labels=["device", "kind"])
-        for d in status.get("devices", []):
-            memory.add_metric([d["name"], "total"], d.get("memory_total_bytes") or 0)
-            memory.add_metric([d["name"], "used"], d.get("memory_used_bytes") or 0)
+        for d in status["devices"]:
+            memory.add_metric([str(d["name"]), "total"], float(str(d.get("memory_total_bytes") or 0)))
+            memory.add_metric([str(d["name"]), "used"], float(str(d.get("memory_used_bytes") or 0)))
         state = GaugeMetricFamily("tinyimg_model_state", "1 for the model's current load state.", labels=["model", "state"])
         for s in self.read_states():
             for candidate in MODEL_STATES:
@@ -74,7 +76,7 @@ class EngineCollector(Collector):
 class JobsCollector(Collector):
     """Jobs by state, SSE clients and result memory, read from the job store at every scrape."""
 
-    def __init__(self, store: Any):
+    def __init__(self, store: JobStore):
         self.store = store
 
     def collect(self) -> Iterator[Metric]:
@@ -122,13 +124,13 @@ class ServerMetrics:
             "tinyimg_webhook_deliveries", "Webhook deliveries by outcome.", ["outcome"], registry=self.registry
         )
 
-    def watch_engine(self, read_status: Callable[[], dict[str, Any]], read_states: Callable[[], list[Any]]) -> None:
+    def watch_engine(self, read_status: Callable[[], EngineStatus], read_states: Callable[[], Sequence[ModelView]]) -> None:
         self.registry.register(EngineCollector(read_status, read_states))
 
-    def watch_jobs(self, store: Any) -> None:
+    def watch_jobs(self, store: JobStore) -> None:
         self.registry.register(JobsCollector(store))
 
-    def observe_job(self, record: Any) -> None:
+    def observe_job(self, record: JobRecord) -> None:
         model = self.model_label(record.model)
         self.jobs_finished.labels(model, record.status).inc()
         if record.status == "succeeded":
@@ -139,9 +141,9 @@ class ServerMetrics:
     def count_webhook(self, outcome: str) -> None:
         self.webhooks.labels(outcome).inc()
 
-    def model_label(self, name: Any) -> str:
+    def model_label(self, name: object) -> str:
         # Only configured names become label values: a client must not grow the series count.
-        return name if name in self.model_names else UNKNOWN_MODEL
+        return name if isinstance(name, str) and name in self.model_names else UNKNOWN_MODEL
 
     def observe_request(self, scope: Scope, status: int, duration: float) -> None:
         if scope["path"] not in GENERATION_PATHS:

@@ -3,30 +3,19 @@ ours, so the ``openai`` client (and tools built on it) can talk to the server.""
 
 from __future__ import annotations
 
-import base64
 import time
 
 from fastapi import APIRouter, Request
 
-from tinyimg.api.auth import ApiKeyDep
-from tinyimg.api.deps import ConfigDep, EngineDep, JobsDep
-from tinyimg.api.generate import GENERATION_ERRORS, run_generation
-from tinyimg.api.jobs import build_image_url
-from tinyimg.api.requests import (
-    OpenAIImageData,
-    OpenAIImagesRequest,
-    OpenAIImagesResponse,
-    OutputFormat,
-    build_generate_request,
-)
-from tinyimg.contract import EDGE_ERRORS, OpenAIModelResponse, OpenAIModelsResponse, build_error_responses
-from tinyimg.errors import InvalidField
-from tinyimg.runtime.jobstore import JobRecord
+from tinyimg.api.deps import GENERATION_ERRORS, ApiKeyDep, ConfigDep, EngineDep, JobsDep, read_disconnect, read_key_hash
+from tinyimg.core.errors import InvalidField
+from tinyimg.runtime.jobrunner import JobOrder
+from tinyimg.runtime.jobviews import build_images_response
+from tinyimg.wire.contract import EDGE_ERRORS, OpenAIModelResponse, OpenAIModelsResponse, build_error_responses
+from tinyimg.wire.requests import OpenAIImagesRequest, OpenAIImagesResponse, build_generate_request, rename_openai_field
 
 router = APIRouter(tags=["openai"])
 
-# Our field names -> the OpenAI request's, so a 422 names what the client actually sent.
-OPENAI_FIELDS = {"width": "size", "height": "size", "num_images": "n"}
 # Models have no creation time of their own; OpenAI's list needs one.
 _STARTED = int(time.time())
 
@@ -40,22 +29,14 @@ async def create_images(
     _auth: ApiKeyDep,
 ) -> OpenAIImagesResponse:
     generate_body = build_generate_request(body, config.models[0].name)
-    as_url = body.response_format == "url"
+    request.state.model = generate_body.model
+    as_url = body.response_format == "url"  # the job then stays for the result TTL, its images by URL
+    order = JobOrder(generate_body, body.output_format, str(request.base_url), read_key_hash(request), keep=as_url)
     try:
-        g = await run_generation(request, generate_body, config, jobs, body.output_format, keep=as_url)
+        record = await jobs.run(order, lambda: read_disconnect(request))
     except InvalidField as err:
-        raise InvalidField(OPENAI_FIELDS.get(err.field, err.field), err.reason) from None
-    return build_images_response(request, g.record, as_url, body.output_format)
-
-
-def build_images_response(request: Request, record: JobRecord, as_url: bool, output_format: OutputFormat) -> OpenAIImagesResponse:
-    """OpenAI's answer: each image as base64, or (``response_format: url``) as the URL of the job's
-    image, valid for the jobs' result TTL. Shared by generations and edits."""
-    if as_url:
-        data = [OpenAIImageData(url=build_image_url(request, record.id, i)) for i in range(len(record.images))]
-    else:
-        data = [OpenAIImageData(b64_json=base64.b64encode(image).decode("ascii")) for image in record.images]
-    return OpenAIImagesResponse(created=int(time.time()), data=data, output_format=output_format)
+        raise rename_openai_field(err) from None
+    return build_images_response(record, as_url)
 
 
 @router.get("/v1/models", response_model=OpenAIModelsResponse, responses=build_error_responses(*EDGE_ERRORS))

@@ -17,8 +17,9 @@ from typing import Any
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from tinyimg.core.jobs import TERMINAL
 from tinyimg.http.streams import StreamTicket
-from tinyimg.runtime.jobstore import TERMINAL, JobEvent, JobRecord
+from tinyimg.runtime.jobstore import JobEvent, JobRecord
 
 # How long EventSource waits before reconnecting after the connection drops.
 RETRY_MS = 2000

@@ -16,11 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tinyimg.families.generation import GeneratedImage, GenerationParams, batch_key
+from tinyimg.families.memory import estimate_memory_gb, resolve_dtype_name
 from tinyimg.families.variants import CallVariants
-from tinyimg.runtime.jobs import GeneratedImage, GenerationParams
 
 if TYPE_CHECKING:
-    from tinyimg.families.family import Family
     from tinyimg.families.preview import LatentRGBMap
     from tinyimg.spec import ModelSpec
 
@@ -44,24 +44,14 @@ class Handler(CallVariants):
         # The fixed latent->RGB map for previews, fitted at load; None: this model has no previews.
         self.preview_map: LatentRGBMap | None = None
 
-    @property
-    def family(self) -> Family:
-        from tinyimg.families import family_info
-
-        return family_info(self.spec.family)
-
     @classmethod
     def estimate_memory_gb(cls, spec: ModelSpec, device_kind: str = "cuda") -> float:
-        from tinyimg.runtime.memory import estimate_memory_gb
-
-        return estimate_memory_gb(spec, device_kind)
+        return estimate_memory_gb(spec, cls.family, device_kind)
 
     def torch_dtype(self, device: str) -> Any:
         import torch
 
-        from tinyimg.runtime.memory import resolve_dtype_name
-
-        return getattr(torch, resolve_dtype_name(self.spec, device.split(":")[0]))
+        return getattr(torch, resolve_dtype_name(self.spec, self.family, device.split(":")[0]))
 
     def load(self, device: str, offload: str = "none") -> None:
         """Load the weights (local directory or Hub repo id) and put the pipeline on ``device``."""
@@ -154,8 +144,8 @@ class Handler(CallVariants):
         import torch
 
         head = batch[0]
-        if any(p.batch_key() != head.batch_key() for p in batch):
-            raise ValueError("a batch must share its batch key (tinyimg.runtime.batching.batch_key)")
+        if any(batch_key(p) != batch_key(head) for p in batch):
+            raise ValueError("a batch must share its batch key (tinyimg.families.generation.batch_key)")
         generators = [torch.Generator("cpu").manual_seed(seed) for p in batch for seed in p.seeds]
         hooked = should_stop is not None or on_step is not None or on_latents is not None
         render = self.build_preview_renderer(head) if on_latents is not None else None

@@ -42,6 +42,10 @@ class Family:
     # The denoiser modules a LoRA adapts (what ``tinyimg make-tiny-lora`` targets).
     lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
 
+    def __post_init__(self) -> None:
+        # The handler class learns its family here, once: it then needs no registry lookup.
+        self.handler.family = self
+
     @property
     def modes(self) -> tuple[str, ...]:
         offered = {"txt2img": True, "img2img": bool(self.img2img_pipeline_class),

@@ -13,8 +13,8 @@ from typing import Any, cast
 
 from tinyimg.families.base import Handler, repeat_per_image
 from tinyimg.families.family import Family
+from tinyimg.families.generation import GenerationParams
 from tinyimg.families.schedulers import FLOW_MATCHING_SCHEDULERS
-from tinyimg.runtime.jobs import GenerationParams
 
 log = logging.getLogger("tinyimg.engine")
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from tinyimg.families.base import Handler, repeat_per_image
 from tinyimg.families.family import Family
+from tinyimg.families.generation import GenerationParams
 from tinyimg.families.schedulers import DIFFUSION_SCHEDULERS
-from tinyimg.runtime.jobs import GenerationParams
 
 
 class SDXLHandler(Handler):

@@ -16,18 +16,24 @@ from __future__ import annotations
 import inspect
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from tinyimg.families.generation import GenerationParams
 from tinyimg.families.schedulers import build_scheduler
-from tinyimg.runtime.jobs import GenerationParams
+
+if TYPE_CHECKING:
+    from tinyimg.families.family import Family
+    from tinyimg.spec import ModelSpec
 
 log = logging.getLogger("tinyimg.engine")
 
 
 class CallVariants:
-    spec: Any
+    spec: ModelSpec
     pipe: Any
-    family: Any
+    # The family this handler serves: set by its ``Family`` declaration (``Family.__post_init__``),
+    # so a handler knows its family without reading the registry that lists it.
+    family: ClassVar[Family]
 
     # -- modes ------------------------------------------------------------------------------
     def pipeline_for(self, mode: str) -> Any:
@@ -53,6 +59,7 @@ class CallVariants:
         if None not in cache:
             cache[None] = self.pipe.scheduler  # the one the model was loaded with
         if name not in cache:
+            assert name is not None  # the model's own is cached above
             try:
                 choice = self.family.schedulers[name]
             except KeyError:

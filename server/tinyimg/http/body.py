@@ -13,7 +13,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tinyimg.errors import build_error_response, status_code_name
+from tinyimg.core.errors import build_error_response, status_code_name
 
 
 class BodyTooLarge(HTTPException):

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tinyimg.errors import build_error_response
+from tinyimg.core.errors import build_error_response
+from tinyimg.core.logs import request_id_var
 from tinyimg.http.request_id import REQUEST_ID_HEADER, read_request_id
-from tinyimg.logs import request_id_var
 
 log = logging.getLogger("tinyimg.http")
 access_log = logging.getLogger("tinyimg.access")

@@ -1,5 +1,5 @@
 """Exception handlers of both apps: every error leaves as the JSON error shape with the request id
-(tinyimg.errors), with Retry-After where waiting helps."""
+(tinyimg.core.errors), with Retry-After where waiting helps."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ExceptionHandler
 
-from tinyimg.errors import ApiError, build_error_response, status_code_name
+from tinyimg.core.errors import ApiError, build_error_response, status_code_name
 
 log = logging.getLogger("tinyimg.http")
 

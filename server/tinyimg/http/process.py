@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import resource
 
-from tinyimg.contract import ProcessStatus
+from tinyimg.wire.contract import ProcessStatus
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 

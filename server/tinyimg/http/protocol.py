@@ -30,7 +30,7 @@ import h11
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from tinyimg.errors import build_error_body, build_retry_after
+from tinyimg.core.errors import build_error_body, build_retry_after
 from tinyimg.http.limits import EdgeLimits
 from tinyimg.http.request_id import new_request_id
 

@@ -30,7 +30,7 @@ def build_server_options(
         "h11_max_incomplete_event_size": limits.max_header_bytes,
         "proxy_headers": bool(trusted_proxies),
         "forwarded_allow_ips": list(trusted_proxies),
-        # Our JSON handler (tinyimg.logs) formats uvicorn's records; the access line is ours.
+        # Our JSON handler (tinyimg.core.logs) formats uvicorn's records; the access line is ours.
         "log_config": None,
         "access_log": False,
     }

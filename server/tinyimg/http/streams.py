@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from tinyimg.errors import ApiError
+from tinyimg.core.errors import ApiError
 
 RETRY_AFTER_SECONDS = 5.0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tinyimg import labels
+from tinyimg.core import labels
 
 
 def is_pod_ready(pod: dict[str, Any]) -> bool:

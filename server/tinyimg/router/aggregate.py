@@ -3,7 +3,8 @@ from what the backends said, fetched by ``tinyimg.router.fetch``), in the contra
 
 from __future__ import annotations
 
-from tinyimg.contract import (
+from tinyimg.router.table import STATE_READY, BackendTable, ModelEntry, PodState
+from tinyimg.wire.contract import (
     BackendInfo,
     ModelInfoResponse,
     ModelReadiness,
@@ -16,7 +17,6 @@ from tinyimg.contract import (
     StatusResponse,
     StatusTotals,
 )
-from tinyimg.router.table import STATE_READY, BackendTable, ModelEntry, PodState
 
 # Per-model counters of a pod's /status that add up meaningfully across pods.
 SUMMED_FIELDS = ("queue_depth", "in_flight", "served", "failed")

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from tinyimg.api import ui
+from tinyimg import ui
 from tinyimg.http.edge import install_edge
 from tinyimg.router.drain import DrainGuard
 from tinyimg.router.fastpath import GenerationFastPath

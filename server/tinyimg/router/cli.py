@@ -67,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_settings(args: argparse.Namespace) -> RouterSettings:
-    from tinyimg.router.auth import load_key_hashes
-    from tinyimg.runtime.jobstore import read_job_secret
+    from tinyimg.core.auth import load_key_hashes
+    from tinyimg.core.jobs import read_job_secret
 
     given = {
         "host": args.host,
@@ -114,7 +114,7 @@ def load_discovery(args: argparse.Namespace) -> KubeDiscovery | StaticDiscovery:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from tinyimg.router.auth import KeyFileError
+    from tinyimg.core.auth import KeyFileError
     from tinyimg.router.discovery_static import BackendsError
 
     try:
@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import uvicorn
 
+    from tinyimg.core.logs import configure_logging
     from tinyimg.http.server import build_server_options
-    from tinyimg.logs import configure_logging
     from tinyimg.router.app import create_router_app
 
     configure_logging(args.log_level)

@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from tinyimg import labels
+from tinyimg.core import labels
 from tinyimg.kube.connection import KubeConnection
 from tinyimg.kube.errors import KubeApiError, raise_for_kube_status
 from tinyimg.kube.objects import build_pod_url, controller_of, is_pod_ready

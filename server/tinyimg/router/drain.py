@@ -19,7 +19,7 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tinyimg.errors import build_error_response
+from tinyimg.core.errors import build_error_response
 
 log = logging.getLogger("tinyimg.router")
 # Time left for the cancelled requests' answers to be written before uvicorn cancels in turn.

@@ -1,9 +1,9 @@
-"""Errors the router itself answers with: an ApiError (tinyimg.errors), so one handler and one
+"""Errors the router itself answers with: an ApiError (tinyimg.core.errors), so one handler and one
 shape serve both services. The argument order (status first) is the router's historical one."""
 
 from __future__ import annotations
 
-from tinyimg.errors import ApiError
+from tinyimg.core.errors import ApiError
 
 
 class RouterError(ApiError):

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tinyimg.errors import ApiError
+from tinyimg.core.errors import ApiError
 from tinyimg.http.handlers import answer_api_error, answer_http_error
 from tinyimg.router.routes.generate import GENERATION_PATHS, forward_generation
 from tinyimg.router.state import RouterState, check_access

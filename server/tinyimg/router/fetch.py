@@ -1,5 +1,5 @@
 """Reading the backends' own answers (/status, /models) for the router's aggregated ones, each
-checked against the one contract (tinyimg.contract): a pod that answers something else is
+checked against the one contract (tinyimg.wire.contract): a pod that answers something else is
 reported with the reason, not guessed at."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from tinyimg.contract import ModelInfoResponse, ModelsResponse
 from tinyimg.router.table import BackendTable
+from tinyimg.wire.contract import ModelInfoResponse, ModelsResponse
 
 Doc = TypeVar("Doc", bound=BaseModel)
 

@@ -34,13 +34,13 @@ import httpcore
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from tinyimg.core.jobs import JOB_HEADERS
 from tinyimg.http.limits import EdgeLimits
 from tinyimg.router.balancer import choose_backend, update_latency
 from tinyimg.router.errors import RouterError
 from tinyimg.router.metrics import UNKNOWN_MODEL_LABEL, RouterMetrics
 from tinyimg.router.pool import ForwardPool
 from tinyimg.router.table import BackendTable, PodState
-from tinyimg.runtime.jobstore import JOB_HEADERS
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable

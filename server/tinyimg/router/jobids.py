@@ -19,7 +19,7 @@ import hmac
 import re
 from collections.abc import Iterable
 
-from tinyimg.runtime.jobstore import JobNotFound
+from tinyimg.core.jobs import JobNotFound
 
 # 128 bits of the MAC are plenty for an id that is checked online, one guess per request.
 MAC_BYTES = 16

@@ -1,7 +1,7 @@
 """Periodic polls of every pod's /status and /models: queue depth per model, the model states a
 pod reports, its backlog (waiting + generating) for the balancer, and whether it answers at all.
 
-Both answers are read with the contract's models (tinyimg.contract), the same ones the model server
+Both answers are read with the contract's models (tinyimg.wire.contract), the same ones the model server
 answers with: a pod that breaks the contract counts as unreachable, with the validation error as
 the reason, rather than being half-understood.
 
@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 
-from tinyimg.contract import ModelsResponse, StatusResponse
 from tinyimg.router.table import BackendTable, PodState
+from tinyimg.wire.contract import ModelsResponse, StatusResponse
 
 log = logging.getLogger("tinyimg.router.poller")
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tinyimg.drain import build_upstream_timeout
+from tinyimg.core.drain import build_upstream_timeout
+from tinyimg.core.labels import DEFAULT_PORT
 from tinyimg.http.limits import EdgeLimits
 from tinyimg.http.streams import StreamLimits
-from tinyimg.labels import DEFAULT_PORT
 from tinyimg.spec import RuntimeSpec
 
 OPEN_PATHS_DEFAULT = ("/health", "/health/ready", "/metrics")

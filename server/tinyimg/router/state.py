@@ -9,9 +9,9 @@ from typing import Annotated, Any, cast
 import httpx
 from fastapi import Depends, Request
 
-from tinyimg.errors import ApiError
+from tinyimg.core.auth import RateLimiter, build_auth_failure_limiter, match_key, parse_bearer
+from tinyimg.core.errors import ApiError
 from tinyimg.http.streams import StreamGate
-from tinyimg.router.auth import RateLimiter, build_auth_failure_limiter, match_key, parse_bearer
 from tinyimg.router.coldstart import WaitingRoom
 from tinyimg.router.forward import Forwarder
 from tinyimg.router.metrics import RouterMetrics, build_router_metrics

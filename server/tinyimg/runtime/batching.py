@@ -1,28 +1,14 @@
 """Which queued jobs ride in the next pipeline call, and how long the head waits for more: pure
-functions of the queue and the clock."""
+functions of the queue and the clock, and the gather policy a device worker applies them by."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
-from tinyimg.runtime.jobs import GenerationParams
-
-
-def batch_key(params: GenerationParams) -> tuple[Any, ...]:
-    """What must match for requests to share one pipeline call: everything that changes the
-    computation for the whole call. Prompts, seeds and input images may differ (each image gets
-    its own embeddings, generator and input)."""
-    return (
-        params.mode,
-        params.width,
-        params.height,
-        params.steps,
-        params.guidance_scale,
-        params.scheduler,
-        params.loras,
-        params.strength,
-    )
+from tinyimg.families.generation import GenerationParams, batch_key
+from tinyimg.runtime.jobqueue import QueueSettings
+from tinyimg.runtime.jobs import Job
 
 
 class Batchable(Protocol):
@@ -71,3 +57,29 @@ def wait_for_company(
         return 0.0
     latest = max(returning, default=now)
     return max(0.0, min(latest, latest_start) - now)
+
+
+class GatherPolicy(Protocol):
+    """How a device worker forms its next batch (``DeviceWorker(gather=...)``): which waiting jobs
+    ride with the head, and how long the head still waits for more. ``bench/batch_wait_sim.py``
+    compares policies through this seam."""
+
+    def pick(self, pending: Sequence[Job], settings: QueueSettings) -> list[Job]: ...
+
+    def wait_seconds(self, now: float, head: Job, pending: Sequence[Job], settings: QueueSettings, *,
+                     free_since: float, returning: Sequence[float]) -> float: ...
+
+
+class CompanyGather:
+    """The default: the head waits only for recently answered clients still due back
+    (``wait_for_company``), at most its model's max wait after the device could have run it."""
+
+    def pick(self, pending: Sequence[Job], settings: QueueSettings) -> list[Job]:
+        return pick_batch(pending, settings.max_batch)
+
+    def wait_seconds(self, now: float, head: Job, pending: Sequence[Job], settings: QueueSettings, *,
+                     free_since: float, returning: Sequence[float]) -> float:
+        images = sum(len(j.params.seeds) for j in self.pick(pending, settings))
+        latest_start = min(head.deadline, max(head.enqueued_at, free_since) + settings.max_wait)
+        return wait_for_company(now, images=images, max_images=settings.max_batch, latest_start=latest_start,
+                                returning=returning)

@@ -47,7 +47,7 @@ def discover_devices() -> list[Device]:
     return found
 
 
-def read_device_status(device: Device) -> dict[str, Any]:
+def read_device_status(device: Device) -> dict[str, object]:
     """What ``/status`` says about one device now.
 
     CPU: the host's total, and as used what this process holds (its RSS; the rest of the host is
@@ -55,7 +55,7 @@ def read_device_status(device: Device) -> dict[str, Any]:
     process's share (torch's allocator: allocated by tensors, reserved by the cache), and the
     utilisation where ``torch.cuda.utilization`` works (it needs NVML). A device from a given
     inventory that torch cannot see (tests) keeps its inventory figures."""
-    entry: dict[str, Any] = {"name": device.name, "kind": device.kind, "label": device.label}
+    entry: dict[str, object] = {"name": device.name, "kind": device.kind, "label": device.label}
     if device.kind == "cpu":
         from tinyimg.http.process import read_process_status  # the one RSS reader (torch-free)
 

@@ -16,23 +16,28 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tinyimg.drain import DrainTiming, build_drain_timing
-from tinyimg.errors import InvalidField
+from tinyimg.core.drain import DrainTiming, build_drain_timing
+from tinyimg.core.errors import InvalidField
+from tinyimg.core.status import ModelState
 from tinyimg.families import load_handler_class
+from tinyimg.families.generation import GenerationParams
 from tinyimg.runtime.devices import Device, discover_devices, read_device_status
-from tinyimg.runtime.jobqueue import JobQueue
+from tinyimg.runtime.jobqueue import JobQueue, QueueSettings
 from tinyimg.runtime.jobs import (
     DeadlineExceeded,
     Draining,
+    EngineApi,
     EngineError,
-    GenerationParams,
+    EngineStatus,
     GenerationResult,
+    Job,
     JobObserver,
+    ModelLoad,
     ModelNotFound,
     ModelNotReady,
 )
 from tinyimg.runtime.placement import Placement, place
-from tinyimg.runtime.worker import DeviceWorker, Job
+from tinyimg.runtime.worker import DeviceWorker
 from tinyimg.spec import ModelSpec, ServerConfig
 
 log = logging.getLogger("tinyimg.engine")
@@ -42,15 +47,22 @@ BatchCallback = Callable[[str, int, float], None]
 
 
 @dataclass
-class ModelState:
+class ModelEntry:
+    """One model as the engine holds it (a ``ModelView``)."""
+
     name: str
     spec: ModelSpec
-    state: str  # loading | ready | failed
+    state: ModelState
     reason: str | None = None
     device: str | None = None  # the first replica's
     offload: str = "none"
     devices: list[str] = field(default_factory=list)  # one replica per device, all fed by one queue
     adapter_failures: dict[str, str] = field(default_factory=dict)  # adapter -> why it did not load
+
+
+def build_queue_settings(spec: ModelSpec) -> QueueSettings:
+    r = spec.runtime
+    return QueueSettings(r.queue_size, r.max_batch_size, r.max_batch_wait_ms / 1000)
 
 
 def build_handler(spec: ModelSpec) -> Any:
@@ -63,7 +75,7 @@ def build_warmup_params(spec: ModelSpec) -> GenerationParams:
     return GenerationParams("warm-up", None, d.width, d.height, 1, d.guidance_scale, (0,), "warm-up")
 
 
-class Engine:
+class Engine(EngineApi):
     def __init__(
         self,
         config: ServerConfig,
@@ -81,8 +93,8 @@ class Engine:
         self._on_state = on_state
         self._handler_factory = handler_factory
         self._stop_grace = stop_grace_seconds
-        self._states = {m.name: ModelState(m.name, m, "loading") for m in config.models}
-        self._queue = JobQueue({m.name: m.runtime.queue_size for m in config.models})
+        self._states = {m.name: ModelEntry(m.name, m, "loading") for m in config.models}
+        self._queue = JobQueue({m.name: build_queue_settings(m) for m in config.models})
         self._workers: dict[str, DeviceWorker] = {}
         self._loads_left: dict[str, int] = {}  # model -> replicas still loading
         self._load_errors: dict[str, list[str]] = {}
@@ -234,14 +246,14 @@ class Engine:
         handler.generate([build_warmup_params(spec)])
         return handler
 
-    def _set_state(self, name: str, state: str, reason: str | None = None) -> None:
+    def _set_state(self, name: str, state: ModelState, reason: str | None = None) -> None:
         entry = self._states[name]
         entry.state, entry.reason = state, reason
         if state == "failed":
             log.error("model failed", extra={"model": name, "reason": reason})
         self._notify(entry)
 
-    def _notify(self, entry: ModelState) -> None:
+    def _notify(self, entry: ModelEntry) -> None:
         if self._on_state is not None:
             self._on_state(entry.name, entry.state, entry.reason)
 
@@ -259,7 +271,7 @@ class Engine:
         self._admitting_state(model)
         self._queue.check_room(model)
 
-    def _admitting_state(self, model: str) -> ModelState:
+    def _admitting_state(self, model: str) -> ModelEntry:
         state = self._states.get(model)
         if state is None:
             raise ModelNotFound(model, list(self._states))
@@ -283,10 +295,7 @@ class Engine:
             raise InvalidField("loras", f"adapter {name!r} failed to load: {state.adapter_failures[name]}")
         spec = state.spec
         timeout = timeout if timeout is not None else spec.runtime.request_timeout_seconds
-        job = Job(
-            model, params, spec.runtime.max_batch_size, spec.runtime.max_batch_wait_ms / 1000, timeout,
-            asyncio.get_running_loop().create_future(), observer=observer,
-        )
+        job = Job(model, params, timeout, asyncio.get_running_loop().create_future(), observer=observer)
         self._queue.submit(job)
         return job
 
@@ -342,19 +351,17 @@ class Engine:
             return False, f"loading {', '.join(loading)}"
         return True, "all models ready"
 
-    def model_states(self) -> list[ModelState]:
+    def model_states(self) -> list[ModelEntry]:
         return list(self._states.values())
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> EngineStatus:
         devices = [read_device_status(device) for device in self.devices]
-        models = {}
-        for name, state in self._states.items():
-            models[name] = {
-                "device": state.device,
-                "devices": list(state.devices),
-                "queue_depth": self._queue.depth(name),
-                "in_flight": sum(w.in_flight(name) for w in self._workers.values()),
-                "served": self._served[name],
-                "failed": self._failed[name],
-            }
-        return {"uptime_seconds": time.monotonic() - self._started, "devices": devices, "models": models}
+        models = {
+            name: ModelLoad(
+                device=state.device, devices=list(state.devices), queue_depth=self._queue.depth(name),
+                in_flight=sum(w.in_flight(name) for w in self._workers.values()),
+                served=self._served[name], failed=self._failed[name],
+            )
+            for name, state in self._states.items()
+        }
+        return EngineStatus(uptime_seconds=time.monotonic() - self._started, devices=devices, models=models)

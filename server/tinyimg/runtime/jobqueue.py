@@ -5,7 +5,8 @@ devices is free takes the next batch from it: a long batch on one GPU does not h
 another GPU could run. Lives in the event loop (no locks): workers take jobs between awaits.
 
 Bound: per model. Each model may have ``runtime.queueSize`` requests waiting (in-flight ones do not
-count), so a busy model cannot fill the queue of a quiet one beside it.
+count), so a busy model cannot fill the queue of a quiet one beside it. The model's batching
+settings live here too (``QueueSettings``), once per model, not copied into each job.
 
 It also remembers, per model, when recent requests were answered whose clients have not sent a new
 request since: the batch-mates worth waiting for (``batching.wait_for_company``). Each new request
@@ -17,22 +18,27 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Container
-from typing import TYPE_CHECKING
+from collections.abc import Container, Mapping
+from dataclasses import dataclass
 
-from tinyimg.runtime.jobs import QueueFull
-
-if TYPE_CHECKING:
-    from tinyimg.runtime.worker import Job
-
+from tinyimg.runtime.jobs import Job, QueueFull
 
 # Answers remembered per model: far more than one batch of clients, and a bound on memory.
 RETURNS_KEPT = 256
 
 
+@dataclass(frozen=True)
+class QueueSettings:
+    """One model's line: how many may wait, and how its batches form."""
+
+    size: int  # runtime.queueSize: requests waiting at most
+    max_batch: int = 1  # runtime.maxBatchSize: images one pipeline call may carry
+    max_wait: float = 0.0  # runtime.maxBatchWaitMs in seconds: how long a head may wait for mates
+
+
 class JobQueue:
-    def __init__(self, limits: dict[str, int]):
-        self.limits = limits
+    def __init__(self, settings: Mapping[str, QueueSettings]):
+        self.settings = dict(settings)
         self.pending: list[Job] = []
         self._listeners: list[asyncio.Event] = []
         self._returning: dict[str, deque[float]] = {}
@@ -49,8 +55,11 @@ class JobQueue:
 
     def check_room(self, model: str) -> None:
         waiting = self.depth(model)
-        if waiting >= self.limits.get(model, 1):
+        if waiting >= self.settings_for(model).size:
             raise QueueFull(f"model {model!r}", waiting)
+
+    def settings_for(self, model: str) -> QueueSettings:
+        return self.settings.get(model) or QueueSettings(size=1)
 
     def submit(self, job: Job) -> None:
         self.check_room(job.model)
@@ -60,10 +69,10 @@ class JobQueue:
             returning.popleft()  # one of the answered clients is back (which one does not matter)
         self._changed()
 
-    def answered(self, model: str, count: int, expected_for: float, now: float | None = None) -> None:
+    def answered(self, model: str, count: int, now: float | None = None) -> None:
         """``count`` requests of ``model`` were answered: their clients may send their next request
-        within ``expected_for`` seconds (the model's max batch wait)."""
-        until = (time.monotonic() if now is None else now) + expected_for
+        within the model's max batch wait."""
+        until = (time.monotonic() if now is None else now) + self.settings_for(model).max_wait
         self._returning.setdefault(model, deque(maxlen=RETURNS_KEPT)).extend([until] * count)
 
     def returning(self, model: str, now: float | None = None) -> deque[float]:

@@ -1,8 +1,12 @@
-"""The jobs service: every generation, synchronous or not, is a job run here (one code path).
+"""The job service: every generation, synchronous or not, is a job created, run and finished here
+(one code path); the routes parse a request, hand it over as a ``JobOrder`` and answer what comes
+back (``tinyimg.runtime.jobviews`` describes a job).
 
-``create`` queues the request in the engine at once (so a full queue or an unknown model is
-refused to the caller, not recorded as a failed job) and starts a task that waits for the result,
-encodes the images off the event loop and records the terminal event. While it waits, the engine
+``submit`` resolves the request against its model (defaults, limits, input images) and ``create``
+queues it in the engine at once (so a full queue or an unknown model is refused to the caller, not
+recorded as a failed job) and starts a task that waits for the result, encodes the images off the
+event loop and records the terminal event. ``finish`` is what a caller that waits does: it returns
+the finished job, or cancels it when the caller hangs up first. While it waits, the engine
 tells the job when it starts and after each denoising step; a watcher moves the positions of
 queued jobs whenever the queue changes. ``cancel`` cancels that task: a queued job leaves the
 queue at once; a running one is dropped from its batch, and the batch stops at the next step when
@@ -14,13 +18,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from tinyimg import imaging
-from tinyimg.errors import ApiError
-from tinyimg.runtime.jobstore import JobRecord, JobStore, new_job_id
-from tinyimg.spec import JobsConfig
+from tinyimg.core.errors import ApiError
+from tinyimg.core.jobs import JobIdentity, new_job_id
+from tinyimg.core.logs import request_id_var
+from tinyimg.families.generation import GenerationParams
+from tinyimg.runtime.jobs import EngineApi, ModelNotFound
+from tinyimg.runtime.jobstore import JobRecord, JobStore
+from tinyimg.runtime.params import build_generation_params
+from tinyimg.runtime.webhooks import WebhookSender
+from tinyimg.spec import JobsConfig, ModelSpec
+from tinyimg.wire.requests import GenerateRequest
 
 log = logging.getLogger("tinyimg.jobs")
 
@@ -28,6 +40,33 @@ log = logging.getLogger("tinyimg.jobs")
 STEP_TIME_WEIGHT = 0.3
 
 Hook = Callable[[JobRecord], None]
+
+
+@dataclass(frozen=True)
+class JobOrder:
+    """What a route asks of the job service: the request as parsed, and who asks, from where."""
+
+    request: GenerateRequest
+    output_format: str
+    base_url: str  # the creating request's, for the job's URLs (and its webhook's)
+    key_hash: str | None = None  # the API key's hash when keys are on: reads need the same key
+    webhook: str | None = None  # already checked against the allow-list
+    preview: bool = False
+    keep: bool = True  # False: a synchronous answer, forgotten once its caller has it
+    identity: JobIdentity = field(default_factory=JobIdentity)  # what a router said about it
+
+
+class ClientDisconnected(ApiError):
+    """The client hung up before its answer: its job left the queue. 499 is nginx's code for it;
+    nobody reads the answer, but the access log and the metrics do."""
+
+    def __init__(self) -> None:
+        super().__init__("the client closed the connection; its request was withdrawn", 499, "client_disconnected")
+
+
+class JobCancelled(ApiError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} was cancelled (DELETE /v1/jobs/{job_id})", 409, "job_cancelled")
 
 
 def encode_all(images: list[Any], output_format: str) -> list[bytes]:
@@ -56,14 +95,16 @@ SWEEP_MIN_SECONDS, SWEEP_MAX_SECONDS = 0.05, 60.0
 
 class JobService:
     def __init__(
-        self, engine: Any, config: JobsConfig, *, on_finish: Hook | None = None,
-        deliver_webhook: Hook | None = None, clock: Callable[[], float] = time.monotonic,
+        self, engine: EngineApi, config: JobsConfig, *, models: Sequence[ModelSpec] = (),
+        on_finish: Hook | None = None, deliver_webhook: Hook | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.engine, self.config, self.clock = engine, config, clock
+        self.models: Mapping[str, ModelSpec] = {m.name: m for m in models}
         self.store = JobStore(config.result_ttl_seconds, config.max_result_bytes, clock)
         self.on_finish = on_finish
         self.deliver_webhook = deliver_webhook
-        self.webhooks: Any = None  # the WebhookSender the app wires in (stopped with the app)
+        self.webhooks: WebhookSender | None = None  # the app wires its sender in (stopped with the app)
         self.step_seconds: dict[str, float] = {}  # model -> recent seconds per denoising step
         self._watcher: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -101,24 +142,72 @@ class JobService:
                     self._update_position(record)
 
     def _update_position(self, record: JobRecord) -> None:
+        if record.entry is None:
+            return
         position = self.engine.position(record.entry)
         if position is not None and position != record.position:
             record.position = position
             record.publish("queued", {"position": position})
 
     # -- jobs -------------------------------------------------------------------------------
-    def create(
-        self, model: str, params: Any, output_format: str, *, webhook: str | None = None,
-        key_hash: str | None = None, keep: bool = True, job_id: str | None = None, preview: bool = False,
-    ) -> JobRecord:
-        """``job_id``: the id a router chose (its signed id names it before the pod answers);
-        refused with 409 when taken: another id would not be the one the router handed out."""
+    async def submit(self, order: JobOrder) -> JobRecord:
+        """Resolve the request against its model (defaults, limits) and queue it as a job; refused
+        now when the model is unknown or not ready or its queue is full."""
+        body = order.request
+        spec = self.models.get(body.model)
+        if spec is None:
+            raise ModelNotFound(body.model, list(self.models))
+        if body.image is None:
+            params = build_generation_params(body, spec, request_id_var.get())
+        else:
+            # Admit first, decode after: a request refused for a full queue or a model not ready must
+            # not cost the decoding (hundreds of ms and MB for a large input). Decoding and resizing
+            # run off the event loop; ``create`` checks again.
+            self.engine.check_admits(spec.name)
+            params = await asyncio.to_thread(build_generation_params, body, spec, request_id_var.get())
+        return self.create(spec.name, params, order)
+
+    async def run(self, order: JobOrder, hangup: Callable[[], Awaitable[None]]) -> JobRecord:
+        """``submit``, then ``finish``: what a route that answers with the result does."""
+        return await self.finish(await self.submit(order), hangup)
+
+    async def finish(self, record: JobRecord, hangup: Callable[[], Awaitable[None]]) -> JobRecord:
+        """Wait for the job unless the caller hangs up first (``hangup`` returns when it does):
+        then the job is cancelled, which withdraws it from the queue, or (running) drops it from
+        its batch. Servers do not cancel a route when its client goes away, so without this a queue
+        of abandoned requests would still be generated. A failed job raises its error."""
+        finished = asyncio.ensure_future(record.done.wait())
+        gone = asyncio.ensure_future(hangup())
+        try:
+            done, _ = await asyncio.wait((finished, gone), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the server stops serving this request
+            self.cancel(record)
+            raise
+        finally:
+            for task in (finished, gone):
+                task.cancel()
+        if finished not in done:
+            gone.result()  # re-raises if listening for the hang-up itself failed
+            self.cancel(record)
+            raise ClientDisconnected()
+        if record.status == "failed" and record.error is not None:
+            raise record.error
+        if record.status != "succeeded":
+            raise JobCancelled(record.id)
+        return record
+
+    def create(self, model: str, params: GenerationParams, order: JobOrder) -> JobRecord:
+        """Queue resolved parameters as a job. A router's ``order.identity.job_id`` (its signed id
+        names it before the pod answers) is refused with 409 when taken: another id would not be
+        the one the router handed out."""
+        job_id = order.identity.job_id
         if job_id is not None and self.store.is_taken(job_id):
             raise ApiError(f"job id {job_id} is already in use here", 409, "job_id_taken")
         record = JobRecord(
-            job_id or new_job_id(), model, params, output_format, webhook, key_hash, keep, preview=preview
+            job_id or new_job_id(), model, params, order.output_format, order.webhook, order.key_hash, order.keep,
+            preview=order.preview, base_url=order.base_url, public_id=order.identity.public_id,
+            public_base_url=order.identity.public_base_url, total_steps=params.steps,
         )
-        record.total_steps = params.steps
         record.entry = self.engine.submit(model, params, observer=JobEvents(self, record))
         self.store.add(record)
         self._update_position(record)
@@ -140,8 +229,10 @@ class JobService:
         return True
 
     async def _run(self, record: JobRecord) -> None:
+        entry = record.entry
+        assert entry is not None  # create() queued it before starting this task
         try:
-            result = await self.engine.wait(record.entry)
+            result = await self.engine.wait(entry)
             record.entry = None
             # Encoding a large PNG takes tens of milliseconds: keep it off the event loop.
             encoded = await asyncio.to_thread(encode_all, [i.image for i in result.images], record.output_format)

@@ -1,46 +1,22 @@
-"""The contract between the HTTP layer and the engine: what a generation asks and returns,
-and the errors the engine raises (each knows its HTTP status). No torch here."""
+"""The contract between the job service and the engine: what a generation asks and returns, a
+queued job, the engine's interface (``EngineApi``: the real engine and the tests' fake both
+implement it), and the errors the engine raises (each knows its HTTP status). No torch here; the
+one home of ``Job`` and ``GenerationParams``, below the queue, the gather policy and the worker."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
-from tinyimg.errors import ApiError
+from tinyimg.core.errors import ApiError
+from tinyimg.core.status import ModelState
+from tinyimg.families.generation import GeneratedImage, GenerationParams
 
-
-@dataclass(frozen=True)
-class GenerationParams:
-    """One request, fully resolved (defaults applied, limits checked)."""
-
-    prompt: str
-    negative_prompt: str | None
-    width: int
-    height: int
-    steps: int
-    guidance_scale: float
-    seeds: tuple[int, ...]  # one per image; len(seeds) == number of images
-    request_id: str = ""
-    mode: str = "txt2img"  # txt2img | img2img | inpaint
-    strength: float | None = None  # img2img and inpaint: how much of the input is re-noised
-    scheduler: str | None = None  # a name of the family's table; None: the model's own
-    loras: tuple[tuple[str, float], ...] = ()  # (adapter, scale), sorted by name
-    # img2img/inpaint inputs (PIL images, already width x height): each request keeps its own in a
-    # batch, so they are not part of equality or the batch key.
-    image: Any = field(default=None, compare=False, repr=False)
-    mask: Any = field(default=None, compare=False, repr=False)
-
-    def batch_key(self) -> tuple[Any, ...]:
-        """Requests with equal keys can share one pipeline call (tinyimg.runtime.batching.batch_key)."""
-        from tinyimg.runtime.batching import batch_key
-
-        return batch_key(self)
-
-
-@dataclass
-class GeneratedImage:
-    image: Any  # PIL.Image.Image
-    seed: int
+if TYPE_CHECKING:
+    from tinyimg.spec import ModelSpec
 
 
 @dataclass
@@ -65,8 +41,78 @@ class JobObserver(Protocol):
     def preview(self, data: dict[str, Any]) -> None: ...
 
 
+@dataclass(eq=False)
+class Job:
+    """One request in the engine's queue (the entry ``EngineApi.submit`` returns). Batching and
+    deadlines come from the model's settings (``spec.runtime``), read where they are used."""
+
+    model: str
+    params: GenerationParams
+    timeout: float
+    future: asyncio.Future[GenerationResult]
+    enqueued_at: float = field(default_factory=time.monotonic)
+    started_at: float | None = None
+    observer: JobObserver | None = None
+
+    @property
+    def deadline(self) -> float:
+        return self.enqueued_at + self.timeout
+
+
+class ModelView(Protocol):
+    """What the engine tells about one of its models (``EngineApi.model_states``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def spec(self) -> ModelSpec: ...
+    @property
+    def state(self) -> ModelState: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def device(self) -> str | None: ...
+    @property
+    def offload(self) -> str: ...
+    @property
+    def adapter_failures(self) -> dict[str, str]: ...
+
+
+class ModelLoad(TypedDict):
+    device: str | None
+    devices: list[str]
+    queue_depth: int
+    in_flight: int
+    served: int
+    failed: int
+
+
+class EngineStatus(TypedDict):
+    uptime_seconds: float
+    devices: list[dict[str, object]]  # tinyimg.runtime.devices.read_device_status
+    models: dict[str, ModelLoad]
+
+
+class EngineApi(Protocol):
+    """The engine as the job service and the routes use it (tinyimg.runtime.engine.Engine)."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def check_admits(self, model: str) -> None: ...
+    def submit(self, model: str, params: GenerationParams, timeout: float | None = None,
+               observer: JobObserver | None = None) -> Job: ...
+    async def wait(self, job: Job) -> GenerationResult: ...
+    def cancel(self, job: Job) -> None: ...
+    def position(self, job: Job) -> int | None: ...
+    def listen_queue(self) -> asyncio.Event: ...
+    def is_draining(self) -> bool: ...
+    def readiness(self) -> tuple[bool, str]: ...
+    def model_states(self) -> Sequence[ModelView]: ...
+    def status(self) -> EngineStatus: ...
+
+
 class EngineError(ApiError):
-    """An error the engine raises; it carries its HTTP answer (tinyimg.errors.ApiError)."""
+    """An error the engine raises; it carries its HTTP answer (tinyimg.core.errors.ApiError)."""
 
     def __init__(self, message: str, status: int = 500, code: str = "generation_failed",
                  retry_after: float | None = None, extra: dict[str, Any] | None = None):

@@ -16,70 +16,23 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
-import hmac
-import re
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from tinyimg.errors import ApiError
+from tinyimg.core.errors import ApiError
+from tinyimg.core.jobs import TERMINAL, JobExpired, JobNotFound
+from tinyimg.families.generation import GenerationParams
+from tinyimg.runtime.jobs import Job
 
-TERMINAL = ("succeeded", "failed", "cancelled")
-JOB_ID = re.compile(r"^job_[0-9a-f]{32}$")
-# Set by the router on a job's creation (DESIGN.md, Jobs), dropped by it from clients' requests:
-# the pod job id the router chose, the router id the client gets, and the router's base URL.
-JOB_ID_HEADER = "x-tinyimg-job-id"
-PUBLIC_JOB_ID_HEADER = "x-tinyimg-public-job-id"
-PUBLIC_BASE_URL_HEADER = "x-tinyimg-public-base-url"
-JOB_SIGNATURE_HEADER = "x-tinyimg-job-signature"
-JOB_HEADERS = frozenset({JOB_ID_HEADER, PUBLIC_JOB_ID_HEADER, PUBLIC_BASE_URL_HEADER, JOB_SIGNATURE_HEADER})
-
-
-def read_job_secret(path: str, name: str) -> bytes:
-    """The router's job secret from a file (``name``: the flag or field that names it, for the
-    message): ``tinyimg router --job-secret-file`` and a pod's ``routerSecretFile`` read it alike."""
-    try:
-        secret = Path(path).read_bytes().strip()
-    except OSError as err:
-        raise ValueError(f"{name} {path}: cannot read: {err.strerror or err}") from None
-    if len(secret) < 16:
-        raise ValueError(f"{name} {path}: the secret must be at least 16 bytes")
-    return secret
-
-
-def sign_job_headers(secret: bytes, job_id: str, public_id: str, base_url: str) -> str:
-    """What a router puts in ``x-tinyimg-job-signature``: HMAC-SHA256 with its job secret over the
-    three job headers, so a pod given the same secret believes them from the router only."""
-    message = f"job-headers\n{job_id}\n{public_id}\n{base_url}".encode()
-    return hmac.new(secret, message, hashlib.sha256).hexdigest()
 # Queued position moves and progress steps: a job has at most one event per step and per move,
 # but a long queue could move thousands of times; the oldest non-terminal events go past this.
 MAX_EVENTS = 2000
 # What a finished job costs besides its images (parameters), and per event kept, counted against the bound.
 RECORD_OVERHEAD_BYTES = 2048
 EVENT_BYTES = 128
-
-
-def new_job_id() -> str:
-    return f"job_{secrets.token_hex(16)}"
-
-
-class JobNotFound(ApiError):
-    def __init__(self, job_id: str):
-        super().__init__(f"no job {job_id[:80]!r} here", 404, "job_not_found")
-
-
-class JobExpired(ApiError):
-    def __init__(self, job_id: str):
-        super().__init__(
-            f"job {job_id!r} finished and its result was dropped (result TTL or the result store's size bound)",
-            404, "job_expired",
-        )
 
 
 @dataclass
@@ -93,14 +46,14 @@ class JobEvent:
 class JobRecord:
     id: str
     model: str
-    params: Any  # GenerationParams
+    params: GenerationParams
     output_format: str
     webhook: str | None = None
     key_hash: str | None = None  # sha256 of the API key that created it; reads need the same key
     keep: bool = True  # False: a synchronous /generate, forgotten once its caller has the answer
     preview: bool = False  # wants ``preview`` events while it runs
     created_at: float = field(default_factory=time.time)
-    base_url: str = ""  # the creating request's, for the URLs in its webhook
+    base_url: str = ""  # the creating request's, for the job's URLs (and its webhook's)
     # Through a router: the id and base URL its client knows (its webhook carries them), else None.
     public_id: str | None = None
     public_base_url: str | None = None
@@ -120,7 +73,7 @@ class JobRecord:
     seeds: list[int] = field(default_factory=list)
     error: ApiError | None = None
     events: list[JobEvent] = field(default_factory=list)
-    entry: Any = None  # the engine's queue entry, while queued
+    entry: Job | None = None  # the engine's queue entry, while queued
     task: asyncio.Task[None] | None = None
     last_progress_mono: float = 0.0
     last_step_mono: float | None = None
@@ -171,10 +124,10 @@ class JobRecord:
         return [e for e in self.events if e.id > last_id]
 
 
-def drop_inputs(params: Any) -> Any:
+def drop_inputs(params: GenerationParams) -> GenerationParams:
     """The parameters without their decoded input image and mask (what a finished job keeps)."""
-    if dataclasses.is_dataclass(params) and (getattr(params, "image", None) is not None or getattr(params, "mask", None) is not None):
-        return dataclasses.replace(params, image=None, mask=None)  # type: ignore[type-var]
+    if params.image is not None or params.mask is not None:
+        return dataclasses.replace(params, image=None, mask=None)
     return params
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from tinyimg.errors import InvalidField
+from tinyimg.core.errors import InvalidField
 from tinyimg.spec import ConfigError, JobsConfig
 
 log = logging.getLogger("tinyimg.webhooks")

@@ -16,20 +16,12 @@ import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
-from tinyimg.runtime.batching import pick_batch, wait_for_company
+from tinyimg.runtime.batching import CompanyGather, GatherPolicy
 from tinyimg.runtime.devices import is_out_of_memory, release_cuda_cache
 from tinyimg.runtime.jobqueue import JobQueue
-from tinyimg.runtime.jobs import (
-    DeadlineExceeded,
-    EngineError,
-    GenerationFailed,
-    GenerationParams,
-    GenerationResult,
-    JobObserver,
-)
+from tinyimg.runtime.jobs import DeadlineExceeded, EngineError, GenerationFailed, GenerationResult, Job
 from tinyimg.runtime.previews import PreviewReporter, build_preview_slots
 
 log = logging.getLogger("tinyimg.engine")
@@ -37,28 +29,13 @@ log = logging.getLogger("tinyimg.engine")
 BatchCallback = Callable[[str, int, float], None]
 
 
-@dataclass(eq=False)
-class Job:
-    model: str
-    params: GenerationParams
-    max_batch: int
-    max_wait: float  # seconds a batch may wait for a recently answered client to come back
-    timeout: float
-    future: asyncio.Future[GenerationResult]
-    enqueued_at: float = field(default_factory=time.monotonic)
-    started_at: float | None = None
-    observer: JobObserver | None = None
-
-    @property
-    def deadline(self) -> float:
-        return self.enqueued_at + self.timeout
-
-
 class DeviceWorker:
-    def __init__(self, device: str, queue: JobQueue, on_batch: BatchCallback | None = None):
+    def __init__(self, device: str, queue: JobQueue, on_batch: BatchCallback | None = None,
+                 gather: GatherPolicy | None = None):
         self.device = device
         self.queue = queue
         self.on_batch = on_batch
+        self.gather = gather or CompanyGather()
         # model -> its handler loaded on this device: the worker takes only these models' jobs
         self.handlers: dict[str, Any] = {}
         self.running: list[Job] = []
@@ -112,22 +89,19 @@ class DeviceWorker:
             # head gathers its own batch mates.
             if head not in self.queue.pending or self._stopping:
                 continue
-            batch = pick_batch(self._mine(), head.max_batch)
+            batch = self.gather.pick(self._mine(), self.queue.settings_for(head.model))
             self.queue.take(batch)
             await self._execute(batch)
 
     async def _gather(self, head: Job) -> None:
-        """Wait for batch mates while recently answered clients of the head's model are expected
-        back (``wait_for_company``), at most the head's max wait after the device could have run
-        it; each arrival or withdrawal wakes this to decide again."""
+        """Wait for batch mates as long as the gather policy says (by default: while recently
+        answered clients of the head's model are expected back); each arrival or withdrawal wakes
+        this to decide again."""
+        settings = self.queue.settings_for(head.model)
         while not self._stopping and head in self.queue.pending:
-            images = sum(len(j.params.seeds) for j in pick_batch(self._mine(), head.max_batch))
             now = time.monotonic()
-            left = wait_for_company(
-                now, images=images, max_images=head.max_batch,
-                latest_start=min(head.deadline, max(head.enqueued_at, self._free_since) + head.max_wait),
-                returning=self.queue.returning(head.model, now),
-            )
+            left = self.gather.wait_seconds(now, head, self._mine(), settings, free_since=self._free_since,
+                                            returning=self.queue.returning(head.model, now))
             if left <= 0:
                 return
             self._wakeup.clear()
@@ -170,7 +144,7 @@ class DeviceWorker:
             self._free_since = time.monotonic()
         for job, result in zip(batch, results, strict=True):
             _settle(job, result=result)
-        self.queue.answered(model, len(batch), batch[0].max_wait)
+        self.queue.answered(model, len(batch))
         if self.on_batch is not None:
             try:
                 self.on_batch(model, images, seconds)
@@ -255,9 +229,11 @@ def _step_reporter(batch: list[Job]) -> dict[str, Any]:
 
     hooks: dict[str, Any] = {"on_step": on_step}
     intervals = [job.observer.preview_interval if job.observer is not None else None for job in batch]
-    slots = build_preview_slots(batch, intervals, time.monotonic())
-    if slots:
-        hooks["on_latents"] = PreviewReporter(slots, deliver, batch[0].model).on_latents
+    if any(interval is not None for interval in intervals):  # nobody wants one: no preview machinery
+
+        slots = build_preview_slots(batch, intervals, time.monotonic())
+        if slots:
+            hooks["on_latents"] = PreviewReporter(slots, deliver, batch[0].model).on_latents
     return hooks
 
 

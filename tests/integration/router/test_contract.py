@@ -1,5 +1,5 @@
 """The router's aggregated answers are built from, and validate against, the same contract the
-model server sends (tinyimg.contract): a real server app on loopback (uvicorn, stand-in engine)
+model server sends (tinyimg.wire.contract): a real server app on loopback (uvicorn, stand-in engine)
 behind the router app."""
 
 import contextlib
@@ -9,7 +9,12 @@ import pytest
 
 from tests.support.fake_engine import FakeEngine
 from tinyimg.api.app import create_app
-from tinyimg.contract import (
+from tinyimg.router.app import create_router_app
+from tinyimg.router.discovery_static import StaticDiscovery
+from tinyimg.router.settings import RouterSettings
+from tinyimg.serve import BackgroundServer
+from tinyimg.spec import parse_config
+from tinyimg.wire.contract import (
     ModelInfoResponse,
     ModelsResponse,
     RouterHealthResponse,
@@ -17,11 +22,6 @@ from tinyimg.contract import (
     RouterStatusResponse,
     StatusResponse,
 )
-from tinyimg.router.app import create_router_app
-from tinyimg.router.discovery_static import StaticDiscovery
-from tinyimg.router.settings import RouterSettings
-from tinyimg.serve import BackgroundServer
-from tinyimg.spec import parse_config
 
 CONFIG = parse_config({"models": [
     {"name": "m1", "family": "sdxl", "source": "/weights/m1", "limits": {"maxSteps": 40},

@@ -14,7 +14,7 @@ import uvicorn
 from tests.support.kube import kube  # noqa: F401  (the fixture)
 from tests.support.processes import free_port, start_servers
 from tests.support.tiny_models import tiny_model_dirs  # noqa: F401  (the fixture)
-from tinyimg import labels
+from tinyimg.core import labels
 from tinyimg.kube.connection import KubeConnection, load_kube_connection
 from tinyimg.router.app import create_router_app
 from tinyimg.router.discovery_kube import KubeDiscovery

@@ -16,7 +16,7 @@ from tests.support.jobs_client import WEBHOOK_HOSTS, WEBHOOK_SECRET
 from tests.support.processes import running_router, spawn, wait_until_ready
 from tests.support.tiny_models import tiny_config, tiny_model_dirs  # noqa: F401  (the fixture)
 from tests.support.webhooks import running_receiver, verify
-from tinyimg.router.auth import hash_key
+from tinyimg.core.auth import hash_key
 from tinyimg.router.jobids import read_router_job_id
 from tinyimg.spec import JobsConfig
 

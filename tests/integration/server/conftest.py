@@ -15,7 +15,7 @@ from tests.support.faults import PacedFluxHandler, gated  # noqa: F401  (a fixtu
 from tests.support.jobs_client import build_jobs_config
 from tests.support.tiny_models import tiny_config, tiny_model_dirs  # noqa: F401  (the fixture)
 from tinyimg.api.app import create_app
-from tinyimg.logs import JsonFormatter, RequestIdFilter
+from tinyimg.core.logs import JsonFormatter, RequestIdFilter
 from tinyimg.serve import BackgroundServer
 
 

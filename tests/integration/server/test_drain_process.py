@@ -1,6 +1,6 @@
 """SIGTERM on a real `tinyimg serve` process with a full queue: readiness turns 503 first, requests
 are still taken for the preStop window and refused after it with a JSON 503 ``draining``, every
-accepted request gets its image, and the process exits within the drain bound (tinyimg.drain)."""
+accepted request gets its image, and the process exits within the drain bound (tinyimg.core.drain)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.support.processes import Proc, spawn, wait_until_ready, write_server_config
-from tinyimg.drain import build_drain_timing
+from tinyimg.core.drain import build_drain_timing
 
 REQUEST_TIMEOUT = 60.0
 TIMING = build_drain_timing([REQUEST_TIMEOUT])

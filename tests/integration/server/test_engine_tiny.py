@@ -12,17 +12,10 @@ import numpy as np
 import pytest
 
 from tests.support.tiny_models import tiny_config
-from tinyimg.drain import DrainTiming
+from tinyimg.core.drain import DrainTiming
+from tinyimg.families.generation import GenerationParams
 from tinyimg.runtime.engine import Engine
-from tinyimg.runtime.jobs import (
-    DeadlineExceeded,
-    Draining,
-    GenerationFailed,
-    GenerationParams,
-    ModelNotFound,
-    ModelNotReady,
-    QueueFull,
-)
+from tinyimg.runtime.jobs import DeadlineExceeded, Draining, GenerationFailed, ModelNotFound, ModelNotReady, QueueFull
 
 FLUX = "tiny-flux"
 

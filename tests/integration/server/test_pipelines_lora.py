@@ -11,10 +11,10 @@ import pytest
 from tests.support.tiny_models import FAMILIES, tiny_config, tiny_model_dirs  # noqa: F401  (fixture)
 from tinyimg.api.info import build_model_info
 from tinyimg.cli import main as tinyimg
-from tinyimg.errors import InvalidField
+from tinyimg.core.errors import InvalidField
 from tinyimg.families import load_handler_class
+from tinyimg.families.generation import GenerationParams
 from tinyimg.runtime.engine import Engine
-from tinyimg.runtime.jobs import GenerationParams
 
 ADAPTERS = [
     {"name": "tiny", "source": "<made by make-tiny-lora>", "scale": 0.8},

@@ -3,8 +3,8 @@
 import pytest
 import yaml
 
-from tinyimg import labels
-from tinyimg.drain import build_drain_timing
+from tinyimg.core import labels
+from tinyimg.core.drain import build_drain_timing
 from tinyimg.spec import ModelSpec, ServerConfig
 from tinyimg_operator.children import build_children
 from tinyimg_operator.configmap import build_configmap

@@ -5,8 +5,8 @@ import contextlib
 import httpx
 import pytest
 
+from tinyimg.core.auth import hash_key
 from tinyimg.router.app import create_router_app
-from tinyimg.router.auth import hash_key
 from tinyimg.router.discovery_static import StaticDiscovery
 from tinyimg.router.settings import RouterSettings
 

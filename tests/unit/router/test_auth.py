@@ -2,7 +2,7 @@ import hashlib
 
 import pytest
 
-from tinyimg.router.auth import (
+from tinyimg.core.auth import (
     KeyFileError,
     RateLimiter,
     TokenBucket,

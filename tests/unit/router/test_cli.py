@@ -1,6 +1,6 @@
 import pytest
 
-from tinyimg.router.auth import hash_key
+from tinyimg.core.auth import hash_key
 from tinyimg.router.cli import build_parser, load_discovery, load_settings, main
 from tinyimg.router.discovery_static import StaticDiscovery
 
@@ -40,7 +40,7 @@ def test_settings_hash_keys_and_protect_health(tmp_path):
 
 
 def test_flags_left_out_take_the_settings_defaults_and_the_upstream_timeout_is_derived():
-    from tinyimg.drain import build_upstream_timeout
+    from tinyimg.core.drain import build_upstream_timeout
     from tinyimg.router.settings import RouterSettings
 
     assert load_settings(build_parser().parse_args([])) == RouterSettings()

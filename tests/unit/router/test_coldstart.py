@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from tinyimg.errors import ApiError
+from tinyimg.core.errors import ApiError
 from tinyimg.router.coldstart import WaitingRoom
 from tinyimg.router.discovery_kube import DISCOVERY_GRACE_SECONDS, build_cold_start, build_desired_table
 from tinyimg.router.metrics import build_router_metrics

@@ -7,9 +7,9 @@ import re
 
 import pytest
 
+from tinyimg.core.jobs import JobNotFound
 from tinyimg.router.jobids import build_router_job_id, read_router_job_id
 from tinyimg.router.routes.jobs import build_job_headers, rewrite_job
-from tinyimg.runtime.jobstore import JobNotFound
 
 SECRET = b"s" * 32
 POD_JOB = "job_" + "a" * 32

@@ -1,6 +1,6 @@
-from tinyimg.contract import RouterSelfStatus, StatusResponse
 from tinyimg.router.aggregate import build_health_view, build_model_state, build_models_view, build_status_view
 from tinyimg.router.table import BackendRef, BackendTable, ModelBackends
+from tinyimg.wire.contract import RouterSelfStatus, StatusResponse
 
 
 def table_with(**models: list[str]) -> BackendTable:

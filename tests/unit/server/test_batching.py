@@ -6,8 +6,8 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from tinyimg.runtime.batching import batch_key, pick_batch, wait_for_company
-from tinyimg.runtime.jobs import GenerationParams
+from tinyimg.families.generation import GenerationParams, batch_key
+from tinyimg.runtime.batching import pick_batch, wait_for_company
 
 
 @dataclass

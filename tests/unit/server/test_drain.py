@@ -1,4 +1,4 @@
-from tinyimg.drain import EXIT_SLACK_SECONDS, PRESTOP_SECONDS, build_drain_timing, build_upstream_timeout
+from tinyimg.core.drain import EXIT_SLACK_SECONDS, PRESTOP_SECONDS, build_drain_timing, build_upstream_timeout
 
 
 def test_drain_timing_follows_the_longest_request_timeout():

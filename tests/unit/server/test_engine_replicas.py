@@ -9,9 +9,9 @@ import time
 
 import pytest
 
+from tinyimg.families.generation import GeneratedImage, GenerationParams
 from tinyimg.runtime.devices import Device
 from tinyimg.runtime.engine import Engine
-from tinyimg.runtime.jobs import GeneratedImage, GenerationParams
 from tinyimg.spec import parse_config
 
 GB = 1024**3

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from tinyimg.api.jobs import JobIdentity, build_webhook_payload, read_job_identity
-from tinyimg.errors import InvalidField
-from tinyimg.runtime.jobs import GenerationParams
-from tinyimg.runtime.jobstore import JobRecord, sign_job_headers
+from tinyimg.core.errors import InvalidField
+from tinyimg.core.jobs import JobIdentity, read_job_identity, sign_job_headers
+from tinyimg.families.generation import GenerationParams
+from tinyimg.runtime.jobstore import JobRecord
+from tinyimg.runtime.jobviews import build_webhook_payload
 
 POD_JOB = "job_" + "0123456789abcdef" * 2
 PUBLIC = f"{POD_JOB}.aHR0cDovL3BvZA.c2lnbmF0dXJlLXNpeHRlZW4"

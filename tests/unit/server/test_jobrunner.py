@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+from tinyimg.core.jobs import new_job_id
+from tinyimg.families.generation import GenerationParams
 from tinyimg.runtime.jobrunner import JobService
-from tinyimg.runtime.jobstore import JobRecord, new_job_id
+from tinyimg.runtime.jobstore import JobRecord
 from tinyimg.spec import JobsConfig
+
+# What a job asked (its images are made up here; only the store's bookkeeping is tested).
+PARAMS = GenerationParams("p", None, 64, 64, 2, 0.0, (1,))
 
 
 class Clock:
@@ -27,7 +32,7 @@ class QuietEngine:
 async def test_expired_results_are_swept_without_any_request():
     clock = Clock()
     service = JobService(QuietEngine(), JobsConfig(result_ttl_seconds=0.2), clock=clock)
-    finished, fresh = (JobRecord(new_job_id(), "m", params=None, output_format="png") for _ in range(2))
+    finished, fresh = (JobRecord(new_job_id(), "m", params=PARAMS, output_format="png") for _ in range(2))
     for record in (finished, fresh):
         record.status, record.images = "succeeded", [b"x" * 100]
         service.store.add(record)

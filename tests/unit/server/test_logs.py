@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from tinyimg.logs import configure_logging, request_id_var
+from tinyimg.core.logs import configure_logging, request_id_var
 
 log = logging.getLogger("tinyimg.test")
 

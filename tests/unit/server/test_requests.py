@@ -4,14 +4,10 @@ import pytest
 from pydantic import ValidationError
 
 from tinyimg.api.generate import read_raw_format
-from tinyimg.api.requests import (
-    GenerateRequest,
-    InvalidField,
-    OpenAIImagesRequest,
-    build_generate_request,
-    build_generation_params,
-)
+from tinyimg.core.errors import InvalidField
+from tinyimg.runtime.params import build_generation_params
 from tinyimg.spec import ModelSpec
+from tinyimg.wire.requests import GenerateRequest, OpenAIImagesRequest, build_generate_request
 
 SDXL = ModelSpec(
     name="tiny-sdxl",

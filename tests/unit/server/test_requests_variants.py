@@ -11,10 +11,11 @@ import zlib
 import pytest
 from PIL import Image
 
-from tinyimg.api.inputs import fit_size
-from tinyimg.api.requests import GenerateRequest, build_generation_params
-from tinyimg.errors import ApiError, InvalidField
+from tinyimg.core.errors import ApiError, InvalidField
+from tinyimg.runtime.inputs import fit_size
+from tinyimg.runtime.params import build_generation_params
 from tinyimg.spec import ModelSpec
+from tinyimg.wire.requests import GenerateRequest
 
 SDXL = ModelSpec(
     name="tiny-sdxl", family="sdxl", source="/models/sdxl",

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tinyimg.errors import ApiError
+from tinyimg.core.errors import ApiError
 from tinyimg.http.streams import StreamGate, StreamLimits
 
 

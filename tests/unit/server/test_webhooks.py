@@ -9,7 +9,7 @@ import hmac
 
 import pytest
 
-from tinyimg.errors import InvalidField
+from tinyimg.core.errors import InvalidField
 from tinyimg.runtime.webhooks import (
     build_pinned_url,
     build_webhook_headers,

@@ -13,11 +13,13 @@ import weakref
 import pytest
 import torch
 
+from tinyimg.families.generation import GeneratedImage, GenerationParams
 from tinyimg.runtime import worker as worker_module
+from tinyimg.runtime.batching import CompanyGather
 from tinyimg.runtime.devices import is_out_of_memory
-from tinyimg.runtime.jobqueue import JobQueue
-from tinyimg.runtime.jobs import GeneratedImage, GenerationFailed, GenerationParams
-from tinyimg.runtime.worker import DeviceWorker, Job
+from tinyimg.runtime.jobqueue import JobQueue, QueueSettings
+from tinyimg.runtime.jobs import GenerationFailed, Job
+from tinyimg.runtime.worker import DeviceWorker
 
 
 class RecordingHandler:
@@ -58,13 +60,31 @@ def make_params(prompt: str, steps: int = 2) -> GenerationParams:
     return GenerationParams(prompt, None, 64, 64, steps, 0.0, (1,), request_id=f"req-{prompt}")
 
 
-def make_job(prompt: str, *, steps: int = 2, max_batch: int = 4, max_wait: float = 0.0,
-             timeout: float = 30.0, model: str = "m") -> Job:
-    return Job(model, make_params(prompt, steps), max_batch, max_wait, timeout, asyncio.get_running_loop().create_future())
+def make_job(prompt: str, *, steps: int = 2, timeout: float = 30.0, model: str = "m") -> Job:
+    return Job(model, make_params(prompt, steps), timeout, asyncio.get_running_loop().create_future())
 
 
-def make_worker(handler, device: str = "cpu", queue: JobQueue | None = None, **options) -> DeviceWorker:
-    worker = DeviceWorker(device, queue or JobQueue({"m": 8}), **options)
+def make_queue(max_batch: int = 4, max_wait: float = 0.0, **others: QueueSettings) -> JobQueue:
+    """Model "m" (up to 8 waiting) with these batching settings, and ``others`` beside it."""
+    return JobQueue({"m": QueueSettings(8, max_batch, max_wait), **others})
+
+
+class GatheringSeen(CompanyGather):
+    """The default gather policy, telling the test when a head first decides to wait for mates."""
+
+    def __init__(self) -> None:
+        self.waiting = asyncio.Event()
+
+    def wait_seconds(self, now, head, pending, settings, *, free_since, returning):
+        left = super().wait_seconds(now, head, pending, settings, free_since=free_since, returning=returning)
+        if left > 0:
+            self.waiting.set()
+        return left
+
+
+def make_worker(handler, device: str = "cpu", queue: JobQueue | None = None, *, max_batch: int = 4,
+                max_wait: float = 0.0, **options) -> DeviceWorker:
+    worker = DeviceWorker(device, queue or make_queue(max_batch, max_wait), **options)
     worker.handlers["m"] = handler
     worker.start()
     return worker
@@ -127,8 +147,8 @@ async def test_out_of_memory_frees_the_failed_calls_tensors_before_emptying_the_
 
 async def test_a_handler_answering_too_few_results_is_retried_one_request_at_a_time(start_worker):
     handler = MiscountingHandler()
-    worker = start_worker(handler)
-    pair = [make_job(name, max_wait=0.5, max_batch=2) for name in ("a", "b")]
+    worker = start_worker(handler, max_batch=2, max_wait=0.5)
+    pair = [make_job(name) for name in ("a", "b")]
     for job in pair:
         worker.queue.submit(job)
     for job in pair:
@@ -150,7 +170,8 @@ class PoisonedHandler(RecordingHandler):
 
 
 async def submit_batch(worker: DeviceWorker, prompts: list[str]) -> list[Job]:
-    jobs = [make_job(prompt, max_wait=0.5, max_batch=len(prompts)) for prompt in prompts]
+    """One batch of ``prompts`` (the worker's max batch fits them all)."""
+    jobs = [make_job(prompt) for prompt in prompts]
     for job in jobs:
         worker.queue.submit(job)
     await asyncio.wait([job.future for job in jobs])
@@ -160,7 +181,8 @@ async def submit_batch(worker: DeviceWorker, prompts: list[str]) -> list[Job]:
 async def test_a_failing_batch_fails_only_the_request_that_fails_alone(start_worker):
     handler = PoisonedHandler()
     batches = []
-    worker = make_worker(handler, on_batch=lambda model, images, seconds: batches.append(images))
+    worker = make_worker(handler, max_batch=3, max_wait=0.5,
+                         on_batch=lambda model, images, seconds: batches.append(images))
     try:
         first, poison, last = await submit_batch(worker, ["first", "poison", "last"])
     finally:
@@ -178,7 +200,7 @@ async def test_a_failing_batch_fails_only_the_request_that_fails_alone(start_wor
 async def test_out_of_memory_fails_the_whole_batch_without_retrying(start_worker, monkeypatch):
     monkeypatch.setattr(worker_module, "release_cuda_cache", lambda: None)
     handler = OutOfMemoryHandler()
-    worker = start_worker(handler)
+    worker = start_worker(handler, max_batch=2, max_wait=0.5)
     jobs = await submit_batch(worker, ["a", "b"])
     assert [job.future.exception().code for job in jobs] == ["out_of_memory", "out_of_memory"]
     assert handler.calls == []  # the failing call recorded nothing, and nothing ran again
@@ -186,8 +208,8 @@ async def test_out_of_memory_fails_the_whole_batch_without_retrying(start_worker
 
 async def test_a_caller_that_left_during_the_failed_call_is_not_retried(start_worker):
     handler = PoisonedHandler()
-    worker = start_worker(handler)
-    jobs = [make_job(prompt, max_wait=0.5, max_batch=3) for prompt in ("gone", "poison", "kept")]
+    worker = start_worker(handler, max_batch=3, max_wait=0.5)
+    jobs = [make_job(prompt) for prompt in ("gone", "poison", "kept")]
     for job in jobs:
         worker.queue.submit(job)
     jobs[0].future.cancel()  # hung up before the batch ran
@@ -196,35 +218,38 @@ async def test_a_caller_that_left_during_the_failed_call_is_not_retried(start_wo
     assert len(jobs[2].future.result().images) == 1
 
 
-async def queue_behind_a_withdrawn_head(worker: DeviceWorker, head_wait: float, next_wait: float) -> Job:
-    """A head that waits ``head_wait`` for mates, a job behind it that cannot ride with it (other
-    step count); the head's caller hangs up while the worker gathers. Returns the job behind."""
-    worker.queue.answered("m", 3, 5.0)  # three clients were just answered: a head waits for them to come back
-    gone = make_job("gone", steps=3, max_wait=head_wait)
-    behind = make_job("behind", max_wait=next_wait)
+async def queue_behind_a_withdrawn_head(worker: DeviceWorker, gather: GatheringSeen, behind_model: str = "m") -> Job:
+    """A head of "m" that waits for mates, a job behind it that cannot ride with it (other step
+    count, or ``behind_model``); the head's caller hangs up while the worker gathers. Returns the
+    job behind."""
+    worker.queue.answered("m", 3)  # three clients were just answered: a head waits for them to come back
+    gone = make_job("gone", steps=3)
+    behind = make_job("behind", model=behind_model)
     worker.queue.submit(gone)
     worker.queue.submit(behind)
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(gather.waiting.wait(), 5)  # the worker is gathering mates for "gone"
     worker.queue.withdraw(gone)
     assert not gone.future.done()
     return behind
 
 
 async def test_a_head_withdrawn_while_gathering_lets_the_next_head_gather_its_own_mates(start_worker):
-    handler = RecordingHandler()
-    worker = start_worker(handler)
-    behind = await queue_behind_a_withdrawn_head(worker, head_wait=0.4, next_wait=0.4)
-    await asyncio.sleep(0.05)
-    mate = make_job("mate", max_wait=0.4)
+    handler, gather = RecordingHandler(), GatheringSeen()
+    worker = start_worker(handler, max_wait=0.4, gather=gather)
+    behind = await queue_behind_a_withdrawn_head(worker, gather)
+    mate = make_job("mate")
     worker.queue.submit(mate)
     await asyncio.gather(behind.future, mate.future)
     assert handler.calls == [["behind", "mate"]]
 
 
 async def test_a_withdrawn_head_does_not_hold_the_next_job_for_its_own_wait(start_worker):
-    handler = RecordingHandler()
-    worker = start_worker(handler)
-    behind = await queue_behind_a_withdrawn_head(worker, head_wait=20.0, next_wait=0.0)
+    # The head's model waits up to 20 s for mates; the job behind it is of a model that waits for none.
+    handler, gather = RecordingHandler(), GatheringSeen()
+    queue = make_queue(max_wait=20.0, other=QueueSettings(8, 4, 0.0))
+    worker = start_worker(handler, queue=queue, gather=gather)
+    worker.handlers["other"] = handler
+    behind = await queue_behind_a_withdrawn_head(worker, gather, behind_model="other")
     result = await asyncio.wait_for(behind.future, 2.0)
     assert result.queued_seconds < 1.0
     assert handler.calls == [["behind"]]
@@ -235,10 +260,11 @@ class AskingHandler(RecordingHandler):
 
     def __init__(self) -> None:
         super().__init__()
-        self.release = threading.Event()
+        self.entered, self.release = threading.Event(), threading.Event()
         self.answers: list[bool] = []
 
     def generate(self, batch, should_stop=None):
+        self.entered.set()
         self.release.wait(10)
         self.answers.append(should_stop())
         return super().generate(batch, should_stop)
@@ -249,7 +275,7 @@ async def test_the_pipeline_is_told_to_stop_once_every_caller_of_its_batch_gave_
     worker = start_worker(handler)
     abandoned = make_job("abandoned")
     worker.queue.submit(abandoned)
-    await asyncio.sleep(0.05)
+    assert await asyncio.to_thread(handler.entered.wait, 5)  # the batch is in the pipeline
     abandoned.future.cancel()  # what the engine's deadline or a hang-up does to a running job
     handler.release.set()
     kept = make_job("kept")
@@ -291,11 +317,11 @@ class SlowHandler(RecordingHandler):
 
 
 async def test_one_queue_feeds_whichever_replica_is_free():
-    queue = JobQueue({"m": 8})
+    queue = make_queue(max_batch=1)
     slow, fast = SlowHandler(1.0), RecordingHandler()
     workers = [make_worker(slow, "cuda:0", queue), make_worker(fast, "cuda:1", queue)]
     try:
-        jobs = [make_job(f"p{i}", max_batch=1) for i in range(5)]
+        jobs = [make_job(f"p{i}") for i in range(5)]
         for job in jobs:
             queue.submit(job)
         results = await asyncio.wait_for(asyncio.gather(*(job.future for job in jobs)), 10)
@@ -308,7 +334,7 @@ async def test_one_queue_feeds_whichever_replica_is_free():
 
 
 async def test_a_worker_takes_only_the_models_it_holds_a_replica_of():
-    queue = JobQueue({"m": 8, "other": 8})
+    queue = make_queue(other=QueueSettings(8, 4))
     handler = RecordingHandler()
     worker = make_worker(handler, "cuda:0", queue)
     try:
@@ -326,13 +352,13 @@ async def test_a_worker_takes_only_the_models_it_holds_a_replica_of():
 
 async def test_a_lone_request_at_an_idle_device_runs_at_once_whatever_its_max_wait(start_worker):
     handler = RecordingHandler()
-    worker = start_worker(handler)
-    lone = make_job("lone", max_wait=5.0)
+    worker = start_worker(handler, max_wait=5.0)
+    lone = make_job("lone")
     worker.queue.submit(lone)
     result = await asyncio.wait_for(lone.future, 2.0)
     assert result.queued_seconds < 0.5
     # Its client coming back is not company either: it is the only one, so it runs at once too.
-    again = make_job("again", max_wait=5.0)
+    again = make_job("again")
     worker.queue.submit(again)
     assert (await asyncio.wait_for(again.future, 2.0)).queued_seconds < 0.5
     assert handler.calls == [["lone"], ["again"]]
@@ -340,16 +366,16 @@ async def test_a_lone_request_at_an_idle_device_runs_at_once_whatever_its_max_wa
 
 async def test_a_request_waits_for_the_other_clients_of_the_batch_just_answered(start_worker):
     handler = RecordingHandler()
-    worker = start_worker(handler)
-    first = [make_job(name, max_wait=5.0) for name in ("x", "y")]
+    worker = start_worker(handler, max_wait=5.0)
+    first = [make_job(name) for name in ("x", "y")]
     for job in first:
         worker.queue.submit(job)
     await asyncio.gather(*(job.future for job in first))
-    back = make_job("x again", max_wait=5.0)
+    back = make_job("x again")
     worker.queue.submit(back)
     await asyncio.sleep(0.2)
     assert not back.future.done()  # y's client is expected back: x waits for it
-    other = make_job("y again", max_wait=5.0)
+    other = make_job("y again")
     worker.queue.submit(other)
     results = await asyncio.wait_for(asyncio.gather(back.future, other.future), 2.0)
     assert handler.calls == [["x", "y"], ["x again", "y again"]]
@@ -358,17 +384,17 @@ async def test_a_request_waits_for_the_other_clients_of_the_batch_just_answered(
 
 
 def test_a_client_not_back_within_max_wait_is_no_longer_expected():
-    queue = JobQueue({"m": 8})
-    queue.answered("m", 2, 0.05, now=100.0)
+    queue = make_queue(max_wait=0.05)
+    queue.answered("m", 2, now=100.0)
     assert list(queue.returning("m", now=100.04)) == [100.05, 100.05]
     assert list(queue.returning("m", now=100.06)) == []
     assert list(queue.returning("other", now=100.0)) == []
 
 
 def test_each_new_request_counts_as_one_answered_client_back():
-    queue = JobQueue({"m": 8, "other": 8})
-    queue.answered("m", 2, 60.0)
-    queue.submit(Job("other", make_params("o"), 4, 60.0, 30.0, None))
+    queue = make_queue(max_wait=60.0, other=QueueSettings(8, 4, 60.0))
+    queue.answered("m", 2)
+    queue.submit(Job("other", make_params("o"), 30.0, None))
     assert len(queue.returning("m")) == 2  # another model's request is not one of them
-    queue.submit(Job("m", make_params("a"), 4, 60.0, 30.0, None))
+    queue.submit(Job("m", make_params("a"), 30.0, None))
     assert len(queue.returning("m")) == 1

@@ -6,10 +6,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from tinyimg.contract import EDGE_ERRORS, HealthResponse, RouterHealthResponse, build_error_responses
-from tinyimg.errors import build_error_response
+from tinyimg.core.errors import build_error_response
 from tinyimg.router.aggregate import build_health_view
 from tinyimg.router.state import AccessDep, StateDep
+from tinyimg.wire.contract import EDGE_ERRORS, HealthResponse, RouterHealthResponse, build_error_responses
 
 router = APIRouter(tags=["health"], dependencies=[AccessDep])
 

@@ -6,7 +6,11 @@ import time
 
 from fastapi import APIRouter
 
-from tinyimg.contract import (
+from tinyimg.http.process import read_process_status
+from tinyimg.router.aggregate import build_models_view, build_status_view
+from tinyimg.router.fetch import read_model_infos, read_pod_documents
+from tinyimg.router.state import AccessDep, StateDep
+from tinyimg.wire.contract import (
     EDGE_ERRORS,
     RouterModelsResponse,
     RouterSelfStatus,
@@ -14,10 +18,6 @@ from tinyimg.contract import (
     StatusResponse,
     build_error_responses,
 )
-from tinyimg.http.process import read_process_status
-from tinyimg.router.aggregate import build_models_view, build_status_view
-from tinyimg.router.fetch import read_model_infos, read_pod_documents
-from tinyimg.router.state import AccessDep, StateDep
 
 router = APIRouter(tags=["info"], dependencies=[AccessDep])
 INFO_ERRORS = build_error_responses(401, 429, *EDGE_ERRORS)

@@ -13,19 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from tinyimg.api.jobs import JobRequest
-from tinyimg.contract import BODY_ERRORS, EDGE_ERRORS, JobResponse, build_error_responses
-from tinyimg.router.forward import UpstreamResponse, build_upstream_headers
-from tinyimg.router.jobids import build_router_job_id, read_router_job_id
-from tinyimg.router.routes.generate import (
-    build_body_document,
-    check_body,
-    read_client,
-    read_key_hash,
-    read_model_name,
-)
-from tinyimg.router.state import AccessDep, RouterState, StateDep
-from tinyimg.runtime.jobstore import (
+from tinyimg.core.jobs import (
     JOB_ID_HEADER,
     JOB_SIGNATURE_HEADER,
     PUBLIC_BASE_URL_HEADER,
@@ -33,6 +21,12 @@ from tinyimg.runtime.jobstore import (
     new_job_id,
     sign_job_headers,
 )
+from tinyimg.router.forward import UpstreamResponse, build_upstream_headers
+from tinyimg.router.jobids import build_router_job_id, read_router_job_id
+from tinyimg.router.requests import build_body_document, check_body, read_client, read_key_hash, read_model_name
+from tinyimg.router.state import AccessDep, RouterState, StateDep
+from tinyimg.wire.contract import BODY_ERRORS, EDGE_ERRORS, JobResponse, build_error_responses
+from tinyimg.wire.requests import JobRequest
 
 router = APIRouter(tags=["jobs"], dependencies=[AccessDep])
 READ_STATUSES = (401, 404, 429, 504, *EDGE_ERRORS)
@@ -149,16 +143,3 @@ async def stream_job(job_id: str, request: Request, state: StateDep) -> Response
 async def read_job_image(job_id: str, index: int, request: Request, state: StateDep) -> Response:
     upstream = await to_pod(request, state, job_id, "GET", f"/images/{index}")
     return upstream
-
-
-async def rewrite_image_urls(upstream: UpstreamResponse, request: Request, state: RouterState) -> Response:
-    """An OpenAI images answer with ``url`` data: each pod URL (``.../v1/jobs/<pod job>/images/<i>``)
-    becomes the router's, with a signed job id, so the client fetches it through the router."""
-    data = json.loads(await upstream.read_all())
-    base = str(request.base_url).rstrip("/")
-    key_hash = read_key_hash(request)
-    for item in data.get("data", []):
-        pod_job_id, _, index = item["url"].split("/v1/jobs/", 1)[1].partition("/images/")
-        job_id = build_router_job_id(state.job_secret, pod_job_id, upstream.origin, key_hash)
-        item["url"] = f"{base}/v1/jobs/{job_id}/images/{index}"
-    return JSONResponse(data, upstream.status_code, {"x-request-id": request.scope["state"]["request_id"]})

@@ -6,8 +6,8 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from tinyimg.contract import EDGE_ERRORS, build_error_responses
 from tinyimg.router.state import AccessDep, StateDep
+from tinyimg.wire.contract import EDGE_ERRORS, build_error_responses
 
 router = APIRouter(tags=["metrics"], dependencies=[AccessDep])
 

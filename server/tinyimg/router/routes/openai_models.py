@@ -7,8 +7,8 @@ import time
 
 from fastapi import APIRouter
 
-from tinyimg.contract import EDGE_ERRORS, OpenAIModelResponse, OpenAIModelsResponse, build_error_responses
 from tinyimg.router.state import AccessDep, StateDep
+from tinyimg.wire.contract import EDGE_ERRORS, OpenAIModelResponse, OpenAIModelsResponse, build_error_responses
 
 router = APIRouter(tags=["openai"], dependencies=[AccessDep])
 # Models have no creation time of their own; OpenAI's list needs one.

@@ -22,7 +22,7 @@ import io
 import warnings
 from typing import Any
 
-from tinyimg.errors import ApiError, InvalidField
+from tinyimg.core.errors import ApiError, InvalidField
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
-from tinyimg.logs import request_id_var
+from tinyimg.core.logs import request_id_var
 
 # Stable codes where Python's phrase changed between versions (413 is "Content Too Large" in 3.13).
 _STATUS_CODES = {413: "payload_too_large", 431: "headers_too_large"}

@@ -76,7 +76,7 @@ class ModelInfoResponse(Wire):
     defaults: DefaultsResponse | None = None
     limits: LimitsResponse | None = None
     # The model's deadline per request (runtime.requestTimeoutSeconds): what a caller, or a router
-    # sizing its upstream wait (tinyimg.drain.build_upstream_timeout), may expect at most.
+    # sizing its upstream wait (tinyimg.core.drain.build_upstream_timeout), may expect at most.
     request_timeout_seconds: float | None = None
     # What a request may choose: txt2img/img2img/inpaint, the sampler names (absent: the model's
     # own), and the LoRA adapters (``loras``).

@@ -11,9 +11,8 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tinyimg.families import family_info
-
 if TYPE_CHECKING:
+    from tinyimg.families.family import Family
     from tinyimg.spec import ModelSpec
 
 GB = 1024**3
@@ -24,13 +23,13 @@ WORKING_FRACTION = 0.2
 WORKING_FLOOR_GB = 0.5
 
 
-def resolve_dtype_name(spec: ModelSpec, device_kind: str) -> str:
+def resolve_dtype_name(spec: ModelSpec, family: Family, device_kind: str) -> str:
     """The dtype the model runs in on that kind of device. CPUs run float32: their half-precision
     kernels are slow or missing."""
     if device_kind == "cpu":
         return "float32"
     if spec.dtype == "auto":
-        return family_info(spec.family).gpu_dtype
+        return family.gpu_dtype
     return spec.dtype
 
 
@@ -59,14 +58,14 @@ def read_safetensors_params(path: Path) -> int:
     return params
 
 
-def estimate_memory_gb(spec: ModelSpec, device_kind: str = "cuda") -> float:
+def estimate_memory_gb(spec: ModelSpec, family: Family, device_kind: str = "cuda") -> float:
     """Device memory the model needs when placed whole on a device of that kind."""
     if spec.runtime.memory_gb is not None:
         return spec.runtime.memory_gb
-    bytes_per_param = BYTES_PER_PARAM[resolve_dtype_name(spec, device_kind)]
+    bytes_per_param = BYTES_PER_PARAM[resolve_dtype_name(spec, family, device_kind)]
     if spec.is_local_source():
         source = Path(spec.source).expanduser()
         if source.is_dir():
             weights_gb = read_weight_bytes(source, bytes_per_param) / GB
             return round(weights_gb + max(WORKING_FLOOR_GB, weights_gb * WORKING_FRACTION), 3)
-    return family_info(spec.family).memory_gb_bf16 * bytes_per_param / 2
+    return family.memory_gb_bf16 * bytes_per_param / 2
