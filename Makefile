@@ -36,6 +36,7 @@ test: venv tools lint
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test-unit: venv
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

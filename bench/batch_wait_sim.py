@@ -17,13 +17,13 @@ import argparse
 import asyncio
 import statistics
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from harness import build_table, progress, write_results
 
-from tinyimg.families.generation import GeneratedImage, GenerationParams
-from tinyimg.runtime.batching import pick_batch
-from tinyimg.runtime.jobqueue import JobQueue
+from tinyimg.families.base import GeneratedImage, GenerationParams
+from tinyimg.runtime.jobqueue import CompanyGather, JobQueue, QueueSettings
 from tinyimg.runtime.jobs import GenerationFailed, Job
 from tinyimg.runtime.worker import DeviceWorker
 
@@ -41,28 +41,20 @@ class SleepingHandler:
         return [[GeneratedImage(None, seed) for seed in p.seeds] for p in batch]
 
 
-async def fixed_gather(self: DeviceWorker, head: Job) -> None:
-    """The wait before this change: up to the head's max wait from its arrival, for anyone."""
-    while not self._stopping and head in self.queue.pending:
-        chosen = pick_batch(self._mine(), head.max_batch)
-        if sum(len(j.params.seeds) for j in chosen) >= head.max_batch:
-            return
-        left = min(head.enqueued_at + head.max_wait, head.deadline) - time.monotonic()
-        if left <= 0:
-            return
-        self._wakeup.clear()
-        try:
-            await asyncio.wait_for(self._wakeup.wait(), left)
-        except TimeoutError:
-            return
+class FixedWait(CompanyGather):
+    """The wait before ``wait_for_company``: up to the model's max wait from the head's arrival, for anyone."""
+
+    def wait_seconds(self, now: float, head: Job, pending: Sequence[Job], settings: QueueSettings, *,
+                     free_since: float, returning: Sequence[float]) -> float:
+        if sum(len(j.params.seeds) for j in self.pick(pending, settings)) >= settings.max_batch:
+            return 0.0
+        return max(0.0, min(head.enqueued_at + settings.max_wait, head.deadline) - now)
 
 
 async def run_level(policy: str, clients: int, seconds: float, args: argparse.Namespace) -> dict[str, float]:
-    queue = JobQueue({"m": 64})
+    queue = JobQueue({"m": QueueSettings(64, max_batch=8, max_wait=args.wait_ms / 1000)})
     handler = SleepingHandler(args.call_ms / 1000, args.image_ms / 1000)
-    worker = DeviceWorker("cpu", queue)
-    if policy == "fixed":
-        worker._gather = fixed_gather.__get__(worker)  # type: ignore[method-assign]
+    worker = DeviceWorker("cpu", queue, gather=FixedWait() if policy == "fixed" else CompanyGather())
     worker.handlers["m"] = handler
     worker.start()
     latencies: list[float] = []
@@ -72,7 +64,7 @@ async def run_level(policy: str, clients: int, seconds: float, args: argparse.Na
         loop = asyncio.get_running_loop()
         while time.monotonic() < stop_at:
             params = GenerationParams("p", None, 64, 64, 4, 0.0, (c,))
-            job = Job("m", params, 8, args.wait_ms / 1000, 60.0, loop.create_future())
+            job = Job("m", params, 60.0, loop.create_future())
             queue.submit(job)
             await job.future
             latencies.append(time.monotonic() - job.enqueued_at)

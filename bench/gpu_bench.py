@@ -98,7 +98,7 @@ def bare_call(pipe: Any, config: Any, batch: int, size: int, steps: int) -> Call
     import torch
 
     from tinyimg.families import family_info
-    from tinyimg.families.generation import GenerationParams
+    from tinyimg.families.base import GenerationParams
 
     spec = config.models[0]
     guidance = spec.resolved_defaults().guidance_scale

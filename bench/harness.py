@@ -1,4 +1,7 @@
-"""Benchmark plumbing: tiny model directories, a served app on loopback, timing, the table."""
+"""Benchmark plumbing: tiny model directories, a served app on loopback, timing, the table.
+
+``free_port`` and ``wait_http`` are the tests' too (tests/support/processes.py imports them): the
+benchmarks never import ``tests``."""
 
 from __future__ import annotations
 
@@ -56,21 +59,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def read_tail(log: Path | None, size: int = 3000) -> str:
+    return log.read_text(errors="replace")[-size:] if log is not None and log.is_file() else ""
+
+
 def wait_http(url: str, timeout: float = 30.0, process: subprocess.Popen | None = None, log: Path | None = None) -> None:
-    """Until ``url`` answers 200; fails early when ``process`` (the one serving it) exits."""
+    """Until ``url`` answers 200 (polled every 50 ms); fails early when ``process`` (the one serving
+    it) exits. Both failures carry the tail of its ``log``. Shared by the benchmarks and the tests."""
     import httpx
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"server exited; see {log}")
+            raise RuntimeError(f"server exited with {process.returncode}; {log}:\n{read_tail(log)}")
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            if httpx.get(url, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.05)
-    raise TimeoutError(f"{url} not answering 200 after {timeout}s; see {log}")
+    raise TimeoutError(f"{url} not answering 200 after {timeout}s; {log}:\n{read_tail(log)}")
 
 
 class ServerProcess:

@@ -28,7 +28,7 @@ def main() -> None:
     from PIL import Image
 
     from tinyimg.families import load_handler_class
-    from tinyimg.families.generation import GenerationParams
+    from tinyimg.families.base import GenerationParams
     from tinyimg.spec import ModelSpec
 
     rows = []

@@ -10,7 +10,7 @@ import argparse
 import time
 
 from tinyimg.core.jobs import new_job_id
-from tinyimg.families.generation import GenerationParams
+from tinyimg.families.base import GenerationParams
 from tinyimg.runtime.jobstore import JobRecord, JobStore
 
 # What a job asked (its images are made up here; only the store's bookkeeping is tested).

@@ -44,7 +44,7 @@ def load_handler(family: str) -> Any:
 def bench_family(family: str, size: int, repeats: int) -> dict[str, float]:
     import torch
 
-    from tinyimg.families.generation import GenerationParams
+    from tinyimg.families.base import GenerationParams
 
     handler = load_handler(family)
     guidance = 5.0 if family == "sdxl" else 0.0

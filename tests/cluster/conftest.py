@@ -18,6 +18,7 @@ import yaml
 
 from tests.support.cluster import rbac
 from tests.support.cluster.harness import Cluster, running_cluster
+from tests.support.imagemodels import build_imagemodel
 from tests.support.tiny_models import tiny_model_entry
 
 NAMESPACE = "tinyimg"
@@ -36,8 +37,7 @@ def imagemodel_manifest(family: str, source: Path, name: str | None = None, **sp
     entry = tiny_model_entry(family, source)
     entry.pop("name")
     entry.update(spec)
-    return yaml.safe_dump({"apiVersion": "tinyimg.io/v1alpha1", "kind": "ImageModel",
-                           "metadata": {"name": name or f"tiny-{family}"}, "spec": entry})
+    return yaml.safe_dump(build_imagemodel(name or f"tiny-{family}", **entry))
 
 
 def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:

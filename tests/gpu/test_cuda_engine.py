@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.tiny_models import tiny_config
-from tinyimg.families.generation import GenerationParams
+from tinyimg.families.base import GenerationParams
 from tinyimg.runtime.engine import Engine
 from tinyimg.runtime.jobs import GenerationFailed
 

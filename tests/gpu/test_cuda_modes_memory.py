@@ -9,7 +9,7 @@ from PIL import Image
 
 from tests.support.tiny_models import FAMILIES, tiny_config, tiny_model_dirs  # noqa: F401  (fixture)
 from tinyimg.families import load_handler_class
-from tinyimg.families.generation import GenerationParams
+from tinyimg.families.base import GenerationParams
 
 pytestmark = pytest.mark.gpu
 

@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from tests.support.tiny_models import tiny_config
-from tinyimg.families.generation import GenerationParams
+from tinyimg.families.base import GenerationParams
 from tinyimg.runtime.engine import Engine
 
 pytestmark = pytest.mark.gpu

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from tinyimg.core.status import ModelState
-from tinyimg.families.generation import GeneratedImage, GenerationParams
+from tinyimg.families.base import GeneratedImage, GenerationParams
 from tinyimg.runtime.jobs import (
     EngineApi,
     EngineError,

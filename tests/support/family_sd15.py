@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tinyimg.families.base import Handler
+from tinyimg.families.base import GenerationParams, Handler
 from tinyimg.families.family import Family
-from tinyimg.families.generation import GenerationParams
 
 KEY = "sd15"
 

@@ -9,27 +9,19 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import yaml
 
+from bench.harness import free_port, wait_http
 from tests.support.tiny_models import tiny_config
 from tinyimg.spec import JobsConfig
 
 TINYIMG = str(Path(sys.executable).with_name("tinyimg"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -70,15 +62,8 @@ def spawn(name: str, args: list[str], log_dir: Path) -> Proc:
 
 
 def wait_until_ready(proc: Proc, path: str = "/health/ready", timeout: float = 120.0) -> Proc:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.popen.poll() is not None:
-            raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.log.read_text()[-3000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(proc.url + path, timeout=2).status_code == 200:
-                return proc
-        time.sleep(0.1)
-    raise TimeoutError(f"{proc.name} not ready after {timeout}s:\n{proc.log.read_text()[-3000:]}")
+    wait_http(proc.url + path, timeout, proc.popen, proc.log)
+    return proc
 
 
 def write_server_config(path: Path, dirs: dict[str, Path], families: tuple[str, ...], jobs: dict | None = None,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import time
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import APIRouter, Header, Request, Response
 
@@ -13,8 +14,8 @@ from tinyimg.core.errors import InvalidField
 from tinyimg.core.logs import request_id_var
 from tinyimg.runtime.jobrunner import JobOrder
 from tinyimg.runtime.jobstore import JobRecord
-from tinyimg.runtime.jobviews import build_generate_response
-from tinyimg.wire.requests import GenerateRequest, GenerateResponse, OutputFormat
+from tinyimg.runtime.params import build_parameters_response
+from tinyimg.wire.requests import GenerateRequest, GenerateResponse, ImageResponse, OutputFormat, TimingsResponse
 
 router = APIRouter(tags=["generate"])
 
@@ -32,6 +33,27 @@ def read_raw_format(accept: str | None) -> OutputFormat | None:
         if media in _JSON_MEDIA_TYPES:
             return None
     return None
+
+
+def build_generate_response(r: JobRecord, total_seconds: float, request_id: str) -> GenerateResponse:
+    """``POST /generate``'s JSON answer: the images inline, as base64."""
+    output_format = cast(OutputFormat, r.output_format)
+    return GenerateResponse(
+        model=r.model,
+        images=[
+            ImageResponse(b64=base64.b64encode(data).decode("ascii"), seed=seed, format=output_format)
+            for data, seed in zip(r.images, r.seeds, strict=True)
+        ],
+        parameters=build_parameters_response(r.params, output_format),
+        timings=TimingsResponse(
+            queued_seconds=round(r.queued_seconds or 0.0, 6),
+            inference_seconds=round(r.inference_seconds or 0.0, 6),
+            total_seconds=round(total_seconds, 6),
+        ),
+        device=r.device or "",
+        batch_size=r.batch_size or 0,
+        request_id=request_id,
+    )
 
 
 def build_raw_response(r: JobRecord) -> Response:

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Request
 
 from tinyimg.api.deps import EngineDep, is_authenticated
 from tinyimg.families import family_info
-from tinyimg.http.process import read_process_status
 from tinyimg.runtime.jobs import EngineStatus, ModelView
 from tinyimg.wire.contract import (
     EDGE_ERRORS,
@@ -19,6 +18,7 @@ from tinyimg.wire.contract import (
     StatusResponse,
     build_error_responses,
 )
+from tinyimg.wire.process import read_process_status
 
 router = APIRouter(tags=["info"])
 

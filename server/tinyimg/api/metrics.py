@@ -17,10 +17,9 @@ from starlette.types import Scope
 
 from tinyimg.runtime.jobs import EngineStatus, ModelView
 from tinyimg.runtime.jobstore import JobRecord, JobStore
+from tinyimg.wire.requests import GENERATION_PATHS
 
 MODEL_STATES = ("loading", "ready", "failed")
-# Paths whose requests are counted per model; the others are probes, listings and scrapes.
-GENERATION_PATHS = ("/generate", "/v1/images/generations", "/v1/images/edits")
 UNKNOWN_MODEL = "unknown"
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)

@@ -1,5 +1,7 @@
-"""What every model family shares: loading a diffusers pipeline onto its device, and one pipeline
-call for a whole batch of requests.
+"""What every model family shares: what a handler is called with and answers (one request, fully
+resolved: ``GenerationParams``; one image made: ``GeneratedImage``; which requests may share one
+call: ``batch_key``), loading a diffusers pipeline onto its device, and one pipeline call for a
+whole batch of requests. The engine queues ``GenerationParams``; the job service builds them.
 
 A family subclass says how to encode the prompts (of one request, or of a whole batch at once) and
 which extra call arguments it needs; its ``Family`` declaration (same file) names the pipeline class. torch and diffusers are imported
@@ -13,10 +15,10 @@ import logging
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tinyimg.families.generation import GeneratedImage, GenerationParams, batch_key
 from tinyimg.families.memory import estimate_memory_gb, resolve_dtype_name
 from tinyimg.families.variants import CallVariants
 
@@ -25,6 +27,50 @@ if TYPE_CHECKING:
     from tinyimg.spec import ModelSpec
 
 log = logging.getLogger("tinyimg.engine")
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """One request, fully resolved (defaults applied, limits checked)."""
+
+    prompt: str
+    negative_prompt: str | None
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float
+    seeds: tuple[int, ...]  # one per image; len(seeds) == number of images
+    request_id: str = ""
+    mode: str = "txt2img"  # txt2img | img2img | inpaint
+    strength: float | None = None  # img2img and inpaint: how much of the input is re-noised
+    scheduler: str | None = None  # a name of the family's table; None: the model's own
+    loras: tuple[tuple[str, float], ...] = ()  # (adapter, scale), sorted by name
+    # img2img/inpaint inputs (PIL images, already width x height): each request keeps its own in a
+    # batch, so they are not part of equality or the batch key.
+    image: Any = field(default=None, compare=False, repr=False)
+    mask: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass
+class GeneratedImage:
+    image: Any  # PIL.Image.Image
+    seed: int
+
+
+def batch_key(params: GenerationParams) -> tuple[Any, ...]:
+    """What must match for requests to share one pipeline call: everything that changes the
+    computation for the whole call. Prompts, seeds and input images may differ (each image gets
+    its own embeddings, generator and input)."""
+    return (
+        params.mode,
+        params.width,
+        params.height,
+        params.steps,
+        params.guidance_scale,
+        params.scheduler,
+        params.loras,
+        params.strength,
+    )
 
 # What a step callback hands ``on_latents``: (first image, image count) -> those images' previews.
 RenderPreviews = Callable[[int, int], list[Any]]
@@ -145,7 +191,7 @@ class Handler(CallVariants):
 
         head = batch[0]
         if any(batch_key(p) != batch_key(head) for p in batch):
-            raise ValueError("a batch must share its batch key (tinyimg.families.generation.batch_key)")
+            raise ValueError("a batch must share its batch key (tinyimg.families.base.batch_key)")
         generators = [torch.Generator("cpu").manual_seed(seed) for p in batch for seed in p.seeds]
         hooked = should_stop is not None or on_step is not None or on_latents is not None
         render = self.build_preview_renderer(head) if on_latents is not None else None

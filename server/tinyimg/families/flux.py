@@ -11,9 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any, cast
 
-from tinyimg.families.base import Handler, repeat_per_image
+from tinyimg.families.base import GenerationParams, Handler, repeat_per_image
 from tinyimg.families.family import Family
-from tinyimg.families.generation import GenerationParams
 from tinyimg.families.schedulers import FLOW_MATCHING_SCHEDULERS
 
 log = logging.getLogger("tinyimg.engine")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tinyimg.families.base import Handler, repeat_per_image
+from tinyimg.families.base import GenerationParams, Handler, repeat_per_image
 from tinyimg.families.family import Family
-from tinyimg.families.generation import GenerationParams
 from tinyimg.families.schedulers import DIFFUSION_SCHEDULERS
 
 

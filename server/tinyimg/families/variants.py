@@ -18,10 +18,10 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from tinyimg.families.generation import GenerationParams
 from tinyimg.families.schedulers import build_scheduler
 
 if TYPE_CHECKING:
+    from tinyimg.families.base import GenerationParams
     from tinyimg.families.family import Family
     from tinyimg.spec import ModelSpec
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from tinyimg.http.body import BodyLimitMiddleware
 from tinyimg.http.context import Observer, RequestContextMiddleware
 from tinyimg.http.handlers import install_error_handlers
 from tinyimg.http.limits import EdgeLimits
@@ -12,6 +11,5 @@ from tinyimg.http.limits import EdgeLimits
 
 def install_edge(app: FastAPI, limits: EdgeLimits, observe: Observer | None = None) -> None:
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes, max_total=limits.max_body_bytes_total)
-    # Added last = outermost: the request id and the access log cover every answer, 413 included.
-    app.add_middleware(RequestContextMiddleware, max_header_count=limits.max_header_count, observe=observe)
+    # Outermost: the request id and the access log cover every answer, 413 included.
+    app.add_middleware(RequestContextMiddleware, limits=limits, observe=observe)

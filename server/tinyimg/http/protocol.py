@@ -31,8 +31,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tinyimg.core.errors import build_error_body, build_retry_after
+from tinyimg.http.context import new_request_id
 from tinyimg.http.limits import EdgeLimits
-from tinyimg.http.request_id import new_request_id
 
 access_log = logging.getLogger("tinyimg.access")
 PROBE_PATHS = frozenset({"/health", "/health/ready"})

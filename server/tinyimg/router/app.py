@@ -8,13 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 from fastapi import FastAPI
 
 from tinyimg import ui
 from tinyimg.http.edge import install_edge
+from tinyimg.router.discovery import Discovery
 from tinyimg.router.drain import DrainGuard
 from tinyimg.router.fastpath import GenerationFastPath
 from tinyimg.router.forward import Forwarder, build_forward_pool, build_timeouts
@@ -50,7 +50,7 @@ async def run_pool_sweeper(state: RouterState) -> None:
         await state.forwarder.pool.sweep(known.__contains__)
 
 
-def create_router_app(settings: RouterSettings, discovery: Any) -> FastAPI:
+def create_router_app(settings: RouterSettings, discovery: Discovery) -> FastAPI:
     """``discovery`` fills the table: ``StaticDiscovery`` or ``KubeDiscovery`` (``start(table)``,
     ``stop()``, ``mode``)."""
     state = RouterState(settings, discovery)

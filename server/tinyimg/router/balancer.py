@@ -18,12 +18,20 @@ The longer since its last measurement, the closer its estimate moves to the aver
 pods (half-way every ``LATENCY_HALF_LIFE_SECONDS``): a recovered pod is tried again within
 seconds. Old samples also weigh less in the moving average by their age, so that one new
 measurement after a long gap decides (a stall's samples do not need many probes to wash out).
+
+The forwarder asks a ``Balancer`` (``LeastExpectedWait`` by default) for a ``Lease`` on a pod: the
+lease counts the request in the pod's in-flight requests from the choice until it is released, once,
+with the request's time as the pod's latency sample when the answer says something of its speed.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
+
+from tinyimg.router.table import BackendTable, PodState
 
 LATENCY_WEIGHT = 0.3  # weight of the newest sample in the moving average
 LATENCY_HALF_LIFE_SECONDS = 1.0
@@ -76,3 +84,69 @@ def update_latency(previous: float | None, sample: float, age: float = 0.0) -> f
         return sample
     keep: float = (1 - LATENCY_WEIGHT) * 0.5 ** (max(age, 0.0) / LATENCY_HALF_LIFE_SECONDS)
     return keep * previous + (1 - keep) * sample
+
+
+def build_candidates(table: BackendTable, model: str, now: float) -> list[Candidate]:
+    """What the choice needs of each ready pod of ``model`` at monotonic time ``now``."""
+    return [
+        Candidate(
+            url=p.url, inflight=p.inflight, backlog=p.backlog.get(model, 0), sent=p.sent,
+            latency=p.latency.get(model, 0.0), age=now - p.latency_at.get(model, now),
+        )
+        for p in table.ready_pods(model, now)
+    ]
+
+
+class Lease:
+    """One request's hold on the pod a balancer chose: counted in the pod's in-flight requests
+    from the choice until ``release`` (once: later calls change nothing)."""
+
+    def __init__(self, pod: PodState, model: str):
+        self.pod, self.model = pod, model
+        self.started = time.perf_counter()
+        self.released = False
+        pod.inflight += 1
+        pod.sent += 1
+
+    @property
+    def url(self) -> str:
+        return self.pod.url
+
+    def release(self, sample: bool = False) -> float:
+        """The request is over: the seconds it took. ``sample``: its time tells the pod's speed for
+        this model (it completed, and well), so it goes into the pod's moving average."""
+        elapsed = time.perf_counter() - self.started
+        if self.released:
+            return elapsed
+        self.released = True
+        self.pod.inflight -= 1
+        if sample:
+            pod, now = self.pod, time.monotonic()
+            age = now - pod.latency_at.get(self.model, now)
+            pod.latency[self.model] = update_latency(pod.latency.get(self.model), elapsed, age)
+            pod.latency_at[self.model] = now
+        return elapsed
+
+
+class Balancer(Protocol):
+    """Which pod takes the next request of a model (the forwarder's policy seam)."""
+
+    def choose(self, model: str, exclude: frozenset[str] = frozenset()) -> Lease | None:
+        """A lease on the pod to send to, or None when no ready pod is left outside ``exclude``."""
+
+    def has_choice(self, model: str, exclude: frozenset[str] = frozenset()) -> bool:
+        """Whether ``choose`` would find a pod (nothing is leased)."""
+
+
+class LeastExpectedWait(Balancer):
+    """The default: the pod with the least expected wait (``choose_backend``) among the ready pods."""
+
+    def __init__(self, table: BackendTable):
+        self.table = table
+
+    def choose(self, model: str, exclude: frozenset[str] = frozenset()) -> Lease | None:
+        choice = choose_backend(build_candidates(self.table, model, time.monotonic()), exclude)
+        return Lease(self.table.pods[choice.url], model) if choice is not None else None
+
+    def has_choice(self, model: str, exclude: frozenset[str] = frozenset()) -> bool:
+        return choose_backend(build_candidates(self.table, model, time.monotonic()), exclude) is not None

@@ -31,6 +31,7 @@ from tinyimg.core import labels
 from tinyimg.kube.connection import KubeConnection
 from tinyimg.kube.errors import KubeApiError, raise_for_kube_status
 from tinyimg.kube.objects import build_pod_url, controller_of, is_pod_ready
+from tinyimg.router.discovery import Discovery
 from tinyimg.router.table import BackendRef, BackendTable, ModelBackends
 from tinyimg.spec import AutoscalingSpec
 
@@ -176,7 +177,7 @@ def is_operator_managed(obj: dict[str, Any]) -> bool:
     return (obj.get("metadata", {}).get("labels") or {}).get(labels.MANAGED_BY) == labels.OPERATOR_NAME
 
 
-class KubeDiscovery:
+class KubeDiscovery(Discovery):
     mode = "kubernetes"
 
     def __init__(self, connection: KubeConnection, reload: Callable[[], KubeConnection] | None = None,

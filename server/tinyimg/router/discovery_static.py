@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from tinyimg.router.discovery import Discovery
 from tinyimg.router.table import BackendRef, BackendTable, ModelBackends
 from tinyimg.spec import MODEL_NAME_PATTERN
 
@@ -86,7 +87,7 @@ def merge_backends(*sources: dict[str, list[str]]) -> dict[str, list[str]]:
     return out
 
 
-class StaticDiscovery:
+class StaticDiscovery(Discovery):
     mode = "static"
 
     def __init__(self, backends: dict[str, list[str]]):
@@ -98,3 +99,6 @@ class StaticDiscovery:
 
     async def stop(self) -> None:
         return None
+
+    async def record_demand(self, model: str) -> None:
+        return None  # static backends cannot be asked for another pod: a request waits for none

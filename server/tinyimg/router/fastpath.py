@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tinyimg.core.errors import ApiError
 from tinyimg.http.handlers import answer_api_error, answer_http_error
-from tinyimg.router.routes.generate import GENERATION_PATHS, forward_generation
+from tinyimg.router.routes.generate import JSON_GENERATION_PATHS, forward_generation
 from tinyimg.router.state import RouterState, check_access
 
 
@@ -27,7 +27,7 @@ class GenerationFastPath:
         self.app, self.state = app, state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in GENERATION_PATHS:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in JSON_GENERATION_PATHS:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
@@ -36,6 +36,6 @@ class GenerationFastPath:
             response = await forward_generation(request, self.state)
         except ApiError as err:
             response = await answer_api_error(request, err)
-        except HTTPException as err:  # the edge's body bound (tinyimg.http.body), raised while reading
+        except HTTPException as err:  # the edge's body bound (tinyimg.http.context), raised while reading
             response = await answer_http_error(request, err)
         await response(scope, receive, send)

@@ -36,7 +36,7 @@ from starlette.types import Receive, Scope, Send
 
 from tinyimg.core.jobs import JOB_HEADERS
 from tinyimg.http.limits import EdgeLimits
-from tinyimg.router.balancer import choose_backend, update_latency
+from tinyimg.router.balancer import Balancer, Lease, LeastExpectedWait
 from tinyimg.router.errors import RouterError
 from tinyimg.router.metrics import UNKNOWN_MODEL_LABEL, RouterMetrics
 from tinyimg.router.pool import ForwardPool
@@ -314,8 +314,10 @@ class Forwarder:
         metrics: RouterMetrics,
         retry_after: float,
         timeouts: dict[str, float],
+        balancer: Balancer | None = None,
     ):
         self.pool, self.table, self.metrics, self.retry_after = pool, table, metrics, retry_after
+        self.balancer: Balancer = balancer or LeastExpectedWait(table)
         self.extensions = {"timeout": timeouts}
         self.hosts: dict[str, bytes] = {}  # pod url -> its Host header value
 
@@ -350,22 +352,28 @@ class Forwarder:
         tried: set[str] = set()
         last: Attempt | None = None
         for index in range(MAX_ATTEMPTS):
-            choice = choose_backend(self.table.candidates(model, time.monotonic()), frozenset(tried))
-            if choice is None:
+            lease = self.balancer.choose(model, frozenset(tried))
+            if lease is None:
                 break
             if index:
                 self.metrics.retries.labels(model).inc()
-            pod = self.table.pods[choice.url]
-            tried.add(pod.url)
-            may_retry = index + 1 < MAX_ATTEMPTS
-            pod_headers = headers(pod.url) if callable(headers) else headers
-            attempt, response = await self._try(
-                pod, model, path, body, pod_headers, request_id, may_retry, tried, measure_latency
-            )
-            if response is not None:
-                return response
+            tried.add(lease.url)
+            relayed = False
+            try:
+                pod_headers = headers(lease.url) if callable(headers) else headers
+                attempt, upstream, read_body = await self._send(lease.pod, model, path, body, pod_headers)
+                # The one retry rule: after a connection failure or a 503, once, when another pod can take it now.
+                retry = should_retry(index, attempt) and self.balancer.has_choice(model, frozenset(tried))
+                if upstream is not None and not retry:
+                    relayed = True  # the response releases the lease once it is relayed
+                    return self._relay(lease, upstream, read_body, request_id, measure_latency)
+                if upstream is not None:
+                    await asyncio.shield(upstream.aclose())  # shielded: the pooled connection goes back
+            finally:
+                if not relayed:
+                    lease.release()
             last = attempt
-            if not should_retry(index, attempt):
+            if not retry:
                 break
         if last is None:
             self._count(model, "no_backend")
@@ -404,22 +412,11 @@ class Forwarder:
         response.origin = pod_url
         return response
 
-    async def _try(
-        self,
-        pod: PodState,
-        model: str,
-        path: str,
-        body: bytes,
-        headers: list[tuple[bytes, bytes]],
-        request_id: str,
-        may_retry: bool,
-        tried: set[str],
-        measure_latency: bool = True,
-    ) -> tuple[Attempt, UpstreamResponse | None]:
-        """One try at ``pod``: a response to relay, or (None) how it failed before any byte was sent."""
-        pod.inflight += 1
-        pod.sent += 1
-        started = time.perf_counter()
+    async def _send(
+        self, pod: PodState, model: str, path: str, body: bytes, headers: list[tuple[bytes, bytes]],
+    ) -> tuple[Attempt, httpcore.Response | None, bytes | None]:
+        """One try at ``pod``: how it ended, the response (None when none came back) and, for a 503,
+        its body (read to see its code)."""
         request = httpcore.Request(
             b"POST",
             (pod.url + path).encode("ascii"),
@@ -430,7 +427,6 @@ class Forwarder:
         try:
             upstream = await self.pool.handle_async_request(request)
         except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol) as err:
-            pod.inflight -= 1
             failure = classify_failure(err)
             if failure == CONNECTION_FAILURE:
                 # Out of the rotation until a poll reaches it again.
@@ -438,42 +434,33 @@ class Forwarder:
                 log.warning("forward to %s failed: %s", pod.url, pod.last_error, extra={"model": model})
             else:
                 log.info("request not forwarded to %s (%s): %r", pod.url, failure, err, extra={"model": model})
-            return Attempt(failure=failure), None
-        except BaseException:  # cancelled (shutdown) or a bug: the count must still come down
-            pod.inflight -= 1
+            return Attempt(failure=failure), None, None
+        if upstream.status != 503:
+            return Attempt(status=upstream.status), upstream, None
+        try:
+            read_body = await read_bounded(upstream, MAX_ERROR_BODY_BYTES)
+        except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError):
+            read_body = b""
+        except BaseException:
+            await asyncio.shield(upstream.aclose())  # shielded: when cancelled, the connection still goes back
             raise
-        attempt = Attempt(status=upstream.status)
-        read_body = None
-        if upstream.status == 503:
-            try:
-                read_body = await read_bounded(upstream, MAX_ERROR_BODY_BYTES)
-            except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError):
-                read_body = b""
-            except BaseException:
-                pod.inflight -= 1
-                # Shielded: when cancelled, the pooled connection is still given back.
-                await asyncio.shield(upstream.aclose())
-                raise
-            if read_error_code(read_body) == "draining":
-                # It is shutting down: no new work for it, whatever its last poll said.
-                pod.hold_until = time.monotonic() + drain_hold_seconds(header_value(upstream.headers, b"retry-after"))
-            # A 503 is relayed as is unless another pod can take the request now.
-            if may_retry and choose_backend(self.table.candidates(model, time.monotonic()), frozenset(tried)) is not None:
-                await upstream.aclose()
-                pod.inflight -= 1
-                return attempt, None
+        if read_error_code(read_body) == "draining":
+            # It is shutting down: no new work for it, whatever its last poll said.
+            pod.hold_until = time.monotonic() + drain_hold_seconds(header_value(upstream.headers, b"retry-after"))
+        return Attempt(status=503), upstream, read_body
+
+    def _relay(
+        self, lease: Lease, upstream: httpcore.Response, read_body: bytes | None, request_id: str, measure_latency: bool,
+    ) -> UpstreamResponse:
+        """The response to relay; it releases ``lease`` when relayed (its time is the pod's latency
+        sample when it completed well and ``measure_latency``: errors are fast, they say nothing of speed)."""
+        model = lease.model
 
         def done(completed: bool) -> None:
-            pod.inflight -= 1
-            elapsed = time.perf_counter() - started
-            self.metrics.upstream_duration.labels(model).observe(elapsed)
-            if measure_latency and completed and upstream.status < 400:  # errors are fast: say nothing of speed
-                now = time.monotonic()
-                age = now - pod.latency_at.get(model, now)
-                pod.latency[model] = update_latency(pod.latency.get(model), elapsed, age)
-                pod.latency_at[model] = now
+            sample = measure_latency and completed and upstream.status < 400
+            self.metrics.upstream_duration.labels(model).observe(lease.release(sample))
             self._count(model, outcome_for_status(upstream.status) if completed else "aborted")
 
         response = UpstreamResponse(upstream, request_id, done, read_body)
-        response.origin = pod.url
-        return attempt, response
+        response.origin = lease.url
+        return response

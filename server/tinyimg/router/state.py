@@ -13,6 +13,7 @@ from tinyimg.core.auth import RateLimiter, build_auth_failure_limiter, match_key
 from tinyimg.core.errors import ApiError
 from tinyimg.http.streams import StreamGate
 from tinyimg.router.coldstart import WaitingRoom
+from tinyimg.router.discovery import Discovery
 from tinyimg.router.forward import Forwarder
 from tinyimg.router.metrics import RouterMetrics, build_router_metrics
 from tinyimg.router.settings import RouterSettings
@@ -20,7 +21,7 @@ from tinyimg.router.table import BackendTable
 
 
 class RouterState:
-    def __init__(self, settings: RouterSettings, discovery: Any):
+    def __init__(self, settings: RouterSettings, discovery: Discovery):
         self.settings, self.discovery = settings, discovery
         self.table = BackendTable()
         self.metrics: RouterMetrics = build_router_metrics()
@@ -29,15 +30,11 @@ class RouterState:
         self.started = time.monotonic()
         self.client: httpx.AsyncClient | None = None
         self.forwarder: Forwarder | None = None
-        # Scale from zero: only a discovery that can ask for a pod (Kubernetes) holds requests.
-        self.waiting_room = WaitingRoom(self.table, self.metrics, getattr(discovery, "record_demand", None) or _no_demand)
+        # Scale from zero: a request for a model no pod serves waits while discovery asks for a pod.
+        self.waiting_room = WaitingRoom(self.table, self.metrics, discovery.record_demand)
         self.job_secret = settings.job_secret or secrets.token_bytes(32)
         self.streams = StreamGate(settings.stream_limits)
         self.drain_guard: Any = None  # tinyimg.router.drain.DrainGuard, set when the app's middleware is built
-
-
-async def _no_demand(model: str) -> None:
-    return None
 
 
 # Dependencies are async on purpose: FastAPI runs a sync one in a worker thread, per request.

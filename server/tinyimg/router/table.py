@@ -9,8 +9,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from tinyimg.router.balancer import Candidate
-
 STATE_READY = "ready"
 
 
@@ -108,16 +106,6 @@ class BackendTable:
 
     def ready_pods(self, model: str, now: float | None = None) -> list[PodState]:
         return [p for p in self.pods_of(model) if p.serves(model, now)]
-
-    def candidates(self, model: str, now: float) -> list[Candidate]:
-        """What the balancer needs of each ready pod of ``model`` at monotonic time ``now``."""
-        return [
-            Candidate(
-                url=p.url, inflight=p.inflight, backlog=p.backlog.get(model, 0), sent=p.sent,
-                latency=p.latency.get(model, 0.0), age=now - p.latency_at.get(model, now),
-            )
-            for p in self.ready_pods(model, now)
-        ]
 
     def model_family(self, model: str) -> str | None:
         entry = self.models.get(model)

@@ -57,7 +57,7 @@ def read_device_status(device: Device) -> dict[str, object]:
     inventory that torch cannot see (tests) keeps its inventory figures."""
     entry: dict[str, object] = {"name": device.name, "kind": device.kind, "label": device.label}
     if device.kind == "cpu":
-        from tinyimg.http.process import read_process_status  # the one RSS reader (torch-free)
+        from tinyimg.wire.process import read_process_status  # the one RSS reader (torch-free)
 
         total, _ = read_cpu_memory()
         return entry | {"memory_total_bytes": total, "memory_used_bytes": read_process_status().rss_bytes}

@@ -20,7 +20,7 @@ from tinyimg.core.drain import DrainTiming, build_drain_timing
 from tinyimg.core.errors import InvalidField
 from tinyimg.core.status import ModelState
 from tinyimg.families import load_handler_class
-from tinyimg.families.generation import GenerationParams
+from tinyimg.families.base import GenerationParams
 from tinyimg.runtime.devices import Device, discover_devices, read_device_status
 from tinyimg.runtime.jobqueue import JobQueue, QueueSettings
 from tinyimg.runtime.jobs import (

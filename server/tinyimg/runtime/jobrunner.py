@@ -26,10 +26,10 @@ from tinyimg import imaging
 from tinyimg.core.errors import ApiError
 from tinyimg.core.jobs import JobIdentity, new_job_id
 from tinyimg.core.logs import request_id_var
-from tinyimg.families.generation import GenerationParams
+from tinyimg.families.base import GenerationParams
 from tinyimg.runtime.jobs import EngineApi, ModelNotFound
 from tinyimg.runtime.jobstore import JobRecord, JobStore
-from tinyimg.runtime.params import build_generation_params
+from tinyimg.runtime.params import ModelRules, build_generation_params, build_model_rules
 from tinyimg.runtime.webhooks import WebhookSender
 from tinyimg.spec import JobsConfig, ModelSpec
 from tinyimg.wire.requests import GenerateRequest
@@ -100,7 +100,7 @@ class JobService:
         clock: Callable[[], float] = time.monotonic,
     ):
         self.engine, self.config, self.clock = engine, config, clock
-        self.models: Mapping[str, ModelSpec] = {m.name: m for m in models}
+        self.models: Mapping[str, ModelRules] = {m.name: build_model_rules(m) for m in models}
         self.store = JobStore(config.result_ttl_seconds, config.max_result_bytes, clock)
         self.on_finish = on_finish
         self.deliver_webhook = deliver_webhook
@@ -154,18 +154,18 @@ class JobService:
         """Resolve the request against its model (defaults, limits) and queue it as a job; refused
         now when the model is unknown or not ready or its queue is full."""
         body = order.request
-        spec = self.models.get(body.model)
-        if spec is None:
+        rules = self.models.get(body.model)
+        if rules is None:
             raise ModelNotFound(body.model, list(self.models))
         if body.image is None:
-            params = build_generation_params(body, spec, request_id_var.get())
+            params = build_generation_params(body, rules, request_id_var.get())
         else:
             # Admit first, decode after: a request refused for a full queue or a model not ready must
             # not cost the decoding (hundreds of ms and MB for a large input). Decoding and resizing
             # run off the event loop; ``create`` checks again.
-            self.engine.check_admits(spec.name)
-            params = await asyncio.to_thread(build_generation_params, body, spec, request_id_var.get())
-        return self.create(spec.name, params, order)
+            self.engine.check_admits(body.model)
+            params = await asyncio.to_thread(build_generation_params, body, rules, request_id_var.get())
+        return self.create(body.model, params, order)
 
     async def run(self, order: JobOrder, hangup: Callable[[], Awaitable[None]]) -> JobRecord:
         """``submit``, then ``finish``: what a route that answers with the result does."""

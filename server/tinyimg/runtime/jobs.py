@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 from tinyimg.core.errors import ApiError
 from tinyimg.core.status import ModelState
-from tinyimg.families.generation import GeneratedImage, GenerationParams
+from tinyimg.families.base import GeneratedImage, GenerationParams
 
 if TYPE_CHECKING:
     from tinyimg.spec import ModelSpec

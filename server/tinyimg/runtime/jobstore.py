@@ -24,7 +24,7 @@ from typing import Any
 
 from tinyimg.core.errors import ApiError
 from tinyimg.core.jobs import TERMINAL, JobExpired, JobNotFound
-from tinyimg.families.generation import GenerationParams
+from tinyimg.families.base import GenerationParams
 from tinyimg.runtime.jobs import Job
 
 # Queued position moves and progress steps: a job has at most one event per step and per move,

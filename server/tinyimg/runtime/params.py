@@ -4,29 +4,45 @@ checked (each refusal names the field), input images decoded; and the parameters
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
 from tinyimg.core.errors import InvalidField
 from tinyimg.families import family_info
-from tinyimg.families.generation import GenerationParams
+from tinyimg.families.base import GenerationParams
+from tinyimg.families.family import Family
 from tinyimg.runtime.inputs import fit_size, open_image, read_base64
-from tinyimg.spec import ModelSpec
-from tinyimg.wire.requests import GenerateRequest, LoraRequest
+from tinyimg.spec import ModelSpec, ResolvedDefaults
+from tinyimg.wire.requests import GenerateRequest, LoraRequest, OutputFormat, ParametersResponse
 
 # What ``strength`` is when a request with an input image leaves it out.
 DEFAULT_STRENGTH = {"img2img": 0.8, "inpaint": 1.0}
 
 
+@dataclass(frozen=True)
+class ModelRules:
+    """What a request to one model is checked against, resolved once per model (not per request):
+    its spec, its family's declaration, and its defaults with the family's values filled in."""
+
+    spec: ModelSpec
+    family: Family
+    defaults: ResolvedDefaults
+
+
+def build_model_rules(spec: ModelSpec) -> ModelRules:
+    return ModelRules(spec, family_info(spec.family), spec.resolved_defaults())
+
+
 def build_generation_params(
-    req: GenerateRequest, spec: ModelSpec, request_id: str = "", seed: int | None = None
+    req: GenerateRequest, rules: ModelRules, request_id: str = "", seed: int | None = None
 ) -> GenerationParams:
     """Apply the model's defaults and check its limits; ``seed`` stands in for an absent request seed.
 
     With ``image``, this decodes it (a CPU step of milliseconds to tens of them: callers on an event
-    loop run it in a thread) and sizes the output by the rule of ``tinyimg.api.inputs``."""
-    d, lim = spec.resolved_defaults(), spec.limits
-    info = family_info(spec.family)
-    inputs = read_inputs(req, spec)
+    loop run it in a thread) and sizes the output by the rule of ``tinyimg.runtime.inputs``."""
+    spec, d, info = rules.spec, rules.defaults, rules.family
+    lim = spec.limits
+    inputs = read_inputs(req, rules)
     fitted = fit_size(inputs[0].size, (lim.max_width, lim.max_height), info.size_multiple) if inputs else None
     width = req.width if req.width is not None else fitted[0] if fitted else d.width
     height = req.height if req.height is not None else fitted[1] if fitted else d.height
@@ -67,7 +83,7 @@ def build_generation_params(
         request_id=request_id,
         mode=mode,
         strength=strength,
-        scheduler=check_scheduler(req.scheduler, spec),
+        scheduler=check_scheduler(req.scheduler, rules),
         loras=build_loras(req.loras, spec),
         image=inputs[0].convert("RGB").resize((width, height), LANCZOS) if inputs else None,
         mask=inputs[1].convert("L").resize((width, height), NEAREST) if inputs and inputs[1] is not None else None,
@@ -78,14 +94,14 @@ def build_generation_params(
 LANCZOS, NEAREST = 1, 0
 
 
-def read_inputs(req: GenerateRequest, spec: ModelSpec) -> tuple[Any, Any | None] | None:
+def read_inputs(req: GenerateRequest, rules: ModelRules) -> tuple[Any, Any | None] | None:
     """The decoded input image and mask, or None for text-to-image."""
     if req.image is None:
         for field in ("mask", "strength"):
             if getattr(req, field) is not None:
                 raise InvalidField(field, "applies only with an input image (image)")
         return None
-    info = family_info(spec.family)
+    spec, info = rules.spec, rules.family
     mode = "inpaint" if req.mask is not None else "img2img"
     if mode not in info.modes:
         raise InvalidField("mask" if req.mask is not None else "image", f"{spec.family} models do not offer {mode}")
@@ -111,8 +127,8 @@ def build_strength(req: GenerateRequest, mode: str, steps: int) -> float | None:
     return strength
 
 
-def check_scheduler(name: str | None, spec: ModelSpec) -> str | None:
-    allowed = family_info(spec.family).schedulers
+def check_scheduler(name: str | None, rules: ModelRules) -> str | None:
+    spec, allowed = rules.spec, rules.family.schedulers
     if name is not None and name not in allowed:
         listed = ", ".join(allowed) or "none (only the model's own)"
         raise InvalidField("scheduler", f"{name!r} is not offered for {spec.family} models; allowed: {listed}")
@@ -140,3 +156,21 @@ def build_loras(loras: list[LoraRequest] | None, spec: ModelSpec) -> tuple[tuple
 
 def new_seed() -> int:
     return secrets.randbelow(2**32)
+
+
+def build_parameters_response(params: GenerationParams, output_format: OutputFormat) -> ParametersResponse:
+    return ParametersResponse(
+        prompt=params.prompt,
+        negative_prompt=params.negative_prompt,
+        width=params.width,
+        height=params.height,
+        steps=params.steps,
+        guidance_scale=params.guidance_scale,
+        seed=params.seeds[0],
+        num_images=len(params.seeds),
+        output_format=output_format,
+        mode=params.mode,
+        strength=params.strength,
+        scheduler=params.scheduler,
+        loras=[LoraRequest(name=name, scale=scale) for name, scale in params.loras],
+    )

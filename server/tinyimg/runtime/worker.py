@@ -18,9 +18,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tinyimg.runtime.batching import CompanyGather, GatherPolicy
 from tinyimg.runtime.devices import is_out_of_memory, release_cuda_cache
-from tinyimg.runtime.jobqueue import JobQueue
+from tinyimg.runtime.jobqueue import CompanyGather, GatherPolicy, JobQueue
 from tinyimg.runtime.jobs import DeadlineExceeded, EngineError, GenerationFailed, GenerationResult, Job
 from tinyimg.runtime.previews import PreviewReporter, build_preview_slots
 

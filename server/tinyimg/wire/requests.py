@@ -173,6 +173,10 @@ def build_generate_request(req: OpenAIImagesRequest, default_model: str) -> Gene
     )
 
 
+# The routes that answer with generated images (both apps): the model server counts them per model.
+GENERATION_PATHS = ("/generate", "/v1/images/generations", "/v1/images/edits")
+
+
 # POST /v1/images/edits (multipart): the form parts one edit may carry (files: image and mask; more
 # is a malformed request), and the body's schema for the OpenAPI document.
 MAX_FORM_FIELDS, MAX_FORM_FILES = 32, 2

@@ -6,6 +6,7 @@ import logging
 
 import pytest
 
+from tests.support.imagemodels import build_imagemodel
 from tests.support.kube import KopfOperator, kube  # noqa: F401  (kube is a fixture)
 
 NAMESPACE = "models"
@@ -34,9 +35,4 @@ async def operator(kube, tmp_path, monkeypatch):
 
 
 def imagemodel(name: str, **spec) -> dict:
-    return {
-        "apiVersion": "tinyimg.io/v1alpha1",
-        "kind": "ImageModel",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {"family": "sdxl", "source": "org/model", "resources": {"gpus": 1}, **spec},
-    }
+    return build_imagemodel(name, NAMESPACE, **{"resources": {"gpus": 1}, **spec})

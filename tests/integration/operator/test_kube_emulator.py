@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 import yaml
 
+from tests.support.imagemodels import build_imagemodel
 from tests.support.kube import kube, match_field_selector, match_label_selector  # noqa: F401
 
 POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p1", "namespace": "ns", "labels": {"app": "a"}}, "spec": {}}
@@ -129,8 +130,7 @@ DEPLOYMENT = {
 
 
 def imagemodel(name="m", **spec):
-    return {"apiVersion": "tinyimg.io/v1alpha1", "kind": "ImageModel", "metadata": {"name": name, "namespace": "ns"},
-            "spec": {"family": "sdxl", "source": "org/repo", **spec}}
+    return build_imagemodel(name, "ns", source="org/repo", **spec)
 
 
 async def call(kube, method, path, body=None, ctype="application/json", **params):

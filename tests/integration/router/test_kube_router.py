@@ -11,6 +11,7 @@ import httpx
 import pytest
 import uvicorn
 
+from tests.support.imagemodels import build_imagemodel
 from tests.support.kube import kube  # noqa: F401  (the fixture)
 from tests.support.processes import free_port, start_servers
 from tests.support.tiny_models import tiny_model_dirs  # noqa: F401  (the fixture)
@@ -54,12 +55,7 @@ async def serving_router(kube_url: str, discovery: KubeDiscovery | None = None) 
 
 
 def imagemodel(name: str, family: str = "flux") -> dict:
-    return {
-        "apiVersion": "tinyimg.io/v1alpha1",
-        "kind": "ImageModel",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {"family": family, "source": "org/repo"},
-    }
+    return build_imagemodel(name, NS, family=family, source="org/repo")
 
 
 def owner(obj: dict) -> list[dict]:

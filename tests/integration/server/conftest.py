@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import httpx
 import pytest
 
+from bench.harness import wait_http
 from tests.support.faults import PacedFluxHandler, gated  # noqa: F401  (a fixture)
 from tests.support.jobs_client import build_jobs_config
 from tests.support.tiny_models import tiny_config, tiny_model_dirs  # noqa: F401  (the fixture)
@@ -26,12 +25,7 @@ class Live:
 
 
 def wait_ready(url: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if httpx.get(f"{url}/health/ready").status_code == 200:
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} not ready after {timeout}s: {httpx.get(f'{url}/status').text}")
+    wait_http(f"{url}/health/ready", timeout)
 
 
 def start_live(config, ready: bool = True, **engine_options) -> Live:

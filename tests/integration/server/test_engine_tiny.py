@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.tiny_models import tiny_config
 from tinyimg.core.drain import DrainTiming
-from tinyimg.families.generation import GenerationParams
+from tinyimg.families.base import GenerationParams
 from tinyimg.runtime.engine import Engine
 from tinyimg.runtime.jobs import DeadlineExceeded, Draining, GenerationFailed, ModelNotFound, ModelNotReady, QueueFull
 

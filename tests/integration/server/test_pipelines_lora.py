@@ -13,7 +13,7 @@ from tinyimg.api.info import build_model_info
 from tinyimg.cli import main as tinyimg
 from tinyimg.core.errors import InvalidField
 from tinyimg.families import load_handler_class
-from tinyimg.families.generation import GenerationParams
+from tinyimg.families.base import GenerationParams
 from tinyimg.runtime.engine import Engine
 
 ADAPTERS = [

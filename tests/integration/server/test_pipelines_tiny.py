@@ -19,8 +19,7 @@ from tests.support.tiny_models import (  # noqa: F401  (fixtures)
     tiny_config,
 )
 from tinyimg.families import family_info, load_handler_class
-from tinyimg.families.base import Handler
-from tinyimg.families.generation import GenerationParams
+from tinyimg.families.base import GenerationParams, Handler
 from tinyimg.families.preview import apply_linear_map, sample_fit_latents, to_vae_latents
 from tinyimg.runtime.engine import Engine
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from tests.support.tiny_models import FAMILIES, tiny_config, tiny_model_dirs  # noqa: F401  (fixture)
 from tinyimg.families import load_handler_class
-from tinyimg.families.generation import GenerationParams
+from tinyimg.families.base import GenerationParams
 
 STEPS = 2  # enough for every sampler to differ; strength 0.5 still runs one step
 

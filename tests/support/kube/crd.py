@@ -80,13 +80,13 @@ def resource_from_crd(crd: dict[str, Any]) -> list[ResourceInfo]:
 
 
 # -- admission ------------------------------------------------------------------------------
-def _to_jsonschema(schema: Any) -> Any:
+def to_json_schema(schema: Any) -> Any:
     """OpenAPI v3 structural schema → JSON Schema: ``nullable`` and ``x-kubernetes-int-or-string``."""
     if isinstance(schema, list):
-        return [_to_jsonschema(s) for s in schema]
+        return [to_json_schema(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {k: _to_jsonschema(v) for k, v in schema.items() if not k.startswith("x-kubernetes-") and k != "nullable"}
+    out = {k: to_json_schema(v) for k, v in schema.items() if not k.startswith("x-kubernetes-") and k != "nullable"}
     if schema.get("x-kubernetes-int-or-string"):
         out.pop("type", None)
         out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
@@ -146,7 +146,7 @@ def admit(obj: dict[str, Any], schema: dict[str, Any] | None, strict: bool = Fal
     if strict and unknown:
         raise InvalidError([(f, "unknown field") for f in unknown])
     checked = {**obj, "metadata": {}}  # ObjectMeta is validated by the server, not by the CRD schema
-    validator = jsonschema.Draft7Validator(_to_jsonschema(schema))
+    validator = jsonschema.Draft7Validator(to_json_schema(schema))
     errors = sorted(validator.iter_errors(checked), key=lambda e: list(e.absolute_path))
     if errors:
         raise InvalidError([(".".join(str(p) for p in e.absolute_path) or "<root>", e.message) for e in errors])

@@ -6,6 +6,7 @@ import jsonschema
 import pytest
 from pydantic import ValidationError
 
+from tests.support.kube.crd import to_json_schema
 from tinyimg.spec import AutoscalingSpec, ModelSpec
 from tinyimg_operator.autoscaling import (
     HISTORY_LENGTH,
@@ -21,7 +22,6 @@ from tinyimg_operator.crd import build_crd
 from tinyimg_operator.imagemodel import InvalidSpecError, read_model_spec
 
 from .conftest import load_example
-from .test_crd import openapi_to_jsonschema
 
 POLICY = AutoscalingSpec(
     enabled=True, min_replicas=0, max_replicas=4, target_queue_per_replica=2,
@@ -67,7 +67,7 @@ def test_crd_refuses_negative_times_and_carries_the_min_max_rule():
     node = schema["properties"]["spec"]["properties"]["autoscaling"]
     [rule] = node["x-kubernetes-validations"]
     assert rule["rule"].endswith("self.minReplicas <= self.maxReplicas") and "minReplicas" in rule["message"]
-    validator = jsonschema.Draft7Validator(openapi_to_jsonschema(schema))
+    validator = jsonschema.Draft7Validator(to_json_schema(schema))
     body = load_example("sdxl")
     body["spec"]["autoscaling"] = {"enabled": True, "scaleDownDelaySeconds": -1}
     [error] = validator.iter_errors(body)
@@ -260,7 +260,7 @@ def test_readme_autoscaling_example_is_a_valid_imagemodel():
     spec = read_model_spec(body)
     assert (spec.autoscaling.enabled, spec.autoscaling.min_replicas, spec.autoscaling.max_replicas) == (True, 0, 4)
     schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    jsonschema.Draft7Validator(openapi_to_jsonschema(schema)).validate(body)
+    jsonschema.Draft7Validator(to_json_schema(schema)).validate(body)
 
 
 # The operator's reading of the pods and its settings.

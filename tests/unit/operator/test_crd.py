@@ -6,6 +6,7 @@ import jsonschema
 import pytest
 import yaml
 
+from tests.support.kube.crd import to_json_schema
 from tinyimg_operator.cli import main
 from tinyimg_operator.crd import build_crd
 
@@ -28,23 +29,9 @@ def _walk(node, path=""):
             yield from _walk(v, f"{path}[{i}]")
 
 
-def openapi_to_jsonschema(node):
-    """OpenAPI ``nullable`` -> JSON-schema ``type: [t, "null"]`` so jsonschema can check CRs."""
-    if isinstance(node, list):
-        return [openapi_to_jsonschema(v) for v in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: openapi_to_jsonschema(v) for k, v in node.items() if k != "nullable"}
-    if node.get("nullable") and "type" in out:
-        out["type"] = [out["type"], "null"]
-    if out.get("exclusiveMinimum") is True:
-        out["exclusiveMinimum"] = out.pop("minimum")
-    return out
-
-
 @pytest.fixture(scope="module")
 def validator():
-    schema = openapi_to_jsonschema(_version(build_crd())["schema"]["openAPIV3Schema"])
+    schema = to_json_schema(_version(build_crd())["schema"]["openAPIV3Schema"])
     return jsonschema.Draft7Validator(schema)
 
 

@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from tests.support.imagemodels import build_imagemodel
 from tinyimg.core.errors import ApiError
 from tinyimg.router.coldstart import WaitingRoom
 from tinyimg.router.discovery_kube import DISCOVERY_GRACE_SECONDS, build_cold_start, build_desired_table
@@ -130,8 +131,7 @@ def imagemodel(autoscaling=None, desired=None, degraded=False):
     status = {"conditions": [{"type": "Degraded", "status": "True" if degraded else "False", "message": "bad"}]}
     if desired is not None:
         status["autoscaling"] = {"desiredReplicas": desired}
-    spec = {"family": "sdxl", **({"autoscaling": autoscaling} if autoscaling else {})}
-    return {"metadata": {"name": MODEL}, "spec": spec, "status": status}
+    return build_imagemodel(MODEL, status=status, **({"autoscaling": autoscaling} if autoscaling else {}))
 
 
 @pytest.mark.parametrize(("obj", "expected"), [

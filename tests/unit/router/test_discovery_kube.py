@@ -1,5 +1,6 @@
 import pytest
 
+from tests.support.imagemodels import build_imagemodel
 from tinyimg.router.discovery_kube import (
     apply_event,
     build_desired_table,
@@ -29,7 +30,7 @@ def pod(name="p1", model="m", ip="10.0.0.1", ready=True, terminating=False, port
 
 
 def imagemodel(name="m", family="sdxl", conditions=()):
-    return {"metadata": {"name": name, "uid": f"uid-im-{name}"}, "spec": {"family": family}, "status": {"conditions": list(conditions)}}
+    return build_imagemodel(name, family=family, uid=f"uid-im-{name}", status={"conditions": list(conditions)})
 
 
 def deployment(model="m", managed_by="tinyimg-operator", owner_uid=None, uid=None):

@@ -6,6 +6,7 @@ import hashlib
 import httpx
 import pytest
 
+from tinyimg.router.discovery_static import StaticDiscovery
 from tinyimg.router.fastpath import GenerationFastPath
 from tinyimg.router.forward import Forwarder, build_forward_pool, build_timeouts
 from tinyimg.router.settings import RouterSettings
@@ -38,7 +39,7 @@ def client(inner, state):
                                               ("GET", "/models"), ("POST", "/v1/images/edits")])
 async def test_other_requests_reach_the_app_behind(method, path):
     inner = Inner()
-    async with client(inner, RouterState(RouterSettings(), None)) as c:
+    async with client(inner, RouterState(RouterSettings(), StaticDiscovery({}))) as c:
         response = await c.request(method, path)
     assert (response.status_code, response.text, inner.seen) == (299, "inner", [(method, path)])
 
@@ -47,7 +48,7 @@ async def test_other_requests_reach_the_app_behind(method, path):
 async def test_generation_is_answered_here_with_the_routes_checks_and_error_shape(path):
     inner = Inner()
     settings = RouterSettings(key_hashes=(hashlib.sha256(b"the-key").hexdigest(),))
-    state = RouterState(settings, None)
+    state = RouterState(settings, StaticDiscovery({}))
     state.forwarder = Forwarder(build_forward_pool(), state.table, state.metrics, 1.0, build_timeouts(5, 1))
     async with client(inner, state) as c:
         refused = await c.post(path, json={"model": "m", "prompt": "x"})

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tinyimg.families.generation import GeneratedImage, GenerationParams
+from tinyimg.families.base import GeneratedImage, GenerationParams
 from tinyimg.runtime.devices import Device
 from tinyimg.runtime.engine import Engine
 from tinyimg.spec import parse_config

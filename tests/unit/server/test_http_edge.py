@@ -6,9 +6,9 @@ import json
 import h11
 import pytest
 
+from tinyimg.http.context import read_request_id
 from tinyimg.http.limits import EdgeLimits
 from tinyimg.http.protocol import EdgeH11Protocol, build_raw_error, measure_head
-from tinyimg.http.request_id import read_request_id
 from tinyimg.http.server import build_server_options
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from tinyimg.core.errors import InvalidField
 from tinyimg.core.jobs import JobIdentity, read_job_identity, sign_job_headers
-from tinyimg.families.generation import GenerationParams
+from tinyimg.families.base import GenerationParams
 from tinyimg.runtime.jobstore import JobRecord
 from tinyimg.runtime.jobviews import build_webhook_payload
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from tinyimg.core.jobs import new_job_id
-from tinyimg.families.generation import GenerationParams
+from tinyimg.families.base import GenerationParams
 from tinyimg.runtime.jobrunner import JobService
 from tinyimg.runtime.jobstore import JobRecord
 from tinyimg.spec import JobsConfig

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tinyimg.core.jobs import JobExpired, JobNotFound, new_job_id
-from tinyimg.families.generation import GenerationParams
+from tinyimg.families.base import GenerationParams
 from tinyimg.runtime.jobstore import EVENT_BYTES, RECORD_OVERHEAD_BYTES, JobRecord, JobStore
 
 # What a job asked (its images are made up here; only the store's bookkeeping is tested).
@@ -122,7 +122,7 @@ def test_a_job_keeps_only_its_latest_preview_and_none_once_finished():
 def test_a_finished_job_keeps_no_decoded_input_image_or_mask():
     from PIL import Image
 
-    from tinyimg.families.generation import GenerationParams
+    from tinyimg.families.base import GenerationParams
 
     params = GenerationParams("p", None, 64, 64, 4, 5.0, (1,), mode="inpaint", strength=0.5,
                               image=Image.new("RGB", (64, 64)), mask=Image.new("L", (64, 64)))

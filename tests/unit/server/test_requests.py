@@ -5,9 +5,15 @@ from pydantic import ValidationError
 
 from tinyimg.api.generate import read_raw_format
 from tinyimg.core.errors import InvalidField
-from tinyimg.runtime.params import build_generation_params
+from tinyimg.runtime.params import build_generation_params, build_model_rules
 from tinyimg.spec import ModelSpec
 from tinyimg.wire.requests import GenerateRequest, OpenAIImagesRequest, build_generate_request
+
+
+def resolve(req, spec, *args):
+    """``build_generation_params`` against the spec's rules (resolved once per model in the service)."""
+    return build_generation_params(req, build_model_rules(spec), *args)
+
 
 SDXL = ModelSpec(
     name="tiny-sdxl",
@@ -24,7 +30,7 @@ def request(**fields) -> GenerateRequest:
 
 
 def test_absent_fields_take_the_models_resolved_defaults():
-    params = build_generation_params(request(seed=7), SDXL, "rid-1")
+    params = resolve(request(seed=7), SDXL, "rid-1")
     assert (params.width, params.height, params.steps) == (64, 64, 4)
     assert params.guidance_scale == 5.0  # the sdxl family default, the spec leaves it unset
     assert params.negative_prompt == "blurry"
@@ -33,18 +39,18 @@ def test_absent_fields_take_the_models_resolved_defaults():
 
 
 def test_image_i_gets_seed_plus_i():
-    assert build_generation_params(request(seed=100, num_images=3), SDXL).seeds == (100, 101, 102)
+    assert resolve(request(seed=100, num_images=3), SDXL).seeds == (100, 101, 102)
 
 
 def test_an_absent_seed_is_drawn_and_consecutive_per_image():
-    seeds = build_generation_params(request(num_images=2), SDXL).seeds
+    seeds = resolve(request(num_images=2), SDXL).seeds
     assert seeds[1] == seeds[0] + 1
-    drawn = {build_generation_params(request(), SDXL).seeds[0] for _ in range(5)}
+    drawn = {resolve(request(), SDXL).seeds[0] for _ in range(5)}
     assert len(drawn) > 1
 
 
 def test_flux_drops_the_spec_negative_prompt_it_cannot_use():
-    assert build_generation_params(GenerateRequest(model="tiny-flux", prompt="x"), FLUX).negative_prompt is None
+    assert resolve(GenerateRequest(model="tiny-flux", prompt="x"), FLUX).negative_prompt is None
 
 
 @pytest.mark.parametrize(
@@ -62,7 +68,7 @@ def test_flux_drops_the_spec_negative_prompt_it_cannot_use():
 def test_limits_name_the_field(fields, field, words):
     body = GenerateRequest(**{"model": "tiny-sdxl", "prompt": "a red fox", **fields})
     with pytest.raises(InvalidField) as caught:
-        build_generation_params(body, SDXL)
+        resolve(body, SDXL)
     assert caught.value.status == 422
     assert caught.value.extra == {"field": field}
     assert caught.value.message.startswith(f"{field}: ") and words in caught.value.message
@@ -70,12 +76,12 @@ def test_limits_name_the_field(fields, field, words):
 
 def test_flux_width_must_be_a_multiple_of_16():
     with pytest.raises(InvalidField, match="multiple of 16"):
-        build_generation_params(GenerateRequest(model="tiny-flux", prompt="x", width=72), FLUX)
+        resolve(GenerateRequest(model="tiny-flux", prompt="x", width=72), FLUX)
 
 
 def test_a_negative_prompt_for_a_family_without_one_is_refused():
     with pytest.raises(InvalidField) as caught:
-        build_generation_params(GenerateRequest(model="tiny-flux", prompt="x", negative_prompt="no"), FLUX)
+        resolve(GenerateRequest(model="tiny-flux", prompt="x", negative_prompt="no"), FLUX)
     assert caught.value.extra == {"field": "negative_prompt"}
 
 

@@ -13,9 +13,15 @@ from PIL import Image
 
 from tinyimg.core.errors import ApiError, InvalidField
 from tinyimg.runtime.inputs import fit_size
-from tinyimg.runtime.params import build_generation_params
+from tinyimg.runtime.params import build_generation_params, build_model_rules
 from tinyimg.spec import ModelSpec
 from tinyimg.wire.requests import GenerateRequest
+
+
+def resolve(req, spec, *args):
+    """``build_generation_params`` against the spec's rules (resolved once per model in the service)."""
+    return build_generation_params(req, build_model_rules(spec), *args)
+
 
 SDXL = ModelSpec(
     name="tiny-sdxl", family="sdxl", source="/models/sdxl",
@@ -62,25 +68,25 @@ def red(size=(64, 64)) -> Image.Image:
 
 def refused(spec: ModelSpec = SDXL, **fields) -> ApiError:
     with pytest.raises(ApiError) as caught:
-        build_generation_params(request(**fields), spec)
+        resolve(request(**fields), spec)
     return caught.value
 
 
 # -- modes -------------------------------------------------------------------------------------
 def test_no_image_is_text_to_image_with_no_strength():
-    params = build_generation_params(request(), SDXL)
+    params = resolve(request(), SDXL)
     assert (params.mode, params.strength, params.image, params.mask) == ("txt2img", None, None, None)
 
 
 def test_an_image_is_img2img_at_the_default_strength_and_the_image_is_decoded():
-    params = build_generation_params(request(image=encode(red())), SDXL)
+    params = resolve(request(image=encode(red())), SDXL)
     assert (params.mode, params.strength) == ("img2img", 0.8)
     assert params.image.size == (64, 64) and params.image.getpixel((3, 3)) == (255, 0, 0)
 
 
 def test_an_image_and_mask_is_inpaint_at_full_strength_with_a_grey_mask():
     mask = Image.new("RGB", (64, 64), (255, 255, 255))
-    params = build_generation_params(request(image=encode(red()), mask=encode(mask), strength=0.6), SDXL)
+    params = resolve(request(image=encode(red()), mask=encode(mask), strength=0.6), SDXL)
     assert (params.mode, params.strength, params.mask.mode) == ("inpaint", 0.6, "L")
     assert params.mask.getpixel((0, 0)) == 255
 
@@ -88,7 +94,7 @@ def test_an_image_and_mask_is_inpaint_at_full_strength_with_a_grey_mask():
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
 def test_png_jpeg_and_webp_inputs_are_accepted_also_as_data_urls(fmt):
     data = f"data:image/{fmt.lower()};base64," + encode(red(), fmt)
-    assert build_generation_params(request(image=data), SDXL).image.size == (64, 64)
+    assert resolve(request(image=data), SDXL).image.size == (64, 64)
 
 
 # -- sizing rule ---------------------------------------------------------------------------------
@@ -106,13 +112,13 @@ def test_fit_size(size, max_size, multiple, expected):
 
 
 def test_without_width_and_height_the_output_takes_the_inputs_size_fitted_to_the_limits():
-    params = build_generation_params(request(image=encode(red((600, 300)))), SDXL)
+    params = resolve(request(image=encode(red((600, 300)))), SDXL)
     assert (params.width, params.height) == (256, 128) and params.image.size == (256, 128)
 
 
 def test_a_requested_size_resizes_the_input_and_its_mask():
     mask = Image.new("L", (40, 40), 255)
-    params = build_generation_params(request(image=encode(red((40, 40))), mask=encode(mask), width=96, height=64), SDXL)
+    params = resolve(request(image=encode(red((40, 40))), mask=encode(mask), width=96, height=64), SDXL)
     assert params.image.size == params.mask.size == (96, 64)
 
 
@@ -120,7 +126,7 @@ def test_exif_orientation_is_applied_before_sizing():
     image = red((80, 40))
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display": a portrait phone photo
-    params = build_generation_params(request(image=encode(image, "JPEG", exif=exif)), SDXL)
+    params = resolve(request(image=encode(image, "JPEG", exif=exif)), SDXL)
     assert (params.width, params.height) == (40, 80)
 
 
@@ -162,8 +168,8 @@ def test_strength_is_bounded_by_the_schema():
 
 # -- scheduler -----------------------------------------------------------------------------------
 def test_a_listed_scheduler_is_kept_and_absent_means_the_models_own():
-    assert build_generation_params(request(scheduler="dpmpp_2m_karras"), SDXL).scheduler == "dpmpp_2m_karras"
-    assert build_generation_params(request(), SDXL).scheduler is None
+    assert resolve(request(scheduler="dpmpp_2m_karras"), SDXL).scheduler == "dpmpp_2m_karras"
+    assert resolve(request(), SDXL).scheduler is None
 
 
 @pytest.mark.parametrize(
@@ -175,14 +181,14 @@ def test_a_listed_scheduler_is_kept_and_absent_means_the_models_own():
 )
 def test_an_unlisted_scheduler_is_a_422_listing_the_allowed_values(spec, name, allowed):
     with pytest.raises(InvalidField) as caught:
-        build_generation_params(GenerateRequest(model=spec.name, prompt="x", scheduler=name), spec)
+        resolve(GenerateRequest(model=spec.name, prompt="x", scheduler=name), spec)
     assert caught.value.field == "scheduler"
     assert caught.value.reason.endswith(f"allowed: {allowed}")
 
 
 # -- adapters ------------------------------------------------------------------------------------
 def test_loras_take_their_scale_or_the_adapters_default_and_are_sorted_by_name():
-    params = build_generation_params(request(loras=[{"name": "style", "scale": 0.5}, {"name": "ink"}]), SDXL)
+    params = resolve(request(loras=[{"name": "style", "scale": 0.5}, {"name": "ink"}]), SDXL)
     assert params.loras == (("ink", 0.7), ("style", 0.5))
 
 
@@ -197,7 +203,7 @@ def test_loras_take_their_scale_or_the_adapters_default_and_are_sorted_by_name()
 )
 def test_bad_loras_are_a_422_naming_loras(loras, words):
     with pytest.raises(InvalidField) as caught:
-        build_generation_params(request(loras=loras), SDXL)
+        resolve(request(loras=loras), SDXL)
     assert caught.value.field == "loras" and words in caught.value.reason
 
 

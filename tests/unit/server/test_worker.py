@@ -13,11 +13,10 @@ import weakref
 import pytest
 import torch
 
-from tinyimg.families.generation import GeneratedImage, GenerationParams
+from tinyimg.families.base import GeneratedImage, GenerationParams
 from tinyimg.runtime import worker as worker_module
-from tinyimg.runtime.batching import CompanyGather
 from tinyimg.runtime.devices import is_out_of_memory
-from tinyimg.runtime.jobqueue import JobQueue, QueueSettings
+from tinyimg.runtime.jobqueue import CompanyGather, JobQueue, QueueSettings
 from tinyimg.runtime.jobs import GenerationFailed, Job
 from tinyimg.runtime.worker import DeviceWorker
 

@@ -32,7 +32,8 @@ from tinyimg.wire.requests import (
 # The body is forwarded as sent (the backend validates it), but the document names its shape: the
 # model server's own request models, so both documents describe one request.
 GENERATION_BODIES: dict[str, type[BaseModel]] = {"/generate": GenerateRequest, "/v1/images/generations": OpenAIImagesRequest}
-GENERATION_PATHS = tuple(GENERATION_BODIES)
+# The generation routes with a JSON body: the fast path answers them (an edit's multipart body goes the usual way).
+JSON_GENERATION_PATHS = tuple(GENERATION_BODIES)
 # Besides the backend's own answers (relayed as they are): the router's refusals.
 GENERATION_ERRORS = build_error_responses(*BODY_ERRORS, 401, 404, 429, 499, 502, 503, 504, *EDGE_ERRORS)
 
@@ -40,7 +41,7 @@ router = APIRouter(tags=["generate"], dependencies=[AccessDep])
 
 
 async def forward_generation(request: Request, state: StateDep) -> Any:
-    # The size and pace bounds of the edge (tinyimg.http.body) apply while this reads.
+    # The size and pace bounds of the edge (tinyimg.http.context) apply while this reads.
     body = await request.body()
     model = read_model_name(body, list(state.table.models))
     shape = GENERATION_BODIES[request.url.path]

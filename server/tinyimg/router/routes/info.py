@@ -6,7 +6,6 @@ import time
 
 from fastapi import APIRouter
 
-from tinyimg.http.process import read_process_status
 from tinyimg.router.aggregate import build_models_view, build_status_view
 from tinyimg.router.fetch import read_model_infos, read_pod_documents
 from tinyimg.router.state import AccessDep, StateDep
@@ -18,6 +17,7 @@ from tinyimg.wire.contract import (
     StatusResponse,
     build_error_responses,
 )
+from tinyimg.wire.process import read_process_status
 
 router = APIRouter(tags=["info"], dependencies=[AccessDep])
 INFO_ERRORS = build_error_responses(401, 429, *EDGE_ERRORS)

@@ -5,7 +5,7 @@ Measures, from `kubectl apply` of tiny Flux ImageModels: until every one is Read
 and until the first image of each came back through the router's Service. For 1 model, and for
 N at once. The chart's install is not counted.
 
-    .venv/bin/python bench/cluster_bench.py [--count 10]
+    .venv/bin/python tests/bench/cluster_bench.py [--count 10]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.cluster.conftest import HELM_INSTALL, NAMESPACE, imagemodel_manifest
 from tests.support.cluster.harness import running_cluster

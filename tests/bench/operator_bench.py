@@ -4,7 +4,7 @@ Measures the time from ImageModel creation until its ConfigMap, Service and Depl
 for one ImageModel, and for 50 created at once. Each run uses a fresh emulator and operator;
 the operator's own startup is not counted. Prints the median (and min/max) of several runs.
 
-    .venv/bin/python bench/operator_bench.py [--runs 5] [--batch 50]
+    .venv/bin/python tests/bench/operator_bench.py [--runs 5] [--batch 50]
 """
 
 from __future__ import annotations
@@ -19,20 +19,16 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from tests.support.imagemodels import build_imagemodel
 from tests.support.kube import KopfOperator, running_kube
 
 NAMESPACE = "bench"
 
 
 def imagemodel(name: str) -> dict:
-    return {
-        "apiVersion": "tinyimg.io/v1alpha1",
-        "kind": "ImageModel",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {"family": "sdxl", "source": "org/model", "resources": {"gpus": 1}},
-    }
+    return build_imagemodel(name, NAMESPACE, resources={"gpus": 1})
 
 
 def children_exist(kube, name: str) -> bool:

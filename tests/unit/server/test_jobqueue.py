@@ -6,8 +6,8 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from tinyimg.families.generation import GenerationParams, batch_key
-from tinyimg.runtime.batching import pick_batch, wait_for_company
+from tinyimg.families.base import GenerationParams, batch_key
+from tinyimg.runtime.jobqueue import pick_batch, wait_for_company
 
 
 @dataclass
