@@ -19,7 +19,7 @@ from fastapi import Depends, Request
 from tinyimg.api.metrics import ServerMetrics
 from tinyimg.core.auth import KeyFileError, RateLimiter, hash_key, load_key_hashes, match_key, parse_bearer
 from tinyimg.core.errors import ApiError
-from tinyimg.runtime.jobrunner import JobService
+from tinyimg.runtime.jobrunner import JobsApi
 from tinyimg.runtime.jobs import EngineApi
 from tinyimg.spec import ConfigError, ServerConfig
 from tinyimg.wire.contract import BODY_ERRORS, EDGE_ERRORS, build_error_responses
@@ -41,8 +41,8 @@ def get_metrics(request: Request) -> ServerMetrics:
     return cast(ServerMetrics, request.app.state.metrics)
 
 
-def get_jobs(request: Request) -> JobService:
-    return cast(JobService, request.app.state.jobs)
+def get_jobs(request: Request) -> JobsApi:
+    return cast(JobsApi, request.app.state.jobs)
 
 
 def load_api_keys(path: str | Path) -> list[str]:
@@ -87,5 +87,5 @@ async def read_disconnect(request: Request) -> None:
 ConfigDep = Annotated[ServerConfig, Depends(get_config)]
 EngineDep = Annotated[EngineApi, Depends(get_engine)]
 MetricsDep = Annotated[ServerMetrics, Depends(get_metrics)]
-JobsDep = Annotated[JobService, Depends(get_jobs)]
+JobsDep = Annotated[JobsApi, Depends(get_jobs)]
 ApiKeyDep = Annotated[None, Depends(require_api_key)]

@@ -17,7 +17,7 @@ from tinyimg.api.sse import TicketedStreamingResponse, parse_last_event_id, stre
 from tinyimg.core.auth import hash_key, parse_bearer
 from tinyimg.core.errors import ApiError
 from tinyimg.core.jobs import JOB_ID, JobNotFound, build_job_url, read_job_identity
-from tinyimg.runtime.jobrunner import JobOrder, JobService
+from tinyimg.runtime.jobrunner import JobOrder, JobsApi
 from tinyimg.runtime.jobstore import JobRecord
 from tinyimg.runtime.jobviews import build_job_response
 from tinyimg.runtime.webhooks import check_webhook
@@ -31,7 +31,7 @@ router = APIRouter(tags=["jobs"])
 READ_ERRORS = build_error_responses(404, *EDGE_ERRORS)
 
 
-def read_job(request: Request, jobs: JobService, job_id: str) -> JobRecord:
+def read_job(request: Request, jobs: JobsApi, job_id: str) -> JobRecord:
     """The job, if it exists and the caller holds the key that created it; else 404."""
     if not JOB_ID.fullmatch(job_id):
         raise JobNotFound(job_id)

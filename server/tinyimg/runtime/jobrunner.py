@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from tinyimg import imaging
 from tinyimg.core.errors import ApiError
@@ -93,7 +93,17 @@ class JobEvents:
 SWEEP_MIN_SECONDS, SWEEP_MAX_SECONDS = 0.05, 60.0
 
 
-class JobService:
+class JobsApi(Protocol):
+    """The job service as the routes use it (``JobService``)."""
+
+    async def submit(self, order: JobOrder) -> JobRecord: ...
+    async def finish(self, record: JobRecord, hangup: Callable[[], Awaitable[None]]) -> JobRecord: ...
+    async def run(self, order: JobOrder, hangup: Callable[[], Awaitable[None]]) -> JobRecord: ...
+    def get(self, job_id: str) -> JobRecord: ...
+    def cancel(self, record: JobRecord) -> bool: ...
+
+
+class JobService(JobsApi):
     def __init__(
         self, engine: EngineApi, config: JobsConfig, *, models: Sequence[ModelSpec] = (),
         on_finish: Hook | None = None, deliver_webhook: Hook | None = None,
