@@ -98,44 +98,32 @@ def _object_meta(data: bytes) -> dict[str, Any]:
     return meta
 
 
-def _secret(data: bytes) -> dict[str, Any]:
+def _decode_data_object(data: bytes, fields_by_number: dict[int, str], binary_maps: frozenset[str]) -> dict[str, Any]:
+    """A Secret or ConfigMap: its metadata (field 1), its ``map<string, ...>`` fields (repeated
+    entries, gathered), ``type`` and ``immutable``; field numbers as the kind's .proto gives them."""
     obj: dict[str, Any] = {}
-    data_entries, string_entries = [], []
+    entries: dict[str, list[bytes]] = {}
     for number, value in fields(data):
+        name = fields_by_number.get(number)
         if number == 1:
             obj["metadata"] = _object_meta(value)
-        elif number == 2:
-            data_entries.append(value)
-        elif number == 3:
+        elif name == "type":
             obj["type"] = value.decode()
-        elif number == 4:
-            string_entries.append(value)
-        elif number == 5:
+        elif name == "immutable":
             obj["immutable"] = bool(value)
-    if data_entries:
-        obj["data"] = _map(data_entries, binary=True)
-    if string_entries:
-        obj["stringData"] = _map(string_entries)
+        elif name is not None:
+            entries.setdefault(name, []).append(value)
+    for name, values in entries.items():
+        obj[name] = _map(values, binary=name in binary_maps)
     return obj
+
+
+def _secret(data: bytes) -> dict[str, Any]:
+    return _decode_data_object(data, {2: "data", 3: "type", 4: "stringData", 5: "immutable"}, frozenset({"data"}))
 
 
 def _config_map(data: bytes) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    data_entries, binary_entries = [], []
-    for number, value in fields(data):
-        if number == 1:
-            obj["metadata"] = _object_meta(value)
-        elif number == 2:
-            data_entries.append(value)
-        elif number == 3:
-            binary_entries.append(value)
-        elif number == 4:
-            obj["immutable"] = bool(value)
-    if data_entries:
-        obj["data"] = _map(data_entries)
-    if binary_entries:
-        obj["binaryData"] = _map(binary_entries, binary=True)
-    return obj
+    return _decode_data_object(data, {2: "data", 3: "binaryData", 4: "immutable"}, frozenset({"binaryData"}))
 
 
 def _delete_options(data: bytes) -> dict[str, Any]:

@@ -4,22 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from tinyimg.core.jobs import new_job_id
-from tinyimg.families.base import GenerationParams
+from tests.support.jobrecords import Clock, build_record
 from tinyimg.runtime.jobrunner import JobService
-from tinyimg.runtime.jobstore import JobRecord
 from tinyimg.spec import JobsConfig
-
-# What a job asked (its images are made up here; only the store's bookkeeping is tested).
-PARAMS = GenerationParams("p", None, 64, 64, 2, 0.0, (1,))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class QuietEngine:
@@ -32,7 +19,7 @@ class QuietEngine:
 async def test_expired_results_are_swept_without_any_request():
     clock = Clock()
     service = JobService(QuietEngine(), JobsConfig(result_ttl_seconds=0.2), clock=clock)
-    finished, fresh = (JobRecord(new_job_id(), "m", params=PARAMS, output_format="png") for _ in range(2))
+    finished, fresh = (build_record(model="m") for _ in range(2))
     for record in (finished, fresh):
         record.status, record.images = "succeeded", [b"x" * 100]
         service.store.add(record)

@@ -4,27 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.jobrecords import Clock, build_record
 from tinyimg.core.jobs import JobExpired, JobNotFound, new_job_id
-from tinyimg.families.base import GenerationParams
 from tinyimg.runtime.jobstore import EVENT_BYTES, RECORD_OVERHEAD_BYTES, JobRecord, JobStore
-
-# What a job asked (its images are made up here; only the store's bookkeeping is tested).
-PARAMS = GenerationParams("p", None, 64, 64, 2, 0.0, (1,))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def make_record(status: str = "queued", image_bytes: int = 0) -> JobRecord:
-    record = JobRecord(new_job_id(), "tiny-sdxl", params=PARAMS, output_format="png")
-    record.status = status
-    record.images = [b"x" * image_bytes] if image_bytes else []
-    return record
 
 
 def finish(store: JobStore, record: JobRecord, image_bytes: int) -> None:
@@ -37,7 +19,7 @@ def one_finished_job(ttl_seconds: float) -> tuple[Clock, JobStore, JobRecord]:
     """A store on a fake clock holding one succeeded job of 10 image bytes."""
     clock = Clock()
     store = JobStore(ttl_seconds=ttl_seconds, max_bytes=10**9, clock=clock)
-    record = make_record()
+    record = build_record()
     store.add(record)
     finish(store, record, 10)
     return clock, store, record
@@ -71,11 +53,11 @@ def test_over_the_size_bound_the_oldest_finished_jobs_go_first_and_running_ones_
     clock = Clock()
     size = 1000 + RECORD_OVERHEAD_BYTES + EVENT_BYTES  # one event: the terminal one
     store = JobStore(ttl_seconds=3600, max_bytes=3 * size, clock=clock)
-    running = make_record("running")
+    running = build_record("running")
     store.add(running)
     finished = []
     for _ in range(4):
-        record = make_record()
+        record = build_record()
         store.add(record)
         clock.now += 1
         finish(store, record, 1000)
@@ -89,7 +71,7 @@ def test_over_the_size_bound_the_oldest_finished_jobs_go_first_and_running_ones_
 
 def test_a_synchronous_job_is_forgotten_once_finished():
     store = JobStore(60, 10**9)
-    record = make_record()
+    record = build_record()
     record.keep = False
     store.add(record)
     finish(store, record, 10)
@@ -98,7 +80,7 @@ def test_a_synchronous_job_is_forgotten_once_finished():
 
 
 def test_events_are_numbered_from_one_and_replayed_after_an_id():
-    record = make_record()
+    record = build_record()
     for name in ("queued", "started", "progress", "succeeded"):
         record.publish(name, {})
     assert [e.id for e in record.events] == [1, 2, 3, 4]
@@ -107,7 +89,7 @@ def test_events_are_numbered_from_one_and_replayed_after_an_id():
 
 def test_a_job_keeps_only_its_latest_preview_and_none_once_finished():
     store = JobStore(3600, 10**9, Clock())
-    record = make_record("running")
+    record = build_record("running")
     store.add(record)
     record.publish("progress", {"step": 1})
     record.publish("preview", {"step": 1, "images": ["data:image/jpeg;base64,AAAA"]})
@@ -124,6 +106,7 @@ def test_a_finished_job_keeps_no_decoded_input_image_or_mask():
 
     from tinyimg.families.base import GenerationParams
 
+
     params = GenerationParams("p", None, 64, 64, 4, 5.0, (1,), mode="inpaint", strength=0.5,
                               image=Image.new("RGB", (64, 64)), mask=Image.new("L", (64, 64)))
     store = JobStore(ttl_seconds=60, max_bytes=10**9, clock=Clock())
@@ -139,9 +122,9 @@ def test_eviction_goes_by_finishing_order_and_keeps_running_jobs_and_the_byte_co
     clock = Clock()
     one = 10 + RECORD_OVERHEAD_BYTES + EVENT_BYTES  # a finished job of 10 image bytes and one event
     store = JobStore(ttl_seconds=60, max_bytes=2 * one + one // 2, clock=clock)
-    running = make_record("running")
+    running = build_record("running")
     store.add(running)
-    first, second, third = make_record(), make_record(), make_record()
+    first, second, third = build_record(), build_record(), build_record()
     for record in (first, second, third):
         store.add(record)
         finish(store, record, 10)
