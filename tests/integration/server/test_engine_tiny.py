@@ -32,6 +32,27 @@ async def wait_until_settled(engine: Engine, timeout: float = 60) -> None:
     await asyncio.wait_for(settled(), timeout)
 
 
+def hold(gated) -> None:
+    """Stop the gated handler at its next call (and forget the calls before: the warm-up's)."""
+    gated.gate.clear()
+    gated.entered.clear()
+
+
+async def in_pipeline(gated) -> None:
+    """Until a pipeline call is held by the gate (the device thread sets the handler's event)."""
+    assert await asyncio.to_thread(gated.entered.wait, 10), "no pipeline call started"
+
+
+async def queued(engine: Engine, depth: int, model: str = FLUX) -> None:
+    """Until ``depth`` requests of ``model`` wait in the queue: woken by the queue's own change event."""
+    changed = engine.listen_queue()
+    while True:
+        changed.clear()
+        if engine.status()["models"][model]["queue_depth"] >= depth:
+            return
+        await asyncio.wait_for(changed.wait(), 10)
+
+
 @pytest.fixture
 async def engine_factory(tiny_model_dirs):
     engines = []
@@ -118,25 +139,25 @@ async def test_same_seed_in_a_batch_matches_the_seed_alone(engine_factory):
 
 async def test_full_queue_refuses_with_queue_full(engine_factory, gated):
     engine = await engine_factory(handler_factory=gated, runtime={"queueSize": 2, "maxBatchSize": 1})
-    gated.gate.clear()
+    hold(gated)
     running = asyncio.ensure_future(engine.generate(FLUX, params("first")))
-    await asyncio.sleep(0.1)  # "first" is now in the pipeline; the next two wait in the queue
-    queued = [asyncio.ensure_future(engine.generate(FLUX, params(f"q{i}"))) for i in range(2)]
-    await asyncio.sleep(0.05)
+    await in_pipeline(gated)  # "first" is now in the pipeline; the next two wait in the queue
+    waiting = [asyncio.ensure_future(engine.generate(FLUX, params(f"q{i}"))) for i in range(2)]
+    await queued(engine, 2)
     with pytest.raises(QueueFull) as refused:
         await engine.generate(FLUX, params("one too many"))
     assert refused.value.status == 429 and refused.value.retry_after
     assert engine.status()["models"][FLUX]["queue_depth"] == 2
     assert engine.status()["models"][FLUX]["in_flight"] == 1
     gated.gate.set()
-    assert all(len(r.images) == 1 for r in await asyncio.gather(running, *queued))
+    assert all(len(r.images) == 1 for r in await asyncio.gather(running, *waiting))
 
 
 async def test_deadline_passing_in_the_queue_raises_deadline_exceeded(engine_factory, gated):
     engine = await engine_factory(handler_factory=gated, runtime={"maxBatchSize": 1})
-    gated.gate.clear()
+    hold(gated)
     blocker = asyncio.ensure_future(engine.generate(FLUX, params("first")))
-    await asyncio.sleep(0.1)
+    await in_pipeline(gated)
     with pytest.raises(DeadlineExceeded, match="waiting in the queue") as late:
         await engine.generate(FLUX, params("late"), timeout=0.2)
     assert late.value.status == 504
@@ -260,32 +281,33 @@ async def test_status_reports_devices_and_counts(engine_factory):
 
 async def test_stop_fails_queued_requests_cleanly(engine_factory, gated):
     engine = await engine_factory(handler_factory=gated, runtime={"maxBatchSize": 1})
-    gated.gate.clear()
+    hold(gated)
     running = asyncio.ensure_future(engine.generate(FLUX, params("first")))
-    await asyncio.sleep(0.1)
-    queued = asyncio.ensure_future(engine.generate(FLUX, params("queued")))
-    await asyncio.sleep(0.05)
+    await in_pipeline(gated)
+    left_behind = asyncio.ensure_future(engine.generate(FLUX, params("queued")))
+    await queued(engine, 1)
     stopping = asyncio.ensure_future(engine.stop())
-    await asyncio.sleep(0.05)
+    await asyncio.wait({left_behind}, timeout=10)  # the stop answers the queued request at once
     gated.gate.set()
     await stopping
     assert len((await running).images) == 1  # the batch in the pipeline finishes
     with pytest.raises(Draining, match="left unfinished, this server is shutting down") as left:
-        await queued
+        await left_behind
     assert (left.value.status, left.value.code, left.value.retry_after) == (503, "draining", 1.0)
 
 
 async def test_drain_keeps_taking_requests_for_the_prestop_window_then_refuses_and_finishes_the_queue(
         engine_factory, gated):
     engine = await engine_factory(handler_factory=gated, runtime={"maxBatchSize": 1})
-    gated.gate.clear()
+    hold(gated)
     accepted = [asyncio.ensure_future(engine.generate(FLUX, params(f"before {i}", i))) for i in range(3)]
-    await asyncio.sleep(0.1)
+    await in_pipeline(gated)
+    await queued(engine, 2)
     draining = asyncio.ensure_future(engine.drain(DrainTiming(prestop_seconds=1, drain_seconds=30, grace_seconds=41)))
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0)  # the drain's first step: it says so at once
     assert engine.readiness() == (False, "draining")
     accepted.append(asyncio.ensure_future(engine.generate(FLUX, params("in the prestop window", 9))))
-    await asyncio.sleep(1.2)
+    await asyncio.sleep(1.2)  # the prestop window (1 s) passes: what is under test, not a synchronisation
     with pytest.raises(Draining, match="refused") as refused:
         await engine.generate(FLUX, params("after the prestop window"))
     assert (refused.value.status, refused.value.code) == (503, "draining")
@@ -298,9 +320,10 @@ async def test_drain_keeps_taking_requests_for_the_prestop_window_then_refuses_a
 
 async def test_drain_out_of_time_fails_what_is_left_with_503_draining(engine_factory, gated):
     engine = await engine_factory(handler_factory=gated, runtime={"maxBatchSize": 1})
-    gated.gate.clear()
+    hold(gated)
     accepted = [asyncio.ensure_future(engine.generate(FLUX, params(f"stuck {i}"))) for i in range(3)]
-    await asyncio.sleep(0.1)
+    await in_pipeline(gated)
+    await queued(engine, 2)
     started = asyncio.get_running_loop().time()
     finished = await engine.drain(DrainTiming(prestop_seconds=0, drain_seconds=1, grace_seconds=11))
     assert finished is False and asyncio.get_running_loop().time() - started < 3

@@ -372,7 +372,7 @@ async def test_a_request_waits_for_the_other_clients_of_the_batch_just_answered(
     await asyncio.gather(*(job.future for job in first))
     back = make_job("x again")
     worker.queue.submit(back)
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.2)  # long enough to see it wait (a negative check, not a synchronisation)
     assert not back.future.done()  # y's client is expected back: x waits for it
     other = make_job("y again")
     worker.queue.submit(other)
