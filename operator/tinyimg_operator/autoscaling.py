@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from tinyimg.core.status import AutoscalingStatus, ImageModelStatus, ScaleDecision
 from tinyimg.spec import AutoscalingSpec
 
 HISTORY_LENGTH = 10  # decisions kept in status.autoscaling.history
@@ -170,17 +171,17 @@ def from_time(text: Any) -> float | None:
 
 def read_state(status: dict[str, Any] | None, spec_replicas: int, policy: AutoscalingSpec) -> AutoscalerState:
     """The state kept in ``status.autoscaling``; a model never autoscaled starts from its clamped spec."""
-    saved = (status or {}).get("autoscaling") or {}
-    replicas = saved.get("desiredReplicas")
-    if not isinstance(replicas, int) or replicas < 0:
+    saved = ImageModelStatus.parse(status).autoscaling or AutoscalingStatus()
+    replicas = saved.desired_replicas
+    if replicas is None or replicas < 0:
         return AutoscalerState(replicas=initial_replicas(spec_replicas, policy))
     return AutoscalerState(
         replicas=replicas,
-        above_since=from_time(saved.get("aboveSince")),
-        below_since=from_time(saved.get("belowSince")),
-        idle_since=from_time(saved.get("idleSince")),
-        demand_token=saved.get("demandToken"),
-        demand_at=from_time(saved.get("demandAt")),
+        above_since=from_time(saved.above_since),
+        below_since=from_time(saved.below_since),
+        idle_since=from_time(saved.idle_since),
+        demand_token=saved.demand_token,
+        demand_at=from_time(saved.demand_at),
     )
 
 
@@ -190,27 +191,27 @@ def build_autoscaling_status(decision: Decision, previous: dict[str, Any] | None
     The timers are always written (``None`` clears them through the merge patch); the load and the
     message change with every reading, so they are written only with a change of replicas or
     reason, which keeps a steady model from writing its status at every tick."""
-    old = (previous or {}).get("autoscaling") or {}
-    history = list(old.get("history") or [])
+    old = ImageModelStatus.parse(previous).autoscaling or AutoscalingStatus()
+    history = list(old.history or [])
     if decision.changed:
-        history.append({
-            "time": to_time(now), "from": decision.previous, "to": decision.replicas,
-            "load": round(decision.load or 0.0, 3), "reason": decision.reason, "message": decision.message,
-        })
+        history.append(ScaleDecision(
+            time=to_time(now), from_=decision.previous, to=decision.replicas,
+            load=round(decision.load or 0.0, 3), reason=decision.reason, message=decision.message,
+        ))
     s = decision.state
-    out: dict[str, Any] = {
-        "desiredReplicas": decision.replicas,
-        "aboveSince": to_time(s.above_since),
-        "belowSince": to_time(s.below_since),
-        "idleSince": to_time(s.idle_since),
-        "demandToken": s.demand_token,
-        "demandAt": to_time(s.demand_at),
-        "reason": decision.reason,
-        "history": history[-HISTORY_LENGTH:],
-    }
-    if decision.changed or decision.reason != old.get("reason") or "message" not in old:
-        out["message"] = decision.message
-        out["load"] = round(decision.load, 3) if decision.load is not None else None
+    out = AutoscalingStatus(
+        desired_replicas=decision.replicas,
+        above_since=to_time(s.above_since),
+        below_since=to_time(s.below_since),
+        idle_since=to_time(s.idle_since),
+        demand_token=s.demand_token,
+        demand_at=to_time(s.demand_at),
+        reason=decision.reason,
+        history=history[-HISTORY_LENGTH:],
+    )
+    if decision.changed or decision.reason != old.reason or old.message is None:
+        out.message = decision.message
+        out.load = round(decision.load, 3) if decision.load is not None else None
     if decision.changed:
-        out["lastScaleTime"] = to_time(now)
-    return out
+        out.last_scale_time = to_time(now)
+    return out.to_wire()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from tinyimg.core import labels
+from tinyimg.core.status import ImageModelStatus
 from tinyimg.spec import ModelSpec
 
 _DROP = {"title", "$defs"}
@@ -73,62 +74,19 @@ def build_spec_schema() -> dict[str, Any]:
 
 
 def build_status_schema() -> dict[str, Any]:
-    condition = {
-        "type": "object",
-        "required": ["type", "status"],
-        "properties": {
-            "type": {"type": "string"},
-            "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
-            "reason": {"type": "string"},
-            "message": {"type": "string"},
-            "lastTransitionTime": {"type": "string", "format": "date-time"},
-        },
-    }
-    return {
-        "type": "object",
-        "properties": {
-            "replicas": {"type": "integer"},
-            "readyReplicas": {"type": "integer"},
-            "desiredReplicas": {"type": "integer", "description": "What the operator applies: spec.replicas, or the autoscaler's decision"},
-            "observedGeneration": {"type": "integer"},
-            "selector": {"type": "string"},
-            "url": {"type": "string"},
-            "conditions": {"type": "array", "items": condition},
-            "autoscaling": build_autoscaling_status_schema(),
-        },
-    }
+    """ImageModelStatus (tinyimg.core.status) as a structural schema, without defaults: a status is
+    what the operator writes, never filled in by the API server."""
+    raw = ImageModelStatus.model_json_schema(by_alias=True, mode="serialization")
+    schema: dict[str, Any] = drop_defaults(structural(raw, raw.get("$defs", {})))
+    return schema
 
 
-def build_autoscaling_status_schema() -> dict[str, Any]:
-    """``status.autoscaling``: the autoscaler's durable state and its last decisions (see autoscaling.py)."""
-    time_ = {"type": "string", "format": "date-time", "nullable": True}
-    decision = {
-        "type": "object",
-        "properties": {
-            "time": {"type": "string", "format": "date-time"},
-            "from": {"type": "integer"},
-            "to": {"type": "integer"},
-            "load": {"type": "number"},
-            "reason": {"type": "string"},
-            "message": {"type": "string"},
-        },
-    }
-    return {
-        "type": "object",
-        "properties": {
-            "desiredReplicas": {"type": "integer"},
-            "load": {"type": "number", "nullable": True},
-            "reason": {"type": "string"},
-            "message": {"type": "string"},
-            "lastScaleTime": time_,
-            "aboveSince": time_,
-            "belowSince": time_,
-            "idleSince": time_,
-            "demandAt": time_,
-            "demandToken": {"type": "string", "nullable": True},
-            "history": {"type": "array", "items": decision},
-        },
-    }
+def drop_defaults(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: drop_defaults(v) for k, v in node.items() if k != "default"}
+    if isinstance(node, list):
+        return [drop_defaults(v) for v in node]
+    return node
 
 
 def build_crd() -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The ImageModel's status, computed from its Deployment and its pods' problem (pure).
+"""The ImageModel's status (``tinyimg.core.status.ImageModelStatus``, written as its wire dict),
+computed from its Deployment and its pods' problem (pure).
 
 Conditions follow the Kubernetes convention: ``lastTransitionTime`` changes only when a
 condition's ``status`` flips, so repeated reconciles of an unchanged world write nothing.
@@ -8,19 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from tinyimg.core.status import Condition, ConditionStatus, ImageModelStatus
 from tinyimg_operator.objects import selector_string, service_url
 from tinyimg_operator.pods import PodProblem
 
-Condition = dict[str, str]
 
-
-def build_condition(
-    kind: str, ok: bool, reason: str, message: str, now: str, previous: list[Condition] | None
-) -> Condition:
-    status = "True" if ok else "False"
-    before = next((c for c in previous or [] if c.get("type") == kind), None)
-    since = before["lastTransitionTime"] if before and before.get("status") == status else now
-    return {"type": kind, "status": status, "reason": reason, "message": message, "lastTransitionTime": since}
+def build_condition(kind: str, ok: bool, reason: str, message: str, now: str, previous: ImageModelStatus) -> Condition:
+    status: ConditionStatus = "True" if ok else "False"
+    before = previous.condition(kind)
+    since = before.last_transition_time if before and before.status == status and before.last_transition_time else now
+    return Condition(type=kind, status=status, reason=reason, message=message, last_transition_time=since)
 
 
 def build_status(
@@ -44,7 +42,7 @@ def build_status(
     seen = deployment is not None and (dep_status.get("observedGeneration") or 0) >= (
         deployment.get("metadata", {}).get("generation") or 0
     )
-    prev = (previous or {}).get("conditions")
+    prev = ImageModelStatus.parse(previous)
 
     if desired_replicas == 0:
         ready_cond = ("ScaledToZero", False, "0 replicas wanted (spec.replicas or the autoscaler)")
@@ -72,19 +70,19 @@ def build_status(
         degraded = ("AsExpected", False, "")
 
     reason, ok, message = ready_cond
-    return {
-        "replicas": replicas,
-        "readyReplicas": ready,
-        "desiredReplicas": desired_replicas,
-        "observedGeneration": generation,
-        "selector": selector_string(model),
-        "url": service_url(model, namespace),
-        "conditions": [
+    return ImageModelStatus(
+        replicas=replicas,
+        ready_replicas=ready,
+        desired_replicas=desired_replicas,
+        observed_generation=generation,
+        selector=selector_string(model),
+        url=service_url(model, namespace),
+        conditions=[
             build_condition("Ready", ok, reason, message, now, prev),
             build_condition("Progressing", progressing[1], progressing[0], progressing[2], now, prev),
             build_condition("Degraded", degraded[1], degraded[0], degraded[2], now, prev),
         ],
-    }
+    ).to_wire()
 
 
 def build_invalid_status(
@@ -98,17 +96,17 @@ def build_invalid_status(
     reason: str = "InvalidSpec",
 ) -> dict[str, Any]:
     """Status for a spec that failed validation or policy: Degraded naming the field and reason."""
-    prev = (previous or {}).get("conditions")
+    prev = ImageModelStatus.parse(previous)
     text = f"{field}: {message}"
-    return {
-        "replicas": 0,
-        "readyReplicas": 0,
-        "observedGeneration": generation,
-        "selector": selector_string(model),
-        "url": service_url(model, namespace),
-        "conditions": [
+    return ImageModelStatus(
+        replicas=0,
+        ready_replicas=0,
+        observed_generation=generation,
+        selector=selector_string(model),
+        url=service_url(model, namespace),
+        conditions=[
             build_condition("Ready", False, reason, text, now, prev),
             build_condition("Progressing", False, reason, text, now, prev),
             build_condition("Degraded", True, reason, text, now, prev),
         ],
-    }
+    ).to_wire()

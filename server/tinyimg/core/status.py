@@ -1,7 +1,93 @@
-"""A model's state, as the model server reports it and an ImageModel's status carries it."""
+"""A model's state, as the model server reports it, and an ImageModel's ``status``: one pydantic
+model (``ImageModelStatus``) from which the CRD's status schema is generated (tinyimg_operator.crd)
+and through which the operator writes it and the operator's autoscaler and the router's discovery
+read it. Field names are the wire's (camelCase aliases); unknown fields are ignored on reading."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
 
 ModelState = Literal["loading", "ready", "failed"]
+ConditionStatus = Literal["True", "False", "Unknown"]
+# RFC 3339 in UTC, seconds (what the operator writes): "2026-12-04T23:46:57Z".
+Time = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
+class _Status(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def to_wire(self) -> dict[str, Any]:
+        """The fields set, by their wire names (a field set to None stays: a merge patch clears it)."""
+        return self.model_dump(by_alias=True, exclude_unset=True)
+
+
+class Condition(_Status):
+    type: str
+    status: ConditionStatus
+    reason: str | None = None
+    message: str | None = None
+    last_transition_time: Time | None = None
+
+
+class ScaleDecision(_Status):
+    """One change of replicas the autoscaler made (``status.autoscaling.history``)."""
+
+    time: Time | None = None
+    from_: int | None = Field(None, alias="from")
+    to: int | None = None
+    load: float | None = None
+    reason: str | None = None
+    message: str | None = None
+
+
+class AutoscalingStatus(_Status):
+    """``status.autoscaling``: the built-in autoscaler's durable state and its last decisions."""
+
+    desired_replicas: int | None = None
+    load: float | None = None
+    reason: str | None = None
+    message: str | None = None
+    last_scale_time: Time | None = None
+    above_since: Time | None = None
+    below_since: Time | None = None
+    idle_since: Time | None = None
+    demand_at: Time | None = None
+    demand_token: str | None = None
+    history: list[ScaleDecision] | None = None
+
+
+class ImageModelStatus(_Status):
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    desired_replicas: int | None = Field(
+        None, description="What the operator applies: spec.replicas, or the autoscaler's decision"
+    )
+    observed_generation: int | None = None
+    selector: str | None = None
+    url: str | None = None
+    conditions: list[Condition] | None = None
+    autoscaling: AutoscalingStatus | None = None
+
+    @classmethod
+    def read(cls, obj: dict[str, Any] | None) -> ImageModelStatus:
+        """The status of an ImageModel object."""
+        return cls.parse((obj or {}).get("status"))
+
+    @classmethod
+    def parse(cls, status: dict[str, Any] | None) -> ImageModelStatus:
+        """A status document (empty when there is none, or none this can read: the API server
+        checks it against the CRD, so that is someone's hand edit, not the operator's)."""
+        try:
+            return cls.model_validate(status or {})
+        except ValidationError:
+            return cls()
+
+    def condition(self, kind: str) -> Condition | None:
+        return next((c for c in self.conditions or [] if c.type == kind), None)
+
+    def is_true(self, kind: str) -> bool:
+        found = self.condition(kind)
+        return found is not None and found.status == "True"

@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 from tinyimg.core import labels
+from tinyimg.core.status import ImageModelStatus
 from tinyimg.kube.connection import KubeConnection
 from tinyimg.kube.errors import KubeApiError, raise_for_kube_status
 from tinyimg.kube.objects import build_pod_url, controller_of, is_pod_ready
@@ -46,19 +47,13 @@ def build_watch_client(connection: KubeConnection) -> httpx.AsyncClient:
     return httpx.AsyncClient(**connection.client_options(), timeout=httpx.Timeout(10.0, read=WATCH_TIMEOUT_SECONDS + 30))
 
 
-def read_conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """type -> condition, from an object's status."""
-    return {c.get("type"): c for c in obj.get("status", {}).get("conditions") or []}
-
-
 def build_model_status(imagemodel: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
     """(family, state, reason) of an ImageModel: its Degraded condition means failed; else loading
     until the router itself sees a ready pod (then the table says ready)."""
     family = imagemodel.get("spec", {}).get("family")
-    conditions = read_conditions(imagemodel)
-    degraded = conditions.get("Degraded", {})
-    if degraded.get("status") == "True":
-        return family, "failed", degraded.get("message") or degraded.get("reason")
+    degraded = ImageModelStatus.read(imagemodel).condition("Degraded")
+    if degraded is not None and degraded.status == "True":
+        return family, "failed", degraded.message or degraded.reason
     return family, "loading", None
 
 
@@ -113,8 +108,8 @@ def build_cold_start(imagemodel: dict[str, Any], autoscaler: str = "builtin") ->
     if not autoscaling.get("enabled") or autoscaler not in WAKES_FROM_ZERO:
         return None, None, None
     timeout = float(autoscaling.get("coldStartTimeoutSeconds") or AutoscalingSpec().cold_start_timeout_seconds)
-    desired = (imagemodel.get("status", {}).get("autoscaling") or {}).get("desiredReplicas")
-    if desired == 0:
+    status = ImageModelStatus.read(imagemodel)
+    if status.autoscaling is not None and status.autoscaling.desired_replicas == 0:
         return timeout, "scaled-to-zero", "no replicas while idle; a request starts one"
     return timeout, "starting", "waiting for a ready pod"
 
@@ -127,8 +122,7 @@ def build_discovery_grace(imagemodel: dict[str, Any]) -> float | None:
     pod from its own watches, which can lag behind (a busy API server, a watch being re-opened). A
     user who runs ``kubectl wait --for=condition=Ready`` and then sends a request should not get a
     503 for that gap, so the request waits (as in a cold start, without asking for a pod)."""
-    conditions = read_conditions(imagemodel)
-    return DISCOVERY_GRACE_SECONDS if conditions.get("Ready", {}).get("status") == "True" else None
+    return DISCOVERY_GRACE_SECONDS if ImageModelStatus.read(imagemodel).is_true("Ready") else None
 
 
 def build_desired_table(

@@ -7,8 +7,11 @@ import pytest
 import yaml
 
 from tests.support.kube.crd import to_json_schema
+from tinyimg.core.status import ImageModelStatus
+from tinyimg_operator.autoscaling import AutoscalerState, Decision, build_autoscaling_status
 from tinyimg_operator.cli import main
 from tinyimg_operator.crd import build_crd
+from tinyimg_operator.status import build_status
 
 from .conftest import ROOT, load_example
 
@@ -108,3 +111,19 @@ def test_broken_imagemodels_are_rejected_by_the_crd(validator, change):
 def test_committed_crd_parses_as_yaml_with_one_document():
     docs = [d for d in yaml.safe_load_all(CRD_FILE.read_text()) if d]
     assert docs == [copy.deepcopy(build_crd())]
+
+
+def test_the_status_schema_is_generated_from_imagemodelstatus_and_holds_what_the_operator_writes():
+    status_schema = _version(build_crd())["schema"]["openAPIV3Schema"]["properties"]["status"]
+    fields = {f.alias or name for name, f in ImageModelStatus.model_fields.items()}
+    assert set(status_schema["properties"]) == fields == {
+        "replicas", "readyReplicas", "desiredReplicas", "observedGeneration", "selector", "url", "conditions", "autoscaling",
+    }
+    written = build_status("m", "ns", 3, 1, None, None, "2026-12-04T00:00:00Z")
+    written["autoscaling"] = build_autoscaling_status(
+        Decision(replicas=2, previous=1, load=3.0, reason="ScaledUp", message="load 3", state=AutoscalerState(replicas=2)),
+        None, 1_780_000_000.0,
+    )
+    jsonschema.Draft7Validator(to_json_schema(status_schema)).validate(written)
+    read = ImageModelStatus.parse(written)
+    assert (read.desired_replicas, read.condition("Ready").reason, read.autoscaling.history[0].from_) == (1, "ReplicasNotReady", 1)
