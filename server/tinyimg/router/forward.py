@@ -1,4 +1,5 @@
-"""Forwarding a generation request to the least-loaded ready pod, and streaming its answer back.
+"""Forwarding a generation request to the pod the balancer chooses (``tinyimg.router.balancer``);
+its answer is relayed by ``tinyimg.router.upstream``, its headers chosen by ``tinyimg.router.headers``.
 
 Retry rule: at most one retry, on another pod, and only when nothing of a response has reached the
 client: the connection failed (refused, reset, closed before any response) or the pod answered
@@ -23,27 +24,23 @@ import asyncio
 import json
 import logging
 import math
-import re
 import time
-from collections.abc import AsyncIterable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
-import anyio
 import httpcore
-from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
 
-from tinyimg.core.jobs import JOB_HEADERS
 from tinyimg.http.limits import EdgeLimits
 from tinyimg.router.balancer import Balancer, Lease, LeastExpectedWait
 from tinyimg.router.errors import RouterError
 from tinyimg.router.metrics import UNKNOWN_MODEL_LABEL, RouterMetrics
 from tinyimg.router.pool import ForwardPool
 from tinyimg.router.table import BackendTable, PodState
+from tinyimg.router.upstream import UpstreamResponse, header_value, read_bounded
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable
+    pass
 
 log = logging.getLogger("tinyimg.router.forward")
 
@@ -54,19 +51,6 @@ TIMEOUT_FAILURE = "timeout"  # the pod took too long: never retried (it may stil
 UNFORWARDABLE = "unforwardable"  # this request cannot be sent by the HTTP client: the pod is fine
 OTHER_FAILURE = "other"  # anything else the client raised: fail this request, keep the pod
 # Headers that describe one connection, not the message: never passed through a proxy.
-HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
-     "transfer-encoding", "upgrade", "host", "content-length"}
-)
-# The client's key is for the router; the router's own server adds date and server. The job
-# headers (a job's ids and base URL) are the router's to set: a client's would be believed by the pod.
-NOT_FORWARDED_REQUEST = HOP_BY_HOP | {"authorization", "x-request-id"} | JOB_HEADERS
-NOT_RETURNED_RESPONSE = (HOP_BY_HOP - {"content-length"}) | {"date", "server"}
-# RFC 9110 5.1/5.5: a field name is a token; a field value is visible ASCII or obs-text (0x80-0xff)
-# with single spaces/tabs inside, no control characters. h11 (httpcore's HTTP/1.1 layer) refuses
-# anything else, so anything else is refused here, before a pod is involved.
-FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-FIELD_VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?")
 # A draining pod is out of the rotation this long unless its 503 says how long (Retry-After).
 DRAIN_HOLD_SECONDS = 5.0
 MAX_DRAIN_HOLD_SECONDS = 30.0
@@ -101,67 +85,6 @@ def should_retry(attempt_index: int, attempt: Attempt) -> bool:
     return attempt.failure == CONNECTION_FAILURE or attempt.status == 503
 
 
-def normalise_header(name: str, value: str) -> tuple[bytes, bytes]:
-    """The header as bytes, surrounding whitespace dropped; RouterError 400 when no HTTP/1.1 client
-    may send it. Starlette decoded the bytes as latin-1, so encoding back gives the client's bytes."""
-    raw_name, raw_value = name.encode("latin-1"), value.encode("latin-1").strip(b" \t")
-    if not FIELD_NAME.fullmatch(raw_name):
-        raise RouterError(400, "unforwardable_request", f"header {name!r}: not a valid HTTP header name")
-    if not FIELD_VALUE.fullmatch(raw_value):
-        raise RouterError(
-            400, "unforwardable_request", f"header {name!r}: value has characters HTTP does not allow (control characters)"
-        )
-    return raw_name, raw_value
-
-
-def read_connection_names(headers: list[tuple[str, str]] | list[tuple[bytes, bytes]]) -> frozenset[str]:
-    """The header names a message's ``Connection`` header lists: hop-by-hop for this message only
-    (RFC 9110 7.6.1), so a proxy drops them like the fixed hop-by-hop set."""
-    names: set[str] = set()
-    for key, value in headers:
-        k = key.decode("latin-1") if isinstance(key, bytes) else key
-        if k.lower() == "connection":
-            v = value.decode("latin-1") if isinstance(value, bytes) else value
-            names.update(n.strip().lower() for n in v.split(",") if n.strip())
-    return frozenset(names)
-
-
-def build_upstream_headers(
-    headers: list[tuple[str, str]], request_id: str, client_host: str | None
-) -> list[tuple[bytes, bytes]]:
-    """The headers to send a pod: end-to-end ones only (not those the client's Connection header
-    names), normalised (see ``normalise_header``), the router's request id, and the client's
-    address appended to X-Forwarded-For."""
-    dropped = NOT_FORWARDED_REQUEST | read_connection_names(headers)
-    out = [normalise_header(k, v) for k, v in headers if k.lower() not in dropped]
-    out.append((b"x-request-id", request_id.encode("latin-1")))
-    if client_host:
-        prior = [v for k, v in out if k.lower() == b"x-forwarded-for"]
-        out = [(k, v) for k, v in out if k.lower() != b"x-forwarded-for"]
-        address = client_host.encode("latin-1")
-        out.append((b"x-forwarded-for", b", ".join([*prior, address])))
-    return out
-
-
-def header_value(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
-    """The first value of header ``name`` (lowercase), decoded."""
-    return next((v.decode("latin-1") for k, v in headers if k.lower() == name), None)
-
-
-def content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    """The declared body length (h11 has checked it is one valid number), else None."""
-    value = header_value(headers, b"content-length")
-    return int(value) if value is not None and value.isdigit() else None
-
-
-def build_response_headers(raw: list[tuple[bytes, bytes]], request_id: str) -> list[tuple[bytes, bytes]]:
-    dropped = NOT_RETURNED_RESPONSE | read_connection_names(raw)
-    out = [(k.lower(), v) for k, v in raw if k.lower().decode("latin-1") not in dropped]
-    out = [(k, v) for k, v in out if k != b"x-request-id"]
-    out.append((b"x-request-id", request_id.encode("latin-1")))
-    return out
-
-
 def read_error_code(body: bytes) -> str | None:
     """``error.code`` of a JSON error body (both services' shape), else None."""
     try:
@@ -182,108 +105,6 @@ def drain_hold_seconds(retry_after: str | None) -> float:
     if not math.isfinite(seconds):
         seconds = DRAIN_HOLD_SECONDS
     return min(max(seconds, 1.0), MAX_DRAIN_HOLD_SECONDS)
-
-
-class UpstreamResponse(Response):
-    """A response that relays an upstream response's bytes unchanged (no re-encoding), and calls
-    ``on_done(completed)`` exactly once, however the relay ends (client gone included). ``body``:
-    the upstream body when it was already read (a 503 whose code was looked at)."""
-
-    origin = ""  # the pod that answered, as the table names it (set by the forwarder)
-
-    def __init__(
-        self, upstream: httpcore.Response, request_id: str, on_done: Callable[[bool], None], body: bytes | None = None
-    ):
-        self.upstream, self.on_done, self.read_body = upstream, on_done, body
-        self.status_code = upstream.status
-        self.background = None
-        self.raw_headers = build_response_headers(upstream.headers, request_id)
-
-    def also_on_done(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` too when the relay ends, however it ends."""
-        first = self.on_done
-
-        def both(completed: bool) -> None:
-            try:
-                first(completed)
-            finally:
-                callback()
-        self.on_done = both
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        completed = False
-        try:
-            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-            if self.read_body is not None:
-                await send({"type": "http.response.body", "body": self.read_body, "more_body": False})
-            elif content_length(self.upstream.headers) is None:
-                # A stream (an event stream lasts as long as its job): uvicorn drops what is sent
-                # after the client left without saying so, so watch for the leaving and stop
-                # reading the pod at once, rather than holding its stream to the job's end.
-                relayed, failure = False, None
-                async with anyio.create_task_group() as group:
-                    async def relay_then_stop() -> None:
-                        nonlocal relayed, failure
-                        try:
-                            await self._relay(send)
-                            relayed = True
-                        except Exception as err:  # raised below as itself, not as an ExceptionGroup
-                            failure = err
-                        group.cancel_scope.cancel()
-                    group.start_soon(relay_then_stop)
-                    await _wait_for_disconnect(receive)
-                    group.cancel_scope.cancel()
-                if failure is not None:
-                    raise failure
-                completed = relayed
-            else:
-                await self._relay(send)
-                completed = True
-        finally:
-            await self.upstream.aclose()
-            self.on_done(completed)
-
-    async def _relay(self, send: Send) -> None:
-        # With a Content-Length, the chunk that completes it is the last: one message less
-        # through the middleware stack per response. Without one (chunked, a stream), each
-        # chunk is passed on as it comes and an empty message ends the body.
-        left, ended = content_length(self.upstream.headers), False
-        async for chunk in cast("AsyncIterable[bytes]", self.upstream.stream):  # an async pool's stream
-            if left is not None:
-                left -= len(chunk)
-            ended = left == 0
-            await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
-        if not ended:  # no length, or an empty body
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-    async def read_all(self) -> bytes:
-        """The whole body, for a route that rewrites it instead of relaying it (a job's JSON)."""
-        completed = False
-        try:
-            stream = cast(AsyncIterable[bytes], self.upstream.stream)  # the async pool's stream
-            body = self.read_body if self.read_body is not None else b"".join([c async for c in stream])
-            completed = True
-            return body
-        finally:
-            await self.upstream.aclose()
-            self.on_done(completed)
-
-
-async def _wait_for_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-async def read_bounded(upstream: httpcore.Response, limit: int) -> bytes:
-    """The raw upstream body, at most ``limit`` bytes (more is cut: only its error code matters)."""
-    chunks, size = [], 0
-    async for chunk in cast("AsyncIterable[bytes]", upstream.stream):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= limit:
-            break
-    return b"".join(chunks)[:limit]
 
 
 def outcome_for_status(status: int) -> str:

@@ -8,10 +8,10 @@ import json
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
-from tinyimg.router.forward import UpstreamResponse
 from tinyimg.router.jobids import build_router_job_id
 from tinyimg.router.requests import read_key_hash
 from tinyimg.router.state import RouterState
+from tinyimg.router.upstream import UpstreamResponse
 
 
 async def rewrite_image_urls(upstream: UpstreamResponse, request: Request, state: RouterState) -> Response:

@@ -1,6 +1,14 @@
 import pytest
 
-from tinyimg.router.balancer import LATENCY_HALF_LIFE_SECONDS, Candidate, aged_latency, choose_backend, update_latency
+from tinyimg.router.balancer import (
+    LATENCY_HALF_LIFE_SECONDS,
+    Candidate,
+    LeastExpectedWait,
+    aged_latency,
+    choose_backend,
+    update_latency,
+)
+from tinyimg.router.table import BackendRef, BackendTable, ModelBackends
 
 
 def c(url: str, inflight: int = 0, backlog: int = 0, sent: int = 0, latency: float = 0.0, age: float = 0.0) -> Candidate:
@@ -91,3 +99,25 @@ def test_recovered_pod_gets_picked_again_within_seconds_of_its_stall():
         if choice.url == "stalled":
             break
     assert age < 6.0, age
+
+
+def lease_table(*urls: str) -> BackendTable:
+    table = BackendTable()
+    table.sync({"m": ModelBackends(backends=tuple(BackendRef(u, u) for u in urls))})
+    return table
+
+
+def test_a_lease_counts_the_request_until_released_once_and_samples_latency_only_when_asked():
+    table = lease_table("http://a", "http://b")
+    balancer = LeastExpectedWait(table)
+    first = balancer.choose("m")
+    second = balancer.choose("m")
+    assert {first.url, second.url} == {"http://a", "http://b"}  # the leased pod is loaded: the next goes elsewhere
+    assert [p.inflight for p in table.pods.values()] == [1, 1]
+    first.release(sample=True)
+    first.release(sample=True)  # a second release changes nothing
+    second.release()
+    assert [p.inflight for p in table.pods.values()] == [0, 0]
+    assert "m" in table.pods[first.url].latency and "m" not in table.pods[second.url].latency
+    assert balancer.choose("m", frozenset({"http://a", "http://b"})) is None
+    assert not balancer.has_choice("m", frozenset({"http://a", "http://b"})) and balancer.has_choice("m")

@@ -17,16 +17,15 @@ from tinyimg.router.forward import (
     UNFORWARDABLE,
     Attempt,
     Forwarder,
-    build_response_headers,
-    build_upstream_headers,
     classify_failure,
     drain_hold_seconds,
-    normalise_header,
     read_error_code,
     should_retry,
 )
+from tinyimg.router.headers import build_upstream_headers, normalise_header
 from tinyimg.router.metrics import build_router_metrics
 from tinyimg.router.table import BackendRef, BackendTable, ModelBackends
+from tinyimg.router.upstream import build_response_headers
 
 RETRY_CASES = [
     ("connection failure on first try", 0, Attempt(failure=CONNECTION_FAILURE), True),

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from tinyimg.core.errors import InvalidField
-from tinyimg.router.forward import build_upstream_headers
+from tinyimg.router.headers import build_upstream_headers
 from tinyimg.router.relay import rewrite_image_urls
 from tinyimg.router.requests import (
     asks_for_urls,

@@ -21,10 +21,11 @@ from tinyimg.core.jobs import (
     new_job_id,
     sign_job_headers,
 )
-from tinyimg.router.forward import UpstreamResponse, build_upstream_headers
+from tinyimg.router.headers import build_upstream_headers
 from tinyimg.router.jobids import build_router_job_id, read_router_job_id
 from tinyimg.router.requests import build_body_document, check_body, read_client, read_key_hash, read_model_name
 from tinyimg.router.state import AccessDep, RouterState, StateDep
+from tinyimg.router.upstream import UpstreamResponse
 from tinyimg.wire.contract import BODY_ERRORS, EDGE_ERRORS, JobResponse, build_error_responses
 from tinyimg.wire.requests import JobRequest
 
