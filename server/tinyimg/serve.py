@@ -6,14 +6,16 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tinyimg.spec import ConfigError, ServerConfig, load_config
 
 if TYPE_CHECKING:
+    import uvicorn
     from starlette.types import ASGIApp
 
     from tinyimg.http.limits import EdgeLimits
+    from tinyimg.runtime.engine import Engine
 
 
 def select_models(config: ServerConfig, names: Sequence[str] | None, where: str) -> ServerConfig:
@@ -55,7 +57,7 @@ def run_server(config: ServerConfig, log_level: str = "info", termination_log: P
     serve_with_drain(uvicorn_config, app.state.engine)
 
 
-def serve_with_drain(uvicorn_config: Any, engine: Any) -> None:
+def serve_with_drain(uvicorn_config: uvicorn.Config, engine: Engine) -> None:
     """Serve until a signal; SIGTERM drains the engine first, any other signal stops it (tinyimg.shutdown)."""
     from tinyimg.shutdown import DrainingServer
 

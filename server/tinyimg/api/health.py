@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from tinyimg.api.deps import EngineDep
 from tinyimg.core.errors import build_error_response
+from tinyimg.runtime.jobs import EngineApi
 from tinyimg.wire.contract import EDGE_ERRORS, HealthResponse, build_error_responses
 
 router = APIRouter(tags=["health"])
@@ -35,6 +34,6 @@ async def read_readiness(engine: EngineDep) -> HealthResponse | JSONResponse:
     return HealthResponse(status="ready", reason=reason or None)
 
 
-def read_not_ready_code(engine: Any) -> str:
+def read_not_ready_code(engine: EngineApi) -> str:
     """``draining`` once shutdown began (the pod will not come back), else ``not_ready``."""
     return "draining" if engine.is_draining() else "not_ready"

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from fastapi import APIRouter, Request
 
 from tinyimg.api.deps import EngineDep, is_authenticated
 from tinyimg.families import family_info
 from tinyimg.runtime.jobs import EngineStatus, ModelView
+from tinyimg.spec import AdapterSpec
 from tinyimg.wire.contract import (
     EDGE_ERRORS,
     AdapterInfo,
+    DefaultsResponse,
+    LimitsResponse,
     ModelInfoResponse,
     ModelsResponse,
     StatusResponse,
@@ -23,7 +25,7 @@ from tinyimg.wire.process import read_process_status
 router = APIRouter(tags=["info"])
 
 
-def build_model_info(state: Any, show_local_source: bool) -> ModelInfoResponse:
+def build_model_info(state: ModelView, show_local_source: bool) -> ModelInfoResponse:
     """A local directory as ``source`` tells about the host: shown only to a caller with a key."""
     spec = state.spec
     family = family_info(spec.family)
@@ -36,8 +38,8 @@ def build_model_info(state: Any, show_local_source: bool) -> ModelInfoResponse:
         device=state.device,
         offload=state.offload,
         negative_prompt_supported=family.negative_prompt,
-        defaults=spec.resolved_defaults().model_dump(),
-        limits=spec.limits.model_dump(),
+        defaults=DefaultsResponse.model_validate(spec.resolved_defaults().model_dump()),
+        limits=LimitsResponse.model_validate(spec.limits.model_dump()),
         request_timeout_seconds=spec.runtime.request_timeout_seconds,
         modes=list(family.modes),
         schedulers=list(family.schedulers),
@@ -45,7 +47,7 @@ def build_model_info(state: Any, show_local_source: bool) -> ModelInfoResponse:
     )
 
 
-def build_adapter_info(adapter: Any, state: Any) -> AdapterInfo:
+def build_adapter_info(adapter: AdapterSpec, state: ModelView) -> AdapterInfo:
     """An adapter is ready when its model is and it loaded; it fails alone, with its reason."""
     reason = state.adapter_failures.get(adapter.name) if state.state == "ready" else None
     adapter_state = "failed" if reason or state.state == "failed" else state.state

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Annotated, Any, cast
+from typing import Annotated, cast
 
 import httpx
 from fastapi import Depends, Request
@@ -14,6 +14,7 @@ from tinyimg.core.errors import ApiError
 from tinyimg.http.streams import StreamGate
 from tinyimg.router.coldstart import WaitingRoom
 from tinyimg.router.discovery import Discovery
+from tinyimg.router.drain import DrainGuard
 from tinyimg.router.forward import Forwarder
 from tinyimg.router.metrics import RouterMetrics, build_router_metrics
 from tinyimg.router.settings import RouterSettings
@@ -34,7 +35,7 @@ class RouterState:
         self.waiting_room = WaitingRoom(self.table, self.metrics, discovery.record_demand)
         self.job_secret = settings.job_secret or secrets.token_bytes(32)
         self.streams = StreamGate(settings.stream_limits)
-        self.drain_guard: Any = None  # tinyimg.router.drain.DrainGuard, set when the app's middleware is built
+        self.drain_guard: DrainGuard | None = None  # set when the app's middleware is built
 
 
 # Dependencies are async on purpose: FastAPI runs a sync one in a worker thread, per request.

@@ -14,13 +14,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from tinyimg.core.drain import DrainTiming, build_drain_timing
 from tinyimg.core.errors import InvalidField
 from tinyimg.core.status import ModelState
 from tinyimg.families import load_handler_class
-from tinyimg.families.base import GenerationParams
+from tinyimg.families.base import GenerationParams, Handler
 from tinyimg.runtime.devices import Device, discover_devices, read_device_status
 from tinyimg.runtime.jobqueue import JobQueue, QueueSettings
 from tinyimg.runtime.jobs import (
@@ -65,7 +64,7 @@ def build_queue_settings(spec: ModelSpec) -> QueueSettings:
     return QueueSettings(r.queue_size, r.max_batch_size, r.max_batch_wait_ms / 1000)
 
 
-def build_handler(spec: ModelSpec) -> Any:
+def build_handler(spec: ModelSpec) -> Handler:
     return load_handler_class(spec.family)(spec)
 
 
@@ -83,7 +82,7 @@ class Engine(EngineApi):
         devices: list[Device] | None = None,
         on_batch: BatchCallback | None = None,
         on_state: StateCallback | None = None,
-        handler_factory: Callable[[ModelSpec], Any] = build_handler,
+        handler_factory: Callable[[ModelSpec], Handler] = build_handler,
         stop_grace_seconds: float = 30.0,
     ):
         self.config = config
@@ -240,7 +239,7 @@ class Engine(EngineApi):
         log.info("model ready", extra={"model": name, "devices": loaded})
         self._set_state(name, "ready")
 
-    def _load_and_warm(self, spec: ModelSpec, placement: Placement) -> Any:
+    def _load_and_warm(self, spec: ModelSpec, placement: Placement) -> Handler:
         handler = self._handler_factory(spec)
         handler.load(placement.device, placement.offload)
         handler.generate([build_warmup_params(spec)])

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from tinyimg.families.base import Handler
 from tinyimg.runtime.devices import is_out_of_memory, release_cuda_cache
 from tinyimg.runtime.jobqueue import CompanyGather, GatherPolicy, JobQueue
 from tinyimg.runtime.jobs import DeadlineExceeded, EngineError, GenerationFailed, GenerationResult, Job
@@ -36,7 +37,7 @@ class DeviceWorker:
         self.on_batch = on_batch
         self.gather = gather or CompanyGather()
         # model -> its handler loaded on this device: the worker takes only these models' jobs
-        self.handlers: dict[str, Any] = {}
+        self.handlers: dict[str, Handler] = {}
         self.running: list[Job] = []
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"tinyimg-{device}")
         self._wakeup = queue.listen()
