@@ -8,7 +8,7 @@ PORT   ?= 8000
 CONFIG ?= server/demo/config.yaml
 PYTEST_ARGS ?=
 
-.PHONY: run test test-unit lint bench venv demo-models generate clean tools
+.PHONY: run test test-unit lint bench venv demo-models generate clean tools docs
 
 $(VENV)/.installed: server/pyproject.toml operator/pyproject.toml requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,7 @@ demo-models: .demo/tiny-sdxl/model_index.json .demo/tiny-flux/model_index.json \
 run: venv demo-models
 	$(BIN)/tinyimg serve --config $(CONFIG) --host $(HOST) --port $(PORT)
 
-test: venv tools lint
+test: venv tools lint docs
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 lint: venv
@@ -62,6 +62,12 @@ generate: venv
 	  env -u TINYIMG_SERVER_IMAGE -u TINYIMG_IMAGE_PULL_POLICY \
 	    $(BIN)/tinyimg-operator manifests crds/examples/$$m.yaml > tests/unit/operator/golden/$$m.yaml || exit 1; \
 	done
+	$(BIN)/python docs/generate.py
+
+# The documentation site into site/ (offline: no web fonts or scripts from elsewhere); --strict
+# fails on a broken link or a page missing from the nav. The reference pages come from `make generate`.
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 clean:
 	rm -rf $(VENV) .demo .tools

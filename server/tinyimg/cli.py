@@ -28,18 +28,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="listen address (default: the config's host)")
     serve.add_argument("--port", type=int, help="listen port (default: the config's port)")
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                       help="the least severe log records written (JSON lines on stderr)")
     serve.add_argument(
         "--termination-log", type=Path, metavar="PATH",
         help="write why models failed to load here, if the file exists (Kubernetes: the terminationMessagePath)",
     )
 
     tiny = sub.add_parser("make-tiny-model", help="build a diffusers pipeline with tiny random weights")
-    tiny.add_argument("--family", required=True, choices=sorted(FAMILIES))
+    tiny.add_argument("--family", required=True, choices=sorted(FAMILIES), help="the model family to build")
     tiny.add_argument("--out", required=True, type=Path, help="directory to save_pretrained into")
 
     lora = sub.add_parser("make-tiny-lora", help="build a tiny random LoRA adapter for a tiny model")
-    lora.add_argument("--family", required=True, choices=sorted(FAMILIES))
+    lora.add_argument("--family", required=True, choices=sorted(FAMILIES), help="the family of the tiny model it adapts")
     lora.add_argument("--out", required=True, type=Path, help="directory to write the adapter into")
 
     for name in DELEGATED:

@@ -46,11 +46,11 @@ class _Schema(BaseModel):
 class DefaultsSpec(_Schema):
     """Request defaults; an unset field takes the family's default (see ``ModelSpec.resolved``)."""
 
-    steps: int | None = Field(None, ge=1, le=1000)
-    guidance_scale: float | None = Field(None, ge=0.0, le=50.0)
-    width: int | None = Field(None, ge=16, le=8192)
-    height: int | None = Field(None, ge=16, le=8192)
-    negative_prompt: str | None = Field(None, max_length=10_000)
+    steps: int | None = Field(None, ge=1, le=1000, description="Denoising steps; unset: the family's.")
+    guidance_scale: float | None = Field(None, ge=0.0, le=50.0, description="Classifier-free guidance; unset: the family's.")
+    width: int | None = Field(None, ge=16, le=8192, description="Pixels; unset: the family's default size.")
+    height: int | None = Field(None, ge=16, le=8192, description="Pixels; unset: the family's default size.")
+    negative_prompt: str | None = Field(None, max_length=10_000, description="Used when a request gives none (families that support one).")
 
 
 class ResolvedDefaults(DefaultsSpec):
@@ -65,9 +65,9 @@ class ResolvedDefaults(DefaultsSpec):
 class LimitsSpec(_Schema):
     """What one request may ask for; anything beyond is a 422 naming the field."""
 
-    max_width: int = Field(2048, ge=16, le=8192)
-    max_height: int = Field(2048, ge=16, le=8192)
-    max_steps: int = Field(100, ge=1, le=1000)
+    max_width: int = Field(2048, ge=16, le=8192, description="Pixels.")
+    max_height: int = Field(2048, ge=16, le=8192, description="Pixels.")
+    max_steps: int = Field(100, ge=1, le=1000, description="Denoising steps per request.")
     max_images: int = Field(4, ge=1, le=64, description="Images per request.")
     max_prompt_length: int = Field(2000, ge=1, le=100_000, description="Characters.")
     max_input_pixels: int = Field(
@@ -80,34 +80,34 @@ class LimitsSpec(_Schema):
 class RuntimeSpec(_Schema):
     """How the model server runs the model on its machine."""
 
-    device: DevicePolicy = "auto"
+    device: DevicePolicy = Field("auto", description="auto: a GPU that can hold the model; cuda: GPUs only; cpu: the CPU.")
     cpu_fallback: bool = Field(False, description="Run on CPU when no GPU can hold the model.")
-    offload: OffloadMode = "none"
-    vae_tiling: bool = False
+    offload: OffloadMode = Field("none", description="CPU offload for a model that does not fit: model (whole modules) or sequential (layers, slowest).")
+    vae_tiling: bool = Field(False, description="Decode in tiles: lower peak memory at large sizes.")
     compile: bool = Field(False, description="torch.compile the denoiser (slow first request).")
     max_batch_size: int = Field(4, ge=1, le=64, description="Images per pipeline call.")
-    max_batch_wait_ms: int = Field(20, ge=0, le=10_000)
+    max_batch_wait_ms: int = Field(20, ge=0, le=10_000, description="How long a request may wait for batch mates recently answered clients are expected to send.")
     queue_size: int = Field(64, ge=1, le=100_000, description="Requests waiting for this model (one queue per model, whichever of its replicas is free takes the next batch).")
-    request_timeout_seconds: float = Field(300.0, gt=0, le=86_400)
+    request_timeout_seconds: float = Field(300.0, gt=0, le=86_400, description="Queue wait plus generation, at most; past it 504 deadline_exceeded.")
     memory_gb: float | None = Field(None, gt=0, description="Override the memory estimate.")
 
 
 class ResourcesSpec(_Schema):
     """Per replica, in the cluster."""
 
-    gpus: int = Field(1, ge=0, le=16)
-    cpu: str | None = Field("2", pattern=QUANTITY_PATTERN)
-    memory: str | None = Field("16Gi", pattern=QUANTITY_PATTERN)
-    cpu_limit: str | None = Field(None, pattern=QUANTITY_PATTERN)
-    memory_limit: str | None = Field(None, pattern=QUANTITY_PATTERN)
+    gpus: int = Field(1, ge=0, le=16, description="nvidia.com/gpu per replica: one model replica per GPU.")
+    cpu: str | None = Field("2", pattern=QUANTITY_PATTERN, description="CPU request (a Kubernetes quantity).")
+    memory: str | None = Field("16Gi", pattern=QUANTITY_PATTERN, description="Memory request; also the limit unless memoryLimit is set.")
+    cpu_limit: str | None = Field(None, pattern=QUANTITY_PATTERN, description="CPU limit; unset: none.")
+    memory_limit: str | None = Field(None, pattern=QUANTITY_PATTERN, description="Memory limit; unset: the request.")
 
 
 class TolerationSpec(_Schema):
-    key: str | None = None
-    operator: Literal["Exists", "Equal"] | None = None
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = None
+    key: str | None = Field(None, description="The taint key tolerated; unset with Exists: every taint.")
+    operator: Literal["Exists", "Equal"] | None = Field(None, description="Equal (the default) or Exists.")
+    value: str | None = Field(None, description="The taint value (with Equal).")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(None, description="The taint effect; unset: every effect.")
+    toleration_seconds: int | None = Field(None, description="With NoExecute: how long the pod stays after the taint appears.")
 
 
 CacheAccessMode = Literal["ReadWriteOnce", "ReadWriteMany"]
@@ -118,8 +118,8 @@ class CacheSpec(_Schema):
 
     # One PVC is shared by every replica, so more than one replica needs ReadWriteMany: a
     # ReadWriteOnce volume attaches to one node only, and replicas on other nodes would never start.
-    size: str | None = Field(None, pattern=QUANTITY_PATTERN)
-    storage_class_name: str | None = None
+    size: str | None = Field(None, pattern=QUANTITY_PATTERN, description="A PVC of this size caches the weights across restarts; unset: an emptyDir.")
+    storage_class_name: str | None = Field(None, description="The PVC's StorageClass; unset: the cluster's default.")
     access_mode: CacheAccessMode = Field(
         "ReadWriteOnce",
         description="ReadWriteMany (NFS, CephFS, ...) lets several replicas share one cache PVC;"
@@ -131,8 +131,8 @@ class CacheSpec(_Schema):
 
 
 class SecretKeySpec(_Schema):
-    name: str = Field(min_length=1)
-    key: str = Field("token", min_length=1)
+    name: str = Field(min_length=1, description="The Secret, in the ImageModel's namespace.")
+    key: str = Field("token", min_length=1, description="The data key holding the value.")
 
 
 # A request's adapter scale: beyond this a LoRA only burns the image.
@@ -143,7 +143,7 @@ class AdapterSpec(_Schema):
     """A LoRA adapter the model may use: loaded with the model, active only for the requests that
     name it (``loras`` in a request)."""
 
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$")
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$", description="What a request's `loras` names it by.")
     source: str = Field(min_length=1, description="A Hugging Face repo id (org/name) or a local directory.")
     weight_name: str | None = Field(None, description="The weight file in source, when it holds several.")
     scale: float = Field(
@@ -158,9 +158,9 @@ class AutoscalingSpec(_Schema):
     """Replicas follow load (queued + in-flight requests); off by default: then ``replicas`` is the
     manual value, exactly as before. With it on, ``replicas`` is only the first value (clamped)."""
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="Scale with load (the chart's autoscaling.controller decides who scales).")
     min_replicas: int = Field(1, ge=0, le=100, description="0 allows scale to zero.")
-    max_replicas: int = Field(4, ge=1, le=100)
+    max_replicas: int = Field(4, ge=1, le=100, description="The most replicas load may bring.")
     target_queue_per_replica: float = Field(
         2.0, gt=0, le=10_000,
         description="Queued + in-flight requests one replica should carry (an image takes seconds: keep it small).",
@@ -203,9 +203,9 @@ class JobsConfig(_Schema):
     webhook_secret_file: str | None = Field(
         None, description="HMAC secret for webhook signatures (whsec_<base64> or raw bytes); needed for webhooks."
     )
-    webhook_max_attempts: int = Field(5, ge=1, le=20)
+    webhook_max_attempts: int = Field(5, ge=1, le=20, description="Deliveries tried per webhook (retried on 5xx, 429 and no answer).")
     webhook_backoff_seconds: float = Field(1.0, ge=0, le=600, description="First retry delay; doubles each time.")
-    webhook_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=120, description="How long one delivery may take.")
 
 
 class PodServerSettings(_Schema):
@@ -254,28 +254,29 @@ class ModelSpec(_Schema):
     name: str = Field(min_length=1, max_length=50, pattern=MODEL_NAME_PATTERN)
     # Checked against the registry when a spec is read (not frozen into the class), so a family
     # registered later (a test's fixture family) is valid too; the schema lists the registered keys.
-    family: str = Field(json_schema_extra=lambda schema: schema.update(enum=list(read_families())))
+    family: str = Field(description="The model family (its pipeline and prompt handling): a key of the family registry.",
+                        json_schema_extra=lambda schema: schema.update(enum=list(read_families())))
     source: str = Field(
         min_length=1, description="A Hugging Face repo id (org/name) or a local directory."
     )
-    revision: str | None = None
+    revision: str | None = Field(None, description="A Hub branch, tag or commit; unset: main.")
     variant: str | None = Field(None, description='Weight file variant, e.g. "fp16".')
-    dtype: Dtype = "auto"
+    dtype: Dtype = Field("auto", description="Weights' precision on a GPU; auto: the family's (CPUs always run float32).")
     defaults: DefaultsSpec = Field(default_factory=DefaultsSpec)
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
-    adapters: list[AdapterSpec] = Field(default_factory=list, max_length=64)
+    adapters: list[AdapterSpec] = Field(default_factory=list, max_length=64, description="LoRA adapters loaded with the model; a request names the ones it uses.")
     # Cluster fields: read by the operator, ignored by a standalone server.
-    replicas: int = Field(1, ge=0, le=100)
+    replicas: int = Field(1, ge=0, le=100, description="Pods of this model; with autoscaling on, only the first value.")
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[TolerationSpec] = Field(default_factory=list)
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the model's pods must run on (a GPU pool).")
+    tolerations: list[TolerationSpec] = Field(default_factory=list, description="Taints the model's pods tolerate (tainted GPU nodes).")
     cache: CacheSpec = Field(default_factory=CacheSpec)
-    startup_timeout_seconds: int = Field(1800, ge=10, le=86_400)
-    env: dict[str, str] = Field(default_factory=dict)
+    startup_timeout_seconds: int = Field(1800, ge=10, le=86_400, description="How long a pod may take to download, load and warm up before it is restarted.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables of the model-server container.")
     image: str | None = Field(None, description="Override the operator's model-server image.")
-    hf_token_secret: SecretKeySpec | None = None
+    hf_token_secret: SecretKeySpec | None = Field(None, description="A Secret holding a Hugging Face token (gated repos such as FLUX.1-dev).")
     server: PodServerSettings | None = Field(None, description="Server settings for this model's pods, over the chart's.")
 
     @field_validator("family")

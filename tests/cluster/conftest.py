@@ -1,6 +1,6 @@
 """The cluster tier: the chart, the operator, the router and model servers as real processes, run
 by the process kubelet (tests/support/cluster) against the emulated API, driven by real helm and
-kubectl exactly as the README's deploy section says.
+kubectl exactly as the docs' deploy page (docs/getting-started/cluster.md) says.
 
 One cluster per module (installing the chart and loading models takes seconds on 2 cores); the
 tests of a module run in file order and each leaves the cluster as the next one expects.
@@ -24,7 +24,7 @@ from tests.support.tiny_models import tiny_model_entry
 NAMESPACE = "tinyimg"
 RELEASE = "tinyimg"
 IMAGEMODELS = "tinyimg.io/v1alpha1/imagemodels"
-# The README's commands (see test_readme_deploy_section_is_what_runs), with the image placeholders
+# The docs' commands (see test_the_docs_deploy_page_is_what_runs), with the image placeholders
 # filled in: images are not pulled here, the kubelet maps them to this checkout's programs.
 HELM_INSTALL = ["install", RELEASE, "charts/tinyimg", "-n", NAMESPACE, "--create-namespace",
                 "--set", "serverImage.repository=REGISTRY/tinyimg-server",

@@ -74,9 +74,9 @@ class Load:
         self._thread.join(60)
 
 
-def test_readme_deploy_section_is_what_runs():
-    """The commands below are the README's, word for word where the README has no placeholder."""
-    section = (ROOT / "README.md").read_text().split("## Deploy on Kubernetes")[1].split("\n## ")[0]
+def test_the_docs_deploy_page_is_what_runs():
+    """The commands below are the docs' (Getting started, On Kubernetes), word for word where they have no placeholder."""
+    section = (ROOT / "docs" / "getting-started" / "cluster.md").read_text()
     flat = re.sub(r"\\\n\s*", "", section)
     assert " ".join(["helm", *HELM_INSTALL]) in flat
     for command in ("kubectl -n tinyimg apply -f my-model.yaml",

@@ -1,5 +1,5 @@
 """What a real install hits on day one, on the emulated cluster with NetworkPolicies enforced the
-way a CNI does (tests/support/cluster/network.py): the chart installed as the README says (plus a
+way a CNI does (tests/support/cluster/network.py): the chart installed as the docs say (plus a
 webhook allow-list), one model, probe pods with different identities asking to reach it, a
 1024² img2img and inpaint request through the router, and a job's signed webhook.
 

@@ -5,6 +5,7 @@ Retry-After where waiting helps. Torch-free: the router, the engine and the edge
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -75,3 +76,56 @@ def status_code_name(status: int) -> str:
         return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
     except ValueError:
         return "http_error"
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    status: int
+    description: str
+    where: str = "both"  # which service answers it: "server", "router" or "both"
+
+
+# Every ``error.code`` either service answers, with its status: the error codes reference
+# (docs/reference/errors.md) is generated from this table, and a test fails on a code used in the
+# code base that is missing here.
+ERROR_CODES: dict[str, ErrorCode] = {
+    "bad_request": ErrorCode(400, "The request is not valid HTTP (h11 refused it) or a header cannot be read."),
+    "unforwardable_request": ErrorCode(400, "A header the router cannot send on as HTTP/1.1 (a control character, an invalid name).", "router"),
+    "unauthorized": ErrorCode(401, "API keys are on and the request carries none that is valid (`Authorization: Bearer <key>`)."),
+    "not_found": ErrorCode(404, "No such route."),
+    "model_not_found": ErrorCode(404, "The request names a model that is not served here; the message lists the known ones."),
+    "job_not_found": ErrorCode(404, "No such job, or it belongs to another API key."),
+    "job_expired": ErrorCode(404, "The job finished and its result was dropped (the result TTL or the result store's size bound).", "server"),
+    "job_pod_gone": ErrorCode(404, "The pod that held the job is gone, and its result with it.", "router"),
+    "image_not_found": ErrorCode(404, "The job has fewer images than the index asked for.", "server"),
+    "method_not_allowed": ErrorCode(405, "The route does not take this method."),
+    "request_timeout": ErrorCode(408, "The request head or body did not arrive in time (header and body timeouts of the edge)."),
+    "job_cancelled": ErrorCode(409, "The job was cancelled (DELETE /v1/jobs/{id}) before it finished.", "server"),
+    "job_finished": ErrorCode(409, "DELETE of a job that already finished: nothing to cancel.", "server"),
+    "job_not_succeeded": ErrorCode(409, "The job's images were asked for before it succeeded.", "server"),
+    "job_id_taken": ErrorCode(409, "The job id a router chose is already in use on this pod.", "server"),
+    "payload_too_large": ErrorCode(413, "The request body is over `maxBodyBytes` (declared or counted as it arrives)."),
+    "invalid_request": ErrorCode(422, "A field is missing or invalid; `error.field` names it."),
+    "queue_full": ErrorCode(429, "The model's queue holds `runtime.queueSize` waiting requests; retry after `Retry-After`.", "server"),
+    "rate_limited": ErrorCode(429, "Too many requests for this API key (the router's rate limit), or too many failed key attempts from this address."),
+    "too_many_streams": ErrorCode(429, "Too many open event streams for this job, this client or this process."),
+    "too_many_waiting": ErrorCode(429, "This client (its API key, or its address without keys) already holds its share of a starting model's waiting room.", "router"),
+    "headers_too_large": ErrorCode(431, "The request head is over `maxHeaderBytes`, or has more headers than allowed."),
+    "client_disconnected": ErrorCode(499, "The client hung up before its answer; its job was withdrawn (for the log and the metrics).", "server"),
+    "client_closed_request": ErrorCode(499, "The client hung up while the router waited for a pod (for the log and the metrics).", "router"),
+    "internal_error": ErrorCode(500, "A bug: the details are in the server's log under the request id."),
+    "generation_failed": ErrorCode(500, "The pipeline call failed for this request (the message says how).", "server"),
+    "out_of_memory": ErrorCode(500, "The device ran out of memory for this batch; fewer images or a smaller size may fit.", "server"),
+    "forward_failed": ErrorCode(502, "Forwarding to a pod failed in a way that says nothing about the pod.", "router"),
+    "model_not_ready": ErrorCode(503, "The model is loading (retry after `Retry-After`) or failed to load (the reason is in the message).", "server"),
+    "not_ready": ErrorCode(503, "The readiness probe: not every model is loaded yet."),
+    "draining": ErrorCode(503, "The process is shutting down; another replica can take the request (the router retries it once)."),
+    "no_ready_backend": ErrorCode(503, "No ready pod serves the model and none is coming.", "router"),
+    "backend_unreachable": ErrorCode(503, "The model's pods refused or reset the connection.", "router"),
+    "cold_start_timeout": ErrorCode(503, "The request waited for a pod of a model at zero longer than `autoscaling.coldStartTimeoutSeconds`.", "router"),
+    "waiting_room_full": ErrorCode(503, "The waiting room of a starting model is full.", "router"),
+    "server_busy": ErrorCode(503, "The request bodies held at once would pass `maxBodyBytesTotal`; retry shortly."),
+    "too_many_connections": ErrorCode(503, "The process holds its connection limit; health probes still get through."),
+    "deadline_exceeded": ErrorCode(504, "The request waited or generated longer than `runtime.requestTimeoutSeconds`.", "server"),
+    "upstream_timeout": ErrorCode(504, "The pod did not answer within the router's upstream timeout.", "router"),
+}

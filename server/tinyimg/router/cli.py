@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--job-secret-file", metavar="PATH",
         help="secret that signs job ids; give every replica the same one (default: random per process)",
     )
-    p.add_argument("--log-level", default="info")
+    p.add_argument("--log-level", default="info", help="the least severe log records written (JSON lines on stderr)")
     return p
 
 

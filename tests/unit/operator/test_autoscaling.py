@@ -250,13 +250,13 @@ def test_a_steady_model_writes_the_same_status_every_tick():
     assert again.items() <= status["autoscaling"].items()
 
 
-def test_readme_autoscaling_example_is_a_valid_imagemodel():
+def test_the_docs_autoscaling_example_is_a_valid_imagemodel():
     import yaml
 
     from .conftest import ROOT
 
-    readme = (ROOT / "README.md").read_text().split("### Autoscaling, scale to zero and scale from zero")[1]
-    body = yaml.safe_load(readme.split("```yaml\n")[1].split("```")[0])
+    guide = (ROOT / "docs" / "guides" / "autoscaling.md").read_text()
+    body = yaml.safe_load(guide.split("```yaml\n")[1].split("```")[0])
     spec = read_model_spec(body)
     assert (spec.autoscaling.enabled, spec.autoscaling.min_replicas, spec.autoscaling.max_replicas) == (True, 0, 4)
     schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]

@@ -52,7 +52,7 @@ def test_crd_schema_is_structural():
     assert "name" not in spec["properties"]
     assert set(spec["required"]) == {"family", "source"}
     assert spec["properties"]["family"]["enum"] == ["sdxl", "flux"]
-    assert spec["properties"]["revision"] == {"type": "string", "nullable": True}
+    assert spec["properties"]["revision"] == {"type": "string", "nullable": True, "description": "A Hub branch, tag or commit; unset: main."}
     limits = spec["properties"]["limits"]["properties"]["maxWidth"]
     assert (limits["minimum"], limits["maximum"], limits["default"]) == (16, 8192, 2048)
     assert spec["properties"]["runtime"]["properties"]["requestTimeoutSeconds"]["exclusiveMinimum"] is True
