@@ -1,6 +1,6 @@
 """Input images for image-to-image and inpainting: bytes -> a bounded, oriented, sized PIL image.
 
-The rule (README, "Image-to-image and inpainting"):
+The rule (docs, The HTTP API: "Image-to-image and inpainting"):
 1. PNG, JPEG or WebP only. The header is read first; an image whose header says more pixels than
    the model's ``limits.maxInputPixels`` is refused (413) before any pixel is decoded, so a small
    file that claims 100000x100000 costs nothing.
