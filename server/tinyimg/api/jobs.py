@@ -22,7 +22,7 @@ from tinyimg.runtime.jobstore import JobRecord
 from tinyimg.runtime.jobviews import build_job_response
 from tinyimg.runtime.webhooks import check_webhook
 from tinyimg.wire.contract import BODY_ERRORS, EDGE_ERRORS, JobResponse, build_error_responses
-from tinyimg.wire.requests import GenerateRequest, JobRequest
+from tinyimg.wire.requests import JobRequest
 
 log = logging.getLogger("tinyimg.api")
 
@@ -53,9 +53,8 @@ async def create_job_route(
     request.state.model = body.model
     identity = read_job_identity(request.headers, request.app.state.router_secret)
     webhook = await check_webhook(body.webhook, config.jobs_config()) if body.webhook is not None else None
-    generate_body = GenerateRequest.model_validate(body.model_dump(exclude={"webhook", "preview"}))
     record = await jobs.submit(JobOrder(
-        generate_body, body.output_format, str(request.base_url), read_key_hash(request), webhook=webhook,
+        body, body.output_format, str(request.base_url), read_key_hash(request), webhook=webhook,
         preview=body.preview, identity=identity,
     ))
     response.headers["Location"] = build_job_url(record.base_url, record.id)

@@ -216,7 +216,7 @@ class JobService(JobsApi):
         record = JobRecord(
             job_id or new_job_id(), model, params, order.output_format, order.webhook, order.key_hash, order.keep,
             preview=order.preview, base_url=order.base_url, public_id=order.identity.public_id,
-            public_base_url=order.identity.public_base_url, total_steps=params.steps,
+            public_base_url=order.identity.public_base_url, total_steps=params.steps, request=order.request,
         )
         record.entry = self.engine.submit(model, params, observer=JobEvents(self, record))
         self.store.add(record)

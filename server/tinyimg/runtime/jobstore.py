@@ -26,6 +26,7 @@ from tinyimg.core.errors import ApiError
 from tinyimg.core.jobs import TERMINAL, JobExpired, JobNotFound
 from tinyimg.families.base import GenerationParams
 from tinyimg.runtime.jobs import Job
+from tinyimg.wire.requests import GenerateRequest
 
 # Queued position moves and progress steps: a job has at most one event per step and per move,
 # but a long queue could move thousands of times; the oldest non-terminal events go past this.
@@ -52,6 +53,7 @@ class JobRecord:
     key_hash: str | None = None  # sha256 of the API key that created it; reads need the same key
     keep: bool = True  # False: a synchronous /generate, forgotten once its caller has the answer
     preview: bool = False  # wants ``preview`` events while it runs
+    request: GenerateRequest | None = None  # what the client sent (a JobRequest for /v1/jobs), as parsed
     created_at: float = field(default_factory=time.time)
     base_url: str = ""  # the creating request's, for the job's URLs (and its webhook's)
     # Through a router: the id and base URL its client knows (its webhook carries them), else None.

@@ -24,32 +24,30 @@ def build_job_response(base_url: str, r: JobRecord, job_id: str | None = None) -
     """The job as seen at ``base_url`` under ``job_id`` (default: this server's own id)."""
     succeeded = r.status == "succeeded"
     job_id = job_id or r.id
-    return JobResponse(
-        id=job_id,
-        model=r.model,
-        status=r.status,
-        position=r.position,
-        step=r.step,
-        total_steps=r.total_steps,
-        eta_seconds=r.eta_seconds,
-        created_at=r.created_at,
-        started_at=r.started_at,
-        finished_at=r.finished_at,
-        status_url=build_job_url(base_url, job_id),
-        events_url=build_job_url(base_url, job_id, "/events"),
-        parameters=build_parameters_response(r.params, cast(OutputFormat, r.output_format)).model_dump(),
-        timings=JobTimingsResponse(queued_seconds=r.queued_seconds, inference_seconds=r.inference_seconds)
+    built: dict[str, object] = {
+        "id": job_id,
+        "status_url": build_job_url(base_url, job_id),
+        "events_url": build_job_url(base_url, job_id, "/events"),
+        "parameters": build_parameters_response(r.params, cast(OutputFormat, r.output_format)).model_dump(),
+        "timings": JobTimingsResponse(queued_seconds=r.queued_seconds, inference_seconds=r.inference_seconds)
         if succeeded else None,
-        device=r.device,
-        batch_size=r.batch_size,
-        images=[
+        "images": [
             JobImageResponse(url=build_job_url(base_url, job_id, f"/images/{i}"), seed=seed, format=r.output_format)
             for i, seed in enumerate(r.seeds)
         ] if succeeded else None,
-        error=JobErrorResponse(**build_error_data(r.error)) if r.error is not None else None,
-        webhook=r.webhook,
-        preview=r.preview,
-    )
+        "error": JobErrorResponse(**build_error_data(r.error)) if r.error is not None else None,
+    }
+    echoed = {name: read_job_field(r, name) for name in JobResponse.model_fields if name not in built}
+    return JobResponse.model_validate(built | echoed)
+
+
+def read_job_field(r: JobRecord, name: str) -> object:
+    """A field of the job resource that is not built above: the record's (its state), else the
+    request's that created it. So a new job field is one field on the request (or the record) and
+    one on ``JobResponse``, nothing in between."""
+    if hasattr(r, name):
+        return getattr(r, name)
+    return getattr(r.request, name, None)
 
 
 def build_webhook_payload(r: JobRecord) -> dict[str, object]:

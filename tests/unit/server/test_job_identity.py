@@ -3,13 +3,17 @@ webhook body built from them: pure functions, no server."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from tinyimg.core.errors import InvalidField
 from tinyimg.core.jobs import JobIdentity, read_job_identity, sign_job_headers
 from tinyimg.families.base import GenerationParams
 from tinyimg.runtime.jobstore import JobRecord
-from tinyimg.runtime.jobviews import build_webhook_payload
+from tinyimg.runtime.jobviews import build_job_response, build_webhook_payload, read_job_field
+from tinyimg.wire.contract import JobResponse
+from tinyimg.wire.requests import JobRequest
 
 POD_JOB = "job_" + "0123456789abcdef" * 2
 PUBLIC = f"{POD_JOB}.aHR0cDovL3BvZA.c2lnbmF0dXJlLXNpeHRlZW4"
@@ -79,3 +83,14 @@ def test_with_the_routers_secret_only_signed_job_headers_are_believed():
     forged = {**signed, "x-tinyimg-public-base-url": "http://evil.example/"}
     assert read_job_identity(forged, secret) == JobIdentity()
     assert read_job_identity(headers) == JobIdentity(job_id, public_id, base)  # no secret: believed, as before
+
+
+def test_every_field_of_the_job_resource_is_built_or_read_from_the_record_or_its_request():
+    """So a new job field is one field on the request (or the record) and one on JobResponse."""
+    built = {"id", "status_url", "events_url", "parameters", "timings", "images", "error"}
+    readable = {f.name for f in dataclasses.fields(JobRecord)}
+    assert set(JobResponse.model_fields) <= built | readable | set(JobRequest.model_fields)
+    record = build_record(request=JobRequest(model="tiny-flux", prompt="a kite", preview=True), webhook="https://h.example/x")
+    answer = build_job_response("http://pod/", record)
+    assert (answer.model, answer.webhook, answer.preview, answer.total_steps) == ("tiny-flux", "https://h.example/x", False, 0)
+    assert read_job_field(record, "prompt") == "a kite"  # a request field no record field shadows
