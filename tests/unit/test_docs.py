@@ -114,3 +114,26 @@ def test_the_site_builds_strict_and_loads_nothing_from_elsewhere(tmp_path):
     external = re.compile(r"<(?:script|link|img)[^>]+(?:src|href)=\"(?:https?:)?//", re.I)
     offenders = [p.name for p in pages if external.search(p.read_text())]
     assert offenders == []
+
+
+def curl_bodies() -> list[tuple[str, str, str]]:
+    """(page, path, JSON body) of every ``curl ... /generate|/v1/jobs ... -d '{...}'`` the pages show
+    (continuation lines joined; bodies built by the shell, ``$(...)``, are left to the guides)."""
+    found = []
+    for page in PAGES:
+        text = re.sub(r"\\\n\s*", " ", page.read_text())
+        for line in text.splitlines():
+            match = re.search(r"curl .*?(/generate|/v1/jobs)\b.*?-d '(\{.*?\})'", line)
+            if match and "$(" not in match.group(2):
+                found.append((page.name, match.group(1), match.group(2)))
+    return found
+
+
+def test_the_request_bodies_the_docs_show_are_valid_requests():
+    from tinyimg.wire.requests import GenerateRequest, JobRequest
+
+    bodies = curl_bodies()
+    assert {path for _, path, _ in bodies} == {"/generate", "/v1/jobs"}
+    for page, path, body in bodies:
+        shape = JobRequest if path == "/v1/jobs" else GenerateRequest
+        assert shape.model_validate_json(body).prompt, page  # raises, naming the field, when a body drifted
