@@ -60,8 +60,7 @@ def build_job_service(config: ServerConfig, engine: EngineApi, server_metrics: S
             webhooks.schedule(record.webhook, f"msg_{record.id}", payload)
 
     service = JobService(engine, jobs_config, models=config.models, on_finish=server_metrics.observe_job,
-                         deliver_webhook=deliver)
-    service.webhooks = webhooks
+                         deliver_webhook=deliver, webhooks=webhooks)
     server_metrics.watch_jobs(service.store)
     return service
 
@@ -87,8 +86,6 @@ def create_app(
         engine = build_engine(config, server_metrics, engine_options or {}, termination_log)
     server_metrics.watch_engine(engine.status, engine.model_states)
     job_service = build_job_service(config, engine, server_metrics)
-    webhooks = job_service.webhooks
-    assert webhooks is not None  # build_job_service wires it
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -100,8 +97,7 @@ def create_app(
         finally:
             log.info("stopping engine")
             await engine.stop()
-            await job_service.stop()
-            await webhooks.stop()
+            await job_service.stop()  # and its webhook sender
 
     # No /docs or /redoc: FastAPI's pages load their scripts from a CDN; /openapi.json stays.
     app = FastAPI(title="TinyIMGserver", version=tinyimg.__version__, lifespan=lifespan, docs_url=None, redoc_url=None)

@@ -106,15 +106,16 @@ class JobsApi(Protocol):
 class JobService(JobsApi):
     def __init__(
         self, engine: EngineApi, config: JobsConfig, *, models: Sequence[ModelSpec] = (),
-        on_finish: Hook | None = None, deliver_webhook: Hook | None = None,
+        on_finish: Hook | None = None, deliver_webhook: Hook | None = None, webhooks: WebhookSender | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
+        """``webhooks``: the sender ``deliver_webhook`` schedules on; stopped with the service."""
         self.engine, self.config, self.clock = engine, config, clock
         self.models: Mapping[str, ModelRules] = {m.name: build_model_rules(m) for m in models}
         self.store = JobStore(config.result_ttl_seconds, config.max_result_bytes, clock)
         self.on_finish = on_finish
         self.deliver_webhook = deliver_webhook
-        self.webhooks: WebhookSender | None = None  # the app wires its sender in (stopped with the app)
+        self.webhooks = webhooks
         self.step_seconds: dict[str, float] = {}  # model -> recent seconds per denoising step
         self._watcher: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -133,6 +134,8 @@ class JobService(JobsApi):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.webhooks is not None:
+            await self.webhooks.stop()
 
     async def _sweep(self) -> None:
         """Expired results leave memory even when nobody asks (the store also evicts on every
