@@ -17,7 +17,7 @@ from typing import Annotated, cast
 from fastapi import Depends, Request
 
 from tinyimg.api.metrics import ServerMetrics
-from tinyimg.core.auth import KeyFileError, RateLimiter, hash_key, load_key_hashes, match_key, parse_bearer
+from tinyimg.core.auth import KeyFileError, RateLimiter, hash_bearer, load_key_hashes, match_key, parse_bearer
 from tinyimg.core.errors import ApiError
 from tinyimg.runtime.jobrunner import JobsApi
 from tinyimg.runtime.jobs import EngineApi
@@ -62,8 +62,7 @@ def read_key_hash(request: Request) -> str | None:
     """The hash of the request's API key when keys are on (a job then answers only that key)."""
     if request.app.state.api_keys is None:
         return None
-    token = parse_bearer(request.headers.get("authorization"))
-    return hash_key(token) if token else None
+    return hash_bearer(request.headers.get("authorization"))
 
 
 def require_api_key(request: Request) -> None:

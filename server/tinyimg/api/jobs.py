@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from tinyimg import imaging
 from tinyimg.api.deps import ApiKeyDep, ConfigDep, JobsDep, read_key_hash
 from tinyimg.api.sse import TicketedStreamingResponse, parse_last_event_id, stream_job_events
-from tinyimg.core.auth import hash_key, parse_bearer
+from tinyimg.core.auth import hash_bearer
 from tinyimg.core.errors import ApiError
 from tinyimg.core.jobs import JOB_ID, JobNotFound, build_job_url, read_job_identity
 from tinyimg.runtime.jobrunner import JobOrder, JobsApi
@@ -37,8 +37,8 @@ def read_job(request: Request, jobs: JobsApi, job_id: str) -> JobRecord:
         raise JobNotFound(job_id)
     record = jobs.get(job_id)
     if record.key_hash is not None:
-        token = parse_bearer(request.headers.get("authorization"))
-        if token is None or not hmac.compare_digest(hash_key(token), record.key_hash):
+        given = hash_bearer(request.headers.get("authorization"))
+        if given is None or not hmac.compare_digest(given, record.key_hash):
             raise JobNotFound(job_id)
     return record
 

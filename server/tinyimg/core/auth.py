@@ -51,6 +51,13 @@ def parse_bearer(header: str | None) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
+def hash_bearer(header: str | None) -> str | None:
+    """The hash of the key an ``Authorization: Bearer <key>`` header carries, or None without one:
+    what a job and a router job id are bound to."""
+    token = parse_bearer(header)
+    return hash_key(token) if token else None
+
+
 def match_key(token: str | None, hashes: list[str]) -> str | None:
     """The stored hash ``token`` matches, or None. Every stored hash is compared (constant time per
     comparison, same number of comparisons whatever the token), so timing tells nothing."""

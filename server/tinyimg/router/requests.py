@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from tinyimg.core.auth import hash_key, parse_bearer
+from tinyimg.core.auth import hash_bearer
 from tinyimg.core.errors import ApiError, InvalidField
 from tinyimg.http.handlers import build_field_path
 
@@ -47,8 +47,7 @@ def check_body(shape: type[BaseModel], body: bytes) -> None:
 
 def read_key_hash(request: Request) -> str:
     """The hash of the request's API key ("" without one): what router job ids are signed for."""
-    token = parse_bearer(request.headers.get("authorization"))
-    return hash_key(token) if token else ""
+    return hash_bearer(request.headers.get("authorization")) or ""
 
 
 def read_client(request: Request) -> str:

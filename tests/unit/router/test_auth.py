@@ -6,6 +6,7 @@ from tinyimg.core.auth import (
     KeyFileError,
     RateLimiter,
     TokenBucket,
+    hash_bearer,
     hash_key,
     load_key_hashes,
     match_key,
@@ -96,3 +97,9 @@ def test_rate_limiter_drops_refilled_buckets_once_it_holds_too_many():
     assert limiter.take("new", 10.0) == 0.0  # "idle" refilled long ago: dropped; "busy" still owes
     assert sorted(limiter.buckets) == ["busy", "new"]
     assert limiter.take("busy", 10.0) == 0.0 and limiter.take("busy", 10.0) > 0  # its state was kept
+
+
+def test_hash_bearer_is_the_keys_hash_or_none():
+    assert hash_bearer("Bearer  secret-key ") == hash_key("secret-key")
+    assert hash_bearer("bearer secret-key") == hash_key("secret-key")
+    assert [hash_bearer(h) for h in (None, "", "Basic abc", "Bearer ")] == [None, None, None, None]
