@@ -46,10 +46,16 @@ bench: venv demo-models
 	$(BIN)/python bench/vs_litserve.py
 
 # helm and kubectl for the chart and cluster tests (tests/chart, tests/cluster), pinned; see .ci/get-helm.
-tools: .tools/helm/helm .tools/kubectl/kubectl
+tools: .tools/helm/helm .tools/kubectl/kubectl .tools/moto/bin/moto_server
 
 .tools/helm/helm .tools/kubectl/kubectl &: .ci/get-helm
 	.ci/get-helm
+
+# moto's S3 server, the S3 double of the result-store tests (tests/support/stores.py), in a venv of
+# its own: its botocore needs python-dateutil<3, the kubernetes client >=3.
+.tools/moto/bin/moto_server:
+	$(PYTHON) -m venv .tools/moto
+	.tools/moto/bin/pip install --quiet 'moto[server]==5.2.6'
 
 # Generated files checked by tests: the ImageModel CRD (from ModelSpec), the chart's values schema
 # for `models`, and the operator's golden manifests.

@@ -1,2 +1,2 @@
 # Shared fixture modules, available to every test folder.
-pytest_plugins = ["tests.support.tiny_models"]
+pytest_plugins = ["tests.support.tiny_models", "tests.support.stores"]

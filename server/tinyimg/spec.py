@@ -179,6 +179,30 @@ class AutoscalingSpec(_Schema):
         return self
 
 
+class S3StoreSpec(_Schema):
+    """An S3-compatible bucket for job results (AWS S3, GCS interoperability, MinIO, R2). Credentials
+    come from the environment (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ...), never the config."""
+
+    bucket: str = Field(min_length=3, max_length=63, description="The bucket's name.")
+    endpoint: str | None = Field(None, description="The service's URL (MinIO, R2, GCS); unset = AWS S3 for the region.")
+    region: str = Field("us-east-1", description="The bucket's region (what presigned URLs are signed for).")
+    prefix: str = Field("", description="Key prefix of every object this server writes.")
+
+
+class ResultStoreSpec(_Schema):
+    """Where finished jobs and their images are written: a directory (one machine, or a
+    ReadWriteMany volume shared by the pods and the router) or an S3-compatible bucket."""
+
+    dir: str | None = Field(None, description="A directory (created when missing).")
+    s3: S3StoreSpec | None = Field(None, description="An S3-compatible bucket.")
+
+    @model_validator(mode="after")
+    def _one_backend(self) -> ResultStoreSpec:
+        if (self.dir is None) == (self.s3 is None):
+            raise ValueError("give exactly one of dir or s3")
+        return self
+
+
 class JobsConfig(_Schema):
     """The jobs API (``/v1/jobs``): how long results stay, how much memory they may take, how
     progress is streamed, and where webhooks may go."""
@@ -206,6 +230,19 @@ class JobsConfig(_Schema):
     webhook_max_attempts: int = Field(5, ge=1, le=20, description="Deliveries tried per webhook (retried on 5xx, 429 and no answer).")
     webhook_backoff_seconds: float = Field(1.0, ge=0, le=600, description="First retry delay; doubles each time.")
     webhook_timeout_seconds: float = Field(10.0, gt=0, le=120, description="How long one delivery may take.")
+    redis_url: str | None = Field(
+        None, pattern=r"^rediss?://", description="A Redis for the shared job queue, state and events; unset = in-process."
+    )
+    result_store: ResultStoreSpec | None = Field(
+        None, description="Where results are written; unset = the directory .tinyimg/results under the working directory."
+    )
+    url_ttl_seconds: int = Field(
+        3600, ge=1, le=7 * 86_400, description="How long an image URL (presigned, no Authorization) stays valid."
+    )
+    max_attempts: int = Field(3, ge=1, le=20, description="Times a job is taken by a pod before it fails worker_lost.")
+    visibility_timeout_seconds: float = Field(
+        30.0, ge=1, le=3600, description="A job taken by a pod that stops answering is taken again after this long."
+    )
 
 
 class PodServerSettings(_Schema):

@@ -23,7 +23,7 @@ WEBHOOK_HOSTS = ["127.0.0.1", "169.254.169.254"]
 
 @dataclass
 class Event:
-    id: int
+    id: int | str  # a number on the in-process path; a Redis stream id (``<ms>-<seq>``) on the shared one
     name: str
     data: dict[str, Any]
 
@@ -71,7 +71,7 @@ def wait_for(url: str, job_id: str, predicate, timeout: float = 30.0) -> dict[st
     raise TimeoutError(f"job {job_id} never matched: {job}")
 
 
-def stream(url: str, job_id: str, key: str = KEYS[0], last_event_id: int | None = None,
+def stream(url: str, job_id: str, key: str = KEYS[0], last_event_id: int | str | None = None,
            stop_after: int | None = None, comments: list[str] | None = None,
            timeout: float = 60.0) -> list[Event]:
     """The events of a job's stream until it ends (or ``stop_after`` events: then hang up)."""
@@ -89,7 +89,9 @@ def stream(url: str, job_id: str, key: str = KEYS[0], last_event_id: int | None 
                 key_, _, value = line.partition(": ")
                 fields[key_] = value
             elif "event" in fields:
-                events.append(Event(int(fields["id"]), fields["event"], json.loads(fields["data"])))
+                event_id = fields["id"]
+                events.append(Event(int(event_id) if event_id.isdigit() else event_id, fields["event"],
+                                    json.loads(fields["data"])))
                 fields = {}
                 if stop_after is not None and len(events) >= stop_after:
                     break

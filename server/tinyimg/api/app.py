@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import secrets
+import socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,11 +16,14 @@ from fastapi import FastAPI
 
 import tinyimg
 from tinyimg import ui
-from tinyimg.api import edits, generate, health, info, jobs, metrics, openai_images
+from tinyimg.api import edits, files, generate, health, info, jobs, metrics, openai_images
 from tinyimg.api.deps import load_api_keys
 from tinyimg.api.metrics import ServerMetrics
 from tinyimg.core.auth import build_auth_failure_limiter
+from tinyimg.core.errors import ApiError
 from tinyimg.core.jobs import read_job_secret
+from tinyimg.durable.reader import DurableJobs
+from tinyimg.durable.results import ResultStore, build_result_store
 from tinyimg.http.edge import install_edge
 from tinyimg.http.limits import EdgeLimits
 from tinyimg.http.streams import StreamGate, StreamLimits
@@ -31,7 +38,7 @@ from tinyimg.termination import TerminationLog
 log = logging.getLogger("tinyimg.api")
 
 ROUTERS = (
-    generate.router, jobs.router, openai_images.router, edits.router, info.router, health.router, metrics.router,
+    generate.router, jobs.router, files.router, openai_images.router, edits.router, info.router, health.router, metrics.router,
     ui.router,
 )
 
@@ -49,8 +56,33 @@ def build_engine(config: ServerConfig, server_metrics: ServerMetrics, options: M
     return Engine(config, on_batch=server_metrics.observe_batch, on_state=on_state, **options)
 
 
-def build_job_service(config: ServerConfig, engine: EngineApi, server_metrics: ServerMetrics) -> JobService:
-    """The jobs service with its metrics and webhook sender wired in."""
+def build_durable(config: ServerConfig, results: ResultStore | None) -> DurableJobs:
+    """The shared queue (``jobs.redisUrl``) and the result store: ``results`` when given, else the
+    one ``jobs.resultStore`` names; unset, none (only ``tinyimg serve`` defaults it to a directory)."""
+    jobs_config = config.jobs_config()
+    if results is None and jobs_config.result_store is not None:
+        try:
+            results = build_result_store(jobs_config.result_store)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    if jobs_config.redis_url is not None and results is None:
+        raise ConfigError("jobs.redisUrl is set but jobs.resultStore is not: shared jobs store their results")
+    queue = None
+    if jobs_config.redis_url is not None:
+        from tinyimg.durable.redisjobs import RedisJobs
+
+        queue = RedisJobs(jobs_config.redis_url, jobs_config.result_ttl_seconds)
+    return DurableJobs(queue, results, jobs_config.url_ttl_seconds)
+
+
+def build_consumer_name() -> str:
+    """This process in the queue's consumer group: its pod (or host) name and a random part."""
+    return f"{os.environ.get('POD_NAME') or socket.gethostname()}-{secrets.token_hex(4)}"
+
+
+def build_job_service(config: ServerConfig, engine: EngineApi, server_metrics: ServerMetrics,
+                      durable: DurableJobs | None = None) -> JobService:
+    """The jobs service with its metrics, webhook sender, result store and shared queue wired in."""
     jobs_config = config.jobs_config()
     webhooks = WebhookSender(jobs_config, on_outcome=server_metrics.count_webhook)
 
@@ -60,9 +92,27 @@ def build_job_service(config: ServerConfig, engine: EngineApi, server_metrics: S
             webhooks.schedule(record.webhook, f"msg_{record.id}", payload)
 
     service = JobService(engine, jobs_config, models=config.models, on_finish=server_metrics.observe_job,
-                         deliver_webhook=deliver, webhooks=webhooks)
+                         deliver_webhook=deliver, webhooks=webhooks,
+                         results=durable.results if durable else None, queue=durable.queue if durable else None)
     server_metrics.watch_jobs(service.store)
     return service
+
+
+SWEEP_SECONDS = 60.0
+
+
+async def sweep_results(durable: DurableJobs, ttl_seconds: float) -> None:
+    """The result store's TTL: expired jobs leave it every minute (a bucket lifecycle rule may do
+    the same; both are harmless together)."""
+    while durable.results is not None:
+        try:
+            removed = await durable.results.sweep(ttl_seconds)
+        except ApiError as err:
+            log.warning("result sweep failed: %s", err.message)
+        else:
+            if removed:
+                log.info("result sweep", extra={"removed": removed})
+        await asyncio.sleep(SWEEP_SECONDS)
 
 
 def build_edge_limits(config: ServerConfig) -> EdgeLimits:
@@ -75,36 +125,55 @@ def build_edge_limits(config: ServerConfig) -> EdgeLimits:
 
 def create_app(
     config: ServerConfig, engine: EngineApi | None = None, *, engine_options: Mapping[str, Any] | None = None,
-    termination_log: Path | None = None,
+    termination_log: Path | None = None, results: ResultStore | None = None,
 ) -> FastAPI:
     """An app serving ``config``'s models. Without ``engine`` it builds one (``engine_options`` go
     to its constructor, e.g. ``devices`` or ``handler_factory``) wired to the app's metrics and to
     ``termination_log`` (tinyimg.termination); either way the app's lifespan starts it (models
-    load in the background) and stops it."""
+    load in the background) and stops it. ``results``: the result store, over ``jobs.resultStore``."""
     server_metrics = ServerMetrics([m.name for m in config.models])
     if engine is None:
         engine = build_engine(config, server_metrics, engine_options or {}, termination_log)
     server_metrics.watch_engine(engine.status, engine.model_states)
-    job_service = build_job_service(config, engine, server_metrics)
+    durable = build_durable(config, results)
+    job_service = build_job_service(config, engine, server_metrics, durable)
+    worker = None
+    if durable.queue is not None:
+        from tinyimg.runtime.redisworker import RedisJobWorker
+
+        worker = RedisJobWorker(job_service, durable.queue, config.jobs_config(), config.models, build_consumer_name(),
+                                is_draining=engine.is_draining)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("starting engine", extra={"models": [m.name for m in config.models]})
         await engine.start()
         job_service.start()
+        if worker is not None:
+            worker.start()
+        sweeper = asyncio.get_running_loop().create_task(sweep_results(durable, config.jobs_config().result_ttl_seconds))
         try:
             yield
         finally:
             log.info("stopping engine")
+            sweeper.cancel()
+            if worker is not None:  # takes nothing more; what it runs is stored and acknowledged, or handed back
+                await worker.stop_taking()
             await engine.stop()
+            if worker is not None:
+                await worker.stop()
             await job_service.stop()  # and its webhook sender
+            if durable.queue is not None:
+                await durable.queue.close()
 
     # No /docs or /redoc: FastAPI's pages load their scripts from a CDN; /openapi.json stays.
+    server_metrics.watch_durable(durable.results, worker)
     app = FastAPI(title="TinyIMGserver", version=tinyimg.__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.config = config
     app.state.engine = engine
     app.state.metrics = server_metrics
     app.state.jobs = job_service
+    app.state.durable = durable
     app.state.api_keys = load_api_keys(config.api_keys_file) if config.api_keys_file else None
     app.state.auth_failures = build_auth_failure_limiter()
     try:

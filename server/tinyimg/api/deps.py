@@ -19,6 +19,7 @@ from fastapi import Depends, Request
 from tinyimg.api.metrics import ServerMetrics
 from tinyimg.core.auth import KeyFileError, RateLimiter, hash_bearer, load_key_hashes, match_key, parse_bearer
 from tinyimg.core.errors import ApiError
+from tinyimg.durable.reader import DurableJobs
 from tinyimg.runtime.jobrunner import JobsApi
 from tinyimg.runtime.jobs import EngineApi
 from tinyimg.spec import ConfigError, ServerConfig
@@ -43,6 +44,10 @@ def get_metrics(request: Request) -> ServerMetrics:
 
 def get_jobs(request: Request) -> JobsApi:
     return cast(JobsApi, request.app.state.jobs)
+
+
+def get_durable(request: Request) -> DurableJobs:
+    return cast(DurableJobs, request.app.state.durable)
 
 
 def load_api_keys(path: str | Path) -> list[str]:
@@ -87,4 +92,5 @@ ConfigDep = Annotated[ServerConfig, Depends(get_config)]
 EngineDep = Annotated[EngineApi, Depends(get_engine)]
 MetricsDep = Annotated[ServerMetrics, Depends(get_metrics)]
 JobsDep = Annotated[JobsApi, Depends(get_jobs)]
+DurableDep = Annotated[DurableJobs, Depends(get_durable)]
 ApiKeyDep = Annotated[None, Depends(require_api_key)]

@@ -18,7 +18,15 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from tinyimg.api.deps import GENERATION_ERRORS, ApiKeyDep, ConfigDep, JobsDep, read_disconnect, read_key_hash
+from tinyimg.api.deps import (
+    GENERATION_ERRORS,
+    ApiKeyDep,
+    ConfigDep,
+    DurableDep,
+    JobsDep,
+    read_disconnect,
+    read_key_hash,
+)
 from tinyimg.core.errors import InvalidField
 from tinyimg.runtime.inputs import open_image, read_mask_from_alpha
 from tinyimg.runtime.jobrunner import JobOrder
@@ -102,7 +110,7 @@ def encode_png(image: Any) -> str:
     openapi_extra={"requestBody": EDIT_REQUEST_BODY},
 )
 async def edit_images(
-    request: Request, config: ConfigDep, jobs: JobsDep, _auth: ApiKeyDep,
+    request: Request, config: ConfigDep, jobs: JobsDep, durable: DurableDep, _auth: ApiKeyDep,
 ) -> OpenAIImagesResponse:
     fields, image, mask = await read_edit_form(request)
     request.state.model = fields.get("model") or config.models[0].name
@@ -114,4 +122,4 @@ async def edit_images(
         record = await jobs.run(order, lambda: read_disconnect(request))
     except InvalidField as err:
         raise rename_openai_field(err) from None
-    return build_images_response(record, as_url)
+    return build_images_response(record, as_url, await durable.urls(record.image_keys, record.base_url))

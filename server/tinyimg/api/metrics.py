@@ -8,16 +8,21 @@ can never drift from what the engine reports in ``/status``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import Scope
 
 from tinyimg.runtime.jobs import EngineStatus, ModelView
 from tinyimg.runtime.jobstore import JobRecord, JobStore
 from tinyimg.wire.requests import GENERATION_PATHS
+
+if TYPE_CHECKING:
+    from tinyimg.durable.results import ResultStore
+    from tinyimg.runtime.redisworker import RedisJobWorker
 
 MODEL_STATES = ("loading", "ready", "failed")
 UNKNOWN_MODEL = "unknown"
@@ -89,6 +94,42 @@ class JobsCollector(Collector):
         yield from (jobs, clients, results)
 
 
+class DurableCollector(Collector):
+    """The shared queue as this pod sees it (refreshed by its worker every few seconds) and the
+    result store's writes."""
+
+    def __init__(self, results: ResultStore | None, worker: RedisJobWorker | None):
+        self.results, self.worker = results, worker
+
+    def collect(self) -> Iterator[Metric]:
+        if self.results is not None:
+            writes = CounterMetricFamily("tinyimg_result_store_writes", "Objects written to the result store, by outcome.",
+                                         labels=["outcome"])
+            writes.add_metric(["ok"], self.results.writes)
+            writes.add_metric(["failed"], self.results.write_failures)
+            yield writes
+        if self.worker is None:
+            return
+        entries = GaugeMetricFamily("tinyimg_shared_queue_entries", "Jobs in a model's Redis stream: waiting for a pod, "
+                                    "or taken and not yet acknowledged.", labels=["model", "state"])
+        for model, (waiting, taken) in self.worker.stats.items():
+            entries.add_metric([model, "waiting"], waiting)
+            entries.add_metric([model, "taken"], taken)
+        counts = self.worker.counts
+        redeliveries = CounterMetricFamily("tinyimg_shared_queue_redeliveries",
+                                           "Jobs this pod took after a pod that had taken them stopped.")
+        redeliveries.add_metric([], counts.redeliveries)
+        handed = CounterMetricFamily("tinyimg_shared_queue_handed_back", "Jobs this pod took and gave back unstarted.")
+        handed.add_metric([], counts.handed_back)
+        lost = CounterMetricFamily("tinyimg_jobs_worker_lost", "Jobs failed worker_lost here (jobs.maxAttempts reached).")
+        lost.add_metric([], counts.lost)
+        failures = CounterMetricFamily("tinyimg_shared_queue_failures", "Redis errors of the shared queue, by operation.",
+                                       labels=["operation"])
+        for operation, n in counts.failures.items():
+            failures.add_metric([operation], n)
+        yield from (entries, redeliveries, handed, lost, failures)
+
+
 class ServerMetrics:
     def __init__(self, model_names: list[str]):
         self.model_names = frozenset(model_names)
@@ -125,6 +166,9 @@ class ServerMetrics:
 
     def watch_engine(self, read_status: Callable[[], EngineStatus], read_states: Callable[[], Sequence[ModelView]]) -> None:
         self.registry.register(EngineCollector(read_status, read_states))
+
+    def watch_durable(self, results: ResultStore | None, worker: RedisJobWorker | None) -> None:
+        self.registry.register(DurableCollector(results, worker))
 
     def watch_jobs(self, store: JobStore) -> None:
         self.registry.register(JobsCollector(store))

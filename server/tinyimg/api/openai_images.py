@@ -7,7 +7,16 @@ import time
 
 from fastapi import APIRouter, Request
 
-from tinyimg.api.deps import GENERATION_ERRORS, ApiKeyDep, ConfigDep, EngineDep, JobsDep, read_disconnect, read_key_hash
+from tinyimg.api.deps import (
+    GENERATION_ERRORS,
+    ApiKeyDep,
+    ConfigDep,
+    DurableDep,
+    EngineDep,
+    JobsDep,
+    read_disconnect,
+    read_key_hash,
+)
 from tinyimg.core.errors import InvalidField
 from tinyimg.runtime.jobrunner import JobOrder
 from tinyimg.runtime.jobviews import build_images_response
@@ -26,6 +35,7 @@ async def create_images(
     request: Request,
     config: ConfigDep,
     jobs: JobsDep,
+    durable: DurableDep,
     _auth: ApiKeyDep,
 ) -> OpenAIImagesResponse:
     generate_body = build_generate_request(body, config.models[0].name)
@@ -36,7 +46,7 @@ async def create_images(
         record = await jobs.run(order, lambda: read_disconnect(request))
     except InvalidField as err:
         raise rename_openai_field(err) from None
-    return build_images_response(record, as_url)
+    return build_images_response(record, as_url, await durable.urls(record.image_keys, record.base_url))
 
 
 @router.get("/v1/models", response_model=OpenAIModelsResponse, responses=build_error_responses(*EDGE_ERRORS))

@@ -12,13 +12,8 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
-from typing import Any
-
-from fastapi.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
 
 from tinyimg.core.jobs import TERMINAL
-from tinyimg.http.streams import StreamTicket
 from tinyimg.runtime.jobstore import JobEvent, JobRecord
 
 # How long EventSource waits before reconnecting after the connection drops.
@@ -34,21 +29,6 @@ LAST_EVENT_ID = re.compile(r"[0-9]{1,18}")
 def parse_last_event_id(value: str | None) -> int:
     """The number a reconnecting client sends in ``Last-Event-ID``; 0 when absent or malformed."""
     return int(value) if value is not None and LAST_EVENT_ID.fullmatch(value) else 0
-
-
-class TicketedStreamingResponse(StreamingResponse):
-    """A stream that gives its place back (``tinyimg.http.streams``) however it ends, even when
-    the client left before the first byte and the body was never iterated."""
-
-    def __init__(self, ticket: StreamTicket, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.ticket = ticket
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self.ticket.release()
 
 
 def format_event(event: JobEvent) -> bytes:

@@ -30,7 +30,12 @@ JOB_ID_HEADER = "x-tinyimg-job-id"
 PUBLIC_JOB_ID_HEADER = "x-tinyimg-public-job-id"
 PUBLIC_BASE_URL_HEADER = "x-tinyimg-public-base-url"
 JOB_SIGNATURE_HEADER = "x-tinyimg-job-signature"
-JOB_HEADERS = frozenset({JOB_ID_HEADER, PUBLIC_JOB_ID_HEADER, PUBLIC_BASE_URL_HEADER, JOB_SIGNATURE_HEADER})
+# With a shared queue (Redis) the router's id is the job id itself, and the job must know which
+# key may read it (the router checks keys; its pods have none): the hash of that key.
+JOB_KEY_HASH_HEADER = "x-tinyimg-job-key-hash"
+JOB_HEADERS = frozenset({JOB_ID_HEADER, PUBLIC_JOB_ID_HEADER, PUBLIC_BASE_URL_HEADER, JOB_SIGNATURE_HEADER,
+                         JOB_KEY_HASH_HEADER})
+KEY_HASH = re.compile(r"^[0-9a-f]{64}$")
 # A router id is ``job_<hex>.<base64url>.<base64url>`` (tinyimg.router.jobids), under 500 characters.
 PUBLIC_JOB_ID = re.compile(r"^[A-Za-z0-9._-]{1,1000}$")
 MAX_BASE_URL = 2000
@@ -57,10 +62,10 @@ def read_job_secret(path: str, name: str) -> bytes:
     return secret
 
 
-def sign_job_headers(secret: bytes, job_id: str, public_id: str, base_url: str) -> str:
+def sign_job_headers(secret: bytes, job_id: str, public_id: str, base_url: str, key_hash: str = "") -> str:
     """What a router puts in ``x-tinyimg-job-signature``: HMAC-SHA256 with its job secret over the
-    three job headers, so a pod given the same secret believes them from the router only."""
-    message = f"job-headers\n{job_id}\n{public_id}\n{base_url}".encode()
+    job headers, so a pod given the same secret believes them from the router only."""
+    message = f"job-headers\n{job_id}\n{public_id}\n{base_url}\n{key_hash}".encode()
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
@@ -71,6 +76,7 @@ class JobIdentity:
     job_id: str | None = None
     public_id: str | None = None
     public_base_url: str | None = None
+    key_hash: str | None = None  # the hash of the key that may read it (given with a shared queue)
 
 
 def read_job_identity(headers: Mapping[str, str], router_secret: bytes | None = None) -> JobIdentity:
@@ -78,10 +84,11 @@ def read_job_identity(headers: Mapping[str, str], router_secret: bytes | None = 
     router's secret (``routerSecretFile``; the operator mounts it) they are believed only when
     their signature matches, and ignored otherwise (logged: a direct client, or a router with
     another secret, gets a job of the pod's own); without it, from whoever reaches the pod."""
-    job_id, public_id, base_url = (headers.get(h) for h in (JOB_ID_HEADER, PUBLIC_JOB_ID_HEADER, PUBLIC_BASE_URL_HEADER))
-    if router_secret is not None and (job_id or public_id or base_url):
+    job_id, public_id, base_url, key_hash = (
+        headers.get(h) for h in (JOB_ID_HEADER, PUBLIC_JOB_ID_HEADER, PUBLIC_BASE_URL_HEADER, JOB_KEY_HASH_HEADER))
+    if router_secret is not None and (job_id or public_id or base_url or key_hash):
         signature = headers.get(JOB_SIGNATURE_HEADER) or ""
-        expected = sign_job_headers(router_secret, job_id or "", public_id or "", base_url or "")
+        expected = sign_job_headers(router_secret, job_id or "", public_id or "", base_url or "", key_hash or "")
         if not hmac.compare_digest(signature, expected):
             log.warning("job headers without a valid router signature: ignored", extra={"job_id": job_id})
             return JobIdentity()
@@ -96,7 +103,9 @@ def read_job_identity(headers: Mapping[str, str], router_secret: bytes | None = 
         if parts.scheme not in ("http", "https") or not parts.netloc or len(base_url) > MAX_BASE_URL \
                 or any(c.isspace() or not c.isprintable() for c in base_url):
             raise InvalidField(PUBLIC_BASE_URL_HEADER, f"must be an http(s) URL of at most {MAX_BASE_URL} characters")
-    return JobIdentity(job_id, public_id, base_url)
+    if key_hash is not None and not KEY_HASH.fullmatch(key_hash):
+        raise InvalidField(JOB_KEY_HASH_HEADER, "must be 64 lowercase hex digits (a sha256)")
+    return JobIdentity(job_id, public_id, base_url, key_hash)
 
 
 class JobNotFound(ApiError):

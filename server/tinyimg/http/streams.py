@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from tinyimg.core.errors import ApiError
 
@@ -63,3 +67,18 @@ class StreamGate:
             if counter[key] <= 0:
                 del counter[key]
         self.total -= 1
+
+
+class TicketedStreamingResponse(StreamingResponse):
+    """A stream that gives its place back (``tinyimg.http.streams``) however it ends, even when
+    the client left before the first byte and the body was never iterated."""
+
+    def __init__(self, ticket: StreamTicket, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.ticket = ticket
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.ticket.release()

@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--job-secret-file", metavar="PATH",
         help="secret that signs job ids; give every replica the same one (default: random per process)",
     )
+    p.add_argument("--redis-url", metavar="URL", help="the shared job queue (redis://...): jobs are answered from it")
+    p.add_argument(
+        "--result-store", metavar="DIR|S3URL",
+        help="the pods' result store: a directory (served at /v1/files) or s3://BUCKET/PREFIX?endpoint=URL&region=NAME",
+    )
+    p.add_argument("--url-ttl-seconds", type=int, metavar="S", help=f"image URL lifetime (default {d.url_ttl_seconds})")
     p.add_argument("--log-level", default="info", help="the least severe log records written (JSON lines on stderr)")
     return p
 
@@ -85,7 +91,14 @@ def load_settings(args: argparse.Namespace) -> RouterSettings:
         "key_hashes": tuple(load_key_hashes(args.api_keys_file)) if args.api_keys_file else None,
         "open_paths": () if args.protect_health else None,
         "job_secret": read_job_secret(args.job_secret_file, "--job-secret-file") if args.job_secret_file else None,
+        "redis_url": args.redis_url,
+        "result_store": args.result_store,
+        "url_ttl_seconds": args.url_ttl_seconds,
     }
+    if args.redis_url is not None and not args.redis_url.startswith(("redis://", "rediss://")):
+        raise ValueError(f"--redis-url {args.redis_url}: expected redis://HOST:PORT[/DB] or rediss://...")
+    if args.url_ttl_seconds is not None and not 1 <= args.url_ttl_seconds <= 7 * 86_400:
+        raise ValueError("--url-ttl-seconds: between 1 and 604800 (7 days, the longest an S3 URL may last)")
     return RouterSettings(**{k: v for k, v in given.items() if v is not None})
 
 

@@ -14,6 +14,13 @@ from tinyimg.router.state import RouterState
 from tinyimg.router.upstream import UpstreamResponse
 
 
+def rebase_file_url(url: str, base_url: str) -> str:
+    """A directory store's ``/v1/files/...`` URL on the router's base URL (the router serves them
+    from the same directory); any other URL (an S3 presigned one) as it is."""
+    _, files, rest = url.partition("/v1/files/")
+    return f"{base_url.rstrip('/')}/v1/files/{rest}" if files else url
+
+
 async def rewrite_image_urls(upstream: UpstreamResponse, request: Request, state: RouterState) -> Response:
     """An OpenAI images answer with ``url`` data: each pod URL (``.../v1/jobs/<pod job>/images/<i>``)
     becomes the router's, with a signed job id, so the client fetches it through the router."""
@@ -21,6 +28,9 @@ async def rewrite_image_urls(upstream: UpstreamResponse, request: Request, state
     base = str(request.base_url).rstrip("/")
     key_hash = read_key_hash(request)
     for item in data.get("data", []):
+        if "/v1/jobs/" not in item["url"]:  # a capability URL of the result store
+            item["url"] = rebase_file_url(item["url"], base)
+            continue
         pod_job_id, _, index = item["url"].split("/v1/jobs/", 1)[1].partition("/images/")
         job_id = build_router_job_id(state.job_secret, pod_job_id, upstream.origin, key_hash)
         item["url"] = f"{base}/v1/jobs/{job_id}/images/{index}"

@@ -52,6 +52,13 @@ class RouterSettings:
     # Signs job ids (tinyimg.router.jobids); every replica needs the same one. Empty: a random
     # secret per process, so a job is readable only through the replica that created it.
     job_secret: bytes = b""
+    # Shared jobs (tinyimg.durable): with a Redis, jobs are read, streamed and cancelled from it by
+    # any replica; the result store (a directory path or s3://bucket/prefix?endpoint=..&region=..)
+    # serves /v1/files URLs (directory) or signs image URLs (S3).
+    redis_url: str | None = None
+    result_store: str | None = None
+    url_ttl_seconds: int = 3600
+    result_ttl_seconds: float = 3600.0
 
     def edge_limits(self) -> EdgeLimits:
         return EdgeLimits(max_body_bytes=self.max_body_bytes, max_body_bytes_total=self.max_body_bytes_total,

@@ -11,6 +11,8 @@ from fastapi import Depends, Request
 
 from tinyimg.core.auth import RateLimiter, build_auth_failure_limiter, match_key, parse_bearer
 from tinyimg.core.errors import ApiError
+from tinyimg.durable.reader import DurableJobs
+from tinyimg.durable.results import parse_result_store_url
 from tinyimg.http.streams import StreamGate
 from tinyimg.router.coldstart import WaitingRoom
 from tinyimg.router.discovery import Discovery
@@ -36,6 +38,20 @@ class RouterState:
         self.job_secret = settings.job_secret or secrets.token_bytes(32)
         self.streams = StreamGate(settings.stream_limits)
         self.drain_guard: DrainGuard | None = None  # set when the app's middleware is built
+        self.durable = build_router_durable(settings)
+
+
+def build_router_durable(settings: RouterSettings) -> DurableJobs | None:
+    """The shared jobs (``--redis-url``) and the pods' result store (``--result-store``), or None."""
+    if settings.redis_url is None and settings.result_store is None:
+        return None
+    results = parse_result_store_url(settings.result_store) if settings.result_store else None
+    queue = None
+    if settings.redis_url is not None:
+        from tinyimg.durable.redisjobs import RedisJobs
+
+        queue = RedisJobs(settings.redis_url, settings.result_ttl_seconds)
+    return DurableJobs(queue, results, settings.url_ttl_seconds)
 
 
 # Dependencies are async on purpose: FastAPI runs a sync one in a worker thread, per request.

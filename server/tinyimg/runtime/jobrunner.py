@@ -20,19 +20,26 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tinyimg import imaging
 from tinyimg.core.errors import ApiError
 from tinyimg.core.jobs import JobIdentity, new_job_id
 from tinyimg.core.logs import request_id_var
+from tinyimg.durable.jobdocs import StoredJob
+from tinyimg.durable.results import ResultStore, StorageUnavailable
 from tinyimg.families.base import GenerationParams
+from tinyimg.runtime.jobresults import store_images, store_record
 from tinyimg.runtime.jobs import EngineApi, ModelNotFound
-from tinyimg.runtime.jobstore import JobRecord, JobStore
+from tinyimg.runtime.jobstore import JobRecord, JobStore, drop_inputs
+from tinyimg.runtime.jobviews import build_error_data, build_stored_job
 from tinyimg.runtime.params import ModelRules, build_generation_params, build_model_rules
 from tinyimg.runtime.webhooks import WebhookSender
 from tinyimg.spec import JobsConfig, ModelSpec
 from tinyimg.wire.requests import GenerateRequest
+
+if TYPE_CHECKING:
+    from tinyimg.durable.redisjobs import RedisJobs
 
 log = logging.getLogger("tinyimg.jobs")
 
@@ -53,6 +60,7 @@ class JobOrder:
     webhook: str | None = None  # already checked against the allow-list
     preview: bool = False
     keep: bool = True  # False: a synchronous answer, forgotten once its caller has it
+    durable: bool = False  # taken from the shared queue (Redis): its results are stored, not kept here
     identity: JobIdentity = field(default_factory=JobIdentity)  # what a router said about it
 
 
@@ -97,6 +105,7 @@ class JobsApi(Protocol):
     """The job service as the routes use it (``JobService``)."""
 
     async def submit(self, order: JobOrder) -> JobRecord: ...
+    async def enqueue(self, order: JobOrder) -> StoredJob: ...
     async def finish(self, record: JobRecord, hangup: Callable[[], Awaitable[None]]) -> JobRecord: ...
     async def run(self, order: JobOrder, hangup: Callable[[], Awaitable[None]]) -> JobRecord: ...
     def get(self, job_id: str) -> JobRecord: ...
@@ -107,10 +116,13 @@ class JobService(JobsApi):
     def __init__(
         self, engine: EngineApi, config: JobsConfig, *, models: Sequence[ModelSpec] = (),
         on_finish: Hook | None = None, deliver_webhook: Hook | None = None, webhooks: WebhookSender | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.monotonic, results: ResultStore | None = None, queue: RedisJobs | None = None,
     ):
-        """``webhooks``: the sender ``deliver_webhook`` schedules on; stopped with the service."""
+        """``webhooks``: the sender ``deliver_webhook`` schedules on; stopped with the service.
+        ``results``: where finished jobs are written (their images then have capability URLs);
+        ``queue``: the shared queue ``enqueue`` puts jobs on (``tinyimg.durable.redisjobs``)."""
         self.engine, self.config, self.clock = engine, config, clock
+        self.results, self.queue = results, queue
         self.models: Mapping[str, ModelRules] = {m.name: build_model_rules(m) for m in models}
         self.store = JobStore(config.result_ttl_seconds, config.max_result_bytes, clock)
         self.on_finish = on_finish
@@ -209,6 +221,26 @@ class JobService(JobsApi):
             raise JobCancelled(record.id)
         return record
 
+    async def enqueue(self, order: JobOrder) -> StoredJob:
+        """Resolve the request as ``submit`` does, then put it on the shared queue (not on this
+        pod's engine): whichever pod of the model has room takes it. Its seed is fixed now, so a
+        pod that takes it again after another died makes the same images."""
+        assert self.queue is not None
+        body = order.request
+        rules = self.models.get(body.model)
+        if rules is None:
+            raise ModelNotFound(body.model, list(self.models))
+        params = await asyncio.to_thread(build_generation_params, body, rules, request_id_var.get())
+        request = body if body.seed is not None else body.model_copy(update={"seed": params.seeds[0]})
+        record = JobRecord(
+            order.identity.job_id or new_job_id(), body.model, drop_inputs(params), order.output_format, order.webhook,
+            order.key_hash, preview=order.preview, base_url=order.base_url, public_id=order.identity.public_id,
+            public_base_url=order.identity.public_base_url, total_steps=params.steps, request=request,
+        )
+        job = build_stored_job(record)
+        await self.queue.create(job, ("queued", {}))
+        return job
+
     def create(self, model: str, params: GenerationParams, order: JobOrder) -> JobRecord:
         """Queue resolved parameters as a job. A router's ``order.identity.job_id`` (its signed id
         names it before the pod answers) is refused with 409 when taken: another id would not be
@@ -220,6 +252,7 @@ class JobService(JobsApi):
             job_id or new_job_id(), model, params, order.output_format, order.webhook, order.key_hash, order.keep,
             preview=order.preview, base_url=order.base_url, public_id=order.identity.public_id,
             public_base_url=order.identity.public_base_url, total_steps=params.steps, request=order.request,
+            durable=order.durable,
         )
         record.entry = self.engine.submit(model, params, observer=JobEvents(self, record))
         self.store.add(record)
@@ -249,6 +282,9 @@ class JobService(JobsApi):
             record.entry = None
             # Encoding a large PNG takes tens of milliseconds: keep it off the event loop.
             encoded = await asyncio.to_thread(encode_all, [i.image for i in result.images], record.output_format)
+            seeds = [i.seed for i in result.images]
+            if self.results is not None and (record.keep or record.durable) and not record.finished:
+                encoded, record.image_keys = await store_images(self.results, record, encoded, seeds)
         except asyncio.CancelledError:
             if not record.finished:  # the server stops (cancel() has finished it otherwise)
                 self._finish(record, "cancelled", {})
@@ -264,11 +300,16 @@ class JobService(JobsApi):
             return
         if record.finished:  # cancelled while its images were being encoded
             return
-        record.images, record.seeds = encoded, [i.seed for i in result.images]
+        record.images, record.seeds = encoded, seeds
         record.queued_seconds, record.inference_seconds = result.queued_seconds, result.inference_seconds
         record.device, record.batch_size = result.device, result.batch_size
         record.step = max(record.step, record.total_steps)
         self._finish(record, "succeeded", {"images": len(encoded), "seeds": record.seeds})
+        if self.results is not None and record.keep and not record.durable:
+            try:  # beside its images, so the job is still there after a restart
+                await store_record(self.results, build_stored_job(record))
+            except StorageUnavailable as err:
+                log.warning("job record not stored: %s", err.message, extra={"job_id": record.id})
 
     def mark_started(self, record: JobRecord) -> None:
         if record.finished:
@@ -328,7 +369,3 @@ class JobService(JobsApi):
                 hook(record)
             except Exception:  # a metrics or webhook hook must not lose the job's result
                 log.exception("job hook failed", extra={"job_id": record.id})
-
-
-def build_error_data(err: ApiError) -> dict[str, Any]:
-    return {"code": err.code, "message": err.message, "status": err.status, **err.extra}

@@ -52,6 +52,7 @@ class JobRecord:
     webhook: str | None = None
     key_hash: str | None = None  # sha256 of the API key that created it; reads need the same key
     keep: bool = True  # False: a synchronous /generate, forgotten once its caller has the answer
+    durable: bool = False  # taken from the shared queue: stored and answered from Redis, not from here
     preview: bool = False  # wants ``preview`` events while it runs
     request: GenerateRequest | None = None  # what the client sent (a JobRequest for /v1/jobs), as parsed
     created_at: float = field(default_factory=time.time)
@@ -73,6 +74,7 @@ class JobRecord:
     batch_size: int | None = None
     images: list[bytes] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
+    image_keys: list[str] = field(default_factory=list)  # in the result store, once written
     error: ApiError | None = None
     events: list[JobEvent] = field(default_factory=list)
     entry: Job | None = None  # the engine's queue entry, while queued

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import base64
 import time
-from typing import cast
+from typing import Any, cast
 
+from tinyimg.core.errors import ApiError
 from tinyimg.core.jobs import build_job_url
-from tinyimg.runtime.jobrunner import build_error_data
+from tinyimg.durable.jobdocs import StoredJob
 from tinyimg.runtime.jobstore import JobRecord
 from tinyimg.runtime.params import build_parameters_response
 from tinyimg.wire.contract import JobErrorResponse, JobImageResponse, JobResponse, JobTimingsResponse
@@ -20,8 +21,14 @@ from tinyimg.wire.requests import (
 )
 
 
-def build_job_response(base_url: str, r: JobRecord, job_id: str | None = None) -> JobResponse:
-    """The job as seen at ``base_url`` under ``job_id`` (default: this server's own id)."""
+def build_error_data(err: ApiError) -> dict[str, Any]:
+    return {"code": err.code, "message": err.message, "status": err.status, **err.extra}
+
+
+def build_job_response(base_url: str, r: JobRecord, job_id: str | None = None,
+                       image_urls: list[str] | None = None) -> JobResponse:
+    """The job as seen at ``base_url`` under ``job_id`` (default: this server's own id); its
+    images at ``image_urls`` (capability URLs of the result store), else at its images route."""
     succeeded = r.status == "succeeded"
     job_id = job_id or r.id
     built: dict[str, object] = {
@@ -32,7 +39,8 @@ def build_job_response(base_url: str, r: JobRecord, job_id: str | None = None) -
         "timings": JobTimingsResponse(queued_seconds=r.queued_seconds, inference_seconds=r.inference_seconds)
         if succeeded else None,
         "images": [
-            JobImageResponse(url=build_job_url(base_url, job_id, f"/images/{i}"), seed=seed, format=r.output_format)
+            JobImageResponse(url=image_urls[i] if image_urls else build_job_url(base_url, job_id, f"/images/{i}"),
+                             seed=seed, format=r.output_format)
             for i, seed in enumerate(r.seeds)
         ] if succeeded else None,
         "error": JobErrorResponse(**build_error_data(r.error)) if r.error is not None else None,
@@ -55,11 +63,28 @@ def build_webhook_payload(r: JobRecord) -> dict[str, object]:
     return build_job_response(r.public_base_url or r.base_url, r, r.public_id).model_dump(mode="json")
 
 
-def build_images_response(r: JobRecord, as_url: bool) -> OpenAIImagesResponse:
-    """OpenAI's answer: each image as base64, or (``response_format: url``) as the URL of the job's
-    image, valid for the jobs' result TTL. Shared by generations and edits."""
+def build_images_response(r: JobRecord, as_url: bool, urls: list[str] | None = None) -> OpenAIImagesResponse:
+    """OpenAI's answer: each image as base64, or (``response_format: url``) as ``urls`` (capability
+    URLs of the result store) or else the URL of the job's image, valid for the jobs' result TTL.
+    Shared by generations and edits."""
     if as_url:
-        data = [OpenAIImageData(url=build_job_url(r.base_url, r.id, f"/images/{i}")) for i in range(len(r.images))]
+        data = [OpenAIImageData(url=urls[i] if urls else build_job_url(r.base_url, r.id, f"/images/{i}"))
+                for i in range(len(r.images))]
     else:
         data = [OpenAIImageData(b64_json=base64.b64encode(image).decode("ascii")) for image in r.images]
     return OpenAIImagesResponse(created=int(time.time()), data=data, output_format=cast(OutputFormat, r.output_format))
+
+
+def build_stored_job(r: JobRecord, image_keys: list[str] | None = None) -> StoredJob:
+    """The job as stored (Redis, the result store's ``job.json``): its resource without URLs, and
+    what only its readers and the pod that runs it need (``tinyimg.durable.jobdocs``)."""
+    doc = build_job_response("", r).model_dump(mode="json")
+    for name in ("status_url", "events_url"):
+        doc.pop(name, None)
+    order = {
+        "request": r.request.model_dump(mode="json", exclude_none=True) if r.request is not None else None,
+        "key_hash": r.key_hash, "output_format": r.output_format, "base_url": r.base_url,
+        "public_id": r.public_id, "public_base_url": r.public_base_url, "webhook": r.webhook, "preview": r.preview,
+        "image_keys": image_keys if image_keys is not None else list(r.image_keys),
+    }
+    return StoredJob(r.id, doc, order, r.status)

@@ -158,6 +158,8 @@ class ModelReadiness(Wire):
 class RouterHealthResponse(HealthResponse):
     mode: str
     models: dict[str, ModelReadiness]
+    # With a shared queue: "ok", or "unavailable" (Redis lost: degraded, not dead; /generate works).
+    queue: str | None = None
 
 
 class RouterSelfStatus(Wire):

@@ -24,6 +24,8 @@ async def read_liveness() -> HealthResponse:
             responses=build_error_responses(401, 429, 503, *EDGE_ERRORS))
 async def read_readiness(state: StateDep) -> RouterHealthResponse | JSONResponse:
     view = build_health_view(state.table, state.discovery.mode)
+    if state.durable is not None and state.durable.queue is not None:
+        view.queue = "ok" if await state.durable.queue.ping() else "unavailable"
     if not state.table.synced:
         return build_error_response(
             503, "not_ready", "the router has not listed its backends yet", state.settings.retry_after,

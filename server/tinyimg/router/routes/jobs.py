@@ -14,15 +14,21 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from tinyimg.core.jobs import (
+    JOB_ID,
     JOB_ID_HEADER,
+    JOB_KEY_HASH_HEADER,
     JOB_SIGNATURE_HEADER,
     PUBLIC_BASE_URL_HEADER,
     PUBLIC_JOB_ID_HEADER,
     new_job_id,
     sign_job_headers,
 )
+from tinyimg.durable.jobdocs import StoredJob
+from tinyimg.durable.reader import DurableJobs, parse_stream_event_id
+from tinyimg.http.streams import TicketedStreamingResponse
 from tinyimg.router.headers import build_upstream_headers
 from tinyimg.router.jobids import build_router_job_id, read_router_job_id
+from tinyimg.router.relay import rebase_file_url
 from tinyimg.router.requests import build_body_document, check_body, read_client, read_key_hash, read_model_name
 from tinyimg.router.state import AccessDep, RouterState, StateDep
 from tinyimg.router.upstream import UpstreamResponse
@@ -32,14 +38,19 @@ from tinyimg.wire.requests import JobRequest
 router = APIRouter(tags=["jobs"], dependencies=[AccessDep])
 READ_STATUSES = (401, 404, 429, 504, *EDGE_ERRORS)
 READ_ERRORS = build_error_responses(*READ_STATUSES)
+KEEPALIVE_SECONDS = 15.0  # a comment on a quiet shared job's event stream, as the pods send
 
 
 def rewrite_job(data: dict[str, Any], job_id: str, base_url: str) -> dict[str, Any]:
-    """A pod's job answer with the router's id and URLs (pure)."""
+    """A pod's job answer with the router's id and URLs (pure). Image URLs of the pod's images route
+    become the router's; capability URLs of a result store stay (a directory's on the router's base)."""
     url = f"{base_url.rstrip('/')}/v1/jobs/{job_id}"
     out = {**data, "id": job_id, "status_url": url, "events_url": f"{url}/events"}
     if data.get("images"):
-        out["images"] = [{**image, "url": f"{url}/images/{i}"} for i, image in enumerate(data["images"])]
+        out["images"] = [
+            {**image, "url": f"{url}/images/{i}" if "/v1/jobs/" in image["url"] else rebase_file_url(image["url"], base_url)}
+            for i, image in enumerate(data["images"])
+        ]
     return out
 
 
@@ -50,15 +61,22 @@ def upstream_headers(request: Request) -> list[tuple[bytes, bytes]]:
     )
 
 
-def build_job_headers(secret: bytes, pod_url: str, key_hash: str, base_url: str) -> list[tuple[bytes, bytes]]:
+def build_job_headers(secret: bytes, pod_url: str, key_hash: str, base_url: str,
+                      shared: bool = False) -> list[tuple[bytes, bytes]]:
     """What a pod is told when the router creates a job on it: the pod job id the router chose and
     the router id and base URL the client will know it by (its webhook carries them). Built for
-    each pod tried: the pod's URL is part of the signed id."""
+    each pod tried: the pod's URL is part of the signed id. ``shared`` (a shared queue): the id is
+    the job id itself, any replica reads it from Redis, and the pod is told which key may read it."""
     pod_job_id = new_job_id()
-    public_id = build_router_job_id(secret, pod_job_id, pod_url, key_hash)
-    signature = sign_job_headers(secret, pod_job_id, public_id, base_url)
-    return [(JOB_ID_HEADER.encode(), pod_job_id.encode()), (PUBLIC_JOB_ID_HEADER.encode(), public_id.encode()),
-            (PUBLIC_BASE_URL_HEADER.encode(), base_url.encode("latin-1")), (JOB_SIGNATURE_HEADER.encode(), signature.encode())]
+    public_id = pod_job_id if shared else build_router_job_id(secret, pod_job_id, pod_url, key_hash)
+    owner = key_hash if shared else ""
+    signature = sign_job_headers(secret, pod_job_id, public_id, base_url, owner)
+    headers = [(JOB_ID_HEADER.encode(), pod_job_id.encode()), (PUBLIC_JOB_ID_HEADER.encode(), public_id.encode()),
+               (PUBLIC_BASE_URL_HEADER.encode(), base_url.encode("latin-1")),
+               (JOB_SIGNATURE_HEADER.encode(), signature.encode())]
+    if owner:
+        headers.append((JOB_KEY_HASH_HEADER.encode(), owner.encode()))
+    return headers
 
 
 def build_job_answer(status: int, raw_headers: list[tuple[bytes, bytes]], body: bytes, job_id: str,
@@ -88,8 +106,10 @@ async def create_job(request: Request, state: StateDep) -> Response:
     assert state.forwarder is not None  # the lifespan builds it before the first request
     common, key_hash, base_url = upstream_headers(request), read_key_hash(request), str(request.base_url)
 
+    shared = shared_jobs(state) is not None
+
     def for_pod(pod_url: str) -> list[tuple[bytes, bytes]]:
-        return [*common, *build_job_headers(state.job_secret, pod_url, key_hash, base_url)]
+        return [*common, *build_job_headers(state.job_secret, pod_url, key_hash, base_url, shared)]
 
     upstream = await state.forwarder.forward(
         model, "/v1/jobs", body, for_pod, request.scope["state"]["request_id"], measure_latency=False,
@@ -97,6 +117,8 @@ async def create_job(request: Request, state: StateDep) -> Response:
     if upstream.status_code != 202:
         return upstream
     raw = await upstream.read_all()
+    if shared:  # the job's own id: every replica reads it from Redis
+        return build_job_answer(upstream.status_code, upstream.raw_headers, raw, json.loads(raw)["id"], request)
     # Signed from the pod's answer: the id it was told when it honours the header (a pod of an
     # older version, mid-upgrade, answers its own id: reads still work, only its webhook differs).
     job_id = build_router_job_id(state.job_secret, json.loads(raw)["id"], upstream.origin, key_hash)
@@ -113,14 +135,34 @@ async def to_pod(request: Request, state: RouterState, job_id: str, method: str,
     return upstream
 
 
+def shared_jobs(state: RouterState) -> DurableJobs | None:
+    """The shared jobs when there is a Redis: a plain job id is then read from it, by any replica."""
+    return state.durable if state.durable is not None and state.durable.queue is not None else None
+
+
+async def read_shared(request: Request, state: RouterState, job_id: str) -> tuple[DurableJobs, StoredJob] | None:
+    """(the shared jobs, the job) for a plain job id with a Redis; None for a router id (a pod's)."""
+    durable = shared_jobs(state)
+    if durable is None or not JOB_ID.fullmatch(job_id):
+        return None
+    return durable, await durable.read(job_id, read_key_hash(request) or None)
+
+
 @router.get("/v1/jobs/{job_id}", response_model=JobResponse, responses=READ_ERRORS)
 async def read_job(job_id: str, request: Request, state: StateDep) -> Response:
+    shared = await read_shared(request, state, job_id)
+    if shared is not None:
+        return JSONResponse(await shared[0].render(shared[1], str(request.base_url)))
     upstream = await to_pod(request, state, job_id, "GET")
     return await relay_job_json(upstream, job_id, request)
 
 
 @router.delete("/v1/jobs/{job_id}", response_model=JobResponse, responses=build_error_responses(409, *READ_STATUSES))
 async def cancel_job(job_id: str, request: Request, state: StateDep) -> Response:
+    shared = await read_shared(request, state, job_id)
+    if shared is not None:
+        durable, job = shared
+        return JSONResponse(await durable.render(await durable.cancel(job), str(request.base_url)))
     upstream = await to_pod(request, state, job_id, "DELETE")
     return await relay_job_json(upstream, job_id, request)
 
@@ -129,7 +171,12 @@ async def cancel_job(job_id: str, request: Request, state: StateDep) -> Response
             responses={200: {"content": {"text/event-stream": {}}}, **READ_ERRORS, **build_error_responses(429)},
             response_class=Response)
 async def stream_job(job_id: str, request: Request, state: StateDep) -> Response:
+    shared = await read_shared(request, state, job_id)
     ticket = state.streams.admit(job_id, read_client(request))  # 429 too_many_streams past a bound, before the pod is asked
+    if shared is not None:
+        events = shared[0].stream(shared[1], parse_stream_event_id(request.headers.get("last-event-id")), KEEPALIVE_SECONDS)
+        return TicketedStreamingResponse(ticket, events, media_type="text/event-stream",
+                                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     try:
         upstream = await to_pod(request, state, job_id, "GET", "/events")
     except BaseException:
@@ -142,5 +189,10 @@ async def stream_job(job_id: str, request: Request, state: StateDep) -> Response
 @router.get("/v1/jobs/{job_id}/images/{index}", responses=build_error_responses(409, *READ_STATUSES),
             response_class=Response)
 async def read_job_image(job_id: str, index: int, request: Request, state: StateDep) -> Response:
+    shared = await read_shared(request, state, job_id)
+    if shared is not None:
+        found = await shared[0].image(shared[1], index)
+        return Response(found.data, media_type=found.content_type, headers={
+            "X-Seed": found.metadata.get("tinyimg-seed", ""), "Cache-Control": "private, max-age=3600"})
     upstream = await to_pod(request, state, job_id, "GET", f"/images/{index}")
     return upstream

@@ -1,0 +1,24 @@
+"""``GET /v1/files/<key>``: a job image by its capability URL (directory result store): no
+``Authorization``, the URL's signature and expiry are the permission (403 ``url_invalid`` /
+``url_expired``). The router serves the same URLs from the same directory."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from tinyimg.api.deps import DurableDep
+from tinyimg.wire.contract import EDGE_ERRORS, build_error_responses
+
+router = APIRouter(tags=["jobs"])
+
+
+@router.get(
+    "/v1/files/{key:path}",
+    responses={200: {"content": {m: {} for m in ("image/png", "image/jpeg", "image/webp")}},
+               **build_error_responses(403, 404, *EDGE_ERRORS)},
+    response_class=Response,
+)
+async def read_file_route(key: str, request: Request, durable: DurableDep) -> Response:
+    found = await durable.file(key, request.url.query)
+    return Response(found.data, media_type=found.content_type,
+                    headers={"Cache-Control": "private, max-age=300", "X-Seed": found.metadata.get("tinyimg-seed", "")})
