@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import uvicorn
     from starlette.types import ASGIApp
 
+    from tinyimg.durable.results import ResultStore
     from tinyimg.http.limits import EdgeLimits
     from tinyimg.runtime.engine import Engine
 
@@ -37,6 +38,22 @@ def load_serve_config(
     return config.model_copy(update=overrides)
 
 
+DEFAULT_RESULT_DIR = ".tinyimg/results"
+
+
+def build_default_results(config: ServerConfig) -> ResultStore | None:
+    """Without ``jobs.resultStore``, ``tinyimg serve`` keeps results in ``.tinyimg/results`` under
+    the working directory, so a restart keeps finished jobs and their URLs (None: the config names one)."""
+    from tinyimg.durable.results import DirResultStore
+
+    if config.jobs_config().result_store is not None:
+        return None
+    try:
+        return DirResultStore(Path.cwd() / DEFAULT_RESULT_DIR)
+    except ValueError as err:
+        raise ConfigError(f"{err} (the default result directory; set jobs.resultStore)") from None
+
+
 def run_server(config: ServerConfig, log_level: str = "info", termination_log: Path | None = None) -> None:
     import uvicorn
 
@@ -44,7 +61,7 @@ def run_server(config: ServerConfig, log_level: str = "info", termination_log: P
     from tinyimg.core.drain import EXIT_SLACK_SECONDS
     from tinyimg.http.server import build_server_options
 
-    app = create_app(config, termination_log=termination_log)
+    app = create_app(config, termination_log=termination_log, results=build_default_results(config))
     uvicorn_config = uvicorn.Config(
         app,
         host=config.host,

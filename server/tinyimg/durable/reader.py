@@ -12,7 +12,7 @@ from typing import Any
 from tinyimg.core.errors import ApiError
 from tinyimg.core.jobs import JOB_ID, TERMINAL, JobNotFound
 from tinyimg.durable.jobdocs import StoredJob, render_job
-from tinyimg.durable.redisjobs import RedisJobs
+from tinyimg.durable.redisjobs import QueueUnavailable, RedisJobs
 from tinyimg.durable.results import DirResultStore, ResultStore, StoredObject, read_image_key, record_key
 
 RETRY_MS = 2000
@@ -39,11 +39,21 @@ class DurableJobs:
         (404 ``job_not_found`` for another key's job, as for an unknown id)."""
         if not JOB_ID.fullmatch(job_id):
             raise JobNotFound(job_id)
-        job = await self.queue.read(job_id) if self.queue is not None else None
-        if job is None and self.results is not None:
-            found = await self.results.get(record_key(job_id))
-            job = StoredJob.from_record(json.loads(found.data)) if found is not None else None
+        try:
+            job = await self.queue.read(job_id) if self.queue is not None else None
+        except QueueUnavailable:  # Redis lost: a finished job is still answered from its stored record
+            job = await self._read_record(job_id)
+            if job is None:
+                raise
+        if job is None:
+            job = await self._read_record(job_id)
         return job.check_key(key_hash) if job is not None else None
+
+    async def _read_record(self, job_id: str) -> StoredJob | None:
+        if self.results is not None:
+            found = await self.results.get(record_key(job_id))
+            return StoredJob.from_record(json.loads(found.data)) if found is not None else None
+        return None
 
     async def read(self, job_id: str, key_hash: str | None) -> StoredJob:
         job = await self.find(job_id, key_hash)

@@ -37,11 +37,13 @@ POSITION_SCAN = 10_000  # positions are counted up to this many entries ahead
 T = TypeVar("T")
 
 # KEYS: job hash, events stream. ARGV: status, doc JSON, event name ('' = none), event data JSON,
-# expiry seconds (0 = none). Refuses (0) a job that is unknown or already finished.
+# expiry seconds (0 = none), events kept, order JSON ('' = unchanged). Refuses (0) a job that is
+# unknown or already finished.
 UPDATE = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current or current == 'succeeded' or current == 'failed' or current == 'cancelled' then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'doc', ARGV[2])
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'order', ARGV[7]) end
 if ARGV[3] ~= '' then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'name', ARGV[3], 'data', ARGV[4])
 end
@@ -96,6 +98,16 @@ class RedisJobs:
         except (RedisError, OSError) as err:
             raise QueueUnavailable(err) from None
 
+    @asynccontextmanager
+    async def _forget_group_when_lost(self, model: str) -> AsyncIterator[None]:
+        """A Redis that restarted without its data has no group: made again at the next take."""
+        try:
+            yield
+        except ResponseError as err:
+            if "NOGROUP" in str(err):
+                self._groups.discard(model)
+            raise
+
     async def call(self, work: Callable[[], Awaitable[T]]) -> T:
         async with self._guard():
             return await work()
@@ -137,7 +149,7 @@ class RedisJobs:
         """One entry for ``consumer``: first one another pod took and let go idle past
         ``min_idle_ms`` (its pod died), else a new one (waiting up to ``block_ms``)."""
         await self.ensure_group(model)
-        async with self._guard():
+        async with self._guard(), self._forget_group_when_lost(model):
             claimed: Any = await self.redis.xautoclaim(queue_key(model), GROUP, consumer, min_idle_ms, "0-0", count=1)
             entries = claimed[1] if claimed and len(claimed) > 1 else []
             entries = [e for e in entries if e and e[1]]  # a deleted entry comes back as (id, None)
@@ -202,21 +214,19 @@ class RedisJobs:
             int(fields.get(b"attempts", b"0")), _s(fields.get(b"entry")),
         )
 
-    async def update(self, job: StoredJob, event: tuple[str, dict[str, Any]] | None = None) -> bool:
-        """Write ``job``'s status and doc (and an event) unless it has finished meanwhile: False
-        then. A terminal status starts the result TTL of the job and its events."""
+    async def update(self, job: StoredJob, event: tuple[str, dict[str, Any]] | None = None,
+                     with_order: bool = False) -> bool:
+        """Write ``job``'s status and doc (and an event, and its order) unless it has finished
+        meanwhile: False then. A terminal status starts the result TTL of the job and its events."""
         ttl = self.result_ttl if job.status in TERMINAL else 0
         name, data = event if event is not None else ("", {})
         async with self._guard():
             done = await self._update(
                 keys=[job_key(job.id), events_key(job.id)],
-                args=[job.status, json.dumps(job.doc), name, json.dumps(data), ttl, EVENTS_MAXLEN],
+                args=[job.status, json.dumps(job.doc), name, json.dumps(data), ttl, EVENTS_MAXLEN,
+                      json.dumps(job.order) if with_order else ""],
             )
         return bool(done)
-
-    async def save_order(self, job: StoredJob) -> None:
-        async with self._guard():
-            await self.redis.hset(job_key(job.id), "order", json.dumps(job.order))
 
     async def publish(self, job_id: str, name: str, data: dict[str, Any]) -> None:
         """An event that changes no state (a preview, a progress tick between document writes)."""

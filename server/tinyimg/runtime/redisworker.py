@@ -24,6 +24,8 @@ from tinyimg.core.errors import ApiError
 from tinyimg.core.jobs import TERMINAL, JobIdentity
 from tinyimg.durable.jobdocs import StoredJob
 from tinyimg.durable.redisjobs import QueueUnavailable, RedisJobs
+from tinyimg.durable.results import StorageUnavailable
+from tinyimg.runtime.jobresults import store_record
 from tinyimg.runtime.jobrunner import JobOrder, JobService
 from tinyimg.runtime.jobstore import JobRecord
 from tinyimg.runtime.jobviews import build_stored_job
@@ -201,10 +203,22 @@ class RedisJobWorker:
         if record.status == "cancelled":  # in Redis (DELETE), or this pod stopped under it
             current = await self.queue.read(job.id)
             return "done" if current is None or current.finished else "hand back"
-        stored = build_stored_job(record)
+        stored = self._stored(job, record)
+        if record.status == "succeeded" and self.service.results is not None:
+            try:  # beside its images: still answered from the store when Redis has lost it
+                await store_record(self.service.results, stored)
+            except StorageUnavailable as err:
+                log.warning("job record not stored: %s", err.message, extra={"job_id": job.id})
         terminal = next(e for e in reversed(record.events) if e.name in TERMINAL)
-        await self.queue.update(stored, (terminal.name, terminal.data))
+        await self.queue.update(stored, (terminal.name, terminal.data), with_order=True)  # with its image keys
         return "done"
+
+    @staticmethod
+    def _stored(job: StoredJob, record: JobRecord) -> StoredJob:
+        """The job as this pod has run it, created when it was (not when this pod took it)."""
+        stored = build_stored_job(record)
+        stored.doc["created_at"] = job.doc.get("created_at", stored.doc["created_at"])
+        return stored
 
     async def _mirror(self, job: StoredJob, record: JobRecord, after: int) -> int:
         """The events of ``record`` after number ``after`` into Redis, all but the terminal one
@@ -216,7 +230,7 @@ class RedisJobWorker:
             if event.name == "preview":
                 await self.queue.publish(job.id, "preview", event.data)
                 continue
-            stored = build_stored_job(record)
+            stored = self._stored(job, record)
             stored.status = "running"
             await self.queue.update(stored, (event.name, event.data))
         return after
