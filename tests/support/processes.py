@@ -46,15 +46,16 @@ class Proc:
                 self.kill()
 
 
-def spawn(name: str, args: list[str], log_dir: Path) -> Proc:
-    port = free_port()
+def spawn(name: str, args: list[str], log_dir: Path, port: int | None = None) -> Proc:
+    """``port``: where to listen (a process restarted in place); default a free one."""
+    port = port or free_port()
     log = log_dir / f"{name}.log"
     # One torch thread per server: several servers share 2 cores here, and oversubscribed
     # threads make every request slow and the timings noisy.
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     popen = subprocess.Popen(
         [TINYIMG, *args, "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log.open("w"),
+        stdout=log.open("a"),
         stderr=subprocess.STDOUT,
         env=env,
     )
