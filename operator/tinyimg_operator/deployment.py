@@ -20,7 +20,7 @@ from tinyimg_operator.objects import (
     object_labels,
     object_meta,
 )
-from tinyimg_operator.settings import SECRET_KEY, BuildSettings
+from tinyimg_operator.settings import REDIS_PASSWORD_KEY, RESULTS_DIR, SECRET_KEY, BuildSettings
 
 CONTAINER = "server"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -92,6 +92,8 @@ def build_pod_spec(spec: ModelSpec, settings: BuildSettings) -> dict[str, Any]:
     }
     for volume, secret, _ in settings.mounted_secrets():
         pod["volumes"].append({"name": volume, "secret": {"secretName": secret, "items": [{"key": SECRET_KEY, "path": SECRET_KEY}]}})
+    if settings.results_claim:
+        pod["volumes"].append({"name": "results", "persistentVolumeClaim": {"claimName": settings.results_claim}})
     if spec.node_selector:
         pod["nodeSelector"] = dict(spec.node_selector)
     if spec.tolerations:
@@ -111,7 +113,7 @@ def build_container(spec: ModelSpec, settings: BuildSettings) -> dict[str, Any]:
         "image": spec.image or settings.server_image,
         "command": ["tinyimg", "serve", "--config", f"{CONFIG_DIR}/{CONFIG_FILE}", "--termination-log", TERMINATION_LOG],
         "ports": [{"name": "http", "containerPort": labels.DEFAULT_PORT, "protocol": "TCP"}],
-        "env": build_env(spec),
+        "env": build_env(spec, settings),
         "resources": build_resources(spec),
         "startupProbe": _probe("/health/ready", failures=math.ceil(spec.startup_timeout_seconds / PROBE_PERIOD_SECONDS)),
         "readinessProbe": _probe("/health/ready", failures=3, period=5),
@@ -136,20 +138,29 @@ def build_container(spec: ModelSpec, settings: BuildSettings) -> dict[str, Any]:
     }
     for volume, _, path in settings.mounted_secrets():
         container["volumeMounts"].append({"name": volume, "mountPath": path, "readOnly": True})
+    if settings.results_claim:
+        container["volumeMounts"].append({"name": "results", "mountPath": RESULTS_DIR})
+    if settings.s3_secret:  # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN, ...)
+        container["envFrom"] = [{"secretRef": {"name": settings.s3_secret}}]
     if settings.image_pull_policy:
         container["imagePullPolicy"] = settings.image_pull_policy
     return container
 
 
-def build_env(spec: ModelSpec) -> list[dict[str, Any]]:
-    """HF_HOME on the cache volume, HOME on tmp, HF_TOKEN from the Secret, then spec.env (which may override).
+def build_env(spec: ModelSpec, settings: BuildSettings) -> list[dict[str, Any]]:
+    """HF_HOME on the cache volume, HOME on tmp, HF_TOKEN from the Secret, POD_NAME (the pod's name
+    in the shared queue's consumer group), REDIS_PASSWORD from its Secret, then spec.env (which may override).
 
     The root filesystem is read-only, so HOME points at the writable tmp volume: caches that
     follow HOME (triton's ~/.triton when torch.compile is on, ~/.cache) then still work."""
     env: dict[str, dict[str, Any]] = {
         "HF_HOME": {"name": "HF_HOME", "value": CACHE_DIR},
         "HOME": {"name": "HOME", "value": TMP_DIR},
+        "POD_NAME": {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     }
+    if settings.redis_secret:
+        ref = {"name": settings.redis_secret, "key": REDIS_PASSWORD_KEY}
+        env["REDIS_PASSWORD"] = {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": ref}}
     if spec.hf_token_secret:
         ref = {"name": spec.hf_token_secret.name, "key": spec.hf_token_secret.key}
         env["HF_TOKEN"] = {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": ref}}

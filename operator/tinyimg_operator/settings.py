@@ -13,6 +13,8 @@ DEFAULT_SERVER_IMAGE = "ghcr.io/tinyimg/tinyimg-server:0.1.0"
 SECRET_KEY = "secret"  # the key of every Secret a model pod mounts
 WEBHOOK_SECRET_DIR = "/etc/tinyimg/webhook"
 ROUTER_SECRET_DIR = "/etc/tinyimg/router"
+RESULTS_DIR = "/var/lib/tinyimg/results"  # where a shared results claim is mounted (jobs.resultStore.dir)
+REDIS_PASSWORD_KEY = "password"  # the key of the Redis password Secret
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 
 
@@ -32,19 +34,29 @@ class BuildSettings:
     # model pods as routerSecretFile, so they believe job headers from the router only.
     router_secret: str | None = None
 
-    # Where those two Secrets live (the operator's own namespace): a pod can mount only a Secret
-    # of its own namespace, so models elsewhere get neither (and no webhooks: no key to sign with).
+    # Durable jobs (the chart's redis and storage values): the Secret with the Redis password (key
+    # `password`, as REDIS_PASSWORD), the Secret with S3 credentials (its keys as environment
+    # variables: AWS_ACCESS_KEY_ID, ...), and a ReadWriteMany claim mounted at RESULTS_DIR.
+    redis_secret: str | None = None
+    s3_secret: str | None = None
+    results_claim: str | None = None
+
+    # Where those Secrets live (the operator's own namespace): a pod can mount only a Secret
+    # of its own namespace, so models elsewhere get none (and no webhooks: no key to sign with;
+    # no shared jobs: no password, credentials or claim to reach them with).
     secrets_namespace: str | None = None
 
     def for_namespace(self, namespace: str) -> BuildSettings:
         """The settings for a model in ``namespace``: without the Secrets when they live elsewhere."""
-        if self.secrets_namespace in (None, namespace) or not (self.webhook_secret or self.router_secret):
+        held = (self.webhook_secret, self.router_secret, self.redis_secret, self.s3_secret, self.results_claim)
+        if self.secrets_namespace in (None, namespace) or not any(held):
             return self
         server = self.server
-        if server is not None and server.jobs is not None and server.jobs.webhook_allowed_hosts:
-            jobs = server.jobs.model_copy(update={"webhook_allowed_hosts": None})
+        if server is not None and server.jobs is not None:
+            jobs = server.jobs.model_copy(update={"webhook_allowed_hosts": None, "redis_url": None, "result_store": None})
             server = server.model_copy(update={"jobs": jobs})
-        return replace(self, webhook_secret=None, router_secret=None, server=server)
+        return replace(self, webhook_secret=None, router_secret=None, redis_secret=None, s3_secret=None,
+                       results_claim=None, server=server)
 
     def mounted_secrets(self) -> list[tuple[str, str, str]]:
         """(volume name, Secret name, mount directory) of each Secret model pods mount (key `secret`)."""
@@ -65,7 +77,9 @@ def load_build_settings(environ: Mapping[str, str] | None = None) -> BuildSettin
     TINYIMG_AUTOSCALER (builtin, the default, or off: the chart's one autoscaling switch),
     TINYIMG_SERVER_SETTINGS (JSON: the server settings of every model pod), TINYIMG_WEBHOOK_SECRET
     (the name of the Secret holding the webhook signing key), TINYIMG_ROUTER_SECRET (the name of the
-    Secret holding the router's job secret)."""
+    Secret holding the router's job secret), TINYIMG_REDIS_SECRET (the Secret with the Redis
+    password), TINYIMG_S3_SECRET (the Secret with S3 credentials), TINYIMG_RESULTS_CLAIM (a
+    ReadWriteMany claim for the result directory)."""
     env = os.environ if environ is None else environ
     policy = env.get("TINYIMG_IMAGE_PULL_POLICY") or None
     if policy is not None and policy not in PULL_POLICIES:
@@ -84,6 +98,9 @@ def load_build_settings(environ: Mapping[str, str] | None = None) -> BuildSettin
         server=server,
         webhook_secret=env.get("TINYIMG_WEBHOOK_SECRET") or None,
         router_secret=env.get("TINYIMG_ROUTER_SECRET") or None,
+        redis_secret=env.get("TINYIMG_REDIS_SECRET") or None,
+        s3_secret=env.get("TINYIMG_S3_SECRET") or None,
+        results_claim=env.get("TINYIMG_RESULTS_CLAIM") or None,
         secrets_namespace=env.get("TINYIMG_NAMESPACE") or None,
         image_pull_policy=policy,
         allowed_images=allowed,

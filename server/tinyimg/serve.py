@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -43,15 +44,17 @@ DEFAULT_RESULT_DIR = ".tinyimg/results"
 
 def build_default_results(config: ServerConfig) -> ResultStore | None:
     """Without ``jobs.resultStore``, ``tinyimg serve`` keeps results in ``.tinyimg/results`` under
-    the working directory, so a restart keeps finished jobs and their URLs (None: the config names one)."""
+    the working directory, so a restart keeps finished jobs and their URLs (None: the config names
+    one, or the directory cannot be made, as in a container whose root filesystem is read-only)."""
     from tinyimg.durable.results import DirResultStore
 
     if config.jobs_config().result_store is not None:
         return None
     try:
         return DirResultStore(Path.cwd() / DEFAULT_RESULT_DIR)
-    except ValueError as err:
-        raise ConfigError(f"{err} (the default result directory; set jobs.resultStore)") from None
+    except ValueError as err:  # a read-only working directory (a container): results stay in memory
+        logging.getLogger("tinyimg.jobs").warning("no result directory: %s; set jobs.resultStore", err)
+        return None
 
 
 def run_server(config: ServerConfig, log_level: str = "info", termination_log: Path | None = None) -> None:

@@ -53,11 +53,16 @@ def spawn(name: str, args: list[str], log_dir: Path, port: int | None = None) ->
     # One torch thread per server: several servers share 2 cores here, and oversubscribed
     # threads make every request slow and the timings noisy.
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    # Each process in a working directory of its own, as each pod has its own disk: `tinyimg
+    # serve` keeps results under it (.tinyimg/results) unless its config names a store.
+    workdir = log_dir / f"{name}.cwd"
+    workdir.mkdir(exist_ok=True)
     popen = subprocess.Popen(
         [TINYIMG, *args, "--host", "127.0.0.1", "--port", str(port)],
         stdout=log.open("a"),
         stderr=subprocess.STDOUT,
         env=env,
+        cwd=workdir,
     )
     return Proc(name, f"http://127.0.0.1:{port}", popen, log)
 

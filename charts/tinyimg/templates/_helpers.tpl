@@ -154,3 +154,67 @@ chart's own when server.jobs.webhookAllowedHosts is set, else nothing. */}}
 {{- printf "%s-webhook" (include "tinyimg.fullname" .) -}}
 {{- end -}}
 {{- end -}}
+
+{{/* Durable jobs: the Redis URL (redis.url, else the chart's own Redis when redis.enabled), or nothing. */}}
+{{- define "tinyimg.redisUrl" -}}
+{{- if .Values.redis.url -}}
+{{- .Values.redis.url -}}
+{{- else if .Values.redis.enabled -}}
+{{- printf "redis://%s-redis:6379/0" (include "tinyimg.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret with the Redis password (key `password`): redis.existingSecret, else the chart's own. */}}
+{{- define "tinyimg.redisSecret" -}}
+{{- if .Values.redis.existingSecret -}}
+{{- .Values.redis.existingSecret -}}
+{{- else if .Values.redis.enabled -}}
+{{- printf "%s-redis" (include "tinyimg.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The results claim: storage.pvc.claimName, else the chart's own when storage.pvc.create. */}}
+{{- define "tinyimg.resultsClaim" -}}
+{{- if .Values.storage.pvc.claimName -}}
+{{- .Values.storage.pvc.claimName -}}
+{{- else if .Values.storage.pvc.create -}}
+{{- printf "%s-results" (include "tinyimg.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Every model pod's server settings (the operator's TINYIMG_SERVER_SETTINGS): `server`, with
+jobs.redisUrl and jobs.resultStore from `redis` and `storage` (the server's own value wins). Fails
+when a Redis is given without a place for results. */}}
+{{- define "tinyimg.serverSettings" -}}
+{{- $server := deepCopy (.Values.server | default dict) -}}
+{{- $jobs := dict -}}
+{{- with include "tinyimg.redisUrl" . }}{{ $_ := set $jobs "redisUrl" . }}{{ end -}}
+{{- $s3 := .Values.storage.s3 -}}
+{{- if $s3.bucket -}}
+{{- $store := dict "bucket" $s3.bucket "region" $s3.region -}}
+{{- with $s3.endpoint }}{{ $_ := set $store "endpoint" . }}{{ end -}}
+{{- with $s3.prefix }}{{ $_ := set $store "prefix" . }}{{ end -}}
+{{- $_ := set $jobs "resultStore" (dict "s3" $store) -}}
+{{- else if include "tinyimg.resultsClaim" . -}}
+{{- $_ := set $jobs "resultStore" (dict "dir" "/var/lib/tinyimg/results") -}}
+{{- end -}}
+{{- if and $jobs.redisUrl (not $jobs.resultStore) (not (dig "jobs" "resultStore" "" $server)) -}}
+{{- fail "redis: a shared queue stores its results: set storage.s3.bucket or storage.pvc (claimName or create)" -}}
+{{- end -}}
+{{- if $jobs -}}
+{{- $_ := set $server "jobs" (mergeOverwrite $jobs (dig "jobs" dict $server)) -}}
+{{- end -}}
+{{- if $server }}{{ toJson $server }}{{ end -}}
+{{- end -}}
+
+{{/* The router's --result-store: the S3 URL of storage.s3, or the mounted results directory. */}}
+{{- define "tinyimg.router.resultStore" -}}
+{{- $s3 := .Values.storage.s3 -}}
+{{- if $s3.bucket -}}
+{{- $query := list (printf "region=%s" $s3.region) -}}
+{{- with $s3.endpoint }}{{ $query = append $query (printf "endpoint=%s" .) }}{{ end -}}
+{{- printf "s3://%s/%s?%s" $s3.bucket $s3.prefix (join "&" $query) -}}
+{{- else if include "tinyimg.resultsClaim" . -}}
+/var/lib/tinyimg/results
+{{- end -}}
+{{- end -}}

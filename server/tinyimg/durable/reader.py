@@ -7,15 +7,18 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tinyimg.core.errors import ApiError
 from tinyimg.core.jobs import JOB_ID, TERMINAL, JobNotFound
 from tinyimg.durable.jobdocs import StoredJob, render_job
-from tinyimg.durable.redisjobs import QueueUnavailable, RedisJobs
 from tinyimg.durable.results import DirResultStore, ResultStore, StoredObject, read_image_key, record_key
 
+if TYPE_CHECKING:  # redis-py is loaded only where a Redis is configured
+    from tinyimg.durable.redisjobs import RedisJobs
+
 RETRY_MS = 2000
+MAX_BLOCK_SECONDS = 10.0
 KEEPALIVE = b": keep-alive\n\n"
 # A Redis stream id (``<ms>-<seq>``): what this path's events carry in ``id:``.
 STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
@@ -41,8 +44,8 @@ class DurableJobs:
             raise JobNotFound(job_id)
         try:
             job = await self.queue.read(job_id) if self.queue is not None else None
-        except QueueUnavailable:  # Redis lost: a finished job is still answered from its stored record
-            job = await self._read_record(job_id)
+        except ApiError as err:  # Redis lost: a finished job is still answered from its stored record
+            job = await self._read_record(job_id) if err.code == "queue_unavailable" else None
             if job is None:
                 raise
         if job is None:
@@ -95,7 +98,8 @@ class DurableJobs:
             yield format_stream_event("0-1", job.status, {})
             return
         while True:
-            events = await self.queue.events(job.id, after, int(keepalive * 1000))
+            # A blocked read holds its connection under the client's socket timeout: at most 10 s.
+            events = await self.queue.events(job.id, after, int(min(keepalive, MAX_BLOCK_SECONDS) * 1000))
             if not events:
                 current = await self.queue.read(job.id)
                 if current is None or (current.finished and after != "0"):

@@ -19,6 +19,7 @@ cannot undo that; a job therefore finishes exactly once. Redis errors become 503
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -77,13 +78,17 @@ def _s(value: bytes | str | None) -> str | None:
 
 
 class RedisJobs:
-    """One process's handle on the shared jobs (its own connection pool)."""
+    """One process's handle on the shared jobs (its own connection pool). The password comes from
+    the URL, else from ``REDIS_PASSWORD`` (a cluster mounts it from a Secret; a URL sits in a ConfigMap)."""
 
     def __init__(self, url: str, result_ttl_seconds: float, client: aioredis.Redis | None = None):
         self.url = url
         self.result_ttl = max(1, int(result_ttl_seconds))
+        password: dict[str, Any] = {"password": os.environ["REDIS_PASSWORD"]} if os.environ.get("REDIS_PASSWORD") else {}
+        # Event streams each hold a connection while they wait (XREAD BLOCK): the pool is sized
+        # past the stream bounds (jobs.maxStreams, the router's --max-streams).
         self.redis = client or aioredis.Redis.from_url(
-            url, socket_timeout=10, socket_connect_timeout=3, health_check_interval=15, max_connections=200,
+            url, socket_timeout=30, socket_connect_timeout=3, health_check_interval=15, max_connections=1024, **password,
         )
         self._update = self.redis.register_script(UPDATE)
         self._groups: set[str] = set()

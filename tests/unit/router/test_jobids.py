@@ -60,13 +60,20 @@ def test_another_key_or_another_secret_reads_it_as_unknown():
 
 
 def test_rewrite_job_puts_the_router_id_and_urls_everywhere():
+    files = [f"{POD}/v1/files/jobs/{POD_JOB}/{i}.png?expires=9&sig=abc" for i in (0, 1)]
     pod = {"id": POD_JOB, "status": "succeeded", "status_url": f"{POD}/v1/jobs/{POD_JOB}",
-           "events_url": "x", "images": [{"url": "p0", "seed": 1}, {"url": "p1", "seed": 2}]}
+           "events_url": "x", "images": [{"url": f"{POD}/v1/jobs/{POD_JOB}/images/0", "seed": 1}, {"url": files[1], "seed": 2}]}
     out = rewrite_job(pod, "RID", "http://router.example/base/")
     assert out["id"] == "RID" and out["status_url"] == "http://router.example/base/v1/jobs/RID"
     assert out["events_url"] == "http://router.example/base/v1/jobs/RID/events"
     assert [i["url"] for i in out["images"]] == [f"http://router.example/base/v1/jobs/RID/images/{i}" for i in (0, 1)]
     assert [i["seed"] for i in out["images"]] == [1, 2]
+    # A router that reads the pods' result directory serves their capability URLs itself.
+    shared = rewrite_job({**pod, "images": [{"url": files[0], "seed": 1}]}, "RID", "http://router.example/base/", True)
+    assert shared["images"][0]["url"] == f"http://router.example/base/v1/files/jobs/{POD_JOB}/0.png?expires=9&sig=abc"
+    # An S3 presigned URL is the bucket's: it stays.
+    s3 = "https://bucket.s3.amazonaws.com/jobs/x/0.png?X-Amz-Signature=1"
+    assert rewrite_job({**pod, "images": [{"url": s3, "seed": 1}]}, "RID", "http://r/")["images"][0]["url"] == s3
 
 
 def test_the_job_headers_name_a_fresh_pod_job_and_the_router_id_that_resolves_to_it_on_that_pod():

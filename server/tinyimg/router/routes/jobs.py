@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from tinyimg.core.errors import ApiError
 from tinyimg.core.jobs import (
     JOB_ID,
     JOB_ID_HEADER,
@@ -28,7 +29,7 @@ from tinyimg.durable.reader import DurableJobs, parse_stream_event_id
 from tinyimg.http.streams import TicketedStreamingResponse
 from tinyimg.router.headers import build_upstream_headers
 from tinyimg.router.jobids import build_router_job_id, read_router_job_id
-from tinyimg.router.relay import rebase_file_url
+from tinyimg.router.relay import rebase_file_url, serves_files
 from tinyimg.router.requests import build_body_document, check_body, read_client, read_key_hash, read_model_name
 from tinyimg.router.state import AccessDep, RouterState, StateDep
 from tinyimg.router.upstream import UpstreamResponse
@@ -36,21 +37,26 @@ from tinyimg.wire.contract import BODY_ERRORS, EDGE_ERRORS, JobResponse, build_e
 from tinyimg.wire.requests import JobRequest
 
 router = APIRouter(tags=["jobs"], dependencies=[AccessDep])
+files_router = APIRouter(tags=["jobs"])  # capability URLs: no key
 READ_STATUSES = (401, 404, 429, 504, *EDGE_ERRORS)
 READ_ERRORS = build_error_responses(*READ_STATUSES)
 KEEPALIVE_SECONDS = 15.0  # a comment on a quiet shared job's event stream, as the pods send
 
 
-def rewrite_job(data: dict[str, Any], job_id: str, base_url: str) -> dict[str, Any]:
-    """A pod's job answer with the router's id and URLs (pure). Image URLs of the pod's images route
-    become the router's; capability URLs of a result store stay (a directory's on the router's base)."""
+def rewrite_job(data: dict[str, Any], job_id: str, base_url: str, serves_files: bool = False) -> dict[str, Any]:
+    """A pod's job answer with the router's id and URLs (pure). An image URL of the pod becomes the
+    router's image route, or (``serves_files``: the router reads the pods' result directory) the
+    same capability URL on the router; an S3 presigned URL stays as it is."""
     url = f"{base_url.rstrip('/')}/v1/jobs/{job_id}"
     out = {**data, "id": job_id, "status_url": url, "events_url": f"{url}/events"}
+
+    def image_url(i: int, given: str) -> str:
+        if "/v1/files/" in given and serves_files:
+            return rebase_file_url(given, base_url)
+        return f"{url}/images/{i}" if "/v1/files/" in given or "/v1/jobs/" in given else given
+
     if data.get("images"):
-        out["images"] = [
-            {**image, "url": f"{url}/images/{i}" if "/v1/jobs/" in image["url"] else rebase_file_url(image["url"], base_url)}
-            for i, image in enumerate(data["images"])
-        ]
+        out["images"] = [{**image, "url": image_url(i, image["url"])} for i, image in enumerate(data["images"])]
     return out
 
 
@@ -85,7 +91,7 @@ def build_job_answer(status: int, raw_headers: list[tuple[bytes, bytes]], body: 
                if k not in (b"content-type", b"content-length", b"location")}
     if status >= 300:  # the pod's error, as it is
         return Response(body, status, headers, media_type="application/json")
-    data = rewrite_job(json.loads(body), job_id, str(request.base_url))
+    data = rewrite_job(json.loads(body), job_id, str(request.base_url), serves_files(request.app.state.router))
     if status == 202:
         headers["location"] = data["status_url"]
     return JSONResponse(data, status, headers)
@@ -196,3 +202,20 @@ async def read_job_image(job_id: str, index: int, request: Request, state: State
             "X-Seed": found.metadata.get("tinyimg-seed", ""), "Cache-Control": "private, max-age=3600"})
     upstream = await to_pod(request, state, job_id, "GET", f"/images/{index}")
     return upstream
+
+
+@files_router.get(
+    "/v1/files/{key:path}",
+    responses={200: {"content": {m: {} for m in ("image/png", "image/jpeg", "image/webp")}},
+               **build_error_responses(403, 404, *EDGE_ERRORS)},
+    response_class=Response,
+)
+async def read_file(key: str, request: Request, state: StateDep) -> Response:
+    """A job image by its capability URL, from the pods' result directory (``--result-store DIR``,
+    the same ReadWriteMany volume): no key needed (no access check on this router), the URL's
+    signature and expiry are the permission. With an S3 store, image URLs point at the bucket."""
+    if state.durable is None:
+        raise ApiError("this router has no --result-store: it serves no image files", 404, "not_found")
+    found = await state.durable.file(key, request.url.query)
+    return Response(found.data, media_type=found.content_type,
+                    headers={"Cache-Control": "private, max-age=300", "X-Seed": found.metadata.get("tinyimg-seed", "")})
