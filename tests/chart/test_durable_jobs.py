@@ -94,3 +94,24 @@ def test_router_result_store_flag_takes_a_directory_or_an_s3_url(tmp_path):
     assert isinstance(parse_result_store_url(str(tmp_path)), DirResultStore)
     with pytest.raises(ValueError, match="expected s3://BUCKET"):
         parse_result_store_url("s3://bucket/p?colour=blue")
+
+
+def test_keda_scales_on_the_shared_queue_and_wakes_a_model_at_zero():
+    from tinyimg.durable.redisjobs import GROUP, queue_key
+
+    sets = ("redis.enabled=true", "storage.pvc.create=true", "autoscaling.controller=keda", "models[0].name=m1",
+            "models[0].family=flux", "models[0].source=/m", "models[0].autoscaling.enabled=true",
+            "models[0].autoscaling.minReplicas=0")
+    objects = render(sets=sets)
+    scaled = one(objects, "ScaledObject")
+    assert scaled["spec"]["minReplicaCount"] == 0
+    trigger = next(t for t in scaled["spec"]["triggers"] if t["type"] == "redis-streams")
+    meta = trigger["metadata"]
+    # The stream and group the pods read (tinyimg.durable.redisjobs), on the chart's Redis Service.
+    assert (meta["stream"], meta["consumerGroup"]) == (queue_key("m1"), GROUP)
+    assert meta["address"] == f"{one(objects, 'Service', '-redis')['metadata']['name']}:6379"
+    assert meta["activationLagCount"] == "0"  # one queued job wakes a model at zero
+    auth = one(objects, "TriggerAuthentication")
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    assert auth["spec"]["secretTargetRef"] == [{"parameter": "password", "name": one(objects, "Secret", "-redis")["metadata"]["name"],
+                                                "key": "password"}]
