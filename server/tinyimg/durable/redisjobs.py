@@ -56,6 +56,15 @@ return 1
 """
 
 
+# KEYS: job hash. A claim: the job's attempts go up by one and its fields come back, in one round
+# trip; nothing for a job that is gone (expired), so no attempts-only hash is left behind.
+CLAIM = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+return redis.call('HGETALL', KEYS[1])
+"""
+
+
 def job_key(job_id: str) -> str:
     return f"tinyimg:job:{job_id}"
 
@@ -91,6 +100,7 @@ class RedisJobs:
             url, socket_timeout=30, socket_connect_timeout=3, health_check_interval=15, max_connections=1024, **password,
         )
         self._update = self.redis.register_script(UPDATE)
+        self._claim = self.redis.register_script(CLAIM)
         self._groups: set[str] = set()
 
     async def close(self) -> None:
@@ -150,21 +160,18 @@ class RedisJobs:
             await self.redis.hset(job_key(job.id), "entry", entry)
             job.entry = _s(entry)
 
-    async def take(self, model: str, consumer: str, block_ms: int, min_idle_ms: int) -> tuple[str, str] | None:
-        """One entry for ``consumer``: first one another pod took and let go idle past
-        ``min_idle_ms`` (its pod died), else a new one (waiting up to ``block_ms``)."""
+    async def take(self, model: str, consumer: str, count: int, block_ms: int, min_idle_ms: int) -> list[tuple[str, str]]:
+        """Up to ``count`` (entry, job id) for ``consumer``: first those another pod took and let
+        go idle past ``min_idle_ms`` (its pod died), else new ones (waiting up to ``block_ms``)."""
         await self.ensure_group(model)
         async with self._guard(), self._forget_group_when_lost(model):
-            claimed: Any = await self.redis.xautoclaim(queue_key(model), GROUP, consumer, min_idle_ms, "0-0", count=1)
+            claimed: Any = await self.redis.xautoclaim(queue_key(model), GROUP, consumer, min_idle_ms, "0-0", count=count)
             entries = claimed[1] if claimed and len(claimed) > 1 else []
             entries = [e for e in entries if e and e[1]]  # a deleted entry comes back as (id, None)
             if not entries:
-                read: Any = await self.redis.xreadgroup(GROUP, consumer, {queue_key(model): ">"}, count=1, block=block_ms)
+                read: Any = await self.redis.xreadgroup(GROUP, consumer, {queue_key(model): ">"}, count=count, block=block_ms)
                 entries = read[0][1] if read else []
-            if not entries:
-                return None
-            entry_id, fields = entries[0]
-            return _s(entry_id) or "", _s(fields[b"job"]) or ""
+        return [(_s(entry_id) or "", _s(fields[b"job"]) or "") for entry_id, fields in entries]
 
     async def heartbeat(self, model: str, consumer: str, entry: str) -> None:
         """Still working on ``entry``: its idle time starts again (JUSTID: no delivery counted)."""
@@ -182,9 +189,13 @@ class RedisJobs:
             await self.redis.xclaim(queue_key(model), GROUP, "handed-back", 0, [entry], idle=10**9, justid=True)
             await self.redis.hincrby(job_key(job_id), "attempts", -1)
 
-    async def count_attempt(self, job_id: str) -> int:
+    async def claim(self, job_id: str) -> StoredJob | None:
+        """The job, its attempts counted one up (a pod takes it now); None when it is gone."""
         async with self._guard():
-            return int(await self.redis.hincrby(job_key(job_id), "attempts", 1))
+            flat: Any = await self._claim(keys=[job_key(job_id)])
+        if not flat:
+            return None
+        return self._parse(job_id, dict(zip(flat[::2], flat[1::2], strict=True)))
 
     async def queue_stats(self, model: str) -> tuple[int, int]:
         """(entries not yet taken, entries taken and not acknowledged) of a model's queue."""
@@ -212,6 +223,10 @@ class RedisJobs:
     async def read(self, job_id: str) -> StoredJob | None:
         async with self._guard():
             fields = await self.redis.hgetall(job_key(job_id))
+        return self._parse(job_id, fields)
+
+    @staticmethod
+    def _parse(job_id: str, fields: Any) -> StoredJob | None:
         if not fields or b"doc" not in fields:
             return None
         return StoredJob(

@@ -2,8 +2,10 @@
 it has room, runs it through the job service like any other job, mirrors its events into Redis,
 stores its images, and acknowledges the entry only after the result is stored.
 
-- Room: at most ``runtime.maxBatchSize`` jobs of a model taken at once per pod, so work waits in
-  Redis, where any idle pod can take it, not behind a busy pod.
+- Room: at most two batches (twice ``runtime.maxBatchSize``) of a model's jobs taken and not yet
+  generated per pod: one generating, the next ready to start without a round trip. The rest
+  waits in Redis, where any idle pod can take it, not behind a busy pod. A job's room is free
+  once it has generated (its images are stored while the next runs).
 - Liveness: while a job runs, its entry's idle time is reset every third of the visibility
   timeout; a pod that dies stops doing so, and after the timeout another pod claims the entry.
   Each claim counts an attempt; past ``jobs.maxAttempts`` the job fails ``worker_lost``.
@@ -40,6 +42,9 @@ HAND_BACK_CODES = frozenset({"draining", "model_not_ready", "queue_full"})
 BLOCK_MS = 1000
 RETRY_SECONDS = 1.0
 STATS_SECONDS = 2.0
+# A running job's document (what GET answers: its step, its ETA) is rewritten at most this often;
+# every event still goes out at once.
+DOC_INTERVAL_SECONDS = 0.5
 
 
 @dataclass
@@ -59,9 +64,11 @@ class RedisJobWorker:
         *, is_draining: Callable[[], bool],
     ):
         self.service, self.queue, self.config, self.consumer = service, queue, config, consumer
-        self.room = {m.name: max(1, m.runtime.max_batch_size) for m in models}
+        self.room = {m.name: 2 * m.runtime.max_batch_size for m in models}
         self.is_draining = is_draining
         self.in_flight: dict[str, int] = dict.fromkeys(self.room, 0)
+        self._freed = {model: asyncio.Event() for model in self.room}  # set when a taken job of it ends
+        self._next_doc: dict[str, float] = {}  # job id -> when its document may be rewritten again
         self.counts = WorkerCounts()
         self.stats: dict[str, tuple[int, int]] = {}  # model -> (waiting, taken), for /metrics
         self._loops: list[asyncio.Task[None]] = []
@@ -97,43 +104,53 @@ class RedisJobWorker:
         visibility_ms = int(self.config.visibility_timeout_seconds * 1000)
         while not self.is_draining():
             if self.in_flight[model] >= self.room[model]:
-                await asyncio.sleep(0.01)
+                self._freed[model].clear()
+                await self._freed[model].wait()
                 continue
-            try:
-                taken = await self.queue.take(model, self.consumer, BLOCK_MS, visibility_ms)
+            try:  # as many as there is room for, in one round trip
+                taken = await self.queue.take(model, self.consumer, self.room[model] - self.in_flight[model], BLOCK_MS,
+                                              visibility_ms)
             except QueueUnavailable as err:
                 self._count_failure("take")
                 log.warning("shared queue unavailable: %s", err.message, extra={"model": model})
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
-            if taken is None:
-                continue
-            self.in_flight[model] += 1
-            self.counts.taken += 1
-            task = asyncio.get_running_loop().create_task(self._run(model, *taken), name=f"queued-{taken[1]}")
-            self._work.add(task)
-            task.add_done_callback(self._work.discard)
+            for entry, job_id in taken:
+                self.in_flight[model] += 1
+                self.counts.taken += 1
+                task = asyncio.get_running_loop().create_task(self._run(model, entry, job_id), name=f"queued-{job_id}")
+                self._work.add(task)
+                task.add_done_callback(self._work.discard)
 
     def _count_failure(self, operation: str) -> None:
         self.counts.failures[operation] = self.counts.failures.get(operation, 0) + 1
 
     async def _run(self, model: str, entry: str, job_id: str) -> None:
+        freed = False
+
+        def free() -> None:  # once generating is over: the next job can start while this one is stored
+            nonlocal freed
+            if not freed:
+                freed = True
+                self.in_flight[model] -= 1
+                self._freed[model].set()
+
         try:
-            await self._take(model, entry, job_id)
+            await self._take(model, entry, job_id, free)
         except QueueUnavailable as err:  # the entry stays pending: claimed again after the timeout
             self._count_failure("run")
             log.warning("shared queue lost while running a job: %s", err.message, extra={"job_id": job_id})
         except Exception:
             log.exception("queued job failed in the worker", extra={"job_id": job_id})
         finally:
-            self.in_flight[model] -= 1
+            free()
 
-    async def _take(self, model: str, entry: str, job_id: str) -> None:
-        job = await self.queue.read(job_id)
+    async def _take(self, model: str, entry: str, job_id: str, free: Callable[[], None]) -> None:
+        job = await self.queue.claim(job_id)
         if job is None or job.finished:  # expired, cancelled while queued, or finished by an earlier taker
             await self.queue.ack(model, entry)
             return
-        attempts = await self.queue.count_attempt(job_id)
+        attempts = job.attempts
         if attempts > 1:
             self.counts.redeliveries += 1
         if attempts > self.config.max_attempts:
@@ -152,7 +169,7 @@ class RedisJobWorker:
                 await self._fail(job, err)
                 await self.queue.ack(model, entry)
             return
-        outcome = await self._follow(model, entry, job, record)
+        outcome = await self._follow(model, entry, job, record, free)
         if outcome == "hand back":
             await self._hand_back(model, entry, job_id)
         else:
@@ -177,7 +194,7 @@ class RedisJobWorker:
         job.doc = {**job.doc, "status": "failed", "error": error, "finished_at": time.time(), "position": None}
         await self.queue.update(job, ("failed", {"error": error}))
 
-    async def _follow(self, model: str, entry: str, job: StoredJob, record: JobRecord) -> str:
+    async def _follow(self, model: str, entry: str, job: StoredJob, record: JobRecord, free: Callable[[], None]) -> str:
         """Mirror the job's events into Redis and keep its claim alive until it finishes; then
         store its state. Returns "done" or "hand back" (it could not run here)."""
         heartbeat = self.config.visibility_timeout_seconds / 3
@@ -198,19 +215,21 @@ class RedisJobWorker:
                         self.service.cancel(record)
         finally:
             record.unlisten(listener)
+            self._next_doc.pop(job.id, None)
+        free()
         if record.status == "failed" and record.error is not None and record.error.code in HAND_BACK_CODES:
             return "hand back"
         if record.status == "cancelled":  # in Redis (DELETE), or this pod stopped under it
             current = await self.queue.read(job.id)
             return "done" if current is None or current.finished else "hand back"
         stored = self._stored(job, record)
+        terminal = next(e for e in reversed(record.events) if e.name in TERMINAL)
+        await self.queue.update(stored, (terminal.name, terminal.data), with_order=True)  # with its image keys
         if record.status == "succeeded" and self.service.results is not None:
-            try:  # beside its images: still answered from the store when Redis has lost it
+            try:  # beside its images (before the ack): still answered from the store when Redis has lost it
                 await store_record(self.service.results, stored)
             except StorageUnavailable as err:
                 log.warning("job record not stored: %s", err.message, extra={"job_id": job.id})
-        terminal = next(e for e in reversed(record.events) if e.name in TERMINAL)
-        await self.queue.update(stored, (terminal.name, terminal.data), with_order=True)  # with its image keys
         return "done"
 
     @staticmethod
@@ -227,9 +246,10 @@ class RedisJobWorker:
             after = event.id
             if event.name in TERMINAL or event.name == "queued":
                 continue
-            if event.name == "preview":
-                await self.queue.publish(job.id, "preview", event.data)
+            if event.name == "preview" or (event.name == "progress" and time.monotonic() < self._next_doc.get(job.id, 0)):
+                await self.queue.publish(job.id, event.name, event.data)  # an event only; the document can wait
                 continue
+            self._next_doc[job.id] = time.monotonic() + DOC_INTERVAL_SECONDS
             stored = self._stored(job, record)
             stored.status = "running"
             await self.queue.update(stored, (event.name, event.data))
