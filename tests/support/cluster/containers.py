@@ -1,6 +1,6 @@
 """How the process kubelet turns a Pod's container into a local process (pure: no I/O here).
 
-A container here is a process group on this machine. Three mappings make a pod template written
+A container here is a process group on this machine. Four mappings make a pod template written
 for a cluster run unchanged; they are the only liberties taken, and each is applied the same way
 everywhere:
 
@@ -15,7 +15,7 @@ everywhere:
    path under a ``mountPath`` M is ``<pod dir>/root<M>/...``: the kubelet rewrites every
    command/args word and env value that is such a path (whole, or after ``=``), and, in the text
    of mounted ConfigMap/Secret files, such paths under ConfigMap/Secret mounts (a config file
-   naming a mounted secret's path; not emptyDir paths such as /tmp, which a host path shares). ConfigMap and
+   naming a mounted secret's path, or a claim's; not emptyDir paths such as /tmp, which a host path shares). ConfigMap and
    Secret volumes are their keys as files (``items`` honoured); ``emptyDir`` and
    ``persistentVolumeClaim`` are empty directories (a claim's directory lives as long as the node).
    The ``terminationMessagePath`` is an empty file per container run, mounted the same way; its
@@ -23,6 +23,11 @@ everywhere:
 3. **Network.** Each pod has its own loopback address (its ``status.podIP``); the wildcard
    address ``0.0.0.0`` in command/args, env values and mounted ConfigMap/Secret files means that
    address, so every server listens on its real container port (8000) without colliding.
+4. **Service names.** There is no DNS: a Service's name as the host of a URL (``redis://name:6379``)
+   in command/args, env values and mounted ConfigMap/Secret files becomes its ClusterIP (the
+   names the cluster's DNS would answer: ``name``, ``name.ns``, ``name.ns.svc[.cluster.local]``).
+   Besides this checkout's programs, :data:`SYSTEM_EXECUTABLES` (``redis-server``) run from this
+   machine. Readiness probes are ``httpGet`` or ``tcpSocket``.
 
 Credentials: ``KUBECONFIG`` points at a kubeconfig the kubelet writes per pod, whose token names
 the pod's ServiceAccount (the in-cluster token path is not used: there is no
@@ -42,6 +47,8 @@ from pathlib import Path
 from typing import Any
 
 EXECUTABLES = ("tinyimg", "tinyimg-operator", "kopf", "python")
+# Programs of this machine (Debian packages) an image may run: the chart's Redis runs redis-server.
+SYSTEM_EXECUTABLES = ("redis-server",)
 ENTRYPOINTS: dict[str, list[str]] = {
     "tinyimg-server": ["tinyimg", "serve", "--config", "/etc/tinyimg/config.yaml", "--host", "0.0.0.0", "--port", "8000"],
     "tinyimg-operator": ["tinyimg-operator", "run"],
@@ -75,6 +82,7 @@ class ContainerPlan:
     startup_path: str | None = None  # the startupProbe's httpGet path (its port is the readiness probe's)
     startup_failures: int = 0  # its failureThreshold: that many failures in a row and the container is killed
     message_file: Path | None = None  # where its terminationMessagePath lies on this machine
+    probe_tcp: bool = False  # a tcpSocket readiness probe: a connection to ``port`` is ready
 
 
 @dataclass
@@ -101,8 +109,9 @@ def container_argv(container: Mapping[str, Any]) -> list[str]:
         # An image's CMD is replaced by args; the operator image has only an ENTRYPOINT.
         command = entry if not args else (entry[:2] if image_name(container["image"]) == "tinyimg-server" else entry)
     argv = [*command, *(args or [])]
-    if argv[0] not in EXECUTABLES:
-        raise CannotRun(f"executable {argv[0]!r} is not in this image (known: {', '.join(EXECUTABLES)})")
+    if argv[0] not in EXECUTABLES + SYSTEM_EXECUTABLES:
+        known = ", ".join(EXECUTABLES + SYSTEM_EXECUTABLES)
+        raise CannotRun(f"executable {argv[0]!r} is not in this image (known: {known})")
     return argv
 
 
@@ -176,10 +185,33 @@ def expand(word: str, env: Mapping[str, str]) -> str:
                   lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), word)
 
 
-def rewrite(word: str, mounts: Mapping[str, Path], pod_ip: str) -> str:
-    """Mapping 2 (paths under a mountPath) and 3 (the wildcard address) on one word, in one pass
-    (a mapped path is never mapped again, even when it lies under another mount's path)."""
-    word = word.replace(WILDCARD, pod_ip)
+def service_hosts(services: list[Mapping[str, Any]], namespace: str) -> dict[str, str]:
+    """Mapping 4's table: each Service's DNS names (``name`` in its own namespace, ``name.ns``,
+    ``name.ns.svc``, ``name.ns.svc.cluster.local``) → its ClusterIP."""
+    hosts: dict[str, str] = {}
+    for service in services:
+        ip, name, ns = (service.get("spec") or {}).get("clusterIP"), service["metadata"]["name"], service["metadata"]["namespace"]
+        if not ip or ip == "None":
+            continue
+        for host in (f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local", *([name] if ns == namespace else [])):
+            hosts[host] = ip
+    return hosts
+
+
+def rewrite_hosts(text: str, hosts: Mapping[str, str]) -> str:
+    """Mapping 4 (no DNS here): a Service's name as the host of a URL (``redis://name:6379``)
+    becomes its ClusterIP."""
+    if not hosts:
+        return text
+    pattern = "|".join(re.escape(h) for h in sorted(hosts, key=len, reverse=True))
+    return re.sub(rf"(?<=//)({pattern})(?=[:/?\s\"',]|$)", lambda m: hosts[m.group(1)], text)
+
+
+def rewrite(word: str, mounts: Mapping[str, Path], pod_ip: str, hosts: Mapping[str, str] | None = None) -> str:
+    """Mapping 2 (paths under a mountPath), 3 (the wildcard address) and 4 (Service names in URLs)
+    on one word, in one pass (a mapped path is never mapped again, even when it lies under another
+    mount's path)."""
+    word = rewrite_hosts(word.replace(WILDCARD, pod_ip), hosts or {})
     if not mounts:
         return word
     prefixes = sorted((m.rstrip("/") or "/" for m in mounts), key=len, reverse=True)
@@ -188,15 +220,16 @@ def rewrite(word: str, mounts: Mapping[str, Path], pod_ip: str) -> str:
     return re.sub(rf"(^|=)({pattern})(?=/|$)", lambda m: m.group(1) + str(hosts[m.group(2)]), word, count=1)
 
 
-def rewrite_text(text: bytes, mounts: Mapping[str, Path], pod_ip: str) -> bytes:
-    """Mappings 2 and 3 in a mounted file's text: the wildcard address, and every path under a
-    mountPath that stands as a value (after whitespace, a quote, ``=`` or ``:``). Binary files only
-    get mapping 3."""
+def rewrite_text(text: bytes, mounts: Mapping[str, Path], pod_ip: str, hosts: Mapping[str, str] | None = None) -> bytes:
+    """Mappings 2, 3 and 4 in a mounted file's text: the wildcard address, Service names in URLs,
+    and every path under a mountPath that stands as a value (after whitespace, a quote, ``=`` or
+    ``:``). Binary files only get mapping 3."""
     text = text.replace(WILDCARD.encode(), pod_ip.encode())
     try:
-        decoded = text.decode()
+        decoded = rewrite_hosts(text.decode(), hosts or {})
     except UnicodeDecodeError:
         return text
+    text = decoded.encode()
     if not mounts:
         return text
     prefixes = sorted((m.rstrip("/") for m in mounts if m.rstrip("/")), key=len, reverse=True)
@@ -207,9 +240,11 @@ def rewrite_text(text: bytes, mounts: Mapping[str, Path], pod_ip: str) -> bytes:
 
 
 def pod_mounts(pod: Mapping[str, Any], pod_root: Path) -> dict[str, Path]:
-    """The mountPath of every ConfigMap or Secret volume → the host directory it maps to."""
+    """The mountPath of every ConfigMap, Secret or PersistentVolumeClaim volume → the host
+    directory it maps to (a config file naming a claim's path, such as a result directory,
+    means the claim's directory, which other pods share)."""
     spec = pod.get("spec") or {}
-    files = {v["name"] for v in spec.get("volumes") or [] if "configMap" in v or "secret" in v}
+    files = {v["name"] for v in spec.get("volumes") or [] if "configMap" in v or "secret" in v or "persistentVolumeClaim" in v}
     return {mount["mountPath"]: pod_root / "root" / mount["mountPath"].lstrip("/")
             for container in spec.get("containers") or [] for mount in container.get("volumeMounts") or []
             if mount["name"] in files}
@@ -224,8 +259,10 @@ def probe_port(container: Mapping[str, Any], port: Any) -> int:
     raise CannotRun(f'container "{container["name"]}" has no port named {port!r}')
 
 
-def pod_plan(pod: Mapping[str, Any], pod_ip: str, pod_root: Path, lookup: Lookup, base_env: Mapping[str, str]) -> PodPlan:
-    """Everything needed to start the pod's containers, or :class:`CannotRun`."""
+def pod_plan(pod: Mapping[str, Any], pod_ip: str, pod_root: Path, lookup: Lookup, base_env: Mapping[str, str],
+             hosts: Mapping[str, str] | None = None) -> PodPlan:
+    """Everything needed to start the pod's containers, or :class:`CannotRun`. ``hosts``: Service
+    names → ClusterIPs (mapping 4)."""
     spec = pod.get("spec") or {}
     namespace = pod["metadata"]["namespace"]
     volumes = {v["name"]: volume_plan(v, lookup, namespace) for v in spec.get("volumes") or []}
@@ -243,14 +280,15 @@ def pod_plan(pod: Mapping[str, Any], pod_ip: str, pod_root: Path, lookup: Lookup
         for item in container.get("env") or []:
             value = env_value(item, pod, pod_ip, lookup)
             if value is not None:
-                env[item["name"]] = rewrite(expand(value, env), mounts, pod_ip)
-        argv = [rewrite(expand(word, env), mounts, pod_ip) for word in container_argv(container)]
+                env[item["name"]] = rewrite(expand(value, env), mounts, pod_ip, hosts)
+        argv = [rewrite(expand(word, env), mounts, pod_ip, hosts) for word in container_argv(container)]
         probe = container.get("readinessProbe") or {}
         http = probe.get("httpGet")
+        tcp = probe.get("tcpSocket")
         startup = (container.get("startupProbe") or {}).get("httpGet")
         containers.append(ContainerPlan(
             name=container["name"], argv=argv, env=env,
-            port=probe_port(container, http["port"]) if http else None,
+            port=probe_port(container, (http or tcp)["port"]) if http or tcp else None,
             probe_path=http.get("path", "/") if http else None,
             probe_period=float(probe.get("periodSeconds", 10)),
             probe_initial_delay=float(probe.get("initialDelaySeconds", 0)),
@@ -258,6 +296,7 @@ def pod_plan(pod: Mapping[str, Any], pod_ip: str, pod_root: Path, lookup: Lookup
             startup_path=startup.get("path", "/") if startup and http else None,
             startup_failures=int((container.get("startupProbe") or {}).get("failureThreshold", 3)),
             message_file=message_file,
+            probe_tcp=tcp is not None and http is None,
         ))
     if not containers:
         raise CannotRun("the pod has no containers")

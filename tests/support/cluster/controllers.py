@@ -75,6 +75,27 @@ def build_pod(replicaset: Mapping[str, Any], suffix: str, node: str) -> dict[str
     }
 
 
+def build_statefulset_pod(statefulset: Mapping[str, Any], ordinal: int, node: str) -> dict[str, Any]:
+    """Pod ``<name>-<ordinal>``: a stable name, and a claim per volumeClaimTemplate named
+    ``<template>-<name>-<ordinal>`` that outlives the pod (the StatefulSet controller's naming)."""
+    template = statefulset["spec"]["template"]
+    meta = statefulset["metadata"]
+    name = f"{meta['name']}-{ordinal}"
+    spec = copy.deepcopy(template.get("spec") or {})
+    claims = [{"name": t["metadata"]["name"], "persistentVolumeClaim": {"claimName": f"{t['metadata']['name']}-{name}"}}
+              for t in statefulset["spec"].get("volumeClaimTemplates") or []]
+    spec["volumes"] = [*(spec.get("volumes") or []), *claims]
+    labels = {**(template["metadata"].get("labels") or {}), "statefulset.kubernetes.io/pod-name": name}
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": meta["namespace"], "labels": labels,
+                     "annotations": dict(template["metadata"].get("annotations") or {}),
+                     "ownerReferences": [owner_ref(statefulset)]},
+        "spec": {**spec, "nodeName": node, "hostname": name},
+        "status": {"phase": "Pending"},
+    }
+
+
 def _resolve(value: Any, replicas: int, round_up: bool) -> int:
     if isinstance(value, str) and value.endswith("%"):
         exact = replicas * int(value[:-1]) / 100

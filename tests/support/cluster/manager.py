@@ -1,5 +1,5 @@
-"""The Deployment and ReplicaSet controllers (kube-controller-manager's part the chart needs),
-level-based: each ``tick()`` reads every object and writes what differs (see ``controllers``)."""
+"""The Deployment, ReplicaSet and StatefulSet controllers (kube-controller-manager's part the chart
+needs), level-based: each ``tick()`` reads every object and writes what differs (see ``controllers``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from tests.support.cluster import controllers as c
 
 DEPLOYMENTS, REPLICASETS, PODS = "apps/v1/deployments", "apps/v1/replicasets", "v1/pods"
+STATEFULSETS = "apps/v1/statefulsets"
 
 
 class ControllerManager:
@@ -22,6 +23,27 @@ class ControllerManager:
         for replicaset in self.cluster.read_all(REPLICASETS):
             if not c.is_terminating(replicaset):
                 await self._replicaset(replicaset)
+        for statefulset in self.cluster.read_all(STATEFULSETS):
+            if not c.is_terminating(statefulset):
+                await self._statefulset(statefulset)
+
+    async def _statefulset(self, statefulset: dict[str, Any]) -> None:
+        """Pods ``<name>-0`` .. ``<name>-<replicas - 1>``, each made again when it is gone (the
+        claims stay, so its data does); the ones past ``replicas`` deleted. No ordered rollout."""
+        ns, name = statefulset["metadata"]["namespace"], statefulset["metadata"]["name"]
+        want = int(statefulset["spec"].get("replicas", 1))
+        pods = {p["metadata"]["name"]: p for p in self.cluster.read_all(PODS, ns) if c.owned_by(p, statefulset)}
+        for ordinal in range(want):
+            if f"{name}-{ordinal}" not in pods:
+                await self.cluster.create(c.build_statefulset_pod(statefulset, ordinal, self.node))
+        for pod_name, pod in pods.items():
+            if int(pod_name.rsplit("-", 1)[1]) >= want and not c.is_terminating(pod):
+                await self.cluster.delete(PODS, ns, pod_name)
+        ready = sum(1 for p in pods.values() if c.is_ready(p) and not c.is_terminating(p))
+        status = {"replicas": len(pods), "readyReplicas": ready, "availableReplicas": ready, "currentReplicas": len(pods),
+                  "updatedReplicas": len(pods), "observedGeneration": statefulset["metadata"].get("generation", 1)}
+        if status != statefulset.get("status"):
+            await self.cluster.write_status(STATEFULSETS, ns, name, status)
 
     async def _deployment(self, deployment: dict[str, Any]) -> None:
         ns = deployment["metadata"]["namespace"]

@@ -33,6 +33,7 @@ import yaml
 
 from tests.support.cluster.addresses import AddressPool
 from tests.support.cluster.containers import (
+    SYSTEM_EXECUTABLES,
     CannotRun,
     ContainerPlan,
     PodPlan,
@@ -40,6 +41,7 @@ from tests.support.cluster.containers import (
     pod_mounts,
     pod_plan,
     rewrite_text,
+    service_hosts,
 )
 from tests.support.cluster.network import NetworkController, enter_cgroup
 from tests.support.kube.client import kubeconfig
@@ -138,12 +140,19 @@ class ProcessKubelet:
                 if pod["metadata"].get("deletionTimestamp"):
                     await self.cluster.delete_now("v1/pods", pod["metadata"]["namespace"], pod["metadata"]["name"])
                     continue
+                if not self._names_resolve(pod["metadata"]["namespace"]):
+                    continue  # mapping 4 needs every Service's ClusterIP: the next pass starts it
                 runtime = self._start_pod(pod)
             if pod["metadata"].get("deletionTimestamp"):
                 await self._terminate(runtime, pod)
                 continue
             self._supervise(runtime)
             await self._write_status(runtime, pod)
+
+    def _names_resolve(self, namespace: str) -> bool:
+        """Every Service of the namespace has its ClusterIP (a Service created with the pod's
+        Deployment gets it on the Service controller's next pass): its name maps to an address."""
+        return all((s.get("spec") or {}).get("clusterIP") for s in self.cluster.read_all("v1/services", namespace))
 
     # -- start -----------------------------------------------------------------------------------
     def _start_pod(self, pod: dict[str, Any]) -> PodRuntime:
@@ -154,8 +163,9 @@ class ProcessKubelet:
         runtime = PodRuntime(meta["namespace"], meta["name"], meta["uid"], ip, root, started=_now())
         self.pods[meta["uid"]] = runtime
         try:
-            plan = pod_plan(pod, ip, root, self._lookup(meta["namespace"]), self._base_env(pod, root))
-            self._materialise(pod, plan, root, ip)
+            hosts = service_hosts(self.cluster.read_all("v1/services"), meta["namespace"])
+            plan = pod_plan(pod, ip, root, self._lookup(meta["namespace"]), self._base_env(pod, root), hosts)
+            self._materialise(pod, plan, root, ip, hosts)
         except CannotRun as exc:
             runtime.failed = str(exc)
             log.warning("pod %s/%s cannot run: %s", meta["namespace"], meta["name"], exc)
@@ -185,7 +195,7 @@ class ProcessKubelet:
             env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         return env
 
-    def _materialise(self, pod: dict[str, Any], plan: PodPlan, root: Path, ip: str) -> None:
+    def _materialise(self, pod: dict[str, Any], plan: PodPlan, root: Path, ip: str, hosts: dict[str, str]) -> None:
         dirs, mounts = mount_dirs(pod, root), pod_mounts(pod, root)
         for volume in plan.volumes:
             if volume.persistent_key:
@@ -196,14 +206,16 @@ class ProcessKubelet:
             for rel, content in volume.files.items():
                 path = target / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(rewrite_text(content, mounts, ip))  # mappings 2 and 3 (containers.py)
+                path.write_bytes(rewrite_text(content, mounts, ip, hosts))  # mappings 2 to 4 (containers.py)
             for mount in dirs.get(volume.name, []):
                 mount.parent.mkdir(parents=True, exist_ok=True)
                 if not mount.exists():
                     mount.symlink_to(target, target_is_directory=True)
 
     def _spawn(self, container: Container, root: Path, uid: str) -> None:
-        argv = [str(VENV_BIN / container.plan.argv[0]), *container.plan.argv[1:]]
+        program = container.plan.argv[0]
+        path = shutil.which(program) if program in SYSTEM_EXECUTABLES else str(VENV_BIN / program)
+        argv = [path or program, *container.plan.argv[1:]]
         if container.plan.message_file is not None:  # a fresh, empty file for each run
             container.plan.message_file.parent.mkdir(parents=True, exist_ok=True)
             container.plan.message_file.write_bytes(b"")
@@ -253,6 +265,14 @@ class ProcessKubelet:
                 return
             if not container.started_ok:  # a kubelet runs the startup probe alone until it succeeds
                 await self._probe_startup(runtime, container)
+                return
+            if container.plan.probe_tcp:
+                try:
+                    _, writer = await asyncio.wait_for(asyncio.open_connection(runtime.ip, container.plan.port), 2)
+                    writer.close()
+                    container.ready = container.alive()
+                except (OSError, TimeoutError):
+                    container.ready = False
                 return
             url = f"http://{runtime.ip}:{container.plan.port}{container.plan.probe_path}"
             try:

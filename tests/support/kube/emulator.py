@@ -71,6 +71,7 @@ DEFAULT_RESOURCES: tuple[tuple[str, str, bool, tuple[str, ...]], ...] = (
     ("v1/persistentvolumeclaims", "PersistentVolumeClaim", True, ("status",)),
     ("apps/v1/deployments", "Deployment", True, ("status", "scale")),
     ("apps/v1/replicasets", "ReplicaSet", True, ("status", "scale")),
+    ("apps/v1/statefulsets", "StatefulSet", True, ("status", "scale")),
     ("policy/v1/poddisruptionbudgets", "PodDisruptionBudget", True, ("status",)),
     ("networking.k8s.io/v1/ingresses", "Ingress", True, ("status",)),
     ("networking.k8s.io/v1/networkpolicies", "NetworkPolicy", True, ()),
@@ -86,7 +87,7 @@ DEFAULT_RESOURCES: tuple[tuple[str, str, bool, tuple[str, ...]], ...] = (
     ("tinyimg.io/v1alpha1/imagemodels", "ImageModel", True, ("status", "scale")),
 )
 SHORT_NAMES = {"imagemodels": ("imgm",), "deployments": ("deploy",), "pods": ("po",), "services": ("svc",),
-               "configmaps": ("cm",), "namespaces": ("ns",), "serviceaccounts": ("sa",), "replicasets": ("rs",),
+               "configmaps": ("cm",), "namespaces": ("ns",), "serviceaccounts": ("sa",), "replicasets": ("rs",), "statefulsets": ("sts",),
                "customresourcedefinitions": ("crd", "crds"), "endpointslices": (), "events": ("ev",)}
 CRDS = "apiextensions.k8s.io/v1/customresourcedefinitions"
 DEPLOYMENT_SCALE = {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"}
@@ -574,7 +575,7 @@ class KubeEmulator:
     def _scale_of(self, info: ResourceInfo, obj: dict[str, Any]) -> dict[str, Any]:
         paths = info.scale or DEPLOYMENT_SCALE
         selector = jsonpath(obj, paths["labelSelectorPath"]) if paths.get("labelSelectorPath") else None
-        if selector is None and info.key == "apps/v1/deployments":
+        if selector is None and info.key in ("apps/v1/deployments", "apps/v1/statefulsets"):
             labels = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
             selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
         meta = obj["metadata"]
