@@ -180,7 +180,7 @@ def redis_redeliveries(cluster, ids: list[str]) -> int:
 
 
 def test_an_event_stream_resumes_on_the_other_router_after_the_first_is_killed(shared):
-    cluster, url = shared
+    cluster, _ = shared
     routers = [p for p in cluster.list("v1/pods", NAMESPACE, labels={"app.kubernetes.io/component": "router"})
                if not p["metadata"].get("deletionTimestamp")]
     cluster.wait_until(lambda: all(httpx.get(f"http://{p['status']['podIP']}:8000/health/ready", timeout=5).status_code == 200

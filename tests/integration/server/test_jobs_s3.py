@@ -16,8 +16,8 @@ from PIL import Image
 from tests.integration.server.conftest import wait_ready
 from tests.support.jobs_client import KEYS, build_jobs_config, create, read, wait_for
 from tests.support.stores import S3_ENV
-from tinyimg.durable.results import S3ResultStore
 from tinyimg.api.app import create_app
+from tinyimg.durable.results import S3ResultStore
 from tinyimg.serve import BackgroundServer
 
 
