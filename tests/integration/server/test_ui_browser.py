@@ -126,3 +126,30 @@ def test_page_shows_live_previews_when_asked_then_the_image(jobs_live, browser, 
         what="the image")
     assert browser.find_elements(By.CSS_SELECTOR, "#images img.preview") == []  # the image replaced them
     assert browser.find_element(By.ID, "state").get_attribute("data-status") == "succeeded"
+
+
+def test_page_shows_stored_images_by_their_capability_url(tiny_model_dirs, tmp_path, browser):
+    """With a result store the page puts the image's own URL in the <img> (no key, no fetch)."""
+    from selenium.webdriver.common.by import By
+
+    from tests.integration.server.conftest import wait_ready
+    from tests.support.jobs_client import build_jobs_config
+    from tinyimg.api.app import create_app
+    from tinyimg.serve import BackgroundServer
+
+    config = build_jobs_config(tiny_model_dirs, tmp_path, resultStore={"dir": str(tmp_path / "results")})
+    with BackgroundServer(create_app(config)) as server:
+        wait_ready(server.url)
+        open_page(browser, server.url)
+        set_field(browser, "steps", 2)
+        browser.find_element(By.ID, "generate").click()
+        width = wait_until(lambda: browser.execute_script(
+            "const i = document.querySelector('#images img.result'); return i && i.complete && i.naturalWidth"),
+            what="the image")
+        src = browser.execute_script("return document.querySelector('#images img.result').src")
+        assert width == 64 and src.startswith(f"{server.url}/v1/files/jobs/") and "sig=" in src
+        # The same URL in a plain page of another origin: an <img> with no key at all.
+        (tmp_path / "embed.html").write_text(f'<img id="x" src="{src}">')
+        browser.get(f"file://{tmp_path / 'embed.html'}")
+        assert wait_until(lambda: browser.execute_script(
+            "const i = document.getElementById('x'); return i.complete && i.naturalWidth"), what="the embedded image") == 64
