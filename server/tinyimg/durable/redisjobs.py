@@ -34,7 +34,8 @@ from tinyimg.durable.jobdocs import StoredJob, cancel_document
 
 GROUP = "pods"
 EVENTS_MAXLEN = 1000
-POSITION_SCAN = 10_000  # positions are counted up to this many entries ahead
+POSITION_SCAN = 10_000
+CLAIM_EVERY_SECONDS = 1.0  # positions are counted up to this many entries ahead
 T = TypeVar("T")
 
 # KEYS: job hash, events stream. ARGV: status, doc JSON, event name ('' = none), event data JSON,
@@ -62,6 +63,18 @@ CLAIM = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 return redis.call('HGETALL', KEYS[1])
+"""
+
+
+# KEYS: job hash, events stream, queue stream. ARGV: doc JSON, order JSON, status, first event name,
+# its data JSON, events kept. The job, its first event and its queue entry at once (a pod that
+# reads the entry always finds the job); returns the entry id.
+CREATE = """
+redis.call('HSET', KEYS[1], 'doc', ARGV[1], 'order', ARGV[2], 'status', ARGV[3], 'attempts', 0)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'name', ARGV[4], 'data', ARGV[5])
+local entry = redis.call('XADD', KEYS[3], '*', 'job', string.sub(KEYS[1], 13))
+redis.call('HSET', KEYS[1], 'entry', entry)
+return entry
 """
 
 
@@ -101,6 +114,8 @@ class RedisJobs:
         )
         self._update = self.redis.register_script(UPDATE)
         self._claim = self.redis.register_script(CLAIM)
+        self._create = self.redis.register_script(CREATE)
+        self._next_claim: dict[str, float] = {}  # model -> when to look for abandoned entries again
         self._groups: set[str] = set()
 
     async def close(self) -> None:
@@ -146,28 +161,31 @@ class RedisJobs:
         self._groups.add(model)
 
     async def create(self, job: StoredJob, event: tuple[str, dict[str, Any]]) -> None:
-        """The job's hash, its first event and its queue entry, all at once (MULTI): a pod that
-        reads the entry always finds the job."""
+        """The job's hash, its first event and its queue entry, all at once (one script): a pod
+        that reads the entry always finds the job."""
         await self.ensure_group(job.model)
         async with self._guard():
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.hset(job_key(job.id), mapping={
-                "doc": json.dumps(job.doc), "order": json.dumps(job.order), "status": job.status, "attempts": 0,
-            })
-            pipe.xadd(events_key(job.id), {"name": event[0], "data": json.dumps(event[1])}, maxlen=EVENTS_MAXLEN)
-            pipe.xadd(queue_key(job.model), {"job": job.id})
-            *_, entry = await pipe.execute()
-            await self.redis.hset(job_key(job.id), "entry", entry)
-            job.entry = _s(entry)
+            entry = await self._create(
+                keys=[job_key(job.id), events_key(job.id), queue_key(job.model)],
+                args=[json.dumps(job.doc), json.dumps(job.order), job.status, event[0], json.dumps(event[1]), EVENTS_MAXLEN],
+            )
+        job.entry = _s(entry)
 
     async def take(self, model: str, consumer: str, count: int, block_ms: int, min_idle_ms: int) -> list[tuple[str, str]]:
         """Up to ``count`` (entry, job id) for ``consumer``: first those another pod took and let
         go idle past ``min_idle_ms`` (its pod died), else new ones (waiting up to ``block_ms``)."""
         await self.ensure_group(model)
+        entries: list[Any] = []
         async with self._guard(), self._forget_group_when_lost(model):
-            claimed: Any = await self.redis.xautoclaim(queue_key(model), GROUP, consumer, min_idle_ms, "0-0", count=count)
-            entries = claimed[1] if claimed and len(claimed) > 1 else []
-            entries = [e for e in entries if e and e[1]]  # a deleted entry comes back as (id, None)
+            # Abandoned entries are looked for at most every CLAIM_EVERY seconds: they wait the
+            # visibility timeout anyway, and a take then costs one round trip, not two.
+            if time.monotonic() >= self._next_claim.get(model, 0.0):
+                self._next_claim[model] = time.monotonic() + min(CLAIM_EVERY_SECONDS, min_idle_ms / 3000)
+                claimed: Any = await self.redis.xautoclaim(queue_key(model), GROUP, consumer, min_idle_ms, "0-0", count=count)
+                entries = claimed[1] if claimed and len(claimed) > 1 else []
+                entries = [e for e in entries if e and e[1]]  # a deleted entry comes back as (id, None)
+                if len(entries) == count:  # maybe more: look again at the next take
+                    self._next_claim[model] = 0.0
             if not entries:
                 read: Any = await self.redis.xreadgroup(GROUP, consumer, {queue_key(model): ">"}, count=count, block=block_ms)
                 entries = read[0][1] if read else []
