@@ -7,6 +7,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from tinyimg.api.deps import DurableDep
+from tinyimg.durable.reader import build_image_response
 from tinyimg.wire.contract import EDGE_ERRORS, build_error_responses
 
 router = APIRouter(tags=["jobs"])
@@ -19,6 +20,4 @@ router = APIRouter(tags=["jobs"])
     response_class=Response,
 )
 async def read_file_route(key: str, request: Request, durable: DurableDep) -> Response:
-    found = await durable.file(key, request.url.query)
-    return Response(found.data, media_type=found.content_type,
-                    headers={"Cache-Control": "private, max-age=300", "X-Seed": found.metadata.get("tinyimg-seed", "")})
+    return build_image_response(await durable.file(key, request.url.query), "private, max-age=300")

@@ -23,7 +23,7 @@ from tinyimg.core.auth import hash_bearer
 from tinyimg.core.errors import ApiError
 from tinyimg.core.jobs import JOB_ID, JobExpired, JobNotFound, read_job_identity
 from tinyimg.durable.jobdocs import StoredJob
-from tinyimg.durable.reader import DurableJobs, parse_stream_event_id
+from tinyimg.durable.reader import DurableJobs, build_image_response, parse_stream_event_id
 from tinyimg.http.streams import TicketedStreamingResponse
 from tinyimg.runtime.jobrunner import JobOrder, JobsApi
 from tinyimg.runtime.jobstore import JobRecord
@@ -146,9 +146,7 @@ async def stream_job_route(
 async def read_job_image_route(job_id: str, index: int, request: Request, jobs: JobsDep, durable: DurableDep) -> Response:
     job = await find_job(request, jobs, durable, job_id)
     if isinstance(job, StoredJob):
-        found = await durable.image(job, index)
-        return Response(found.data, media_type=found.content_type,
-                        headers={"X-Seed": found.metadata.get("tinyimg-seed", ""), "Cache-Control": "private, max-age=3600"})
+        return build_image_response(await durable.image(job, index), "private, max-age=3600")
     if job.status != "succeeded":
         raise ApiError(f"job {job_id} is {job.status}; images come once it has succeeded", 409, "job_not_succeeded")
     if not 0 <= index < len(job.images):

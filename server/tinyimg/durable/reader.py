@@ -9,6 +9,8 @@ import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from starlette.responses import Response
+
 from tinyimg.core.errors import ApiError
 from tinyimg.core.jobs import JOB_ID, TERMINAL, JobNotFound
 from tinyimg.durable.jobdocs import StoredJob, render_job
@@ -22,6 +24,12 @@ MAX_BLOCK_SECONDS = 10.0
 KEEPALIVE = b": keep-alive\n\n"
 # A Redis stream id (``<ms>-<seq>``): what this path's events carry in ``id:``.
 STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+
+
+def build_image_response(found: StoredObject, cache_control: str) -> Response:
+    """A stored image as an HTTP answer, with its seed (both apps, both routes that serve one)."""
+    return Response(found.data, media_type=found.content_type,
+                    headers={"X-Seed": found.metadata.get("tinyimg-seed", ""), "Cache-Control": cache_control})
 
 
 def parse_stream_event_id(value: str | None) -> str:

@@ -21,6 +21,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import os
 import re
 import secrets
@@ -107,7 +108,8 @@ def check_file_signature(secret: bytes, key: str, query: str, now: float) -> Non
 
 
 def build_file_url(secret: bytes, key: str, base_url: str, ttl_seconds: int, now: float) -> str:
-    expires = int(now) + ttl_seconds
+    """Valid for at least ``ttl_seconds`` from ``now`` (the expiry is a whole second, rounded up)."""
+    expires = math.ceil(now) + ttl_seconds
     query = urlencode({"expires": expires, "sig": sign_file(secret, key, expires)})
     return f"{base_url.rstrip('/')}/v1/files/{quote(key)}?{query}"
 

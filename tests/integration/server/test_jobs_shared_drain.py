@@ -57,3 +57,37 @@ def test_a_drained_pod_finishes_what_it_runs_and_the_other_takes_the_rest(tiny_m
     finally:
         for proc in pods.values():
             proc.stop()
+
+
+def test_a_job_whose_pods_keep_dying_fails_worker_lost_after_max_attempts(tiny_model_dirs, tmp_path, redis_server):
+    """SIGKILL the pod running the job, twice (it comes back in place, as a restarted container):
+    with jobs.maxAttempts 2 the third take fails the job with worker_lost instead of a third run."""
+    from tests.support.processes import spawn, wait_until_ready, write_server_config
+
+    jobs = {"redisUrl": redis_server.url, "resultStore": {"dir": str(tmp_path / "results")},
+            "visibilityTimeoutSeconds": 1, "maxAttempts": 2}
+    config = write_server_config(tmp_path / "pod.yaml", tiny_model_dirs, ("flux",), jobs=jobs,
+                                 limits={"maxWidth": 512, "maxHeight": 512})
+    pod = wait_until_ready(spawn("pod", ["serve", "--config", str(config)], tmp_path))
+    port = int(pod.url.rsplit(":", 1)[1])
+    try:
+        body = {"model": "tiny-flux", "prompt": "a kite", "seed": 5, "steps": 20, "width": 512, "height": 512}
+        job_id = httpx.post(f"{pod.url}/v1/jobs", json=body, timeout=30).json()["id"]
+        client = redis_server.client()
+        for attempt in (1, 2):
+            deadline = time.monotonic() + 60
+            while int(client.hget(f"tinyimg:job:{job_id}", "attempts")) < attempt:  # taken (again)
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            time.sleep(0.5)  # generating now: a 512x512 image takes seconds here
+            assert httpx.get(f"{pod.url}/v1/jobs/{job_id}").json()["status"] == "running"
+            pod.kill()
+            pod = wait_until_ready(spawn("pod", ["serve", "--config", str(config)], tmp_path, port))
+        deadline = time.monotonic() + 30
+        while (job := httpx.get(f"{pod.url}/v1/jobs/{job_id}").json())["status"] != "failed":
+            assert time.monotonic() < deadline and job["status"] == "queued", job
+            time.sleep(0.1)
+        assert job["error"]["code"] == "worker_lost" and "jobs.maxAttempts 2" in job["error"]["message"]
+        assert re.search(r"^tinyimg_jobs_worker_lost_total 1\.0$", httpx.get(f"{pod.url}/metrics").text, re.M)
+    finally:
+        pod.stop()

@@ -72,7 +72,7 @@ def test_a_restart_keeps_finished_jobs_and_their_image_urls(tiny_model_dirs, tmp
 
 def test_altered_and_expired_urls_are_403(tiny_model_dirs, tmp_path):
     config = build_jobs_config(tiny_model_dirs, tmp_path, resultStore={"dir": str(tmp_path / "results")},
-                               urlTtlSeconds=1)
+                               urlTtlSeconds=2)
     server = serve(config)
     try:
         job_id = create(server.url, seed=3, steps=1).json()["id"]
@@ -97,5 +97,31 @@ def test_altered_and_expired_urls_are_403(tiny_model_dirs, tmp_path):
         assert r.status_code == 403 and r.json()["error"]["code"] == "url_expired"
         assert read(server.url, job_id)["images"][0]["url"] != url  # reading the job again signs a fresh one
         assert httpx.get(read(server.url, job_id)["images"][0]["url"]).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_tinyimg_serve_keeps_results_under_its_working_directory_by_default(tiny_model_dirs, tmp_path):
+    """What `make run` does: no resultStore in the config, results in .tinyimg/results under the
+    working directory; a restarted process answers the job and its image URL."""
+    from tests.support.processes import spawn, wait_until_ready, write_server_config
+
+    config = write_server_config(tmp_path / "serve.yaml", tiny_model_dirs, ("flux",))
+    server = wait_until_ready(spawn("serve", ["serve", "--config", str(config)], tmp_path))
+    port = int(server.url.rsplit(":", 1)[1])
+    try:
+        job_id = httpx.post(f"{server.url}/v1/jobs", json={"model": "tiny-flux", "prompt": "a kite", "steps": 2},
+                            timeout=30).json()["id"]
+        deadline = time.monotonic() + 60
+        while (job := httpx.get(f"{server.url}/v1/jobs/{job_id}").json())["status"] != "succeeded":
+            assert time.monotonic() < deadline and not finished(job), job
+            time.sleep(0.05)
+        image = httpx.get(job["images"][0]["url"]).content
+        assert (tmp_path / "serve.cwd" / ".tinyimg" / "results" / "jobs" / job_id / "0.png").read_bytes() == image
+        server.stop()
+        server = wait_until_ready(spawn("serve", ["serve", "--config", str(config)], tmp_path, port))
+        again = httpx.get(f"{server.url}/v1/jobs/{job_id}").json()
+        assert again["status"] == "succeeded"
+        assert httpx.get(job["images"][0]["url"]).content == image
     finally:
         server.stop()

@@ -91,10 +91,23 @@ def test_env_has_hf_home_token_secret_and_user_values():
     assert c["env"] == [
         {"name": "HF_HOME", "value": "/x"},
         {"name": "HOME", "value": "/tmp"},  # the writable tmp volume: the root filesystem is read-only
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},  # its name in the shared queue
         {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}},
         {"name": "A", "value": "1"},
     ]
     assert {"name": "cache", "mountPath": "/var/cache/huggingface"} in c["volumeMounts"]
+
+
+def test_shared_jobs_settings_reach_the_pod_and_stay_in_the_secrets_namespace():
+    settings = BuildSettings(redis_secret="redis", s3_secret="s3", results_claim="results", secrets_namespace="ns")
+    deployment = build_deployment(spec(), "ns", settings)
+    pod, c = deployment["spec"]["template"]["spec"], container(deployment)
+    assert {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "redis", "key": "password"}}} in c["env"]
+    assert c["envFrom"] == [{"secretRef": {"name": "s3"}}]
+    assert {"name": "results", "persistentVolumeClaim": {"claimName": "results"}} in pod["volumes"]
+    assert {"name": "results", "mountPath": "/var/lib/tinyimg/results"} in c["volumeMounts"]
+    elsewhere = container(build_deployment(spec(), "other", settings.for_namespace("other")))
+    assert "envFrom" not in elsewhere and "REDIS_PASSWORD" not in {e["name"] for e in elsewhere["env"]}
 
 
 def test_placement_fields_reach_the_pod():

@@ -25,7 +25,7 @@ from tinyimg.core.jobs import (
     sign_job_headers,
 )
 from tinyimg.durable.jobdocs import StoredJob
-from tinyimg.durable.reader import DurableJobs, parse_stream_event_id
+from tinyimg.durable.reader import DurableJobs, build_image_response, parse_stream_event_id
 from tinyimg.http.streams import TicketedStreamingResponse
 from tinyimg.router.headers import build_upstream_headers
 from tinyimg.router.jobids import build_router_job_id, read_router_job_id
@@ -197,9 +197,7 @@ async def stream_job(job_id: str, request: Request, state: StateDep) -> Response
 async def read_job_image(job_id: str, index: int, request: Request, state: StateDep) -> Response:
     shared = await read_shared(request, state, job_id)
     if shared is not None:
-        found = await shared[0].image(shared[1], index)
-        return Response(found.data, media_type=found.content_type, headers={
-            "X-Seed": found.metadata.get("tinyimg-seed", ""), "Cache-Control": "private, max-age=3600"})
+        return build_image_response(await shared[0].image(shared[1], index), "private, max-age=3600")
     upstream = await to_pod(request, state, job_id, "GET", f"/images/{index}")
     return upstream
 
@@ -216,6 +214,4 @@ async def read_file(key: str, request: Request, state: StateDep) -> Response:
     signature and expiry are the permission. With an S3 store, image URLs point at the bucket."""
     if state.durable is None:
         raise ApiError("this router has no --result-store: it serves no image files", 404, "not_found")
-    found = await state.durable.file(key, request.url.query)
-    return Response(found.data, media_type=found.content_type,
-                    headers={"Cache-Control": "private, max-age=300", "X-Seed": found.metadata.get("tinyimg-seed", "")})
+    return build_image_response(await state.durable.file(key, request.url.query), "private, max-age=300")
