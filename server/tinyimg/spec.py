@@ -240,6 +240,10 @@ class JobsConfig(_Schema):
         3600, ge=1, le=7 * 86_400, description="How long an image URL (presigned, no Authorization) stays valid."
     )
     max_attempts: int = Field(3, ge=1, le=20, description="Times a job is taken by a pod before it fails worker_lost.")
+    max_queued_jobs: int = Field(
+        10_000, ge=1, le=10_000_000,
+        description="Jobs in a model's shared queue (waiting or running) before POST /v1/jobs answers 429 queue_full.",
+    )
     visibility_timeout_seconds: float = Field(
         30.0, ge=1, le=3600, description="A job taken by a pod that stops answering is taken again after this long."
     )

@@ -71,7 +71,7 @@ def build_durable(config: ServerConfig, results: ResultStore | None) -> DurableJ
     if jobs_config.redis_url is not None:
         from tinyimg.durable.redisjobs import RedisJobs
 
-        queue = RedisJobs(jobs_config.redis_url, jobs_config.result_ttl_seconds)
+        queue = RedisJobs(jobs_config.redis_url, jobs_config.result_ttl_seconds, max_queued=jobs_config.max_queued_jobs)
     return DurableJobs(queue, results, jobs_config.url_ttl_seconds)
 
 

@@ -108,7 +108,7 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "job_id_taken": ErrorCode(409, "The job id a router chose is already in use on this pod.", "server"),
     "payload_too_large": ErrorCode(413, "The request body is over `maxBodyBytes` (declared or counted as it arrives)."),
     "invalid_request": ErrorCode(422, "A field is missing or invalid; `error.field` names it."),
-    "queue_full": ErrorCode(429, "The model's queue holds `runtime.queueSize` waiting requests; retry after `Retry-After`.", "server"),
+    "queue_full": ErrorCode(429, "The model's queue holds `runtime.queueSize` waiting requests (with a shared queue, `jobs.maxQueuedJobs` jobs); retry after `Retry-After`.", "server"),
     "rate_limited": ErrorCode(429, "Too many requests for this API key (the router's rate limit), or too many failed key attempts from this address."),
     "too_many_streams": ErrorCode(429, "Too many open event streams for this job, this client or this process."),
     "too_many_waiting": ErrorCode(429, "This client (its API key, or its address without keys) already holds its share of a starting model's waiting room.", "router"),

@@ -67,9 +67,11 @@ return redis.call('HGETALL', KEYS[1])
 
 
 # KEYS: job hash, events stream, queue stream. ARGV: doc JSON, order JSON, status, first event name,
-# its data JSON, events kept. The job, its first event and its queue entry at once (a pod that
-# reads the entry always finds the job); returns the entry id.
+# its data JSON, events kept, queue bound. The job, its first event and its queue entry at once (a
+# pod that reads the entry always finds the job); returns the entry id, or false when the queue
+# already holds its bound (entries are deleted when acknowledged: its length is waiting + taken).
 CREATE = """
+if redis.call('XLEN', KEYS[3]) >= tonumber(ARGV[7]) then return false end
 redis.call('HSET', KEYS[1], 'doc', ARGV[1], 'order', ARGV[2], 'status', ARGV[3], 'attempts', 0)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'name', ARGV[4], 'data', ARGV[5])
 local entry = redis.call('XADD', KEYS[3], '*', 'job', string.sub(KEYS[1], 13))
@@ -103,9 +105,11 @@ class RedisJobs:
     """One process's handle on the shared jobs (its own connection pool). The password comes from
     the URL, else from ``REDIS_PASSWORD`` (a cluster mounts it from a Secret; a URL sits in a ConfigMap)."""
 
-    def __init__(self, url: str, result_ttl_seconds: float, client: aioredis.Redis | None = None):
+    def __init__(self, url: str, result_ttl_seconds: float, client: aioredis.Redis | None = None,
+                 max_queued: int = 10_000):
         self.url = url
         self.result_ttl = max(1, int(result_ttl_seconds))
+        self.max_queued = max_queued
         password: dict[str, Any] = {"password": os.environ["REDIS_PASSWORD"]} if os.environ.get("REDIS_PASSWORD") else {}
         # Event streams each hold a connection while they wait (XREAD BLOCK): the pool is sized
         # past the stream bounds (jobs.maxStreams, the router's --max-streams).
@@ -167,8 +171,12 @@ class RedisJobs:
         async with self._guard():
             entry = await self._create(
                 keys=[job_key(job.id), events_key(job.id), queue_key(job.model)],
-                args=[json.dumps(job.doc), json.dumps(job.order), job.status, event[0], json.dumps(event[1]), EVENTS_MAXLEN],
+                args=[json.dumps(job.doc), json.dumps(job.order), job.status, event[0], json.dumps(event[1]), EVENTS_MAXLEN,
+                      self.max_queued],
             )
+        if not entry:
+            raise ApiError(f"model {job.model!r}: its shared queue holds {self.max_queued} jobs (jobs.maxQueuedJobs); "
+                           "retry later", 429, "queue_full", retry_after=5)
         job.entry = _s(entry)
 
     async def take(self, model: str, consumer: str, count: int, block_ms: int, min_idle_ms: int) -> list[tuple[str, str]]:
@@ -197,8 +205,12 @@ class RedisJobs:
             await self.redis.xclaim(queue_key(model), GROUP, consumer, 0, [entry], justid=True)
 
     async def ack(self, model: str, entry: str) -> None:
+        """Done with ``entry``: acknowledged and deleted (the stream holds only live entries)."""
         async with self._guard():
-            await self.redis.xack(queue_key(model), GROUP, entry)
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.xack(queue_key(model), GROUP, entry)
+            pipe.xdel(queue_key(model), entry)
+            await pipe.execute()
 
     async def hand_back(self, model: str, entry: str, job_id: str) -> None:
         """Give back an entry this pod took but did not start (it is stopping): made idle past any

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+from tinyimg.core.errors import ApiError
 from tinyimg.durable.jobdocs import StoredJob
 from tinyimg.durable.redisjobs import GROUP, RedisJobs, queue_key
 
@@ -54,8 +55,32 @@ def test_positions_takes_claims_and_one_finish(redis_server):
             await jobs.ack("m", taken[0][0])
             pending = await jobs.redis.xpending(queue_key("m"), GROUP)
             assert pending["pending"] == 1  # only pod-b's claimed entry is still unacknowledged
+            assert await jobs.redis.xlen(queue_key("m")) == 3  # an acknowledged entry leaves the stream
             assert await jobs.claim("job_" + "f" * 32) is None
             assert not await jobs.redis.exists("tinyimg:job:job_" + "f" * 32)  # no attempts-only hash left
+        finally:
+            await jobs.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_full_shared_queue_refuses_with_queue_full(redis_server):
+    async def scenario() -> None:
+        jobs = RedisJobs(redis_server.url, 60, max_queued=2)
+        try:
+            for n in (1, 2):
+                await jobs.create(new_job(n), ("queued", {}))
+            try:
+                await jobs.create(new_job(3), ("queued", {}))
+            except ApiError as err:
+                assert (err.status, err.code, err.retry_after) == (429, "queue_full", 5)
+                assert "jobs.maxQueuedJobs" in err.message
+            else:
+                raise AssertionError("a third job was accepted")
+            assert await jobs.read(new_job(3).id) is None  # nothing of it was written
+            [(entry, _)] = await jobs.take("m", "pod", count=1, block_ms=100, min_idle_ms=60_000)
+            await jobs.ack("m", entry)  # one done: room for one more
+            await jobs.create(new_job(3), ("queued", {}))
         finally:
             await jobs.close()
 
