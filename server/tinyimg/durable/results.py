@@ -97,7 +97,10 @@ def sign_file(secret: bytes, key: str, expires: int) -> str:
 def check_file_signature(secret: bytes, key: str, query: str, now: float) -> None:
     """403 ``url_invalid`` unless ``query`` carries this key's signature; 403 ``url_expired`` once
     past its expiry (checked after the signature: an altered expiry is invalid, not expired)."""
-    params = parse_qs(query, keep_blank_values=True, max_num_fields=8)
+    try:
+        params = parse_qs(query, keep_blank_values=True, max_num_fields=8)
+    except ValueError:  # more fields than a URL of ours has
+        raise UrlInvalid() from None
     expires_s, sig = params.get("expires", [""])[0], params.get("sig", [""])[0]
     if not expires_s.isascii() or not expires_s.isdigit() or len(expires_s) > MAX_EXPIRES_DIGITS:
         raise UrlInvalid()
