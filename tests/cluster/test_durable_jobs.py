@@ -62,6 +62,21 @@ def container_pid(cluster, pod_name: str) -> int:
     return cluster.call(find)
 
 
+def busy_pod(pods: list[dict], within: float = 3.0) -> str | None:
+    """A model pod generating right now (its /status says so), so the kill lands on a running job."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        for pod in pods:
+            try:
+                models = httpx.get(f"http://{pod['status']['podIP']}:8000/status", timeout=1).json()["models"]
+            except (httpx.HTTPError, ValueError, KeyError):
+                continue
+            if any(m["in_flight"] for m in models.values()):
+                return pod["metadata"]["name"]
+        time.sleep(0.02)
+    return None
+
+
 def submit(url: str, seed: int) -> str:
     """POST /v1/jobs, retried while no router or no pod can take it (a client would too)."""
     deadline = time.monotonic() + 120
@@ -121,7 +136,7 @@ def test_three_hundred_jobs_survive_pod_kills_and_a_router_kill(shared, tmp_path
         rng = random.Random(19)
         while not stop.wait(KILL_EVERY):
             pods = model_pods(cluster, MODEL, ready_only=False)
-            victim = rng.choice(pods)["metadata"]["name"]
+            victim = busy_pod(pods) or rng.choice(pods)["metadata"]["name"]
             try:
                 os.killpg(container_pid(cluster, victim), signal.SIGKILL)
                 kills.append(victim)
@@ -163,6 +178,7 @@ def test_three_hundred_jobs_survive_pod_kills_and_a_router_kill(shared, tmp_path
                "calm_p95": round(quantile(calm_l, 0.95), 3), "chaos_p50": round(statistics.median(chaos_l), 3),
                "chaos_p95": round(quantile(chaos_l, 0.95), 3)}
     print("cluster chaos figures:", json.dumps(figures))
+    assert redeliveries >= 1  # the kills landed on running jobs, and those were taken again
 
 
 def redis_redeliveries(cluster, ids: list[str]) -> int:

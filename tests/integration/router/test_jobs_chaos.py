@@ -66,6 +66,21 @@ class Chaos:
             proc.kill()
 
 
+def busy_pod(chaos: Chaos, within: float = 3.0) -> str | None:
+    """A pod generating right now (its /status says so), so the kill lands on a running job."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        for name, proc in sorted(chaos.pods.items()):
+            try:
+                models = httpx.get(f"{proc.url}/status", timeout=1).json()["models"]
+            except (httpx.HTTPError, ValueError, KeyError):
+                continue
+            if any(m["in_flight"] for m in models.values()):
+                return name
+        time.sleep(0.02)
+    return None
+
+
 def submit(url: str, seed: int) -> str:
     """POST /v1/jobs, retried while the router restarts or no pod is ready (a client would too)."""
     deadline = time.monotonic() + 120
@@ -141,7 +156,7 @@ def test_three_hundred_jobs_survive_pod_kills_and_a_router_restart(tiny_model_di
         def killer() -> None:
             rng = random.Random(7)
             while not stop.wait(KILL_EVERY):
-                chaos.kill_and_replace(rng.choice(sorted(chaos.pods)))
+                chaos.kill_and_replace(busy_pod(chaos) or rng.choice(sorted(chaos.pods)))
 
         thread = threading.Thread(target=killer, daemon=True)
         thread.start()
