@@ -178,19 +178,21 @@ class JobService(JobsApi):
     async def submit(self, order: JobOrder) -> JobRecord:
         """Resolve the request against its model (defaults, limits) and queue it as a job; refused
         now when the model is unknown or not ready or its queue is full."""
-        body = order.request
+        return self.create(order.request.model, await self._resolve(order.request, admit=True), order)
+
+    async def _resolve(self, body: GenerateRequest, admit: bool) -> GenerationParams:
+        """The request against its model's defaults and limits (404 for an unknown model).
+        ``admit``: the engine must take it now; checked before an input image is decoded, so a
+        request refused for a full queue or a model not ready does not cost the decoding
+        (hundreds of ms and MB for a large input); decoding and resizing run off the event loop."""
         rules = self.models.get(body.model)
         if rules is None:
             raise ModelNotFound(body.model, list(self.models))
         if body.image is None:
-            params = build_generation_params(body, rules, request_id_var.get())
-        else:
-            # Admit first, decode after: a request refused for a full queue or a model not ready must
-            # not cost the decoding (hundreds of ms and MB for a large input). Decoding and resizing
-            # run off the event loop; ``create`` checks again.
-            self.engine.check_admits(body.model)
-            params = await asyncio.to_thread(build_generation_params, body, rules, request_id_var.get())
-        return self.create(body.model, params, order)
+            return build_generation_params(body, rules, request_id_var.get())
+        if admit:
+            self.engine.check_admits(body.model)  # ``create`` checks again
+        return await asyncio.to_thread(build_generation_params, body, rules, request_id_var.get())
 
     async def run(self, order: JobOrder, hangup: Callable[[], Awaitable[None]]) -> JobRecord:
         """``submit``, then ``finish``: what a route that answers with the result does."""
@@ -227,10 +229,7 @@ class JobService(JobsApi):
         pod that takes it again after another died makes the same images."""
         assert self.queue is not None
         body = order.request
-        rules = self.models.get(body.model)
-        if rules is None:
-            raise ModelNotFound(body.model, list(self.models))
-        params = await asyncio.to_thread(build_generation_params, body, rules, request_id_var.get())
+        params = await self._resolve(body, admit=False)  # whichever pod takes it checks its own engine
         request = body if body.seed is not None else body.model_copy(update={"seed": params.seeds[0]})
         record = JobRecord(
             order.identity.job_id or new_job_id(), body.model, drop_inputs(params), order.output_format, order.webhook,
