@@ -86,10 +86,17 @@ def build_job_service(config: ServerConfig, engine: EngineApi, server_metrics: S
     jobs_config = config.jobs_config()
     webhooks = WebhookSender(jobs_config, on_outcome=server_metrics.count_webhook)
 
+    async def build_payload(record: JobRecord) -> dict[str, object]:
+        try:  # stored images by their capability URLs, on the base URL the client knows
+            urls = await durable.urls(record.image_keys, record.public_base_url or record.base_url) if durable else None
+        except ApiError as err:  # the store cannot sign now: the job's keyed image route instead
+            log.warning("webhook without image URLs: %s", err.message, extra={"job_id": record.id})
+            urls = None
+        return build_webhook_payload(record, urls)
+
     def deliver(record: JobRecord) -> None:
-        payload = build_webhook_payload(record)
         if record.webhook is not None:  # msg_<this server's id>: stable over retries, no '.' in it
-            webhooks.schedule(record.webhook, f"msg_{record.id}", payload)
+            webhooks.schedule(record.webhook, f"msg_{record.id}", build_payload(record))
 
     service = JobService(engine, jobs_config, models=config.models, on_finish=server_metrics.observe_job,
                          deliver_webhook=deliver, webhooks=webhooks,

@@ -58,9 +58,10 @@ def read_job_field(r: JobRecord, name: str) -> object:
     return getattr(r.request, name, None)
 
 
-def build_webhook_payload(r: JobRecord) -> dict[str, object]:
-    """The finished job as its client knows it: through a router, the router's id and URLs."""
-    return build_job_response(r.public_base_url or r.base_url, r, r.public_id).model_dump(mode="json")
+def build_webhook_payload(r: JobRecord, image_urls: list[str] | None = None) -> dict[str, object]:
+    """The finished job as its client knows it: through a router, the router's id and URLs; its
+    images at ``image_urls`` (the result store's capability URLs) when stored."""
+    return build_job_response(r.public_base_url or r.base_url, r, r.public_id, image_urls).model_dump(mode="json")
 
 
 def build_images_response(r: JobRecord, as_url: bool, urls: list[str] | None = None) -> OpenAIImagesResponse:

@@ -25,7 +25,7 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -160,8 +160,13 @@ class WebhookSender:
         self.sleep = sleep
         self.tasks: set[asyncio.Task[bool]] = set()
 
-    def schedule(self, url: str, message_id: str, payload: dict[str, Any]) -> None:
-        task = asyncio.get_running_loop().create_task(self.deliver(url, message_id, payload))
+    def schedule(self, url: str, message_id: str, payload: dict[str, Any] | Awaitable[dict[str, Any]]) -> None:
+        """Deliver ``payload`` (or what it resolves to: a payload whose image URLs are signed first)."""
+
+        async def run() -> bool:
+            return await self.deliver(url, message_id, payload if isinstance(payload, dict) else await payload)
+
+        task = asyncio.get_running_loop().create_task(run())
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 

@@ -125,3 +125,21 @@ def test_tinyimg_serve_keeps_results_under_its_working_directory_by_default(tiny
         assert httpx.get(job["images"][0]["url"]).content == image
     finally:
         server.stop()
+
+
+def test_a_stored_jobs_webhook_carries_its_capability_urls(tiny_model_dirs, tmp_path):
+    from tests.support.webhooks import running_receiver
+
+    config = build_jobs_config(tiny_model_dirs, tmp_path, resultStore={"dir": str(tmp_path / "results")})
+    server = serve(config)
+    try:
+        with running_receiver(failures=0) as (hooks, hook_url):
+            job_id = create(server.url, seed=21, steps=1, webhook=hook_url).json()["id"]
+            hooks.wait_for_calls(1)
+            payload = json.loads(hooks.calls[0][2])
+            assert payload["id"] == job_id and payload["status"] == "succeeded"
+            url = payload["images"][0]["url"]
+            assert url.startswith(f"{server.url}/v1/files/jobs/{job_id}/0.png?")
+            assert httpx.get(url).status_code == 200  # the receiver needs no key to fetch it
+    finally:
+        server.stop()
