@@ -71,3 +71,7 @@ def test_results_in_an_s3_bucket_with_presigned_urls(tiny_model_dirs, tmp_path, 
         assert httpx.get(again["images"][0]["url"]).content == fetched.content
     finally:
         server.stop()
+    # The TTL is the store's: a sweep deletes what is older than the result TTL, and nothing younger.
+    assert asyncio.run(bucket.sweep(3600)) == 0
+    assert asyncio.run(bucket.sweep(0)) >= 2  # the job's and the OpenAI answer's
+    assert asyncio.run(bucket.get(f"jobs/{job_id}/0.png")) is None
