@@ -148,8 +148,7 @@ def create_app(
     if durable.queue is not None:
         from tinyimg.runtime.redisworker import RedisJobWorker
 
-        worker = RedisJobWorker(job_service, durable.queue, config.jobs_config(), config.models, build_consumer_name(),
-                                is_draining=engine.is_draining)
+        worker = RedisJobWorker(job_service, durable.queue, config.jobs_config(), config.models, build_consumer_name())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

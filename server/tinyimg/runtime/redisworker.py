@@ -10,6 +10,8 @@ stores its images, and acknowledges the entry only after the result is stored.
   timeout; a pod that dies stops doing so, and after the timeout another pod claims the entry.
   Each claim counts an attempt; past ``jobs.maxAttempts`` the job fails ``worker_lost``.
 - Cancel: the same heartbeat reads the job's status; a job cancelled in Redis is cancelled here.
+- Readiness: a pod takes a model's jobs only while the model is loaded (not while it loads, nor
+  after it failed to load).
 - Drain: once the engine drains, nothing new is taken; what was taken and could not start (the
   engine refused it, or failed it ``draining``) is handed back at once, uncounted.
 """
@@ -42,6 +44,7 @@ HAND_BACK_CODES = frozenset({"draining", "model_not_ready", "queue_full"})
 BLOCK_MS = 1000
 RETRY_SECONDS = 1.0
 STATS_SECONDS = 2.0
+NOT_READY_SECONDS = 0.25
 # A running job's document (what GET answers: its step, its ETA) is rewritten at most this often;
 # every event still goes out at once.
 DOC_INTERVAL_SECONDS = 0.5
@@ -59,13 +62,10 @@ class WorkerCounts:
 
 
 class RedisJobWorker:
-    def __init__(
-        self, service: JobService, queue: RedisJobs, config: JobsConfig, models: Sequence[ModelSpec], consumer: str,
-        *, is_draining: Callable[[], bool],
-    ):
+    def __init__(self, service: JobService, queue: RedisJobs, config: JobsConfig, models: Sequence[ModelSpec], consumer: str):
         self.service, self.queue, self.config, self.consumer = service, queue, config, consumer
+        self.engine = service.engine
         self.room = {m.name: 2 * m.runtime.max_batch_size for m in models}
-        self.is_draining = is_draining
         self.in_flight: dict[str, int] = dict.fromkeys(self.room, 0)
         self._freed = {model: asyncio.Event() for model in self.room}  # set when a taken job of it ends
         self._next_doc: dict[str, float] = {}  # job id -> when its document may be rewritten again
@@ -102,7 +102,10 @@ class RedisJobWorker:
 
     async def _serve(self, model: str) -> None:
         visibility_ms = int(self.config.visibility_timeout_seconds * 1000)
-        while not self.is_draining():
+        while not self.engine.is_draining():
+            if not self._ready(model):  # loading, or failed to load: the model's jobs are for other pods
+                await asyncio.sleep(NOT_READY_SECONDS)
+                continue
             if self.in_flight[model] >= self.room[model]:
                 self._freed[model].clear()
                 await self._freed[model].wait()
@@ -121,6 +124,9 @@ class RedisJobWorker:
                 task = asyncio.get_running_loop().create_task(self._run(model, entry, job_id), name=f"queued-{job_id}")
                 self._work.add(task)
                 task.add_done_callback(self._work.discard)
+
+    def _ready(self, model: str) -> bool:
+        return any(view.name == model and view.state == "ready" for view in self.engine.model_states())
 
     def _count_failure(self, operation: str) -> None:
         self.counts.failures[operation] = self.counts.failures.get(operation, 0) + 1

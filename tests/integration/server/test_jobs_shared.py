@@ -131,3 +131,24 @@ def test_a_lost_redis_degrades_jobs_only_and_recovers(tiny_model_dirs, tmp_path,
         assert job["status"] == "succeeded"
     finally:
         server.stop()
+
+
+def test_a_pod_whose_model_failed_to_load_takes_none_of_its_jobs(tiny_model_dirs, tmp_path, redis_server):
+    broken = shared_config(tiny_model_dirs, tmp_path, redis_server.url)
+    broken.models[0].source = str(tmp_path / "no-such-model")
+    a = BackgroundServer(create_app(broken)).start()
+    b = serve(shared_config(tiny_model_dirs, tmp_path, redis_server.url))
+    try:
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{a.url}/models").json()["models"][0]["state"] != "failed":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        ids = [create(a.url, seed=i, steps=2).json()["id"] for i in range(6)]  # accepted by the broken pod
+        jobs = [wait_for(a.url, job_id, lambda j: j["status"] in TERMINAL, timeout=60) for job_id in ids]
+        assert [j["status"] for j in jobs] == ["succeeded"] * 6
+        assert finished_jobs(b.url) == 6 and finished_jobs(a.url) == 0
+        client = redis_server.client()
+        assert [int(client.hget(f"tinyimg:job:{i}", "attempts")) for i in ids] == [1] * 6
+    finally:
+        a.stop()
+        b.stop()
