@@ -87,8 +87,13 @@ def build_job_service(config: ServerConfig, engine: EngineApi, server_metrics: S
     webhooks = WebhookSender(jobs_config, on_outcome=server_metrics.count_webhook)
 
     async def build_payload(record: JobRecord) -> dict[str, object]:
-        try:  # stored images by their capability URLs, on the base URL the client knows
-            urls = await durable.urls(record.image_keys, record.public_base_url or record.base_url) if durable else None
+        # Stored images by their capability URLs, when whoever the client knows serves them: this
+        # server (no router in front), or any pod or router of a shared queue (they share the
+        # store). A pod of its own behind a router leaves the router's keyed image route.
+        try:
+            urls = None
+            if durable is not None and (record.durable or record.public_base_url is None):
+                urls = await durable.urls(record.image_keys, record.public_base_url or record.base_url)
         except ApiError as err:  # the store cannot sign now: the job's keyed image route instead
             log.warning("webhook without image URLs: %s", err.message, extra={"job_id": record.id})
             urls = None
