@@ -229,13 +229,15 @@ class RedisJobWorker:
             current = await self.queue.read(job.id)
             return "done" if current is None or current.finished else "hand back"
         stored = self._stored(job, record)
-        terminal = next(e for e in reversed(record.events) if e.name in TERMINAL)
-        await self.queue.update(stored, (terminal.name, terminal.data), with_order=True)  # with its image keys
         if record.status == "succeeded" and self.service.results is not None:
-            try:  # beside its images (before the ack): still answered from the store when Redis has lost it
+            # Beside its images, before Redis says succeeded: a reader that sees the state finds the
+            # record, and a pod stopped between the two leaves a running job to be taken again.
+            try:
                 await store_record(self.service.results, stored)
             except StorageUnavailable as err:
                 log.warning("job record not stored: %s", err.message, extra={"job_id": job.id})
+        terminal = next(e for e in reversed(record.events) if e.name in TERMINAL)
+        await self.queue.update(stored, (terminal.name, terminal.data), with_order=True)  # with its image keys
         return "done"
 
     @staticmethod
