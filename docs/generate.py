@@ -187,7 +187,7 @@ def metric_families() -> list[tuple[str, str, str, tuple[str, ...], str]]:
     from tinyimg.runtime.jobstore import JobStore
 
     server = ServerMetrics(["m"])
-    server.watch_engine(lambda: EngineStatus(uptime_seconds=0.0, devices=[], models={}), list)
+    server.watch_engine(lambda: EngineStatus(uptime_seconds=0.0, devices=[], models={}, tenants={}), list)
     server.watch_jobs(JobStore(60, 1))
     out = []
     for service, registry in (("model server", server.registry), ("router", build_router_metrics().registry)):

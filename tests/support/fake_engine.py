@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from tinyimg.core.status import ModelState
+from tinyimg.core.tenants import DEFAULT_TENANT, Tenant
 from tinyimg.families.base import GeneratedImage, GenerationParams
 from tinyimg.runtime.jobs import (
     EngineApi,
@@ -41,6 +42,7 @@ class FakeEngine(EngineApi):
     fail_with: EngineError | Exception | None = None
     ready: bool = True
     calls: list[tuple[str, GenerationParams]] = field(default_factory=list)
+    tenants: list[str] = field(default_factory=list)  # whose each submitted request was
     started: bool = False
     stopped: bool = False
 
@@ -55,10 +57,11 @@ class FakeEngine(EngineApi):
             raise ModelNotFound(model, [m.name for m in self.config.models])
 
     def submit(self, model: str, params: GenerationParams, timeout: float | None = None,
-               observer: JobObserver | None = None) -> Job:
+               observer: JobObserver | None = None, tenant: Tenant = DEFAULT_TENANT) -> Job:
         self.check_admits(model)
+        self.tenants.append(tenant.name)
         future: asyncio.Future[GenerationResult] = asyncio.get_running_loop().create_future()
-        return Job(model, params, timeout if timeout is not None else 60.0, future, observer=observer)
+        return Job(model, params, timeout if timeout is not None else 60.0, future, observer=observer, tenant=tenant)
 
     async def wait(self, job: Job) -> GenerationResult:
         """Tells the observer it started and each step, as the real worker does."""
@@ -105,4 +108,5 @@ class FakeEngine(EngineApi):
                                   failed=0)
                 for m in self.config.models
             },
+            tenants={},
         )

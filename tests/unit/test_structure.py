@@ -23,8 +23,9 @@ from tinyimg.runtime.jobs import EngineApi
 PACKAGE = Path(__file__).resolve().parents[2] / "server" / "tinyimg"
 SERVER_ONLY = ("tinyimg.api", "tinyimg.runtime", "tinyimg.families", "tinyimg.tiny", "tinyimg.imaging")
 # 49 before durable jobs; +4 for tinyimg.durable (the stored-jobs reader the router answers shared
-# jobs with, its documents and its result store), whose Redis client loads only with --redis-url.
-MAX_ROUTER_MODULES = 53
+# jobs with, its documents and its result store), whose Redis client loads only with --redis-url;
+# +4 for tenants (core.tenants, core.quota, router.tenancy, router.routes.usage).
+MAX_ROUTER_MODULES = 57
 
 
 def test_the_router_app_loads_a_small_closure_and_nothing_of_the_model_server():

@@ -16,13 +16,13 @@ from fastapi import FastAPI
 
 import tinyimg
 from tinyimg import ui
-from tinyimg.api import edits, files, generate, health, info, jobs, metrics, openai_images
+from tinyimg.api import edits, files, generate, health, info, jobs, metrics, openai_images, usage
 from tinyimg.api.deps import load_api_keys
 from tinyimg.api.metrics import ServerMetrics
 from tinyimg.core.auth import build_auth_failure_limiter
 from tinyimg.core.errors import ApiError
 from tinyimg.core.jobs import read_job_secret
-from tinyimg.durable.reader import DurableJobs
+from tinyimg.durable.reader import DurableJobs, build_quotas
 from tinyimg.durable.results import ResultStore, build_result_store
 from tinyimg.http.edge import install_edge
 from tinyimg.http.limits import EdgeLimits
@@ -38,8 +38,8 @@ from tinyimg.termination import TerminationLog
 log = logging.getLogger("tinyimg.api")
 
 ROUTERS = (
-    generate.router, jobs.router, files.router, openai_images.router, edits.router, info.router, health.router, metrics.router,
-    ui.router,
+    generate.router, jobs.router, files.router, openai_images.router, edits.router, info.router, usage.router, health.router,
+    metrics.router, ui.router,
 )
 
 
@@ -105,7 +105,8 @@ def build_job_service(config: ServerConfig, engine: EngineApi, server_metrics: S
 
     service = JobService(engine, jobs_config, models=config.models, on_finish=server_metrics.observe_job,
                          deliver_webhook=deliver, webhooks=webhooks,
-                         results=durable.results if durable else None, queue=durable.queue if durable else None)
+                         results=durable.results if durable else None, queue=durable.queue if durable else None,
+                         quotas=build_quotas(durable))
     server_metrics.watch_jobs(service.store)
     return service
 
@@ -185,7 +186,8 @@ def create_app(
     app.state.metrics = server_metrics
     app.state.jobs = job_service
     app.state.durable = durable
-    app.state.api_keys = load_api_keys(config.api_keys_file) if config.api_keys_file else None
+    app.state.tenants = load_api_keys(config.api_keys_file) if config.api_keys_file else None
+    app.state.api_keys = app.state.tenants.key_hashes if app.state.tenants is not None else None
     app.state.auth_failures = build_auth_failure_limiter()
     try:
         app.state.router_secret = read_job_secret(config.router_secret_file, "routerSecretFile") if config.router_secret_file else None

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, cast
+from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request
 
 from tinyimg.api.metrics import ServerMetrics
-from tinyimg.core.auth import KeyFileError, RateLimiter, hash_bearer, load_key_hashes, match_key, parse_bearer
+from tinyimg.core.auth import KeyFileError, RateLimiter, hash_bearer, match_key, parse_bearer
 from tinyimg.core.errors import ApiError
+from tinyimg.core.tenants import DEFAULT_TENANT, Tenant, TenantTable, load_tenants, read_tenant_header
 from tinyimg.durable.reader import DurableJobs
 from tinyimg.runtime.jobrunner import JobsApi
 from tinyimg.runtime.jobs import EngineApi
@@ -50,11 +51,27 @@ def get_durable(request: Request) -> DurableJobs:
     return cast(DurableJobs, request.app.state.durable)
 
 
-def load_api_keys(path: str | Path) -> list[str]:
+def load_api_keys(path: str | Path) -> TenantTable:
+    """The keys file's tenants (one key per line: each key its own tenant)."""
     try:
-        return load_key_hashes(path)
+        return load_tenants(path)
     except KeyFileError as err:
         raise ConfigError(str(err)) from None
+
+
+def read_tenant(request: Request) -> Tenant:
+    """Whose request it is: the tenant of its key (this server's keys file), else the one a router
+    named in its signed tenant header, else ``default``."""
+    tenants: TenantTable | None = request.app.state.tenants
+    if tenants is not None:
+        return tenants.match(parse_bearer(request.headers.get("authorization"))) or DEFAULT_TENANT
+    return read_tenant_header(request.headers, request.app.state.router_secret) or DEFAULT_TENANT
+
+
+def read_tenancy(request: Request) -> dict[str, Any]:
+    """A ``JobOrder``'s tenant, and whether its budget is counted here: for a tenant of this
+    server's own keys file (a router counts the budgets of the tenants it names)."""
+    return {"tenant": read_tenant(request), "charge": request.app.state.tenants is not None}
 
 
 def is_authenticated(request: Request) -> bool:

@@ -26,6 +26,7 @@ from tinyimg.api.deps import (
     JobsDep,
     read_disconnect,
     read_key_hash,
+    read_tenancy,
 )
 from tinyimg.core.errors import InvalidField
 from tinyimg.runtime.inputs import open_image, read_mask_from_alpha
@@ -117,7 +118,8 @@ async def edit_images(
     # Decoding the mask (or the image's alpha) is pixel work: off the event loop.
     body = await run_in_threadpool(build_edit_request, fields, image, mask, config)
     as_url = fields.get("response_format") == "url"  # the job then stays for the result TTL, its images by URL
-    order = JobOrder(body, body.output_format, str(request.base_url), read_key_hash(request), keep=as_url)
+    order = JobOrder(body, body.output_format, str(request.base_url), read_key_hash(request), keep=as_url,
+                     **read_tenancy(request))
     try:
         record = await jobs.run(order, lambda: read_disconnect(request))
     except InvalidField as err:

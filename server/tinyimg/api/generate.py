@@ -9,7 +9,7 @@ from typing import Annotated, cast
 from fastapi import APIRouter, Header, Request, Response
 
 from tinyimg import imaging
-from tinyimg.api.deps import GENERATION_ERRORS, ApiKeyDep, JobsDep, read_disconnect, read_key_hash
+from tinyimg.api.deps import GENERATION_ERRORS, ApiKeyDep, JobsDep, read_disconnect, read_key_hash, read_tenancy
 from tinyimg.core.errors import InvalidField
 from tinyimg.core.logs import request_id_var
 from tinyimg.runtime.jobrunner import JobOrder
@@ -88,7 +88,8 @@ async def generate(
         raise InvalidField(
             "num_images", f"a raw image answer (Accept: image/{raw_format}) carries one image, not {body.num_images}"
         )
-    order = JobOrder(body, raw_format or body.output_format, str(request.base_url), read_key_hash(request), keep=False)
+    order = JobOrder(body, raw_format or body.output_format, str(request.base_url), read_key_hash(request), keep=False,
+                     **read_tenancy(request))
     record = await jobs.run(order, lambda: read_disconnect(request))
     if raw_format:
         return build_raw_response(record)

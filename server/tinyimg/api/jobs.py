@@ -17,7 +17,7 @@ from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import StreamingResponse
 
 from tinyimg import imaging
-from tinyimg.api.deps import ApiKeyDep, ConfigDep, DurableDep, JobsDep, read_key_hash
+from tinyimg.api.deps import ApiKeyDep, ConfigDep, DurableDep, JobsDep, read_key_hash, read_tenancy
 from tinyimg.api.sse import parse_last_event_id, stream_job_events
 from tinyimg.core.auth import hash_bearer
 from tinyimg.core.errors import ApiError
@@ -89,7 +89,7 @@ async def create_job_route(
     webhook = await check_webhook(body.webhook, config.jobs_config()) if body.webhook is not None else None
     order = JobOrder(
         body, body.output_format, str(request.base_url), identity.key_hash or read_key_hash(request), webhook=webhook,
-        preview=body.preview, identity=identity,
+        preview=body.preview, identity=identity, **read_tenancy(request),
     )
     job: JobRecord | StoredJob = await jobs.enqueue(order) if durable.queue is not None else await jobs.submit(order)
     answer = await render(durable, job, str(request.base_url))

@@ -7,7 +7,7 @@ can never drift from what the engine reports in ``/status``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request, Response
@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.types import Scope
 
-from tinyimg.runtime.jobs import EngineStatus, ModelView
+from tinyimg.runtime.jobs import EngineStatus, ModelView, TenantLoad
 from tinyimg.runtime.jobstore import JobRecord, JobStore
 from tinyimg.wire.requests import GENERATION_PATHS
 
@@ -75,6 +75,24 @@ class EngineCollector(Collector):
             for candidate in MODEL_STATES:
                 state.add_metric([s.name, candidate], 1.0 if s.state == candidate else 0.0)
         yield from (queue, inflight, memory, state)
+        yield from build_tenant_metrics(status["tenants"])
+
+
+def build_tenant_metrics(tenants: Mapping[str, TenantLoad]) -> list[Metric]:
+    """Per tenant (a label bounded by the keys file): waiting, generating, work served, refusals."""
+    queued = GaugeMetricFamily("tinyimg_tenant_queued", "Requests and jobs of the tenant waiting here.", labels=["tenant"])
+    inflight = GaugeMetricFamily("tinyimg_tenant_in_flight", "Requests and jobs of the tenant generating here.", labels=["tenant"])
+    steps = CounterMetricFamily("tinyimg_tenant_image_steps", "Image-steps generated for the tenant "
+                                "(width*height/1024^2*steps*images).", labels=["tenant"])
+    rejected = CounterMetricFamily("tinyimg_tenant_rejected", "Requests of the tenant refused here, by reason "
+                                   "(max_queued, queue_full).", labels=["tenant", "reason"])
+    for name, load in tenants.items():
+        queued.add_metric([name], load["queued"])
+        inflight.add_metric([name], load["in_flight"])
+        steps.add_metric([name], load["image_steps"])
+        for reason, count in load["rejected"].items():
+            rejected.add_metric([name, reason], count)
+    return [queued, inflight, steps, rejected]
 
 
 class JobsCollector(Collector):

@@ -16,6 +16,7 @@ from tinyimg.api.deps import (
     JobsDep,
     read_disconnect,
     read_key_hash,
+    read_tenancy,
 )
 from tinyimg.core.errors import InvalidField
 from tinyimg.runtime.jobrunner import JobOrder
@@ -41,7 +42,8 @@ async def create_images(
     generate_body = build_generate_request(body, config.models[0].name)
     request.state.model = generate_body.model
     as_url = body.response_format == "url"  # the job then stays for the result TTL, its images by URL
-    order = JobOrder(generate_body, body.output_format, str(request.base_url), read_key_hash(request), keep=as_url)
+    order = JobOrder(generate_body, body.output_format, str(request.base_url), read_key_hash(request), keep=as_url,
+                     **read_tenancy(request))
     try:
         record = await jobs.run(order, lambda: read_disconnect(request))
     except InvalidField as err:

@@ -109,6 +109,7 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "payload_too_large": ErrorCode(413, "The request body is over `maxBodyBytes` (declared or counted as it arrives)."),
     "invalid_request": ErrorCode(422, "A field is missing or invalid; `error.field` names it."),
     "queue_full": ErrorCode(429, "The model's queue holds `runtime.queueSize` waiting requests (with a shared queue, `jobs.maxQueuedJobs` jobs); retry after `Retry-After`.", "server"),
+    "quota_exceeded": ErrorCode(429, "The API key's tenant is over a quota of its keys file: its image-steps per minute (the router; with `X-RateLimit-*` headers) or its `maxQueued` waiting requests (the model server)."),
     "rate_limited": ErrorCode(429, "Too many requests for this API key (the router's rate limit), or too many failed key attempts from this address."),
     "too_many_streams": ErrorCode(429, "Too many open event streams for this job, this client or this process."),
     "too_many_waiting": ErrorCode(429, "This client (its API key, or its address without keys) already holds its share of a starting model's waiting room.", "router"),

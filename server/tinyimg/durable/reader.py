@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from tinyimg.core.errors import ApiError
 from tinyimg.core.jobs import JOB_ID, TERMINAL, JobNotFound
+from tinyimg.core.quota import LocalQuotas, Quotas
 from tinyimg.durable.jobdocs import StoredJob, render_job
 from tinyimg.durable.results import DirResultStore, ResultStore, StoredObject, read_image_key, record_key
 
@@ -141,3 +142,13 @@ class DurableJobs:
         if found is None:
             raise ApiError("this image is no longer stored (its result TTL has passed)", 404, "job_expired")
         return found
+
+
+def build_quotas(durable: DurableJobs | None) -> Quotas:
+    """Tenants' budgets (``tinyimg.core.quota``): in the shared queue's Redis when there is one,
+    so every router replica and pod counts one budget; else in this process."""
+    if durable is not None and durable.queue is not None:
+        from tinyimg.durable.quotas import RedisQuotas
+
+        return RedisQuotas(durable.queue.redis)
+    return LocalQuotas()

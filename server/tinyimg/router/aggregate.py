@@ -3,6 +3,8 @@ from what the backends said, fetched by ``tinyimg.router.fetch``), in the contra
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 from tinyimg.router.table import STATE_READY, BackendTable, ModelEntry, PodState
 from tinyimg.wire.contract import (
     BackendInfo,
@@ -16,6 +18,7 @@ from tinyimg.wire.contract import (
     RouterStatusResponse,
     StatusResponse,
     StatusTotals,
+    TenantStatus,
 )
 
 # Per-model counters of a pod's /status that add up meaningfully across pods.
@@ -116,4 +119,19 @@ def build_status_view(
         router=router,
         pods=pods,
         totals=StatusTotals(**totals, pods=len(pods), reachable_pods=reachable, unreachable_pods=len(pods) - reachable),
+        tenants=sum_tenants(r.tenants for r in results.values() if isinstance(r, StatusResponse)),
     )
+
+
+def sum_tenants(views: Iterable[Mapping[str, TenantStatus]]) -> dict[str, TenantStatus]:
+    """Each tenant's load over several pods."""
+    out: dict[str, TenantStatus] = {}
+    for view in views:
+        for name, load in view.items():
+            total = out.setdefault(name, TenantStatus())
+            total.queued += load.queued
+            total.in_flight += load.in_flight
+            total.image_steps += load.image_steps
+            for reason, count in load.rejected.items():
+                total.rejected[reason] = total.rejected.get(reason, 0) + count
+    return dict(sorted(out.items()))

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", help=f"listen address (default {d.host})")
     p.add_argument("--port", type=int, help=f"listen port (default {d.port})")
-    p.add_argument("--api-keys-file", metavar="PATH", help="file with one key per line, or a mounted Secret dir")
+    p.add_argument("--api-keys-file", metavar="PATH", help="file with one key per line, or YAML with tenants (docs: Tenants), or a mounted Secret dir")
     p.add_argument("--rate-limit", type=float, metavar="RPS", help="requests per second per key")
     p.add_argument("--rate-burst", type=float, metavar="N", help=f"bucket size (default {d.rate_burst:g})")
     p.add_argument("--protect-health", action="store_true", help="require a key on /health* and /metrics too")
@@ -73,8 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_settings(args: argparse.Namespace) -> RouterSettings:
-    from tinyimg.core.auth import load_key_hashes
     from tinyimg.core.jobs import read_job_secret
+    from tinyimg.core.tenants import load_tenants
+
+    table = load_tenants(args.api_keys_file) if args.api_keys_file else None
 
     given = {
         "host": args.host,
@@ -88,7 +90,8 @@ def load_settings(args: argparse.Namespace) -> RouterSettings:
         "max_body_bytes_total": args.max_body_bytes_total,
         "shutdown_timeout": args.shutdown_timeout,
         "trusted_proxies": tuple(args.trusted_proxies) if args.trusted_proxies else None,
-        "key_hashes": tuple(load_key_hashes(args.api_keys_file)) if args.api_keys_file else None,
+        "key_hashes": tuple(table.key_hashes) if table is not None else None,
+        "tenants": tuple(table.tenants.values()) if table is not None else None,
         "open_paths": () if args.protect_health else None,
         "job_secret": read_job_secret(args.job_secret_file, "--job-secret-file") if args.job_secret_file else None,
         "redis_url": args.redis_url,

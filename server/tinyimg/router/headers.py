@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 from tinyimg.core.jobs import JOB_HEADERS
+from tinyimg.core.tenants import TENANT_HEADERS
 from tinyimg.router.errors import RouterError
 
 HOP_BY_HOP = frozenset(
@@ -15,8 +16,8 @@ HOP_BY_HOP = frozenset(
      "transfer-encoding", "upgrade", "host", "content-length"}
 )
 # The client's key is for the router; the router's own server adds date and server. The job
-# headers (a job's ids and base URL) are the router's to set: a client's would be believed by the pod.
-NOT_FORWARDED_REQUEST = HOP_BY_HOP | {"authorization", "x-request-id"} | JOB_HEADERS
+# headers (a job's ids and base URL) and the tenant headers are the router's to set: a client's would be believed by the pod.
+NOT_FORWARDED_REQUEST = HOP_BY_HOP | {"authorization", "x-request-id"} | JOB_HEADERS | TENANT_HEADERS
 NOT_RETURNED_RESPONSE = (HOP_BY_HOP - {"content-length"}) | {"date", "server"}
 # RFC 9110 5.1/5.5: a field name is a token; a field value is visible ASCII or obs-text (0x80-0xff)
 # with single spaces/tabs inside, no control characters. h11 (httpcore's HTTP/1.1 layer) refuses

@@ -35,6 +35,8 @@ class RouterMetrics:
     held: Counter
     cold_start_duration: Histogram
     demand_triggers: Counter
+    tenant_image_steps: Counter
+    tenant_rejected: Counter
 
 
 def build_router_metrics() -> RouterMetrics:
@@ -67,4 +69,9 @@ def build_router_metrics() -> RouterMetrics:
                                       buckets=UPSTREAM_BUCKETS, registry=registry),
         demand_triggers=Counter("tinyimg_router_demand_triggers", "Cold starts asked for (one per cold start, "
                                 "shared by its waiting requests)", ["model"], registry=registry),
+        # Tenants (a label from the keys file only: tinyimg.router.tenancy).
+        tenant_image_steps=Counter("tinyimg_router_tenant_image_steps", "Image-steps of a tenant with a budget, "
+                                   "forwarded and accepted by a pod", ["tenant"], registry=registry),
+        tenant_rejected=Counter("tinyimg_router_tenant_rejected", "Requests of a tenant refused at the router, by "
+                                "reason (image_steps: over its budget)", ["tenant", "reason"], registry=registry),
     )

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from tinyimg.router.table import BackendTable, PodState
-from tinyimg.wire.contract import ModelsResponse, StatusResponse
+from tinyimg.wire.contract import ModelInfoResponse, ModelsResponse, StatusResponse
 
 log = logging.getLogger("tinyimg.router.poller")
 
@@ -37,8 +37,15 @@ def read_backlogs(status: StatusResponse) -> dict[str, int]:
 
 
 def read_model_states(models: ModelsResponse) -> dict[str, dict[str, Any]]:
-    """model -> {"state", "family", "reason"} from a pod's /models answer."""
-    return {m.name: {"state": m.state, "family": m.family, "reason": m.reason} for m in models.models}
+    """model -> {"state", "family", "reason", "defaults"} from a pod's /models answer."""
+    return {m.name: {"state": m.state, "family": m.family, "reason": m.reason, "defaults": read_size_defaults(m)}
+            for m in models.models}
+
+
+def read_size_defaults(model: ModelInfoResponse) -> tuple[int, int, int] | None:
+    """(width, height, steps) a request that names none gets, when the pod says."""
+    values = tuple(getattr(model.defaults, name, None) for name in ("width", "height", "steps"))
+    return (values[0], values[1], values[2]) if all(isinstance(v, int) for v in values) else None  # type: ignore[return-value]
 
 
 async def poll_pod(client: httpx.AsyncClient, pod: PodState, timeout: float) -> dict[str, dict[str, Any]]:
@@ -62,6 +69,7 @@ async def poll_pod(client: httpx.AsyncClient, pod: PodState, timeout: float) -> 
     pod.queue_depth = read_queue_depths(status)
     pod.backlog = read_backlogs(status)
     pod.model_states = {name: s["state"] for name, s in states.items()}
+    pod.tenants = status.tenants
     pod.reachable, pod.last_error, pod.slow_polls = True, None, 0
     return states
 
@@ -82,6 +90,8 @@ async def poll_all(client: httpx.AsyncClient, table: BackendTable, timeout: floa
             entry = table.models.get(name)
             if entry is not None and entry.family is None and s["family"]:
                 entry.family = s["family"]
+            if entry is not None and s["defaults"] is not None:
+                entry.defaults = s["defaults"]
 
 
 async def run_poller(client: httpx.AsyncClient, table: BackendTable, interval: float, timeout: float) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from tinyimg.core.drain import build_upstream_timeout
 from tinyimg.core.labels import DEFAULT_PORT
+from tinyimg.core.tenants import Tenant, TenantTable
 from tinyimg.http.limits import EdgeLimits
 from tinyimg.http.streams import StreamLimits
 from tinyimg.spec import RuntimeSpec
@@ -31,6 +32,8 @@ class RouterSettings:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     key_hashes: tuple[str, ...] = ()  # sha256 hex of each API key; empty = no auth
+    # The keys file's tenants (tinyimg.core.tenants); empty: each key of key_hashes its own tenant.
+    tenants: tuple[Tenant, ...] = ()
     rate_limit: float | None = None  # requests per second per key (per client address without keys)
     rate_burst: float = 10.0
     open_paths: tuple[str, ...] = OPEN_PATHS_DEFAULT  # reachable without a key
@@ -59,6 +62,9 @@ class RouterSettings:
     result_store: str | None = None
     url_ttl_seconds: int = 3600
     result_ttl_seconds: float = 3600.0
+
+    def tenant_table(self) -> TenantTable:
+        return TenantTable(self.tenants) if self.tenants else TenantTable.from_key_hashes(self.key_hashes)
 
     def edge_limits(self) -> EdgeLimits:
         return EdgeLimits(max_body_bytes=self.max_body_bytes, max_body_bytes_total=self.max_body_bytes_total,

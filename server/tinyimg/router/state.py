@@ -9,9 +9,10 @@ from typing import Annotated, cast
 import httpx
 from fastapi import Depends, Request
 
-from tinyimg.core.auth import RateLimiter, build_auth_failure_limiter, match_key, parse_bearer
+from tinyimg.core.auth import RateLimiter, build_auth_failure_limiter, parse_bearer
 from tinyimg.core.errors import ApiError
-from tinyimg.durable.reader import DurableJobs
+from tinyimg.core.tenants import DEFAULT_TENANT
+from tinyimg.durable.reader import DurableJobs, build_quotas
 from tinyimg.durable.results import parse_result_store_url
 from tinyimg.http.streams import StreamGate
 from tinyimg.router.coldstart import WaitingRoom
@@ -39,6 +40,8 @@ class RouterState:
         self.streams = StreamGate(settings.stream_limits)
         self.drain_guard: DrainGuard | None = None  # set when the app's middleware is built
         self.durable = build_router_durable(settings)
+        self.tenants = settings.tenant_table()
+        self.quotas = build_quotas(self.durable)
 
 
 def build_router_durable(settings: RouterSettings) -> DurableJobs | None:
@@ -77,9 +80,10 @@ async def check_access(request: Request, state: StateDep) -> None:
     address = request.client.host if request.client else "unknown"
     who = address
     now = time.monotonic()
-    if settings.key_hashes:
-        matched = match_key(parse_bearer(request.headers.get("authorization")), list(settings.key_hashes))
-        if matched is None:
+    request.scope.setdefault("state", {})["tenant"] = DEFAULT_TENANT
+    if state.tenants.by_hash:
+        tenant = state.tenants.match(parse_bearer(request.headers.get("authorization")))
+        if tenant is None:
             wait = state.auth_failures.take(address, now)
             if wait == 0 and state.limiter is not None:
                 wait = state.limiter.take(address, now)
@@ -90,7 +94,8 @@ async def check_access(request: Request, state: StateDep) -> None:
                 "missing or invalid API key (Authorization: Bearer <key>)", 401, "unauthorized",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        who = matched
+        request.scope["state"]["tenant"] = tenant
+        who = tenant.name
     if state.limiter is not None:
         wait = state.limiter.take(who, now)
         if wait > 0:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from tinyimg.wire.contract import TenantStatus
+
 STATE_READY = "ready"
 
 
@@ -30,6 +32,7 @@ class PodState:
     model_states: dict[str, str] = field(default_factory=dict)  # model -> state, from the last poll
     last_error: str | None = None
     slow_polls: int = 0  # polls in a row that timed out (the poller's patience)
+    tenants: dict[str, TenantStatus] = field(default_factory=dict)  # tenant -> its load here, last poll
 
     def serves(self, model: str, now: float | None = None) -> bool:
         """Ready for ``model``: discovery says ready, it answered lately, it is not draining, and it
@@ -47,6 +50,9 @@ class ModelEntry:
     reason: str | None = None
     pods: list[str] = field(default_factory=list)  # pod urls
     cold_start_timeout: float | None = None  # hold requests this long while no pod serves
+    # (width, height, steps) a request that names none gets, from a backend's /models: what a
+    # request's work (tinyimg.router.tenancy) is counted with
+    defaults: tuple[int, int, int] | None = None
     scales_from_zero: bool = False  # autoscaled: a held request asks for a pod (else it only waits)
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from tinyimg.core.drain import DrainTiming, build_drain_timing
 from tinyimg.core.errors import InvalidField
 from tinyimg.core.status import ModelState
+from tinyimg.core.tenants import DEFAULT_TENANT, Tenant
 from tinyimg.families import load_handler_class
 from tinyimg.families.base import GenerationParams, Handler
 from tinyimg.runtime.devices import Device, discover_devices, read_device_status
@@ -284,7 +285,7 @@ class Engine(EngineApi):
 
     def submit(
         self, model: str, params: GenerationParams, timeout: float | None = None,
-        observer: JobObserver | None = None,
+        observer: JobObserver | None = None, tenant: Tenant = DEFAULT_TENANT,
     ) -> Job:
         """Queue a request, or refuse it now (unknown model, not ready, draining, queue full)."""
         state = self._admitting_state(model)
@@ -294,7 +295,7 @@ class Engine(EngineApi):
             raise InvalidField("loras", f"adapter {name!r} failed to load: {state.adapter_failures[name]}")
         spec = state.spec
         timeout = timeout if timeout is not None else spec.runtime.request_timeout_seconds
-        job = Job(model, params, timeout, asyncio.get_running_loop().create_future(), observer=observer)
+        job = Job(model, params, timeout, asyncio.get_running_loop().create_future(), observer=observer, tenant=tenant)
         self._queue.submit(job)
         return job
 
@@ -363,4 +364,5 @@ class Engine(EngineApi):
             )
             for name, state in self._states.items()
         }
-        return EngineStatus(uptime_seconds=time.monotonic() - self._started, devices=devices, models=models)
+        return EngineStatus(uptime_seconds=time.monotonic() - self._started, devices=devices, models=models,
+                            tenants=self._queue.tenant_load())

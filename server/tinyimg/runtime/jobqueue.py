@@ -10,6 +10,10 @@ Bound: per model. Each model may have ``runtime.queueSize`` requests waiting (in
 count), so a busy model cannot fill the queue of a quiet one beside it. The model's batching
 settings live here too (``QueueSettings``), once per model, not copied into each job.
 
+Whose request heads the next batch is the fair picker's choice (``tinyimg.runtime.fairness``:
+priority class, then deficit round robin across tenants); each tenant's ``maxQueued`` bounds its
+waiting requests here, and its ``maxInFlight`` holds its requests back while that many run.
+
 It also remembers, per model, when recent requests were answered whose clients have not sent a new
 request since: the batch-mates worth waiting for (``wait_for_company``). Each new request
 counts as one of those clients coming back.
@@ -19,13 +23,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from tinyimg.core.tenants import DEFAULT_TENANT, MAX_TENANTS, Tenant
 from tinyimg.families.base import GenerationParams, batch_key
-from tinyimg.runtime.jobs import Job, QueueFull
+from tinyimg.runtime.fairness import FairState, Waiting, charge, pick_next
+from tinyimg.runtime.jobs import Job, QueueFull, QuotaExceeded, TenantLoad
 
 # Answers remembered per model: far more than one batch of clients, and a bound on memory.
 RETURNS_KEPT = 256
@@ -46,6 +52,11 @@ class JobQueue:
         self.pending: list[Job] = []
         self._listeners: list[asyncio.Event] = []
         self._returning: dict[str, deque[float]] = {}
+        self.fair = FairState()
+        self.running: Counter[str] = Counter()  # tenant -> its requests generating now
+        self.tenants: dict[str, Tenant] = {}  # every tenant seen (a bounded set: the keys file's)
+        self.served_steps: dict[str, float] = {}  # tenant -> image-steps generated for it
+        self.rejected: Counter[tuple[str, str]] = Counter()  # (tenant, reason) -> requests refused here
 
     def listen(self) -> asyncio.Event:
         """An event set whenever the queue changes (a worker waits on it)."""
@@ -57,16 +68,26 @@ class JobQueue:
         for event in self._listeners:
             event.set()
 
-    def check_room(self, model: str) -> None:
+    def check_room(self, model: str, tenant: Tenant | None = None) -> None:
         waiting = self.depth(model)
         if waiting >= self.settings_for(model).size:
+            if tenant is not None:
+                self.rejected[tenant.name, "queue_full"] += 1
             raise QueueFull(f"model {model!r}", waiting)
+        if tenant is not None and tenant.max_queued is not None:
+            mine = sum(1 for j in self.pending if j.tenant.name == tenant.name)
+            if mine >= tenant.max_queued:
+                self.rejected[tenant.name, "max_queued"] += 1
+                raise QuotaExceeded(tenant.name, f"{mine} requests waiting, its maxQueued is {tenant.max_queued}")
 
     def settings_for(self, model: str) -> QueueSettings:
         return self.settings.get(model) or QueueSettings(size=1)
 
     def submit(self, job: Job) -> None:
-        self.check_room(job.model)
+        if job.tenant.name not in self.tenants and len(self.tenants) >= MAX_TENANTS:
+            job.tenant = DEFAULT_TENANT  # named by unsigned headers past any keys file's size: one bucket
+        self.tenants[job.tenant.name] = job.tenant
+        self.check_room(job.model, job.tenant)
         self.pending.append(job)
         returning = self.returning(job.model, job.enqueued_at)
         if returning:
@@ -88,10 +109,50 @@ class JobQueue:
             returning.popleft()
         return returning
 
-    def take(self, jobs: list[Job]) -> None:
+    def head(self, jobs: Sequence[Job]) -> Job | None:
+        """Which of ``jobs`` (waiting, in arrival order) should head the next batch: the fair
+        picker's choice; None while every tenant with work waiting is at its maxInFlight."""
+        index, _ = pick_next(self._waiting(jobs), self.fair)
+        return jobs[index] if index is not None else None
+
+    def _waiting(self, jobs: Sequence[Job]) -> list[Waiting]:
+        def held(tenant: Tenant) -> bool:
+            return tenant.max_in_flight is not None and self.running[tenant.name] >= tenant.max_in_flight
+        return [Waiting(j.tenant.name, j.tenant.rank, j.cost, held(j.tenant)) for j in jobs]
+
+    def take(self, jobs: list[Job], among: Sequence[Job] | None = None) -> None:
+        """``jobs`` start (the first is the head the picker chose among ``among``; the others ride
+        along and are charged to their tenants)."""
+        if among is not None and jobs:
+            index, state = pick_next(self._waiting(among), self.fair)
+            if index is not None and among[index] is jobs[0]:
+                self.fair = state
+            for mate in jobs[1:]:
+                self.fair = charge(self.fair, mate.tenant.name, mate.cost)
         for job in jobs:
             self.pending.remove(job)
+            self.running[job.tenant.name] += 1
         self._changed()
+
+    def release(self, jobs: Sequence[Job]) -> None:
+        """``jobs`` stopped running (a tenant held at its maxInFlight may go on); those that got
+        their images count as served."""
+        for job in jobs:
+            self.running[job.tenant.name] -= 1
+            future = job.future
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self.served_steps[job.tenant.name] = self.served_steps.get(job.tenant.name, 0.0) + job.cost
+        self._changed()
+
+    def tenant_load(self) -> dict[str, TenantLoad]:
+        """Per tenant seen: waiting, running, image-steps served and requests refused here."""
+        out = {name: TenantLoad(queued=0, in_flight=self.running[name], image_steps=self.served_steps.get(name, 0.0),
+                                rejected={}) for name in self.tenants}
+        for job in self.pending:
+            out[job.tenant.name]["queued"] += 1
+        for (name, reason), count in self.rejected.items():
+            out[name]["rejected"][reason] = count
+        return out
 
     def withdraw(self, job: Job) -> None:
         """Forget a job whose caller gave up (deadline, disconnect) before it started."""

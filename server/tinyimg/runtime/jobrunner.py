@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -26,6 +27,8 @@ from tinyimg import imaging
 from tinyimg.core.errors import ApiError
 from tinyimg.core.jobs import JobIdentity, new_job_id
 from tinyimg.core.logs import request_id_var
+from tinyimg.core.quota import OverBudget, Quotas
+from tinyimg.core.tenants import DEFAULT_TENANT, Tenant, image_steps
 from tinyimg.durable.jobdocs import StoredJob
 from tinyimg.durable.results import ResultStore, StorageUnavailable
 from tinyimg.families.base import GenerationParams
@@ -62,6 +65,8 @@ class JobOrder:
     keep: bool = True  # False: a synchronous answer, forgotten once its caller has it
     durable: bool = False  # taken from the shared queue (Redis): its results are stored, not kept here
     identity: JobIdentity = field(default_factory=JobIdentity)  # what a router said about it
+    tenant: Tenant = DEFAULT_TENANT  # whose it is (tinyimg.core.tenants): its place in the fair queue
+    charge: bool = False  # count its work against the tenant's budget here (a tenant of this server's keys file)
 
 
 class ClientDisconnected(ApiError):
@@ -104,6 +109,8 @@ SWEEP_MIN_SECONDS, SWEEP_MAX_SECONDS = 0.05, 60.0
 class JobsApi(Protocol):
     """The job service as the routes use it (``JobService``)."""
 
+    quotas: Quotas | None
+
     async def submit(self, order: JobOrder) -> JobRecord: ...
     async def enqueue(self, order: JobOrder) -> StoredJob: ...
     async def finish(self, record: JobRecord, hangup: Callable[[], Awaitable[None]]) -> JobRecord: ...
@@ -117,12 +124,13 @@ class JobService(JobsApi):
         self, engine: EngineApi, config: JobsConfig, *, models: Sequence[ModelSpec] = (),
         on_finish: Hook | None = None, deliver_webhook: Hook | None = None, webhooks: WebhookSender | None = None,
         clock: Callable[[], float] = time.monotonic, results: ResultStore | None = None, queue: RedisJobs | None = None,
+        quotas: Quotas | None = None,
     ):
         """``webhooks``: the sender ``deliver_webhook`` schedules on; stopped with the service.
         ``results``: where finished jobs are written (their images then have capability URLs);
         ``queue``: the shared queue ``enqueue`` puts jobs on (``tinyimg.durable.redisjobs``)."""
         self.engine, self.config, self.clock = engine, config, clock
-        self.results, self.queue = results, queue
+        self.results, self.queue, self.quotas = results, queue, quotas
         self.models: Mapping[str, ModelRules] = {m.name: build_model_rules(m) for m in models}
         self.store = JobStore(config.result_ttl_seconds, config.max_result_bytes, clock)
         self.on_finish = on_finish
@@ -178,7 +186,27 @@ class JobService(JobsApi):
     async def submit(self, order: JobOrder) -> JobRecord:
         """Resolve the request against its model (defaults, limits) and queue it as a job; refused
         now when the model is unknown or not ready or its queue is full."""
-        return self.create(order.request.model, await self._resolve(order.request, admit=True), order)
+        params = await self._resolve(order.request, admit=True)
+        async with self._charged(order, params):
+            return self.create(order.request.model, params, order)
+
+    @asynccontextmanager
+    async def _charged(self, order: JobOrder, params: GenerationParams) -> AsyncIterator[None]:
+        """The tenant's budget pays for the work (429 ``quota_exceeded`` when it cannot), and is
+        paid back when the job is refused after all."""
+        tenant, limit = order.tenant, order.tenant.image_steps_per_minute
+        if not order.charge or limit is None or self.quotas is None:
+            yield
+            return
+        cost = image_steps(params.width, params.height, params.steps, len(params.seeds))
+        admission = await self.quotas.admit(tenant.name, cost, limit)
+        if not admission.allowed:
+            raise OverBudget(tenant.name, cost, admission)
+        try:
+            yield
+        except BaseException:
+            await self.quotas.refund(tenant.name, cost, limit)
+            raise
 
     async def _resolve(self, body: GenerateRequest, admit: bool) -> GenerationParams:
         """The request against its model's defaults and limits (404 for an unknown model).
@@ -235,9 +263,11 @@ class JobService(JobsApi):
             order.identity.job_id or new_job_id(), body.model, drop_inputs(params), order.output_format, order.webhook,
             order.key_hash, preview=order.preview, base_url=order.base_url, public_id=order.identity.public_id,
             public_base_url=order.identity.public_base_url, total_steps=params.steps, request=request,
+            tenant=order.tenant,
         )
         job = build_stored_job(record)
-        await self.queue.create(job, ("queued", {}))
+        async with self._charged(order, params):
+            await self.queue.create(job, ("queued", {}))
         return job
 
     def create(self, model: str, params: GenerationParams, order: JobOrder) -> JobRecord:
@@ -251,9 +281,9 @@ class JobService(JobsApi):
             job_id or new_job_id(), model, params, order.output_format, order.webhook, order.key_hash, order.keep,
             preview=order.preview, base_url=order.base_url, public_id=order.identity.public_id,
             public_base_url=order.identity.public_base_url, total_steps=params.steps, request=order.request,
-            durable=order.durable,
+            durable=order.durable, tenant=order.tenant,
         )
-        record.entry = self.engine.submit(model, params, observer=JobEvents(self, record))
+        record.entry = self.engine.submit(model, params, observer=JobEvents(self, record), tenant=order.tenant)
         self.store.add(record)
         self._update_position(record)
         record.task = asyncio.get_running_loop().create_task(self._run(record), name=f"job-{record.id}")

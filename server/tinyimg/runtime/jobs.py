@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 from tinyimg.core.errors import ApiError
 from tinyimg.core.status import ModelState
+from tinyimg.core.tenants import DEFAULT_TENANT, Tenant, image_steps
 from tinyimg.families.base import GeneratedImage, GenerationParams
 
 if TYPE_CHECKING:
@@ -53,10 +54,17 @@ class Job:
     enqueued_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None
     observer: JobObserver | None = None
+    tenant: Tenant = DEFAULT_TENANT  # whose it is: its priority class and its share of the queue
 
     @property
     def deadline(self) -> float:
         return self.enqueued_at + self.timeout
+
+    @property
+    def cost(self) -> float:
+        """Its work in image-steps (``tinyimg.core.tenants.image_steps``)."""
+        p = self.params
+        return image_steps(p.width, p.height, p.steps, len(p.seeds))
 
 
 class ModelView(Protocol):
@@ -87,10 +95,18 @@ class ModelLoad(TypedDict):
     failed: int
 
 
+class TenantLoad(TypedDict):
+    queued: int  # waiting here now
+    in_flight: int  # generating here now
+    image_steps: float  # generated for it here, ever (tinyimg.core.tenants.image_steps)
+    rejected: dict[str, int]  # reason (max_queued, queue_full) -> refused here, ever
+
+
 class EngineStatus(TypedDict):
     uptime_seconds: float
     devices: list[dict[str, object]]  # tinyimg.runtime.devices.read_device_status
     models: dict[str, ModelLoad]
+    tenants: dict[str, TenantLoad]  # every tenant seen (tinyimg.runtime.jobqueue)
 
 
 class EngineApi(Protocol):
@@ -100,7 +116,7 @@ class EngineApi(Protocol):
     async def stop(self) -> None: ...
     def check_admits(self, model: str) -> None: ...
     def submit(self, model: str, params: GenerationParams, timeout: float | None = None,
-               observer: JobObserver | None = None) -> Job: ...
+               observer: JobObserver | None = None, tenant: Tenant = DEFAULT_TENANT) -> Job: ...
     async def wait(self, job: Job) -> GenerationResult: ...
     def cancel(self, job: Job) -> None: ...
     def position(self, job: Job) -> int | None: ...
@@ -150,6 +166,14 @@ class QueueFull(EngineError):
         super().__init__(
             f"queue for {where} is full ({size} waiting); retry later", 429, "queue_full", retry_after
         )
+
+
+class QuotaExceeded(EngineError):
+    """A tenant's own limit (``maxQueued``), not the model's: other tenants are still admitted."""
+
+    def __init__(self, tenant: str, what: str, retry_after: float = 1.0):
+        super().__init__(f"tenant {tenant!r}: {what}; retry later", 429, "quota_exceeded", retry_after,
+                         extra={"tenant": tenant})
 
 
 class DeadlineExceeded(EngineError):

@@ -24,6 +24,7 @@ from typing import Any
 
 from tinyimg.core.errors import ApiError
 from tinyimg.core.jobs import TERMINAL, JobExpired, JobNotFound
+from tinyimg.core.tenants import DEFAULT_TENANT, Tenant
 from tinyimg.families.base import GenerationParams
 from tinyimg.runtime.jobs import Job
 from tinyimg.wire.requests import GenerateRequest
@@ -55,6 +56,7 @@ class JobRecord:
     durable: bool = False  # taken from the shared queue: stored and answered from Redis, not from here
     preview: bool = False  # wants ``preview`` events while it runs
     request: GenerateRequest | None = None  # what the client sent (a JobRequest for /v1/jobs), as parsed
+    tenant: Tenant = DEFAULT_TENANT  # whose it is (a shared queue's taker queues it as theirs)
     created_at: float = field(default_factory=time.time)
     base_url: str = ""  # the creating request's, for the job's URLs (and its webhook's)
     # Through a router: the id and base URL its client knows (its webhook carries them), else None.

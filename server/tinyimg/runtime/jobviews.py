@@ -87,5 +87,6 @@ def build_stored_job(r: JobRecord, image_keys: list[str] | None = None) -> Store
         "key_hash": r.key_hash, "output_format": r.output_format, "base_url": r.base_url,
         "public_id": r.public_id, "public_base_url": r.public_base_url, "webhook": r.webhook, "preview": r.preview,
         "image_keys": image_keys if image_keys is not None else list(r.image_keys),
+        "tenant": r.tenant.describe(),
     }
     return StoredJob(r.id, doc, order, r.status)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from tinyimg.core.errors import ApiError
 from tinyimg.core.jobs import TERMINAL, JobIdentity
+from tinyimg.core.tenants import DEFAULT_TENANT, read_tenant_description
 from tinyimg.durable.jobdocs import StoredJob
 from tinyimg.durable.redisjobs import QueueUnavailable, RedisJobs
 from tinyimg.durable.results import StorageUnavailable
@@ -188,6 +189,7 @@ class RedisJobWorker:
             JobRequest.model_validate(order["request"]), order["output_format"], order["base_url"],
             order.get("key_hash"), webhook=order.get("webhook"), preview=bool(order.get("preview")),
             keep=False, durable=True, identity=identity,
+            tenant=read_tenant_description(order.get("tenant")) or DEFAULT_TENANT,
         )
 
     async def _hand_back(self, model: str, entry: str, job_id: str) -> None:

@@ -82,16 +82,25 @@ class DeviceWorker:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            head = mine[0]
+            head = self.queue.head(mine)
+            if head is None:  # every tenant with work waiting is at its maxInFlight
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
             await self._gather(head)
             self._drop_expired()
             # Withdrawn, expired or taken by another replica's worker while gathering: the next
             # head gathers its own batch mates.
             if head not in self.queue.pending or self._stopping:
                 continue
-            batch = self.gather.pick(self._mine(), self.queue.settings_for(head.model))
-            self.queue.take(batch)
-            await self._execute(batch)
+            mine = self._mine()
+            head = self.queue.head(mine) or head  # the picker may prefer a request that came meanwhile
+            batch = self.gather.pick([head, *(j for j in mine if j is not head)], self.queue.settings_for(head.model))
+            self.queue.take(batch, among=mine)
+            try:
+                await self._execute(batch)
+            finally:
+                self.queue.release(batch)
 
     async def _gather(self, head: Job) -> None:
         """Wait for batch mates as long as the gather policy says (by default: while recently

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, create_model
 
+from tinyimg.core.quota import Admission
+from tinyimg.core.tenants import Tenant
 from tinyimg.spec import DefaultsSpec, LimitsSpec
 
 
@@ -120,11 +122,21 @@ class ProcessStatus(Wire):
     cpu_seconds: float
 
 
+class TenantStatus(Wire):
+    """One tenant's load on this process (tinyimg.core.tenants): a label from the keys file."""
+
+    queued: int = 0
+    in_flight: int = 0
+    image_steps: float = 0.0  # generated for it, ever: width*height/1024^2*steps*images
+    rejected: dict[str, int] = {}  # reason -> refused here, ever
+
+
 class StatusResponse(Wire):
     uptime_seconds: float
     devices: list[DeviceStatus]
     models: dict[str, ModelStatus]
     process: ProcessStatus | None = None
+    tenants: dict[str, TenantStatus] = {}
 
 
 # The router's answers: the same per-model shape, plus what only the router knows.
@@ -193,6 +205,37 @@ class RouterStatusResponse(Wire):
     router: RouterSelfStatus
     pods: list[PodStatus]
     totals: StatusTotals
+    tenants: dict[str, TenantStatus] = {}  # summed over the pods that answered
+
+
+class UsageResponse(Wire):
+    """GET /v1/usage: the calling key's tenant, its limits, and how much of them it uses now."""
+
+    tenant: str
+    priority: str
+    max_queued: int | None = None
+    max_in_flight: int | None = None
+    image_steps_per_minute: float | None = None
+    # The budget now (null without one): image-steps that would be admitted, and the seconds until
+    # it is whole again. Shared by every router replica when they share a Redis.
+    remaining_image_steps: float | None = None
+    reset_seconds: float | None = None
+    shared: bool = False  # the budget is counted in Redis for every replica (else in this process)
+    queued: int = 0  # waiting on the model servers (as last polled)
+    in_flight: int = 0  # generating on the model servers
+    image_steps: float = 0.0  # generated for it by the model servers that are up, since each started
+
+
+def build_usage_response(tenant: Tenant, load: TenantStatus | None, budget: Admission | None,
+                         shared: bool) -> UsageResponse:
+    load = load or TenantStatus()
+    return UsageResponse(
+        tenant=tenant.name, priority=tenant.priority, max_queued=tenant.max_queued, max_in_flight=tenant.max_in_flight,
+        image_steps_per_minute=tenant.image_steps_per_minute,
+        remaining_image_steps=round(budget.remaining, 6) if budget else None,
+        reset_seconds=round(budget.reset_seconds, 3) if budget else None, shared=shared,
+        queued=load.queued, in_flight=load.in_flight, image_steps=load.image_steps,
+    )
 
 
 def build_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -11,8 +11,10 @@ from tinyimg.router.poller import SLOW_POLLS_TO_UNREACHABLE, poll_pod
 from tinyimg.router.table import PodState
 
 STATUS = {"uptime_seconds": 3.0, "devices": [{"name": "cpu", "kind": "cpu"}],
-          "models": {"m": {"queue_depth": 2, "in_flight": 1, "served": 5, "failed": 0}}}
-MODELS = {"models": [{"name": "m", "family": "sdxl", "source": None, "state": "ready"}]}
+          "models": {"m": {"queue_depth": 2, "in_flight": 1, "served": 5, "failed": 0}},
+          "tenants": {"studio": {"queued": 4, "in_flight": 1, "image_steps": 2.5, "rejected": {"max_queued": 3}}}}
+MODELS = {"models": [{"name": "m", "family": "sdxl", "source": None, "state": "ready",
+                      "defaults": {"width": 512, "height": 768, "steps": 4, "guidance_scale": 1.0}}]}
 
 
 def pod_app(status: object, models: object) -> FastAPI:
@@ -32,7 +34,8 @@ async def poll(app: FastAPI) -> tuple[PodState, dict]:
 async def test_a_pod_speaking_the_contract_gives_its_queue_backlog_and_states():
     pod, states = await poll(pod_app(STATUS, MODELS))
     assert (pod.reachable, pod.queue_depth, pod.backlog, pod.model_states) == (True, {"m": 2}, {"m": 3}, {"m": "ready"})
-    assert states == {"m": {"state": "ready", "family": "sdxl", "reason": None}}
+    assert states == {"m": {"state": "ready", "family": "sdxl", "reason": None, "defaults": (512, 768, 4)}}
+    assert pod.tenants["studio"].model_dump() == {"queued": 4, "in_flight": 1, "image_steps": 2.5, "rejected": {"max_queued": 3}}
 
 
 @pytest.mark.parametrize(

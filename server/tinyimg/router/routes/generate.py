@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from tinyimg.core.errors import InvalidField
+from tinyimg.core.tenants import build_tenant_headers
 from tinyimg.router.headers import build_upstream_headers
 from tinyimg.router.relay import rewrite_image_urls
 from tinyimg.router.requests import (
@@ -20,6 +21,7 @@ from tinyimg.router.requests import (
     read_model_name,
 )
 from tinyimg.router.state import AccessDep, StateDep
+from tinyimg.router.tenancy import admit_work, read_body_fields, read_request_tenant, settle
 from tinyimg.wire.contract import BODY_ERRORS, EDGE_ERRORS, build_error_responses
 from tinyimg.wire.requests import (
     EDIT_REQUEST_BODY,
@@ -56,24 +58,38 @@ async def forward_edit(request: Request, state: StateDep) -> Any:
         named = form.get("model")
         missing = [f for f in ("image", "prompt") if not form.get(f)]
         as_url = form.get("response_format") == "url"
+        fields = {k: form.get(k) for k in ("n", "size") if isinstance(form.get(k), str)}
 
     def check_form() -> None:
         if missing:
             raise InvalidField(missing[0], "Field required")
-    return await forward_body(request, state, body, pick_model(named, list(state.table.models)), check_form, as_url)
+    return await forward_body(request, state, body, pick_model(named, list(state.table.models)), check_form, as_url, fields)
 
 
 async def forward_body(request: Request, state: StateDep, body: bytes, model: str,
-                       validate: Callable[[], None] | None = None, as_url: bool | None = None) -> Any:
+                       validate: Callable[[], None] | None = None, as_url: bool | None = None,
+                       fields: Mapping[str, Any] | None = None) -> Any:
     """``as_url``: the answer carries image URLs of the pod, rewritten to the router's (read from a
-    JSON body when not given)."""
-    await state.waiting_room.admit(model, request.is_disconnected, read_client(request), validate)
+    JSON body when not given). ``fields``: what the request's work is counted from (tinyimg.router.
+    tenancy; the JSON body's when not given)."""
+    tenant = read_request_tenant(request)
+    charge = None
+    if tenant.image_steps_per_minute is not None:  # before the waiting room: over-quota work wakes no GPU
+        charge = await admit_work(state, tenant, model, fields if fields is not None else read_body_fields(body))
     request_id = request.scope["state"]["request_id"]
-    headers = build_upstream_headers(
-        [(k, v) for k, v in request.headers.items()], request_id, request.client.host if request.client else None
-    )
-    assert state.forwarder is not None  # the lifespan builds it before the first request
-    upstream = await state.forwarder.forward(model, request.url.path, body, headers, request_id)
+    try:
+        await state.waiting_room.admit(model, request.is_disconnected, read_client(request), validate)
+        headers = build_upstream_headers(
+            [(k, v) for k, v in request.headers.items()], request_id, request.client.host if request.client else None
+        )
+        if state.tenants.by_hash:
+            headers += build_tenant_headers(tenant, state.job_secret)
+        assert state.forwarder is not None  # the lifespan builds it before the first request
+        upstream = await state.forwarder.forward(model, request.url.path, body, headers, request_id)
+    except BaseException:
+        await settle(state, charge, 0)
+        raise
+    await settle(state, charge, upstream.status_code)
     if as_url is None:
         as_url = request.url.path == "/v1/images/generations" and asks_for_urls(body)
     if upstream.status_code == 200 and as_url:

@@ -24,6 +24,7 @@ from tinyimg.core.jobs import (
     new_job_id,
     sign_job_headers,
 )
+from tinyimg.core.tenants import build_tenant_headers
 from tinyimg.durable.jobdocs import StoredJob
 from tinyimg.durable.reader import DurableJobs, build_image_response, parse_stream_event_id
 from tinyimg.http.streams import TicketedStreamingResponse
@@ -32,6 +33,7 @@ from tinyimg.router.jobids import build_router_job_id, read_router_job_id
 from tinyimg.router.relay import rebase_file_url, serves_files
 from tinyimg.router.requests import build_body_document, check_body, read_client, read_key_hash, read_model_name
 from tinyimg.router.state import AccessDep, RouterState, StateDep
+from tinyimg.router.tenancy import admit_work, read_body_fields, read_request_tenant, settle
 from tinyimg.router.upstream import UpstreamResponse
 from tinyimg.wire.contract import BODY_ERRORS, EDGE_ERRORS, JobResponse, build_error_responses
 from tinyimg.wire.requests import JobRequest
@@ -107,19 +109,29 @@ async def relay_job_json(upstream: UpstreamResponse, job_id: str, request: Reque
 async def create_job(request: Request, state: StateDep) -> Response:
     body = await request.body()
     model = read_model_name(body, list(state.table.models))
-    # As /generate: a model at zero starts a pod for it, once the body is known to be a job.
-    await state.waiting_room.admit(model, request.is_disconnected, read_client(request), lambda: check_body(JobRequest, body))
-    assert state.forwarder is not None  # the lifespan builds it before the first request
-    common, key_hash, base_url = upstream_headers(request), read_key_hash(request), str(request.base_url)
+    tenant = read_request_tenant(request)
+    # Charged at creation: a job the pod accepts has used its tenant's budget, whatever comes of it.
+    charge = await admit_work(state, tenant, model, read_body_fields(body)) if tenant.image_steps_per_minute else None
+    try:
+        # As /generate: a model at zero starts a pod for it, once the body is known to be a job.
+        await state.waiting_room.admit(model, request.is_disconnected, read_client(request),
+                                       lambda: check_body(JobRequest, body))
+        assert state.forwarder is not None  # the lifespan builds it before the first request
+        common, key_hash, base_url = upstream_headers(request), read_key_hash(request), str(request.base_url)
+        if state.tenants.by_hash:
+            common += build_tenant_headers(tenant, state.job_secret)
+        shared = shared_jobs(state) is not None
 
-    shared = shared_jobs(state) is not None
+        def for_pod(pod_url: str) -> list[tuple[bytes, bytes]]:
+            return [*common, *build_job_headers(state.job_secret, pod_url, key_hash, base_url, shared)]
 
-    def for_pod(pod_url: str) -> list[tuple[bytes, bytes]]:
-        return [*common, *build_job_headers(state.job_secret, pod_url, key_hash, base_url, shared)]
-
-    upstream = await state.forwarder.forward(
-        model, "/v1/jobs", body, for_pod, request.scope["state"]["request_id"], measure_latency=False,
-    )
+        upstream = await state.forwarder.forward(
+            model, "/v1/jobs", body, for_pod, request.scope["state"]["request_id"], measure_latency=False,
+        )
+    except BaseException:
+        await settle(state, charge, 0)
+        raise
+    await settle(state, charge, upstream.status_code)
     if upstream.status_code != 202:
         return upstream
     raw = await upstream.read_all()
