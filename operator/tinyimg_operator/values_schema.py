@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tinyimg.core.tenants import TenantSpec
 from tinyimg.spec import ModelSpec
 
 
@@ -52,5 +53,27 @@ def build_values_schema(shipped: dict[str, Any], crd: dict[str, Any]) -> dict[st
     [version] = crd["spec"]["versions"]
     server = to_json_schema(version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["server"])
     properties["server"] = {**server, "type": "object"}
+    router = dict(properties["router"])
+    router["properties"] = {**router["properties"], "tenants": {"type": "array", "items": build_tenant_item_schema()}}
+    properties["router"] = router
     schema["properties"] = properties
     return schema
+
+
+def build_tenant_item_schema() -> dict[str, Any]:
+    """One `router.tenants` entry: the keys file's own tenant schema (tinyimg.core.tenants)."""
+    schema = TenantSpec.model_json_schema(by_alias=True)
+
+    def clean(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "anyOf" in node:  # pydantic's "X or null": JSON Schema's type list
+                types = [n for n in node["anyOf"] if n.get("type") != "null"]
+                merged = {**{k: v for k, v in node.items() if k not in ("anyOf", "default", "title")}, **types[0]}
+                merged["type"] = [types[0]["type"], "null"]
+                return clean(merged)
+            return {k: clean(v) for k, v in node.items() if k not in ("title", "default")}
+        if isinstance(node, list):
+            return [clean(v) for v in node]
+        return node
+
+    return {**clean(schema), "additionalProperties": False}

@@ -47,4 +47,4 @@ def test_schema_rejects_bad_value_in_lint_and_template(tmp_path: Path, values: d
 def test_api_keys_enabled_without_any_key_source_fails_with_a_message() -> None:
     result = template(sets=("router.apiKeys.enabled=true",))
     assert result.returncode != 0
-    assert "router.apiKeys.existingSecret or router.apiKeys.keys" in result.stderr
+    assert "router.apiKeys.existingSecret, router.apiKeys.keys or router.tenants" in result.stderr

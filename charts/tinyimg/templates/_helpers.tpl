@@ -64,10 +64,20 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- default (printf "%s-api-keys" (include "tinyimg.router.fullname" .)) .Values.router.apiKeys.existingSecret -}}
 {{- end -}}
 
-{{/* What the chart-made key Secret holds under secretKey: one key per line. */}}
+{{/* What the chart-made key Secret holds under secretKey: the tenants as YAML (router.tenants),
+else one key per line (each key its own tenant). */}}
 {{- define "tinyimg.router.apiKeysContent" -}}
+{{- if .Values.router.tenants -}}
+{{- toYaml (dict "tenants" .Values.router.tenants) }}
+{{ else -}}
 {{- range .Values.router.apiKeys.keys }}{{ . }}
 {{ end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when the router checks API keys: router.apiKeys.enabled, or tenants are given. */}}
+{{- define "tinyimg.router.keysEnabled" -}}
+{{- if or .Values.router.apiKeys.enabled .Values.router.tenants }}true{{ end -}}
 {{- end -}}
 
 {{/* A random revision of the chart-made key Secret, stored in its annotation and in the router's
