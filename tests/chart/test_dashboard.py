@@ -60,6 +60,10 @@ def test_every_queried_metric_is_exported_by_the_code() -> None:
     ("tinyimg_job_queued_seconds_bucket", "time queued vs generating"),
     ("tinyimg_sse_clients", "SSE clients"),
     ("tinyimg_webhook_deliveries_total", "webhook deliveries by outcome"),
+    ("tinyimg_tenant_image_steps_total", "work served per tenant"),
+    ("tinyimg_tenant_queued", "waiting per tenant"),
+    ("tinyimg_tenant_rejected_total", "refused per tenant (pod)"),
+    ("tinyimg_router_tenant_rejected_total", "refused per tenant (router quota)"),
 ])
 def test_dashboard_covers_each_operational_question(series: str, topic: str) -> None:
     assert series in queried_metrics(load_dashboard()), topic

@@ -54,7 +54,7 @@ def dashboard_queries(rate_interval: str = "30s") -> list[tuple[str, str]]:
     for panel in board["panels"]:
         for target in panel.get("targets") or []:
             expr = target["expr"].replace("$__rate_interval", rate_interval)
-            expr = re.sub(r"\$\{?(namespace|model)\}?", ".*", expr)
+            expr = re.sub(r"\$\{?(namespace|model|tenant)\}?", ".*", expr)
             queries.append((panel["title"], expr))
     return queries
 

@@ -193,6 +193,13 @@ NO_DATA_EXPECTED = {
     'sum by (model, outcome) (rate(tinyimg_router_held_requests_total{namespace=~".*", model=~".*"}[30s]))': "as above",
     'histogram_quantile(0.95, sum by (model, le) (rate(tinyimg_router_cold_start_duration_seconds_bucket'
     '{namespace=~".*", model=~".*"}[30s])))': "as above",
+    # Tenants (tests/cluster/test_tenants.py): the README's install has no keys file, so every
+    # request is tenant "default", with no limits to be refused by and no budget to count.
+    'sum by (tenant, reason) (rate(tinyimg_tenant_rejected_total{namespace=~".*", tenant=~".*"}[30s]))':
+        "a pod refuses for a tenant only past its maxQueued, or a full queue; this install fills neither",
+    'sum by (tenant, reason) (rate(tinyimg_router_tenant_rejected_total{namespace=~".*", tenant=~".*"}[30s]))':
+        "the router refuses for a tenant only over its budget; this install has no tenants",
+    'sum by (tenant) (rate(tinyimg_router_tenant_image_steps_total{namespace=~".*", tenant=~".*"}[30s])) * 60': "as above",
     'sum by (outcome) (rate(tinyimg_webhook_deliveries_total{namespace=~".*"}[5m]))':
         "webhooks need an allow-list in the server's config (none by default) and a job that names one",
 }
