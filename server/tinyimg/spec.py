@@ -396,7 +396,8 @@ class ServerConfig(_Schema):
         EdgeLimits.max_body_bytes_total, ge=1024,
         description="Request bodies held at once by the process, all requests together; past it 503 server_busy.",
     )
-    api_keys_file: str | None = Field(None, description="One key per line; unset = no auth.")
+    api_keys_file: str | None = Field(
+        None, description="One key per line, or YAML with tenants (docs/guides/tenants.md); unset = no auth.")
     router_secret_file: str | None = Field(
         None, description="The router's job secret: its job headers are then believed only when signed with it."
     )

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help=f"listen address (default {d.host})")
     p.add_argument("--port", type=int, help=f"listen port (default {d.port})")
     p.add_argument("--api-keys-file", metavar="PATH", help="file with one key per line, or YAML with tenants (docs: Tenants), or a mounted Secret dir")
-    p.add_argument("--rate-limit", type=float, metavar="RPS", help="requests per second per key")
+    p.add_argument("--rate-limit", type=float, metavar="RPS", help="requests per second per tenant (per key for a plain keys file)")
     p.add_argument("--rate-burst", type=float, metavar="N", help=f"bucket size (default {d.rate_burst:g})")
     p.add_argument("--protect-health", action="store_true", help="require a key on /health* and /metrics too")
     p.add_argument("--poll-interval", type=float, metavar="S", help=f"default {d.poll_interval:g}")

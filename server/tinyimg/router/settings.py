@@ -34,7 +34,7 @@ class RouterSettings:
     key_hashes: tuple[str, ...] = ()  # sha256 hex of each API key; empty = no auth
     # The keys file's tenants (tinyimg.core.tenants); empty: each key of key_hashes its own tenant.
     tenants: tuple[Tenant, ...] = ()
-    rate_limit: float | None = None  # requests per second per key (per client address without keys)
+    rate_limit: float | None = None  # requests per second per tenant (per client address without keys)
     rate_burst: float = 10.0
     open_paths: tuple[str, ...] = OPEN_PATHS_DEFAULT  # reachable without a key
     poll_interval: float = 1.0

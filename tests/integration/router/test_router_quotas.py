@@ -79,6 +79,9 @@ def test_two_routers_sharing_redis_admit_one_budget_and_never_forward_over_quota
 
     admitted = outcomes["metered-key", 200] * COST
     allowed = BUDGET + BUDGET * elapsed / 60  # a minute's worth at once, then the rate
+    print(f"\ntwo routers, {elapsed:.1f} s: admitted {admitted:.4f} image-steps of {allowed:.4f} allowed "
+          f"({admitted / allowed:.3f}); metered 200/429 {outcomes['metered-key', 200]}/{outcomes['metered-key', 429]}, "
+          f"free 200/429 {outcomes['free-key', 200]}/{outcomes['free-key', 429]}")
     assert outcomes["metered-key", 429] > 50  # it asked for far more than that
     assert admitted == pytest.approx(allowed, rel=0.10), (outcomes, elapsed)
     assert set(k for k, _ in outcomes if k == "free-key") and outcomes["free-key", 429] == 0, outcomes

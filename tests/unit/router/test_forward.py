@@ -62,10 +62,12 @@ def test_classify_failure(error, expected):
     assert classify_failure(error) == expected
 
 
-def test_build_upstream_headers_drops_hop_by_hop_and_the_client_key():
+def test_build_upstream_headers_drops_hop_by_hop_the_client_key_and_tenant_claims():
     headers = build_upstream_headers(
         [("Host", "router"), ("Authorization", "Bearer k"), ("Connection", "keep-alive"), ("Content-Type", "application/json"),
-         ("Accept", "image/png"), ("X-Request-ID", "old")],
+         ("Accept", "image/png"), ("X-Request-ID", "old"),
+         # a client claiming a tenant (with a forged signature): only the router names tenants
+         ("X-Tinyimg-Tenant", '{"name":"vip","priority":"interactive"}'), ("X-Tinyimg-Tenant-Signature", "0" * 64)],
         "rid-1",
         "10.0.0.9",
     )
