@@ -17,6 +17,7 @@ import yaml
 from tests.integration.server.conftest import start_live
 from tests.support.faults import PacedFluxHandler
 from tests.support.tiny_models import tiny_config
+from tinyimg.spec import JobsConfig
 
 TENANTS = {"tenants": [
     {"name": "flooder", "priority": "batch", "keys": ["key-a"], "maxQueued": 60},
@@ -98,5 +99,44 @@ def test_interactive_requests_overtake_a_queued_batch_backlog(tiny_model_dirs, t
                 assert client.post("/v1/jobs", json={**FLOOD_JOB, "seed": i}, headers=A).status_code == 202
             assert client.post("/generate", json=SINGLE, headers=B).status_code == 200
             assert client.get("/status").json()["tenants"]["nightly"]["queued"] >= 25
+    finally:
+        live.server.stop()
+
+
+def test_a_server_used_directly_holds_its_own_tenants_budgets_and_a_shared_queue_keeps_the_tenant(
+        tiny_model_dirs, tmp_path, redis_server):
+    """No router: the server's own YAML keys file. Its budget refuses past it (429 with the
+    X-RateLimit headers), counted in the shared queue's Redis; a job taken from the Redis queue runs
+    under its tenant's name."""
+    keys = tmp_path / "tenants.yaml"
+    cost = 64 * 64 / 1024**2 * 2  # the requests below
+    keys.write_text(yaml.safe_dump({"tenants": [
+        {"name": "metered", "keys": ["key-a"], "imageStepsPerMinute": 3 * cost},
+        {"name": "other", "keys": ["key-b"]},
+    ]}))
+    config = tiny_config(tiny_model_dirs, ("flux",), runtime={"maxBatchSize": 1})
+    config.api_keys_file = str(keys)
+    config.jobs = JobsConfig.model_validate({"redisUrl": redis_server.url, "resultStore": {"dir": str(tmp_path / "results")}})
+    live = start_live(config)
+    body = {"model": "tiny-flux", "prompt": "a kite", "width": 64, "height": 64, "steps": 2}
+    try:
+        with httpx.Client(base_url=live.url, timeout=60) as client:
+            answers = [client.post("/generate", json=body, headers=A) for _ in range(4)]
+            assert [a.status_code for a in answers] == [200, 200, 200, 429]
+            refused = answers[3]
+            assert refused.json()["error"]["code"] == "quota_exceeded"
+            assert refused.headers["x-ratelimit-limit"] == f"{3 * cost:g}" and float(refused.headers["x-ratelimit-remaining"]) < cost
+            usage = client.get("/v1/usage", headers=A).json()
+            assert usage["shared"] is True and usage["remaining_image_steps"] < cost
+            assert client.post("/generate", json=body, headers=B).status_code == 200  # another tenant: no budget
+            created = client.post("/v1/jobs", json=body, headers=B)
+            assert created.status_code == 202
+            deadline = time.monotonic() + 60
+            while client.get(f"/v1/jobs/{created.json()['id']}", headers=B).json()["status"] != "succeeded":
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            tenants = client.get("/status").json()["tenants"]
+            assert tenants["other"]["image_steps"] == pytest.approx(2 * cost)  # the /generate and the queued job
+            assert tenants["metered"]["image_steps"] == pytest.approx(3 * cost)
     finally:
         live.server.stop()
