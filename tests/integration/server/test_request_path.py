@@ -1,7 +1,8 @@
 """How many product files one ``POST /generate`` crosses on the model server (real uvicorn, real
 engine, the tiny SDXL pipeline): every file of ``server/tinyimg`` in which a function runs while
 the server answers it. A bound on the request's path, so a change that threads it through more
-rooms of the house is seen (it was 25 files before the structure issue; 16 before that)."""
+rooms of the house is seen (it was 25 files before the structure issue; 16 before that; 18 after
+it, then 20 with tenants: the fair picker and the tenant it reads are on every request's way)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from tinyimg.api.app import create_app
 from tinyimg.serve import BackgroundServer
 
 PRODUCT = str(Path(tinyimg.__file__).parent) + "/"
-MAX_FILES = 18
+MAX_FILES = 20
 
 
 class FileTrace:
@@ -33,7 +34,7 @@ class FileTrace:
             self.files.add(frame.f_code.co_filename.removeprefix(PRODUCT))
 
 
-def test_one_generation_crosses_at_most_18_product_files(tiny_model_dirs):
+def test_one_generation_crosses_at_most_20_product_files(tiny_model_dirs):
     config = tiny_config(tiny_model_dirs, ("sdxl",))
     body = {"model": config.models[0].name, "prompt": "a red cube", "steps": 2}
     trace = FileTrace()
