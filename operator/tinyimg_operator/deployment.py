@@ -7,7 +7,7 @@ from typing import Any
 
 from tinyimg.core import labels
 from tinyimg.core.drain import build_drain_timing
-from tinyimg.spec import ModelSpec
+from tinyimg.spec import ModelSpec, without_live_fields
 from tinyimg_operator.configmap import build_server_config_yaml, config_checksum
 from tinyimg_operator.objects import (
     CACHE_DIR,
@@ -48,8 +48,10 @@ def build_deployment(
                         "prometheus.io/scrape": "true",
                         "prometheus.io/port": str(labels.DEFAULT_PORT),
                         "prometheus.io/path": "/metrics",
-                        # A spec change changes the config, hence the pod template: pods roll.
-                        CHECKSUM_ANNOTATION: config_checksum(build_server_config_yaml(spec, settings)),
+                        # A spec change changes the config, hence the pod template: pods roll. Not
+                        # for the live fields (defaults, limits, batching, queue, deadline): the pods
+                        # read their mounted config again and apply those without a restart.
+                        CHECKSUM_ANNOTATION: config_checksum(build_server_config_yaml(without_live_fields(spec), settings)),
                     },
                 },
                 "spec": build_pod_spec(spec, settings),

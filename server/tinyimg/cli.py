@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from tinyimg.api.reloader import ConfigSource
     from tinyimg.core.logs import configure_logging
     from tinyimg.serve import load_serve_config, run_server
     from tinyimg.spec import ConfigError
@@ -60,7 +61,8 @@ def run_serve(args: argparse.Namespace) -> int:
         return EXIT_CONFIG_ERROR
     configure_logging(args.log_level)
     try:
-        run_server(config, args.log_level, args.termination_log)
+        source = ConfigSource(Path(args.config), lambda: load_serve_config(args.config, args.models, args.host, args.port))
+        run_server(config, args.log_level, args.termination_log, source)
     except ConfigError as err:  # a file the config names (routerSecretFile) cannot be used
         print(f"tinyimg serve: {err}", file=sys.stderr)
         return EXIT_CONFIG_ERROR

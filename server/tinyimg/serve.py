@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import uvicorn
     from starlette.types import ASGIApp
 
+    from tinyimg.api.reloader import ConfigSource
     from tinyimg.durable.results import ResultStore
     from tinyimg.http.limits import EdgeLimits
     from tinyimg.runtime.engine import Engine
@@ -57,14 +58,17 @@ def build_default_results(config: ServerConfig) -> ResultStore | None:
         return None
 
 
-def run_server(config: ServerConfig, log_level: str = "info", termination_log: Path | None = None) -> None:
+def run_server(config: ServerConfig, log_level: str = "info", termination_log: Path | None = None,
+               config_source: ConfigSource | None = None) -> None:
+    """``config_source``: the file ``config`` was read from, followed while serving."""
     import uvicorn
 
     from tinyimg.api.app import build_edge_limits, create_app
     from tinyimg.core.drain import EXIT_SLACK_SECONDS
     from tinyimg.http.server import build_server_options
 
-    app = create_app(config, termination_log=termination_log, results=build_default_results(config))
+    app = create_app(config, termination_log=termination_log, results=build_default_results(config),
+                     config_source=config_source)
     uvicorn_config = uvicorn.Config(
         app,
         host=config.host,

@@ -241,13 +241,41 @@ def test_prometheus_scrapes_the_pods_the_chart_selects_and_every_panel_has_data(
     assert empty == [], empty
 
 
+def test_a_live_setting_applies_in_place_without_a_restart(installed):
+    """defaults.steps patched: the operator updates the ConfigMap only, the pods (same UIDs) read
+    it again; the router's /models shows the new default within 10 s; no request fails."""
+    cluster = installed
+    url = cluster.service_url(NAMESPACE, "tinyimg-router")
+    uids = {p["metadata"]["uid"] for p in model_pods(cluster, FLUX)}
+
+    def router_default() -> int:
+        models = httpx.get(f"{url}/models", timeout=10).json()["models"]
+        return next(m["defaults"]["steps"] for m in models if m["name"] == FLUX)
+    assert router_default() != 3
+    with Load(url, FLUX) as load:
+        patched = time.monotonic()
+        cluster.kubectl("-n", NAMESPACE, "patch", "imagemodel", FLUX, "--type=merge", "-p", '{"spec": {"defaults": {"steps": 3}}}')
+        cluster.wait_until(lambda: router_default() == 3, timeout=10, interval=0.2, what="the new default through the router")
+        seen_after = time.monotonic() - patched
+        for pod in model_pods(cluster, FLUX):  # every pod, not only the one the router asked
+            cluster.wait_until(lambda p=pod: httpx.get(f"http://{p['status']['podIP']}:8000/models", timeout=10)
+                               .json()["models"][0]["defaults"]["steps"] == 3, timeout=10, what="each pod applies it")
+    print(f"\nlive setting seen through the router {seen_after:.1f} s after the patch")
+    assert {p["metadata"]["uid"] for p in model_pods(cluster, FLUX, ready_only=False)} == uids
+    assert load.results and all(status == 200 for *_, status in load.results), load.results
+    for pod in model_pods(cluster, FLUX):
+        status = httpx.get(f"http://{pod['status']['podIP']}:8000/status", timeout=10).json()["config"]
+        assert status["generation"] == 2 and status["restart_needed"] == []
+
+
 def test_spec_change_rolls_pods_one_by_one_while_requests_succeed(installed):
+    """A setting only a restart applies (VAE tiling) rolls the pods, one at a time."""
     cluster = installed
     url = cluster.service_url(NAMESPACE, "tinyimg-router")
     old = {p["metadata"]["name"] for p in model_pods(cluster, FLUX)}
     seen_pods, seen_ready = [], []
     with Load(url, FLUX) as load:
-        cluster.kubectl("-n", NAMESPACE, "patch", "imagemodel", FLUX, "--type=merge", "-p", '{"spec": {"defaults": {"steps": 3}}}')
+        cluster.kubectl("-n", NAMESPACE, "patch", "imagemodel", FLUX, "--type=merge", "-p", '{"spec": {"runtime": {"vaeTiling": true}}}')
 
         def rolled() -> bool:
             pods = model_pods(cluster, FLUX, ready_only=False)
@@ -259,9 +287,10 @@ def test_spec_change_rolls_pods_one_by_one_while_requests_succeed(installed):
     assert max(seen_pods) <= 3  # maxSurge 1 (no GPUs): one extra pod at a time
     assert min(seen_ready) >= 2  # maxUnavailable 0
     assert load.results and all(status == 200 for *_, status in load.results), load.results
-    for pod in model_pods(cluster, FLUX):  # each new pod serves the new spec
+    for pod in model_pods(cluster, FLUX):  # each new pod serves the spec (the live setting too)
         served = httpx.get(f"http://{pod['status']['podIP']}:8000/models", timeout=10).json()["models"]
         assert [m["defaults"]["steps"] for m in served if m["name"] == FLUX] == [3]
+        assert httpx.get(f"http://{pod['status']['podIP']}:8000/status", timeout=10).json()["config"]["generation"] == 1
 
 
 def test_missing_source_is_not_ready_and_refused_by_the_router_while_others_serve(installed, tmp_path):

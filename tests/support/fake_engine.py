@@ -56,6 +56,10 @@ class FakeEngine(EngineApi):
         if model not in [m.name for m in self.config.models]:
             raise ModelNotFound(model, [m.name for m in self.config.models])
 
+    def apply_model_spec(self, spec: ModelSpec) -> None:
+        self.config = self.config.model_copy(
+            update={"models": [spec if m.name == spec.name else m for m in self.config.models]})
+
     def submit(self, model: str, params: GenerationParams, timeout: float | None = None,
                observer: JobObserver | None = None, tenant: Tenant = DEFAULT_TENANT) -> Job:
         self.check_admits(model)

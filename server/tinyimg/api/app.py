@@ -19,6 +19,7 @@ from tinyimg import ui
 from tinyimg.api import edits, files, generate, health, info, jobs, metrics, openai_images, usage
 from tinyimg.api.deps import load_api_keys
 from tinyimg.api.metrics import ServerMetrics
+from tinyimg.api.reloader import ConfigReloader, ConfigSource
 from tinyimg.core.auth import build_auth_failure_limiter
 from tinyimg.core.errors import ApiError
 from tinyimg.core.jobs import read_job_secret
@@ -138,18 +139,26 @@ def build_edge_limits(config: ServerConfig) -> EdgeLimits:
 
 def create_app(
     config: ServerConfig, engine: EngineApi | None = None, *, engine_options: Mapping[str, Any] | None = None,
-    termination_log: Path | None = None, results: ResultStore | None = None,
+    termination_log: Path | None = None, results: ResultStore | None = None, config_source: ConfigSource | None = None,
 ) -> FastAPI:
     """An app serving ``config``'s models. Without ``engine`` it builds one (``engine_options`` go
     to its constructor, e.g. ``devices`` or ``handler_factory``) wired to the app's metrics and to
     ``termination_log`` (tinyimg.termination); either way the app's lifespan starts it (models
-    load in the background) and stops it. ``results``: the result store, over ``jobs.resultStore``."""
+    load in the background) and stops it. ``results``: the result store, over ``jobs.resultStore``.
+    ``config_source``: the file the config came from, followed while the app runs
+    (``tinyimg.api.reloader``)."""
     server_metrics = ServerMetrics([m.name for m in config.models])
     if engine is None:
         engine = build_engine(config, server_metrics, engine_options or {}, termination_log)
     server_metrics.watch_engine(engine.status, engine.model_states)
     durable = build_durable(config, results)
     job_service = build_job_service(config, engine, server_metrics, durable)
+    reloader = None
+    if config_source is not None:
+        def on_config(running: ServerConfig) -> None:
+            app.state.config = running
+
+        reloader = ConfigReloader(config_source, config, engine, job_service, on_config)
     worker = None
     if durable.queue is not None:
         from tinyimg.runtime.redisworker import RedisJobWorker
@@ -164,11 +173,14 @@ def create_app(
         if worker is not None:
             worker.start()
         sweeper = asyncio.get_running_loop().create_task(sweep_results(durable, config.jobs_config().result_ttl_seconds))
+        follower = asyncio.get_running_loop().create_task(reloader.run()) if reloader is not None else None
         try:
             yield
         finally:
             log.info("stopping engine")
             sweeper.cancel()
+            if follower is not None:
+                follower.cancel()
             if worker is not None:  # takes nothing more; what it runs is stored and acknowledged, or handed back
                 await worker.stop_taking()
             await engine.stop()
@@ -182,6 +194,7 @@ def create_app(
     server_metrics.watch_durable(durable.results, worker)
     app = FastAPI(title="TinyIMGserver", version=tinyimg.__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.config = config
+    app.state.reloader = reloader
     app.state.engine = engine
     app.state.metrics = server_metrics
     app.state.jobs = job_service

@@ -13,6 +13,7 @@ from tinyimg.spec import AdapterSpec
 from tinyimg.wire.contract import (
     EDGE_ERRORS,
     AdapterInfo,
+    ConfigStatus,
     DefaultsResponse,
     LimitsResponse,
     ModelInfoResponse,
@@ -70,5 +71,9 @@ def build_status(status: EngineStatus, states: Sequence[ModelView]) -> StatusRes
 
 
 @router.get("/status", response_model=StatusResponse, responses=build_error_responses(*EDGE_ERRORS))
-def read_status(engine: EngineDep) -> StatusResponse:
-    return build_status(engine.status(), engine.model_states())
+def read_status(request: Request, engine: EngineDep) -> StatusResponse:
+    status = build_status(engine.status(), engine.model_states())
+    reloader = request.app.state.reloader
+    if reloader is not None:
+        status.config = ConfigStatus.model_validate(reloader.describe())
+    return status

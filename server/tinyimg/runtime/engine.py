@@ -264,6 +264,16 @@ class Engine(EngineApi):
     ) -> GenerationResult:
         return await self.wait(self.submit(model, params, timeout, observer))
 
+    def apply_model_spec(self, spec: ModelSpec) -> None:
+        """New live settings of a model (``tinyimg.runtime.reload``: defaults, limits, batching,
+        queue, deadline); the next batch, request and ``/models`` use them. The running batch
+        finishes as it started."""
+        self._states[spec.name].spec = spec
+        self._queue.settings[spec.name] = build_queue_settings(spec)
+        self.config = self.config.model_copy(
+            update={"models": [spec if m.name == spec.name else m for m in self.config.models]})
+        self._queue.touch()  # workers gathering a batch decide again with the new bounds
+
     def check_admits(self, model: str) -> None:
         """Refuse now what ``submit`` would refuse whatever the request (unknown model, draining,
         not ready, queue full): a request with an input image is checked before it is decoded,

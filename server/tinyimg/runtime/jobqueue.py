@@ -68,6 +68,10 @@ class JobQueue:
         for event in self._listeners:
             event.set()
 
+    def touch(self) -> None:
+        """Wake whoever waits on the queue (its settings changed)."""
+        self._changed()
+
     def check_room(self, model: str, tenant: Tenant | None = None) -> None:
         waiting = self.depth(model)
         if waiting >= self.settings_for(model).size:

@@ -112,6 +112,7 @@ class JobsApi(Protocol):
     quotas: Quotas | None
 
     async def submit(self, order: JobOrder) -> JobRecord: ...
+    def apply_model_spec(self, spec: ModelSpec) -> None: ...
     async def enqueue(self, order: JobOrder) -> StoredJob: ...
     async def finish(self, record: JobRecord, hangup: Callable[[], Awaitable[None]]) -> JobRecord: ...
     async def run(self, order: JobOrder, hangup: Callable[[], Awaitable[None]]) -> JobRecord: ...
@@ -181,6 +182,10 @@ class JobService(JobsApi):
         if position is not None and position != record.position:
             record.position = position
             record.publish("queued", {"position": position})
+
+    def apply_model_spec(self, spec: ModelSpec) -> None:
+        """A model's new defaults and limits (a config reload): the next request resolves with them."""
+        self.models = {**self.models, spec.name: build_model_rules(spec)}
 
     # -- jobs -------------------------------------------------------------------------------
     async def submit(self, order: JobOrder) -> JobRecord:

@@ -9,15 +9,13 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypedDict
+from typing import Any, Protocol, TypedDict
 
 from tinyimg.core.errors import ApiError
 from tinyimg.core.status import ModelState
 from tinyimg.core.tenants import DEFAULT_TENANT, Tenant, image_steps
 from tinyimg.families.base import GeneratedImage, GenerationParams
-
-if TYPE_CHECKING:
-    from tinyimg.spec import ModelSpec
+from tinyimg.spec import ModelSpec
 
 
 @dataclass
@@ -115,6 +113,7 @@ class EngineApi(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     def check_admits(self, model: str) -> None: ...
+    def apply_model_spec(self, spec: ModelSpec) -> None: ...
     def submit(self, model: str, params: GenerationParams, timeout: float | None = None,
                observer: JobObserver | None = None, tenant: Tenant = DEFAULT_TENANT) -> Job: ...
     async def wait(self, job: Job) -> GenerationResult: ...

@@ -131,12 +131,22 @@ class TenantStatus(Wire):
     rejected: dict[str, int] = {}  # reason -> refused here, ever
 
 
+class ConfigStatus(Wire):
+    """``tinyimg serve`` following its config file (tinyimg.api.reloader)."""
+
+    generation: int  # 1 at start, +1 each time live settings were applied
+    applied_at: float  # unix time of the last application
+    restart_needed: list[str] = []  # changed fields only a restart applies (wire paths)
+    error: str | None = None  # the file's last change did not parse: why (the running settings stay)
+
+
 class StatusResponse(Wire):
     uptime_seconds: float
     devices: list[DeviceStatus]
     models: dict[str, ModelStatus]
     process: ProcessStatus | None = None
     tenants: dict[str, TenantStatus] = {}
+    config: ConfigStatus | None = None  # null: not following a file (an app built in-process)
 
 
 # The router's answers: the same per-model shape, plus what only the router knows.

@@ -39,11 +39,15 @@ async def test_spec_change_updates_the_deployment(kube, operator):
     await kube.create(imagemodel("m", replicas=1))
     dep = await kube.wait_for(lambda: kube.get(DEPLOYMENTS, NAMESPACE, "m"))
     checksum = dep["spec"]["template"]["metadata"]["annotations"]["tinyimg.io/config-checksum"]
+    # A live setting: the ConfigMap changes, the pod template does not (the pods apply it themselves).
     await kube.patch(IMAGEMODELS, NAMESPACE, "m", {"spec": {"replicas": 3, "limits": {"maxSteps": 40}}})
     dep = await kube.wait_for(lambda: (d := kube.get(DEPLOYMENTS, NAMESPACE, "m"))["spec"]["replicas"] == 3 and d)
-    assert dep["spec"]["template"]["metadata"]["annotations"]["tinyimg.io/config-checksum"] != checksum
-    cm = kube.get("v1/configmaps", NAMESPACE, "m-config")
-    assert "maxSteps: 40" in cm["data"]["config.yaml"]
+    await kube.wait_for(lambda: "maxSteps: 40" in kube.get("v1/configmaps", NAMESPACE, "m-config")["data"]["config.yaml"])
+    assert dep["spec"]["template"]["metadata"]["annotations"]["tinyimg.io/config-checksum"] == checksum
+    # New weights: the pods roll.
+    await kube.patch(IMAGEMODELS, NAMESPACE, "m", {"spec": {"dtype": "float16"}})
+    await kube.wait_for(lambda: kube.get(DEPLOYMENTS, NAMESPACE, "m")["spec"]["template"]["metadata"]["annotations"]
+                        ["tinyimg.io/config-checksum"] != checksum)
 
 
 async def test_removed_spec_field_is_removed_from_the_deployment(kube, operator):

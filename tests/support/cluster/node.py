@@ -9,7 +9,10 @@ container that exits is restarted (``restartPolicy: Always``) after a back-off t
 Pod marked for deletion gets SIGTERM on each process group, SIGKILL after its grace period, and is
 then deleted for good (``gracePeriodSeconds: 0``). A template that cannot run leaves the Pod
 ``Failed`` with the reason, never an exception in the harness. Probe periods are capped at
-:data:`PROBE_PERIOD_CAP` seconds (time compression for tests).
+:data:`PROBE_PERIOD_CAP` seconds (time compression for tests). The files of a running pod's
+ConfigMap and Secret volumes follow their objects (checked every :data:`VOLUME_SYNC_SECONDS`,
+each changed file replaced at once, as a kubelet's atomic swap does; a real kubelet takes up to
+its sync period plus its cache TTL, about a minute by default).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from tests.support.cluster.containers import (
     pod_plan,
     rewrite_text,
     service_hosts,
+    volume_plan,
 )
 from tests.support.cluster.network import NetworkController, enter_cgroup
 from tests.support.kube.client import kubeconfig
@@ -49,6 +53,7 @@ from tests.support.kube.client import kubeconfig
 log = logging.getLogger("tests.cluster.kubelet")
 VENV_BIN = Path(sys.executable).parent
 PROBE_PERIOD_CAP = 0.5
+VOLUME_SYNC_SECONDS = 1.0
 # A kubelet's FallbackToLogsOnError message: the log's last 80 lines or 2048 bytes, whichever is less.
 LOG_MESSAGE_LINES, LOG_MESSAGE_BYTES = 80, 2048
 MESSAGE_FILE_BYTES = 4096  # a kubelet keeps at most this much of the termination message file
@@ -115,6 +120,7 @@ class PodRuntime:
     stop_deadline: float | None = None
     started: str = ""
     last_status: dict[str, Any] | None = None
+    volumes_synced: float = 0.0  # monotonic time of the last volume sync
 
 
 class ProcessKubelet:
@@ -147,6 +153,7 @@ class ProcessKubelet:
                 await self._terminate(runtime, pod)
                 continue
             self._supervise(runtime)
+            self._sync_volumes(runtime, pod)
             await self._write_status(runtime, pod)
 
     def _names_resolve(self, namespace: str) -> bool:
@@ -211,6 +218,29 @@ class ProcessKubelet:
                 mount.parent.mkdir(parents=True, exist_ok=True)
                 if not mount.exists():
                     mount.symlink_to(target, target_is_directory=True)
+
+    def _sync_volumes(self, runtime: PodRuntime, pod: dict[str, Any]) -> None:
+        """Rewrite the ConfigMap and Secret files of a running pod whose objects changed."""
+        if runtime.failed or time.monotonic() - runtime.volumes_synced < VOLUME_SYNC_SECONDS:
+            return
+        runtime.volumes_synced = time.monotonic()
+        mounts, hosts = pod_mounts(pod, runtime.root), service_hosts(self.cluster.read_all("v1/services"), runtime.namespace)
+        for volume in pod["spec"].get("volumes") or []:
+            if "configMap" not in volume and "secret" not in volume:
+                continue
+            try:
+                plan = volume_plan(volume, self._lookup(runtime.namespace), runtime.namespace)
+            except CannotRun:  # deleted meanwhile: a kubelet keeps the last files
+                continue
+            for rel, content in plan.files.items():
+                path = runtime.root / "volumes" / volume["name"] / rel
+                data = rewrite_text(content, mounts, runtime.ip, hosts)
+                if path.exists() and path.read_bytes() == data:
+                    continue
+                path.parent.mkdir(parents=True, exist_ok=True)
+                staged = path.with_name(f".{path.name}.new")
+                staged.write_bytes(data)
+                os.replace(staged, path)
 
     def _spawn(self, container: Container, root: Path, uid: str) -> None:
         program = container.plan.argv[0]

@@ -125,8 +125,15 @@ def test_placement_fields_reach_the_pod():
 def test_pod_template_has_scrape_annotations_and_config_checksum():
     ann = build_deployment(spec(), "ns", BuildSettings())["spec"]["template"]["metadata"]["annotations"]
     assert (ann["prometheus.io/scrape"], ann["prometheus.io/port"], ann["prometheus.io/path"]) == ("true", "8000", "/metrics")
-    other = build_deployment(spec(limits={"maxSteps": 50}), "ns", BuildSettings())
-    assert other["spec"]["template"]["metadata"]["annotations"][CHECKSUM_ANNOTATION] != ann[CHECKSUM_ANNOTATION]
+    def checksum(**fields) -> str:
+        return build_deployment(spec(**fields), "ns", BuildSettings())["spec"]["template"]["metadata"]["annotations"][CHECKSUM_ANNOTATION]
+    # A change of weights or placement rolls the pods...
+    for fields in ({"source": "org/other"}, {"dtype": "float16"}, {"runtime": {"offload": "model"}}, {"adapters": [
+            {"name": "ink", "source": "org/ink-lora"}]}):
+        assert checksum(**fields) != ann[CHECKSUM_ANNOTATION], fields
+    # ...live settings do not: the pods read the mounted config again and apply them.
+    for fields in ({"limits": {"maxSteps": 50}}, {"defaults": {"steps": 9}}, {"runtime": {"maxBatchSize": 2, "queueSize": 7}}):
+        assert checksum(**fields) == ann[CHECKSUM_ANNOTATION], fields
 
 
 def test_every_child_has_the_model_labels_and_the_owner():
