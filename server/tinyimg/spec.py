@@ -436,10 +436,11 @@ class ServerConfig(_Schema):
         raise KeyError(name)
 
 
-# What a running server applies without loading weights again (tinyimg.runtime.reload): a model's
-# request defaults and limits, and its batching, queue and deadline settings. A change of nothing
-# else leaves a pod running: the operator's pod-template checksum skips these.
-LIVE_MODEL_FIELDS = ("defaults", "limits")
+# What a running server applies without loading the model again (tinyimg.runtime.reload): a
+# model's request defaults and limits, its LoRA adapters (loaded and dropped between batches), and
+# its batching, queue and deadline settings. A change of nothing else leaves a pod running: the
+# operator's pod-template checksum skips these.
+LIVE_MODEL_FIELDS = ("defaults", "limits", "adapters")
 LIVE_RUNTIME_FIELDS = ("max_batch_size", "max_batch_wait_ms", "queue_size", "request_timeout_seconds")
 
 
@@ -447,14 +448,14 @@ def without_live_fields(spec: ModelSpec) -> ModelSpec:
     """``spec`` with every live field at its default: two specs that differ only in live fields
     give the same value."""
     runtime = {f: RuntimeSpec.model_fields[f].default for f in LIVE_RUNTIME_FIELDS}
-    return spec.model_copy(update={"defaults": DefaultsSpec(), "limits": LimitsSpec(),
+    return spec.model_copy(update={"defaults": DefaultsSpec(), "limits": LimitsSpec(), "adapters": [],
                                    "runtime": spec.runtime.model_copy(update=runtime)})
 
 
 def with_live_fields(running: ModelSpec, edited: ModelSpec) -> ModelSpec:
     """The running model with the edited spec's live fields: what a reload applies now."""
     runtime = {f: getattr(edited.runtime, f) for f in LIVE_RUNTIME_FIELDS}
-    return running.model_copy(update={"defaults": edited.defaults, "limits": edited.limits,
+    return running.model_copy(update={"defaults": edited.defaults, "limits": edited.limits, "adapters": edited.adapters,
                                       "runtime": running.runtime.model_copy(update=runtime)})
 
 

@@ -56,7 +56,7 @@ class FakeEngine(EngineApi):
         if model not in [m.name for m in self.config.models]:
             raise ModelNotFound(model, [m.name for m in self.config.models])
 
-    def apply_model_spec(self, spec: ModelSpec) -> None:
+    async def apply_model_spec(self, spec: ModelSpec) -> None:
         self.config = self.config.model_copy(
             update={"models": [spec if m.name == spec.name else m for m in self.config.models]})
 

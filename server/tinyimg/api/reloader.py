@@ -69,12 +69,12 @@ class ConfigReloader:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._kick.wait(), self.interval)
                 self._kick.clear()
-                self.check()
+                await self.check()
         finally:
             with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
                 loop.remove_signal_handler(signal.SIGHUP)
 
-    def check(self) -> bool:
+    async def check(self) -> bool:
         """Apply the file if it changed; True when live settings were applied."""
         digest = read_digest(self.source.path)
         if digest is None or digest == self.digest:
@@ -89,7 +89,7 @@ class ConfigReloader:
         self.error = None
         plan = plan_reload(self.running, edited)
         for spec in plan.live:
-            self.engine.apply_model_spec(spec)
+            await self.engine.apply_model_spec(spec)  # adapters loaded first: then requests may name them
             self.jobs.apply_model_spec(spec)
         applied = {spec.name: spec for spec in plan.live}
         self.running = self.running.model_copy(

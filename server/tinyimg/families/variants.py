@@ -23,7 +23,7 @@ from tinyimg.families.schedulers import build_scheduler
 if TYPE_CHECKING:
     from tinyimg.families.base import GenerationParams
     from tinyimg.families.family import Family
-    from tinyimg.spec import ModelSpec
+    from tinyimg.spec import AdapterSpec, ModelSpec
 
 log = logging.getLogger("tinyimg.engine")
 
@@ -81,7 +81,10 @@ class CallVariants:
 
     def load_adapters(self) -> None:
         """Load every adapter the spec declares; one that fails is recorded, not raised."""
-        for adapter in self.spec.adapters:
+        self._load_adapter_specs(self.spec.adapters)
+
+    def _load_adapter_specs(self, adapters: list[AdapterSpec]) -> None:
+        for adapter in adapters:
             local = adapter.is_local_source()
             source = str(Path(adapter.source).expanduser()) if local else adapter.source
             try:
@@ -100,6 +103,24 @@ class CallVariants:
             log.info("adapter loaded", extra={"model": self.spec.name, "adapter": adapter.name})
         if self.loaded_adapters:
             self.pipe.disable_lora()  # off until a request names them
+
+    def sync_adapters(self, adapters: list[AdapterSpec]) -> dict[str, str]:
+        """The declared adapters become ``adapters`` (a config reload, between batches): those
+        removed or changed are deleted from the pipeline, new and changed ones loaded. Returns the
+        failures (adapter -> why), as after loading."""
+        before = {a.name: a for a in self.spec.adapters}
+        wanted = {a.name: a for a in adapters}
+        dropped = [name for name, a in before.items() if wanted.get(name) != a]
+        loaded_dropped = [name for name in dropped if name in self.loaded_adapters]
+        if loaded_dropped:
+            self.pipe.delete_adapters(loaded_dropped)
+        for name in dropped:
+            if name in self.loaded_adapters:
+                self.loaded_adapters.remove(name)
+            self.adapter_failures.pop(name, None)
+        self.spec = self.spec.model_copy(update={"adapters": list(adapters)})
+        self._load_adapter_specs([a for name, a in wanted.items() if before.get(name) != a])
+        return dict(self.adapter_failures)
 
     def activate_adapters(self, loras: tuple[tuple[str, float], ...]) -> None:
         """Exactly ``loras`` active at their scales for the next call; none when empty."""

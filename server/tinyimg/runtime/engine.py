@@ -264,11 +264,20 @@ class Engine(EngineApi):
     ) -> GenerationResult:
         return await self.wait(self.submit(model, params, timeout, observer))
 
-    def apply_model_spec(self, spec: ModelSpec) -> None:
-        """New live settings of a model (``tinyimg.runtime.reload``: defaults, limits, batching,
-        queue, deadline); the next batch, request and ``/models`` use them. The running batch
-        finishes as it started."""
-        self._states[spec.name].spec = spec
+    async def apply_model_spec(self, spec: ModelSpec) -> None:
+        """New live settings of a model (``tinyimg.runtime.reload``: defaults, limits, adapters,
+        batching, queue, deadline). Adapters are loaded and dropped on each replica's device thread
+        between batches; then the next batch, request and ``/models`` use the new settings. The
+        running batch finishes as it started."""
+        state = self._states[spec.name]
+        if spec.adapters != state.spec.adapters:
+            failures: dict[str, str] = {}
+            for device in state.devices:
+                handler = self._workers[device].handlers.get(spec.name)
+                if handler is not None:
+                    failures.update(await self._workers[device].call(handler.sync_adapters, spec.adapters))
+            state.adapter_failures = failures
+        state.spec = spec
         self._queue.settings[spec.name] = build_queue_settings(spec)
         self.config = self.config.model_copy(
             update={"models": [spec if m.name == spec.name else m for m in self.config.models]})

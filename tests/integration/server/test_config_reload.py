@@ -14,6 +14,7 @@ import yaml
 
 from tests.support.processes import spawn, wait_until_ready
 from tests.support.tiny_models import tiny_config, tiny_model_dirs  # noqa: F401  (the fixture)
+from tinyimg.cli import main as tinyimg
 
 
 def write(path, dirs, **overrides) -> None:
@@ -76,6 +77,23 @@ def test_an_edited_config_file_applies_live_settings_without_a_restart(tiny_mode
         wait_for(lambda: model(server.url)["defaults"]["steps"] == 4, timeout=5)
         assert server.popen.poll() is None
         assert httpx.get(f"{server.url}/status").json()["config"]["generation"] == 3
+
+        # An adapter added: loaded between batches, then requests may name it; removed: refused again.
+        lora = tmp_path / "lora"
+        assert tinyimg(["make-tiny-lora", "--family", "flux", "--out", str(lora)]) == 0
+        named = {"model": "tiny-flux", "prompt": "x", "seed": 3, "loras": [{"name": "ink", "scale": 1.0}]}
+        assert httpx.post(f"{server.url}/generate", json=named).json()["error"]["field"] == "loras"
+        write(config, tiny_model_dirs, defaults={"steps": 4}, limits={"maxSteps": 5},
+              adapters=[{"name": "ink", "source": str(lora)}])
+        wait_for(lambda: [a["name"] for a in model(server.url)["adapters"]] == ["ink"])
+        assert model(server.url)["adapters"][0]["state"] == "ready"
+        with_ink = httpx.post(f"{server.url}/generate", json=named, timeout=60)
+        without = httpx.post(f"{server.url}/generate", json={**named, "loras": []}, timeout=60)
+        assert with_ink.status_code == 200 and with_ink.json()["images"][0] != without.json()["images"][0]
+        write(config, tiny_model_dirs, defaults={"steps": 4}, limits={"maxSteps": 5})
+        wait_for(lambda: model(server.url)["adapters"] == [])
+        assert httpx.post(f"{server.url}/generate", json=named).status_code == 422
+        assert httpx.get(f"{server.url}/status").json()["config"]["restart_needed"] == []
     finally:
         stop.set()
         loop.join(60)

@@ -128,11 +128,11 @@ def test_pod_template_has_scrape_annotations_and_config_checksum():
     def checksum(**fields) -> str:
         return build_deployment(spec(**fields), "ns", BuildSettings())["spec"]["template"]["metadata"]["annotations"][CHECKSUM_ANNOTATION]
     # A change of weights or placement rolls the pods...
-    for fields in ({"source": "org/other"}, {"dtype": "float16"}, {"runtime": {"offload": "model"}}, {"adapters": [
-            {"name": "ink", "source": "org/ink-lora"}]}):
+    for fields in ({"source": "org/other"}, {"dtype": "float16"}, {"runtime": {"offload": "model"}}):
         assert checksum(**fields) != ann[CHECKSUM_ANNOTATION], fields
     # ...live settings do not: the pods read the mounted config again and apply them.
-    for fields in ({"limits": {"maxSteps": 50}}, {"defaults": {"steps": 9}}, {"runtime": {"maxBatchSize": 2, "queueSize": 7}}):
+    for fields in ({"limits": {"maxSteps": 50}}, {"defaults": {"steps": 9}}, {"runtime": {"maxBatchSize": 2, "queueSize": 7}},
+                   {"adapters": [{"name": "ink", "source": "org/ink-lora"}]}):
         assert checksum(**fields) == ann[CHECKSUM_ANNOTATION], fields
 
 

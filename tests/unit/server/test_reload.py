@@ -26,6 +26,7 @@ def test_nothing_changed_is_an_empty_plan():
     {"defaults": {"steps": 9}},
     {"limits": {"maxWidth": 512}},
     {"runtime": {"maxBatchSize": 2, "maxBatchWaitMs": 5, "queueSize": 3, "requestTimeoutSeconds": 12}},
+    {"adapters": [{"name": "ink", "source": "/loras/ink"}]},
 ])
 def test_live_settings_apply_without_a_restart(overrides):
     plan = plan_reload(edited(), edited(**overrides))
