@@ -94,7 +94,9 @@ class DeviceWorker:
             if head not in self.queue.pending or self._stopping:
                 continue
             mine = self._mine()
-            head = self.queue.head(mine) or head  # the picker may prefer a request that came meanwhile
+            head = self.queue.head(mine)  # the picker may prefer a request that came meanwhile
+            if head is None:  # its tenant reached maxInFlight meanwhile (another replica took one)
+                continue
             batch = self.gather.pick([head, *(j for j in mine if j is not head)], self.queue.settings_for(head.model))
             self.queue.take(batch, among=mine)
             try:
