@@ -1,12 +1,12 @@
 """Edge security: API keys (kept only as sha256 hashes, compared in constant time) and a per-key
-token-bucket rate limit. Pure parts (hashing, matching, the bucket) are separate from reading keys."""
+token-bucket rate limit. Pure parts (hashing, matching, the bucket); keys files are read by
+``tinyimg.core.tenants.load_tenants``."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 from dataclasses import dataclass, field
-from pathlib import Path
 
 # Failed key attempts allowed per client address: a burst for a mistyped key, then one a second,
 # so guessing is slow; beyond it the answer is 429, not 401.
@@ -25,23 +25,6 @@ def hash_key(key: str) -> str:
 def parse_key_lines(text: str) -> list[str]:
     """One key per line; blank lines and lines starting with '#' are skipped."""
     return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
-
-
-def load_key_hashes(path: str | Path) -> list[str]:
-    """Hashes of the keys in a file, or in every file of a directory (a mounted Secret: one key per
-    data item; Kubernetes' hidden ``..data`` links are skipped)."""
-    path = Path(path)
-    try:
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir() if not p.name.startswith(".") and p.is_file())
-            keys = [k for f in files for k in parse_key_lines(f.read_text())]
-        else:
-            keys = parse_key_lines(path.read_text())
-    except OSError as err:
-        raise KeyFileError(f"{path}: cannot read API keys: {err.strerror or err}") from None
-    if not keys:
-        raise KeyFileError(f"{path}: no API keys in it (one per line expected)")
-    return [hash_key(k) for k in keys]
 
 
 def parse_bearer(header: str | None) -> str | None:

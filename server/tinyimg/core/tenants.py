@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,17 @@ TENANT_NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$"
 TENANT_HEADER = "x-tinyimg-tenant"
 TENANT_SIGNATURE_HEADER = "x-tinyimg-tenant-signature"
 TENANT_HEADERS = frozenset({TENANT_HEADER, TENANT_SIGNATURE_HEADER})
+
+
+# What an Authorization header can carry and the server read back as sent: visible ASCII (a header
+# is read as latin-1, so a key with other characters could never match).
+KEY_PATTERN = re.compile(r"[\x21-\x7e]+")
+
+
+def check_key(key: str) -> str:
+    if not KEY_PATTERN.fullmatch(key):
+        raise ValueError("a key is visible ASCII characters only (no spaces): what an Authorization header carries")
+    return key
 
 
 def image_steps(width: int, height: int, steps: int, images: int) -> float:
@@ -68,8 +80,7 @@ class TenantSpec(BaseModel):
     @classmethod
     def _keys_are_keys(cls, keys: list[str]) -> list[str]:
         for key in keys:
-            if not key.strip() or key != key.strip():
-                raise ValueError("a key is a non-empty string without surrounding whitespace")
+            check_key(key)
         return keys
 
 
@@ -149,7 +160,13 @@ def parse_tenants(text: str, source: str) -> list[Tenant]:
             where = ".".join(str(p) for p in first["loc"])
             raise KeyFileError(f"{source}: {where}: {first['msg']}") from None
         return [build_tenant(spec) for spec in parsed.tenants]
-    return [build_key_tenant(hash_key(k)) for k in parse_key_lines(text)]
+    keys = parse_key_lines(text)
+    for number, key in enumerate(keys, 1):
+        try:
+            check_key(key)
+        except ValueError as err:
+            raise KeyFileError(f"{source}: key {number}: {err}") from None
+    return [build_key_tenant(hash_key(k)) for k in keys]
 
 
 def check_tenants(tenants: Sequence[Tenant], source: str) -> list[Tenant]:

@@ -8,11 +8,11 @@ from tinyimg.core.auth import (
     TokenBucket,
     hash_bearer,
     hash_key,
-    load_key_hashes,
     match_key,
     parse_bearer,
     parse_key_lines,
 )
+from tinyimg.core.tenants import load_tenants
 
 
 def test_hash_key_is_sha256_hex():
@@ -23,33 +23,33 @@ def test_parse_key_lines_skips_blanks_and_comments():
     assert parse_key_lines("# ops keys\n k1 \n\nk2\n  # old\n") == ["k1", "k2"]
 
 
-def test_load_key_hashes_from_file_keeps_no_plain_key(tmp_path):
+def test_load_tenants_from_file_keeps_no_plain_key(tmp_path):
     path = tmp_path / "keys"
     path.write_text("alpha\nbeta\n")
-    hashes = load_key_hashes(path)
+    hashes = load_tenants(path).key_hashes
     assert hashes == [hash_key("alpha"), hash_key("beta")]
     assert "alpha" not in hashes
 
 
-def test_load_key_hashes_from_mounted_secret_dir_skips_hidden_entries(tmp_path):
+def test_load_tenants_from_mounted_secret_dir_skips_hidden_entries(tmp_path):
     (tmp_path / "team-a").write_text("ka\n")
     (tmp_path / "team-b").write_text("kb")
     (tmp_path / "..data").mkdir()
     (tmp_path / ".hidden").write_text("not-a-key")
-    assert sorted(load_key_hashes(tmp_path)) == sorted([hash_key("ka"), hash_key("kb")])
+    assert sorted(load_tenants(tmp_path).key_hashes) == sorted([hash_key("ka"), hash_key("kb")])
 
 
 @pytest.mark.parametrize("content", ["", "# only a comment\n"], ids=["empty", "comments-only"])
-def test_load_key_hashes_refuses_a_file_without_keys(tmp_path, content):
+def test_load_tenants_refuses_a_file_without_keys(tmp_path, content):
     path = tmp_path / "keys"
     path.write_text(content)
     with pytest.raises(KeyFileError, match="no API keys"):
-        load_key_hashes(path)
+        load_tenants(path)
 
 
-def test_load_key_hashes_names_a_missing_file(tmp_path):
+def test_load_tenants_names_a_missing_file(tmp_path):
     with pytest.raises(KeyFileError, match="cannot read"):
-        load_key_hashes(tmp_path / "absent")
+        load_tenants(tmp_path / "absent")
 
 
 @pytest.mark.parametrize(
