@@ -444,6 +444,14 @@ LIVE_MODEL_FIELDS = ("defaults", "limits", "adapters")
 LIVE_RUNTIME_FIELDS = ("max_batch_size", "max_batch_wait_ms", "queue_size", "request_timeout_seconds")
 
 
+# The jobs settings a running server applies at once: how long results stay and how much memory
+# they take, how often progress and previews are sent, and where and how webhooks go.
+LIVE_JOBS_FIELDS = (
+    "result_ttl_seconds", "max_result_bytes", "progress_interval_ms", "preview_interval_ms", "keepalive_seconds",
+    "webhook_allowed_hosts", "webhook_max_attempts", "webhook_backoff_seconds", "webhook_timeout_seconds",
+)
+
+
 def without_live_fields(spec: ModelSpec) -> ModelSpec:
     """``spec`` with every live field at its default: two specs that differ only in live fields
     give the same value."""

@@ -91,18 +91,22 @@ class ConfigReloader:
         for spec in plan.live:
             await self.engine.apply_model_spec(spec)  # adapters loaded first: then requests may name them
             self.jobs.apply_model_spec(spec)
+        if plan.jobs is not None:
+            self.jobs.apply_jobs_config(plan.jobs)
         applied = {spec.name: spec for spec in plan.live}
-        self.running = self.running.model_copy(
-            update={"models": [applied.get(m.name, m) for m in self.running.models]})
+        update: dict[str, Any] = {"models": [applied.get(m.name, m) for m in self.running.models]}
+        if plan.jobs is not None:
+            update["jobs"] = plan.jobs
+        self.running = self.running.model_copy(update=update)
         self.restart_needed = plan.restart
-        if plan.live:
+        if plan.live or plan.jobs is not None:
             self.generation += 1
             self.applied_at = time.time()
             self.on_config(self.running)
             log.info("config reloaded", extra={"generation": self.generation, "models": sorted(applied)})
         if plan.restart:
             log.warning("config changes that apply only after a restart", extra={"changes": plan.restart})
-        return bool(plan.live)
+        return bool(plan.live) or plan.jobs is not None
 
     def describe(self) -> dict[str, Any]:
         return {"generation": self.generation, "applied_at": self.applied_at, "restart_needed": self.restart_needed,

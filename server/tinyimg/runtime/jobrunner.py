@@ -113,6 +113,7 @@ class JobsApi(Protocol):
 
     async def submit(self, order: JobOrder) -> JobRecord: ...
     def apply_model_spec(self, spec: ModelSpec) -> None: ...
+    def apply_jobs_config(self, config: JobsConfig) -> None: ...
     async def enqueue(self, order: JobOrder) -> StoredJob: ...
     async def finish(self, record: JobRecord, hangup: Callable[[], Awaitable[None]]) -> JobRecord: ...
     async def run(self, order: JobOrder, hangup: Callable[[], Awaitable[None]]) -> JobRecord: ...
@@ -186,6 +187,15 @@ class JobService(JobsApi):
     def apply_model_spec(self, spec: ModelSpec) -> None:
         """A model's new defaults and limits (a config reload): the next request resolves with them."""
         self.models = {**self.models, spec.name: build_model_rules(spec)}
+
+    def apply_jobs_config(self, config: JobsConfig) -> None:
+        """New live jobs settings (a config reload): result TTL and memory bound, event pacing,
+        webhook delivery; jobs already running keep the pacing they started with."""
+        self.config = config
+        self.store.ttl, self.store.max_bytes = config.result_ttl_seconds, config.max_result_bytes
+        if self.webhooks is not None:
+            self.webhooks.config = config
+        self.store.evict()
 
     # -- jobs -------------------------------------------------------------------------------
     async def submit(self, order: JobOrder) -> JobRecord:

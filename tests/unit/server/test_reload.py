@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.fake_engine import FakeEngine
 from tests.support.tiny_models import tiny_config
+from tinyimg.runtime.jobrunner import JobService
 from tinyimg.runtime.reload import plan_reload
-from tinyimg.spec import ServerConfig
+from tinyimg.spec import JobsConfig, ServerConfig
 
 DIRS = {"flux": Path("/models/flux"), "sdxl": Path("/models/sdxl")}
 
@@ -58,3 +60,24 @@ def test_models_added_or_removed_and_server_settings_wait_for_a_restart():
     assert plan_reload(both, edited()).restart == ["models.tiny-sdxl: removed"]
     moved = edited().model_copy(update={"port": 9999})
     assert plan_reload(edited(), moved).restart == ["port"]
+
+
+def with_jobs(**jobs) -> ServerConfig:
+    return edited().model_copy(update={"jobs": JobsConfig.model_validate(jobs)})
+
+
+def test_live_jobs_settings_apply_and_the_others_wait_for_a_restart():
+    plan = plan_reload(edited(), with_jobs(resultTtlSeconds=60, webhookAllowedHosts=["hooks.example.com"]))
+    assert plan.restart == [] and plan.live == []
+    assert (plan.jobs.result_ttl_seconds, plan.jobs.webhook_allowed_hosts) == (60, ["hooks.example.com"])
+    plan = plan_reload(edited(), with_jobs(redisUrl="redis://queue:6379/0", progressIntervalMs=500))
+    assert plan.restart == ["jobs.redisUrl"]
+    assert plan.jobs.progress_interval_ms == 500 and plan.jobs.redis_url is None  # the live part only
+    assert plan_reload(with_jobs(resultTtlSeconds=60), with_jobs(resultTtlSeconds=60)).empty
+
+
+async def test_the_job_service_takes_new_jobs_settings():
+    config = edited()
+    service = JobService(FakeEngine(config), config.jobs_config(), models=config.models)
+    service.apply_jobs_config(JobsConfig(resultTtlSeconds=5, maxResultBytes=4096, previewIntervalMs=250))
+    assert (service.store.ttl, service.store.max_bytes, service.config.preview_interval_ms) == (5, 4096, 250)
