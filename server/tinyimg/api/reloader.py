@@ -86,6 +86,10 @@ class ConfigReloader:
             self.error = str(err)
             log.error("config file changed but is not valid; the running settings stay", extra={"error": str(err)})
             return False
+        except Exception as err:  # a bug in reading must not stop the following: the next change is read again
+            self.error = f"{type(err).__name__}: {err}"
+            log.exception("config file changed but could not be read; the running settings stay")
+            return False
         self.error = None
         plan = plan_reload(self.running, edited)
         for spec in plan.live:
