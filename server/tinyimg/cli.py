@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     lora = sub.add_parser("make-tiny-lora", help="build a tiny random LoRA adapter for a tiny model")
     lora.add_argument("--family", required=True, choices=sorted(FAMILIES), help="the family of the tiny model it adapts")
     lora.add_argument("--out", required=True, type=Path, help="directory to write the adapter into")
+    lora.add_argument("--seed", type=int, default=None, help="seed of its random weights (another seed: another adapter)")
 
     for name in DELEGATED:
         sub.add_parser(name, help=f"run the {name} (see tinyimg {name} --help)", add_help=False)
@@ -80,7 +81,7 @@ def run_make_tiny_model(args: argparse.Namespace) -> int:
 def run_make_tiny_lora(args: argparse.Namespace) -> int:
     from tinyimg.make_tiny import run_make_tiny_lora as make
 
-    make(args.family, args.out)
+    make(args.family, args.out, **({"seed": args.seed} if args.seed is not None else {}))
     print(f"wrote a tiny {args.family} LoRA adapter to {args.out}")
     return 0
 

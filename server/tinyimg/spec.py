@@ -90,6 +90,7 @@ class RuntimeSpec(_Schema):
     queue_size: int = Field(64, ge=1, le=100_000, description="Requests waiting for this model (one queue per model, whichever of its replicas is free takes the next batch).")
     request_timeout_seconds: float = Field(300.0, gt=0, le=86_400, description="Queue wait plus generation, at most; past it 504 deadline_exceeded.")
     memory_gb: float | None = Field(None, gt=0, description="Override the memory estimate.")
+    max_resident_adapters: int = Field(8, ge=1, le=256, description="LoRA adapters named by URL or registered at run time kept loaded per replica (least recently used dropped first); declared adapters stay loaded and do not count.")
 
 
 class ResourcesSpec(_Schema):
@@ -152,6 +153,24 @@ class AdapterSpec(_Schema):
 
     def is_local_source(self) -> bool:
         return self.source.startswith(("/", "./", "../", "~"))
+
+
+class AdapterSourcesSpec(_Schema):
+    """Where a request may fetch a LoRA adapter from by URL (``loras: [{url, sha256}]``) and how
+    much of them the model server keeps on disk. No hosts: adapters by URL are off."""
+
+    allowed_hosts: list[str] = Field(default_factory=list, max_length=100, description="Hosts adapter URLs may name: an https:// URL's host (host or host:port), `huggingface.co` for hf:// URLs, the bucket for s3:// URLs.")
+    allow_http: bool = Field(False, description="Also accept plain http:// URLs from the allowed hosts (an in-cluster mirror; the sha256 still checks every byte).")
+    max_adapter_bytes: int = Field(1 << 30, ge=1024, le=1 << 36, description="Largest adapter file fetched, in bytes.")
+    max_cache_bytes: int = Field(20 << 30, ge=1 << 20, le=1 << 44, description="Adapter files kept on disk for this model (least recently used removed first), in bytes.")
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _plain_hosts(cls, hosts: list[str]) -> list[str]:
+        for host in hosts:
+            if not re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?(:[0-9]{1,5})?", host):
+                raise ValueError(f"{host!r} is not a host name (host or host:port, no scheme or path)")
+        return [h.lower() for h in hosts]
 
 
 class AutoscalingSpec(_Schema):
@@ -307,6 +326,7 @@ class ModelSpec(_Schema):
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
     adapters: list[AdapterSpec] = Field(default_factory=list, max_length=64, description="LoRA adapters loaded with the model; a request names the ones it uses.")
+    adapter_sources: AdapterSourcesSpec = Field(default_factory=AdapterSourcesSpec, description="Adapters a request names by URL: the hosts allowed and the disk cache.")
     # Cluster fields: read by the operator, ignored by a standalone server.
     replicas: int = Field(1, ge=0, le=100, description="Pods of this model; with autoscaling on, only the first value.")
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
@@ -405,6 +425,9 @@ class ServerConfig(_Schema):
         None, description="Addresses or networks whose X-Forwarded-For/-Proto are believed; unset = none."
     )
     max_connections: int | None = Field(None, ge=1, description="Open connections per process; unset = 1000.")
+    adapter_cache_dir: str | None = Field(
+        None, description="Where LoRA files fetched by URL are kept; unset: $HF_HOME/tinyimg-adapters (beside the models), else ~/.cache/tinyimg/adapters."
+    )
     models: list[ModelSpec] = Field(min_length=1)
     # None (not a default object) keeps the rendered config of a pod unchanged when unset.
     jobs: JobsConfig | None = Field(None, description="The jobs API; unset = the defaults.")
@@ -437,10 +460,10 @@ class ServerConfig(_Schema):
 
 
 # What a running server applies without loading the model again (tinyimg.runtime.reload): a
-# model's request defaults and limits, its LoRA adapters (loaded and dropped between batches), and
-# its batching, queue and deadline settings. A change of nothing else leaves a pod running: the
+# model's request defaults and limits, its LoRA adapters (loaded and dropped between batches), the
+# hosts adapters may be fetched from by URL, and its batching, queue and deadline settings. A change of nothing else leaves a pod running: the
 # operator's pod-template checksum skips these.
-LIVE_MODEL_FIELDS = ("defaults", "limits", "adapters")
+LIVE_MODEL_FIELDS = ("defaults", "limits", "adapters", "adapter_sources")
 LIVE_RUNTIME_FIELDS = ("max_batch_size", "max_batch_wait_ms", "queue_size", "request_timeout_seconds")
 
 
@@ -456,15 +479,15 @@ def without_live_fields(spec: ModelSpec) -> ModelSpec:
     """``spec`` with every live field at its default: two specs that differ only in live fields
     give the same value."""
     runtime = {f: RuntimeSpec.model_fields[f].default for f in LIVE_RUNTIME_FIELDS}
-    return spec.model_copy(update={"defaults": DefaultsSpec(), "limits": LimitsSpec(), "adapters": [],
-                                   "runtime": spec.runtime.model_copy(update=runtime)})
+    model = {f: ModelSpec.model_fields[f].get_default(call_default_factory=True) for f in LIVE_MODEL_FIELDS}
+    return spec.model_copy(update={**model, "runtime": spec.runtime.model_copy(update=runtime)})
 
 
 def with_live_fields(running: ModelSpec, edited: ModelSpec) -> ModelSpec:
     """The running model with the edited spec's live fields: what a reload applies now."""
     runtime = {f: getattr(edited.runtime, f) for f in LIVE_RUNTIME_FIELDS}
-    return running.model_copy(update={"defaults": edited.defaults, "limits": edited.limits, "adapters": edited.adapters,
-                                      "runtime": running.runtime.model_copy(update=runtime)})
+    model = {f: getattr(edited, f) for f in LIVE_MODEL_FIELDS}
+    return running.model_copy(update={**model, "runtime": running.runtime.model_copy(update=runtime)})
 
 
 class ConfigError(Exception):

@@ -43,6 +43,7 @@ class FakeEngine(EngineApi):
     ready: bool = True
     calls: list[tuple[str, GenerationParams]] = field(default_factory=list)
     tenants: list[str] = field(default_factory=list)  # whose each submitted request was
+    dropped_adapters: list[tuple[str, set[str]]] = field(default_factory=list)
     started: bool = False
     stopped: bool = False
 
@@ -59,6 +60,9 @@ class FakeEngine(EngineApi):
     async def apply_model_spec(self, spec: ModelSpec) -> None:
         self.config = self.config.model_copy(
             update={"models": [spec if m.name == spec.name else m for m in self.config.models]})
+
+    async def drop_adapters(self, model: str, names: set[str]) -> None:
+        self.dropped_adapters.append((model, set(names)))
 
     def submit(self, model: str, params: GenerationParams, timeout: float | None = None,
                observer: JobObserver | None = None, tenant: Tenant = DEFAULT_TENANT) -> Job:
@@ -109,7 +113,7 @@ class FakeEngine(EngineApi):
                       "memory_used_bytes": 400}],
             models={
                 m.name: ModelLoad(device="cpu", devices=["cpu"], queue_depth=0, in_flight=0, served=len(self.calls),
-                                  failed=0)
+                                  failed=0, resident_adapters=[], adapter_events={})
                 for m in self.config.models
             },
             tenants={},

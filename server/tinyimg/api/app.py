@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 import tinyimg
 from tinyimg import ui
-from tinyimg.api import edits, files, generate, health, info, jobs, metrics, openai_images, usage
+from tinyimg.api import adapters, edits, files, generate, health, info, jobs, metrics, openai_images, usage
 from tinyimg.api.deps import load_api_keys
 from tinyimg.api.metrics import ServerMetrics
 from tinyimg.api.reloader import ConfigReloader, ConfigSource
@@ -28,6 +28,7 @@ from tinyimg.durable.results import ResultStore, build_result_store
 from tinyimg.http.edge import install_edge
 from tinyimg.http.limits import EdgeLimits
 from tinyimg.http.streams import StreamGate, StreamLimits
+from tinyimg.runtime.adapters import AdapterLibrary
 from tinyimg.runtime.jobrunner import JobService
 from tinyimg.runtime.jobs import EngineApi
 from tinyimg.runtime.jobstore import JobRecord
@@ -39,8 +40,8 @@ from tinyimg.termination import TerminationLog
 log = logging.getLogger("tinyimg.api")
 
 ROUTERS = (
-    generate.router, jobs.router, files.router, openai_images.router, edits.router, info.router, usage.router, health.router,
-    metrics.router, ui.router,
+    generate.router, jobs.router, files.router, openai_images.router, edits.router, info.router, usage.router,
+    adapters.router, health.router, metrics.router, ui.router,
 )
 
 
@@ -81,6 +82,21 @@ def build_consumer_name() -> str:
     return f"{os.environ.get('POD_NAME') or socket.gethostname()}-{secrets.token_hex(4)}"
 
 
+def build_adapter_library(config: ServerConfig, server_metrics: ServerMetrics) -> AdapterLibrary:
+    """Where adapters named by URL go: ``adapterCacheDir``, else beside the models (HF_HOME: the
+    model-cache volume in a cluster), else the user's cache; s3:// from the jobs' S3 endpoint."""
+    if config.adapter_cache_dir is not None:
+        root = Path(config.adapter_cache_dir).expanduser()
+    elif os.environ.get("HF_HOME"):
+        root = Path(os.environ["HF_HOME"]) / "tinyimg-adapters"
+    else:
+        root = Path("~/.cache/tinyimg/adapters").expanduser()
+    store = config.jobs_config().result_store
+    s3 = store.s3 if store is not None else None
+    options = {"region": s3.region, **({"endpoint": s3.endpoint} if s3.endpoint else {})} if s3 is not None else {}
+    return AdapterLibrary(root, options, on_fetch=server_metrics.count_adapter_fetch)
+
+
 def build_job_service(config: ServerConfig, engine: EngineApi, server_metrics: ServerMetrics,
                       durable: DurableJobs | None = None) -> JobService:
     """The jobs service with its metrics, webhook sender, result store and shared queue wired in."""
@@ -107,7 +123,7 @@ def build_job_service(config: ServerConfig, engine: EngineApi, server_metrics: S
     service = JobService(engine, jobs_config, models=config.models, on_finish=server_metrics.observe_job,
                          deliver_webhook=deliver, webhooks=webhooks,
                          results=durable.results if durable else None, queue=durable.queue if durable else None,
-                         quotas=build_quotas(durable))
+                         quotas=build_quotas(durable), adapters=build_adapter_library(config, server_metrics))
     server_metrics.watch_jobs(service.store)
     return service
 

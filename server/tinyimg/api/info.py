@@ -9,16 +9,15 @@ from fastapi import APIRouter, Request
 from tinyimg.api.deps import EngineDep, is_authenticated
 from tinyimg.families import family_info
 from tinyimg.runtime.jobs import EngineStatus, ModelView
-from tinyimg.spec import AdapterSpec
 from tinyimg.wire.contract import (
     EDGE_ERRORS,
-    AdapterInfo,
     ConfigStatus,
     DefaultsResponse,
     LimitsResponse,
     ModelInfoResponse,
     ModelsResponse,
     StatusResponse,
+    build_adapter_info,
     build_error_responses,
 )
 from tinyimg.wire.process import read_process_status
@@ -44,15 +43,8 @@ def build_model_info(state: ModelView, show_local_source: bool) -> ModelInfoResp
         request_timeout_seconds=spec.runtime.request_timeout_seconds,
         modes=list(family.modes),
         schedulers=list(family.schedulers),
-        adapters=[build_adapter_info(adapter, state) for adapter in spec.adapters],
+        adapters=[build_adapter_info(adapter, state.state, state.adapter_failures) for adapter in spec.adapters],
     )
-
-
-def build_adapter_info(adapter: AdapterSpec, state: ModelView) -> AdapterInfo:
-    """An adapter is ready when its model is and it loaded; it fails alone, with its reason."""
-    reason = state.adapter_failures.get(adapter.name) if state.state == "ready" else None
-    adapter_state = "failed" if reason or state.state == "failed" else state.state
-    return AdapterInfo(name=adapter.name, scale=adapter.scale, state=adapter_state, reason=reason)
 
 
 @router.get("/models", response_model=ModelsResponse, responses=build_error_responses(*EDGE_ERRORS))

@@ -76,6 +76,29 @@ class EngineCollector(Collector):
                 state.add_metric([s.name, candidate], 1.0 if s.state == candidate else 0.0)
         yield from (queue, inflight, memory, state)
         yield from build_tenant_metrics(status["tenants"])
+        yield from build_adapter_metrics(status)
+
+
+# What each run-time adapter event is, as a metric's help text.
+ADAPTER_EVENT_HELP = {
+    "loads": "Run-time LoRA adapters loaded into a pipeline (by URL or registered; not declared ones).",
+    "hits": "Batches that named a run-time adapter already loaded in the pipeline.",
+    "evictions": "Run-time adapters deleted from a pipeline to stay within runtime.maxResidentAdapters (or unregistered).",
+    "failures": "Run-time adapters that failed to load (the requests naming them failed).",
+}
+
+
+def build_adapter_metrics(status: EngineStatus) -> list[Metric]:
+    """Counters of run-time adapter events and the resident count, per model (all its replicas)."""
+    families = {kind: CounterMetricFamily(f"tinyimg_adapter_{kind}", text, labels=["model"])
+                for kind, text in ADAPTER_EVENT_HELP.items()}
+    resident = GaugeMetricFamily("tinyimg_adapters_resident", "Run-time adapters loaded now, over the model's replicas.",
+                                 labels=["model"])
+    for name, m in status["models"].items():
+        for kind, family in families.items():
+            family.add_metric([name], m["adapter_events"].get(kind, 0))
+        resident.add_metric([name], sum(len(a["devices"]) for a in m["resident_adapters"]))
+    return [*families.values(), resident]
 
 
 def build_tenant_metrics(tenants: Mapping[str, TenantLoad]) -> list[Metric]:
@@ -181,6 +204,13 @@ class ServerMetrics:
         self.webhooks = Counter(
             "tinyimg_webhook_deliveries", "Webhook deliveries by outcome.", ["outcome"], registry=self.registry
         )
+        self.adapter_fetches = Counter(
+            "tinyimg_adapter_fetches", "Adapter files asked for by URL: downloaded, found in the disk cache, or failed.",
+            ["model", "outcome"], registry=self.registry,
+        )
+        self.adapter_fetch_bytes = Counter(
+            "tinyimg_adapter_fetch_bytes", "Bytes of adapter files downloaded.", ["model"], registry=self.registry
+        )
 
     def watch_engine(self, read_status: Callable[[], EngineStatus], read_states: Callable[[], Sequence[ModelView]]) -> None:
         self.registry.register(EngineCollector(read_status, read_states))
@@ -198,6 +228,11 @@ class ServerMetrics:
             self.images.labels(model).inc(len(record.images))
             self.job_queued.labels(model).observe(record.queued_seconds or 0.0)
             self.job_generating.labels(model).observe(record.inference_seconds or 0.0)
+
+    def count_adapter_fetch(self, model: str, outcome: str, size: int) -> None:
+        self.adapter_fetches.labels(self.model_label(model), outcome).inc()
+        if size:
+            self.adapter_fetch_bytes.labels(self.model_label(model)).inc(size)
 
     def count_webhook(self, outcome: str) -> None:
         self.webhooks.labels(outcome).inc()

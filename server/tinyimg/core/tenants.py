@@ -75,6 +75,7 @@ class TenantSpec(BaseModel):
     image_steps_per_minute: float | None = Field(
         None, alias="imageStepsPerMinute", gt=0,
         description="Work budget (width*height/1024^2*steps*images), refilled continuously; a minute's worth may be spent at once.")
+    admin: bool = Field(False, description="Its keys may change what the server holds: register and delete run-time adapters (/v1/adapters).")
 
     @field_validator("keys")
     @classmethod
@@ -98,6 +99,7 @@ class Tenant:
     max_queued: int | None = None
     max_in_flight: int | None = None
     image_steps_per_minute: float | None = None
+    admin: bool = False  # may register and delete run-time adapters (never sent in the tenant header)
 
     @property
     def rank(self) -> int:
@@ -113,13 +115,14 @@ DEFAULT_TENANT = Tenant(DEFAULT_TENANT_NAME)
 
 
 def build_key_tenant(key_hash: str) -> Tenant:
-    """A key of a plain keys file: its own tenant, named by the start of its hash (never the key)."""
-    return Tenant(f"key-{key_hash[:12]}", key_hashes=(key_hash,))
+    """A key of a plain keys file: its own tenant, named by the start of its hash (never the key);
+    an admin (a plain file is one operator's list of keys)."""
+    return Tenant(f"key-{key_hash[:12]}", key_hashes=(key_hash,), admin=True)
 
 
 def build_tenant(spec: TenantSpec) -> Tenant:
     return Tenant(spec.name, spec.priority, tuple(hash_key(k) for k in spec.keys), spec.max_queued,
-                  spec.max_in_flight, spec.image_steps_per_minute)
+                  spec.max_in_flight, spec.image_steps_per_minute, spec.admin)
 
 
 class TenantTable:

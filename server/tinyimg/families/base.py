@@ -45,10 +45,25 @@ class GenerationParams:
     strength: float | None = None  # img2img and inpaint: how much of the input is re-noised
     scheduler: str | None = None  # a name of the family's table; None: the model's own
     loras: tuple[tuple[str, float], ...] = ()  # (adapter, scale), sorted by name
+    # The adapters of ``loras`` fetched at run time (by URL or registered): where each one's file
+    # is, for the replica that does not hold it yet. Their names come from their content's hash,
+    # so equal names are equal adapters and the batch key needs only ``loras``.
+    adapter_files: tuple[AdapterFile, ...] = field(default=(), compare=False)
     # img2img/inpaint inputs (PIL images, already width x height): each request keeps its own in a
     # batch, so they are not part of equality or the batch key.
     image: Any = field(default=None, compare=False, repr=False)
     mask: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class AdapterFile:
+    """A LoRA file fetched at run time (tinyimg.runtime.adapters): ``name`` is what the pipeline
+    holds it as (from its SHA-256); ``label`` what the request named (its URL, or a registered name)."""
+
+    name: str
+    path: str
+    sha256: str
+    label: str = ""
 
 
 @dataclass

@@ -21,6 +21,7 @@ from tinyimg.core.status import ModelState
 from tinyimg.core.tenants import DEFAULT_TENANT, Tenant
 from tinyimg.families import load_handler_class
 from tinyimg.families.base import GenerationParams, Handler
+from tinyimg.families.variants import ADAPTER_EVENTS
 from tinyimg.runtime.devices import Device, discover_devices, read_device_status
 from tinyimg.runtime.jobqueue import JobQueue, QueueSettings
 from tinyimg.runtime.jobs import (
@@ -35,6 +36,7 @@ from tinyimg.runtime.jobs import (
     ModelLoad,
     ModelNotFound,
     ModelNotReady,
+    ResidentAdapter,
 )
 from tinyimg.runtime.placement import Placement, place
 from tinyimg.runtime.worker import DeviceWorker
@@ -283,6 +285,29 @@ class Engine(EngineApi):
             update={"models": [spec if m.name == spec.name else m for m in self.config.models]})
         self._queue.touch()  # workers gathering a batch decide again with the new bounds
 
+    async def drop_adapters(self, model: str, names: set[str]) -> None:
+        """Run-time adapters deleted from every replica's pipeline (between batches)."""
+        state = self._states[model]
+        for device in state.devices:
+            handler = self._workers[device].handlers.get(model)
+            if handler is not None:
+                await self._workers[device].call(handler.drop_adapters, names)
+
+    def _adapter_status(self, name: str, devices: list[str]) -> tuple[list[ResidentAdapter], dict[str, int]]:
+        """The run-time adapters resident on the model's replicas, and what happened to them."""
+        resident: dict[str, ResidentAdapter] = {}
+        events = dict.fromkeys(ADAPTER_EVENTS, 0)
+        for device in devices:
+            handler = self._workers[device].handlers.get(name) if device in self._workers else None
+            if handler is None:
+                continue
+            for file in getattr(handler, "resident_view", ()):  # a stand-in handler may hold none
+                entry = resident.setdefault(file.sha256, ResidentAdapter(sha256=file.sha256, label=file.label, devices=[]))
+                entry["devices"].append(device)
+            for kind, count in getattr(handler, "adapter_events", {}).items():
+                events[kind] += count
+        return list(resident.values()), events
+
     def check_admits(self, model: str) -> None:
         """Refuse now what ``submit`` would refuse whatever the request (unknown model, draining,
         not ready, queue full): a request with an input image is checked before it is decoded,
@@ -375,13 +400,14 @@ class Engine(EngineApi):
 
     def status(self) -> EngineStatus:
         devices = [read_device_status(device) for device in self.devices]
-        models = {
-            name: ModelLoad(
+        models = {}
+        for name, state in self._states.items():
+            resident, events = self._adapter_status(name, state.devices)
+            models[name] = ModelLoad(
                 device=state.device, devices=list(state.devices), queue_depth=self._queue.depth(name),
                 in_flight=sum(w.in_flight(name) for w in self._workers.values()),
                 served=self._served[name], failed=self._failed[name],
+                resident_adapters=resident, adapter_events=events,
             )
-            for name, state in self._states.items()
-        }
         return EngineStatus(uptime_seconds=time.monotonic() - self._started, devices=devices, models=models,
                             tenants=self._queue.tenant_load())

@@ -43,6 +43,7 @@ from tinyimg.wire.requests import GenerateRequest
 
 if TYPE_CHECKING:
     from tinyimg.durable.redisjobs import RedisJobs
+    from tinyimg.runtime.adapters import AdapterLibrary
 
 log = logging.getLogger("tinyimg.jobs")
 
@@ -110,6 +111,7 @@ class JobsApi(Protocol):
     """The job service as the routes use it (``JobService``)."""
 
     quotas: Quotas | None
+    adapters: AdapterLibrary | None
 
     async def submit(self, order: JobOrder) -> JobRecord: ...
     def apply_model_spec(self, spec: ModelSpec) -> None: ...
@@ -126,13 +128,14 @@ class JobService(JobsApi):
         self, engine: EngineApi, config: JobsConfig, *, models: Sequence[ModelSpec] = (),
         on_finish: Hook | None = None, deliver_webhook: Hook | None = None, webhooks: WebhookSender | None = None,
         clock: Callable[[], float] = time.monotonic, results: ResultStore | None = None, queue: RedisJobs | None = None,
-        quotas: Quotas | None = None,
+        quotas: Quotas | None = None, adapters: AdapterLibrary | None = None,
     ):
         """``webhooks``: the sender ``deliver_webhook`` schedules on; stopped with the service.
         ``results``: where finished jobs are written (their images then have capability URLs);
-        ``queue``: the shared queue ``enqueue`` puts jobs on (``tinyimg.durable.redisjobs``)."""
+        ``queue``: the shared queue ``enqueue`` puts jobs on (``tinyimg.durable.redisjobs``);
+        ``adapters``: where adapters named by URL or registered are fetched (none: only declared ones)."""
         self.engine, self.config, self.clock = engine, config, clock
-        self.results, self.queue, self.quotas = results, queue, quotas
+        self.results, self.queue, self.quotas, self.adapters = results, queue, quotas, adapters
         self.models: Mapping[str, ModelRules] = {m.name: build_model_rules(m) for m in models}
         self.store = JobStore(config.result_ttl_seconds, config.max_result_bytes, clock)
         self.on_finish = on_finish
@@ -158,6 +161,8 @@ class JobService(JobsApi):
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.webhooks is not None:
             await self.webhooks.stop()
+        if self.adapters is not None:
+            await self.adapters.close()
 
     async def _sweep(self) -> None:
         """Expired results leave memory even when nobody asks (the store also evicts on every
@@ -231,11 +236,16 @@ class JobService(JobsApi):
         rules = self.models.get(body.model)
         if rules is None:
             raise ModelNotFound(body.model, list(self.models))
+        fetched = None
+        if body.loras and self.adapters is not None:
+            if admit:
+                self.engine.check_admits(body.model)  # before a download
+            fetched = await self.adapters.fetch_request(body.loras, rules.spec)
         if body.image is None:
-            return build_generation_params(body, rules, request_id_var.get())
+            return build_generation_params(body, rules, request_id_var.get(), fetched=fetched)
         if admit:
             self.engine.check_admits(body.model)  # ``create`` checks again
-        return await asyncio.to_thread(build_generation_params, body, rules, request_id_var.get())
+        return await asyncio.to_thread(build_generation_params, body, rules, request_id_var.get(), None, fetched)
 
     async def run(self, order: JobOrder, hangup: Callable[[], Awaitable[None]]) -> JobRecord:
         """``submit``, then ``finish``: what a route that answers with the result does."""

@@ -84,6 +84,14 @@ class ModelView(Protocol):
     def adapter_failures(self) -> dict[str, str]: ...
 
 
+class ResidentAdapter(TypedDict):
+    """A run-time adapter loaded in the model's pipeline on some of its devices."""
+
+    sha256: str
+    label: str  # the URL or the registered name it was first asked by
+    devices: list[str]
+
+
 class ModelLoad(TypedDict):
     device: str | None
     devices: list[str]
@@ -91,6 +99,8 @@ class ModelLoad(TypedDict):
     in_flight: int
     served: int
     failed: int
+    resident_adapters: list[ResidentAdapter]
+    adapter_events: dict[str, int]  # loads, hits, evictions, failures of run-time adapters, ever
 
 
 class TenantLoad(TypedDict):
@@ -114,6 +124,7 @@ class EngineApi(Protocol):
     async def stop(self) -> None: ...
     def check_admits(self, model: str) -> None: ...
     async def apply_model_spec(self, spec: ModelSpec) -> None: ...
+    async def drop_adapters(self, model: str, names: set[str]) -> None: ...
     def submit(self, model: str, params: GenerationParams, timeout: float | None = None,
                observer: JobObserver | None = None, tenant: Tenant = DEFAULT_TENANT) -> Job: ...
     async def wait(self, job: Job) -> GenerationResult: ...

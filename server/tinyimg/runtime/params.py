@@ -4,12 +4,13 @@ checked (each refusal names the field), input images decoded; and the parameters
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from tinyimg.core.errors import InvalidField
 from tinyimg.families import family_info
-from tinyimg.families.base import GenerationParams
+from tinyimg.families.base import AdapterFile, GenerationParams
 from tinyimg.families.family import Family
 from tinyimg.runtime.inputs import fit_size, open_image, read_base64
 from tinyimg.spec import ModelSpec, ResolvedDefaults
@@ -34,9 +35,12 @@ def build_model_rules(spec: ModelSpec) -> ModelRules:
 
 
 def build_generation_params(
-    req: GenerateRequest, rules: ModelRules, request_id: str = "", seed: int | None = None
+    req: GenerateRequest, rules: ModelRules, request_id: str = "", seed: int | None = None,
+    fetched: Mapping[int, tuple[AdapterFile, float]] | None = None,
 ) -> GenerationParams:
     """Apply the model's defaults and check its limits; ``seed`` stands in for an absent request seed.
+    ``fetched``: the request's run-time adapters (by index in ``loras``), already on local disk
+    (``tinyimg.runtime.adapters``).
 
     With ``image``, this decodes it (a CPU step of milliseconds to tens of them: callers on an event
     loop run it in a thread) and sizes the output by the rule of ``tinyimg.runtime.inputs``."""
@@ -84,7 +88,8 @@ def build_generation_params(
         mode=mode,
         strength=strength,
         scheduler=check_scheduler(req.scheduler, rules),
-        loras=build_loras(req.loras, spec),
+        loras=build_loras(req.loras, spec, fetched or {}),
+        adapter_files=tuple(sorted({file for file, _ in (fetched or {}).values()}, key=lambda f: f.name)),
         image=inputs[0].convert("RGB").resize((width, height), LANCZOS) if inputs else None,
         mask=inputs[1].convert("L").resize((width, height), NEAREST) if inputs and inputs[1] is not None else None,
     )
@@ -135,23 +140,46 @@ def check_scheduler(name: str | None, rules: ModelRules) -> str | None:
     return name
 
 
-def build_loras(loras: list[LoraRequest] | None, spec: ModelSpec) -> tuple[tuple[str, float], ...]:
-    """(name, scale) per named adapter, sorted by name (the batch key compares them)."""
+def build_loras(
+    loras: list[LoraRequest] | None, spec: ModelSpec, fetched: Mapping[int, tuple[AdapterFile, float]]
+) -> tuple[tuple[str, float], ...]:
+    """(name, scale) per named adapter, sorted by name (the batch key compares them). A run-time
+    adapter (``fetched``) goes by its pipeline name, from its content."""
     if not loras:
         return ()
     declared = {a.name: a for a in spec.adapters}
     if len(loras) > spec.limits.max_adapters:
         raise InvalidField("loras", f"{len(loras)} adapters is over this model's maximum of {spec.limits.max_adapters}")
     chosen: dict[str, float] = {}
-    for lora in loras:
-        if lora.name not in declared:
-            raise InvalidField(
-                "loras", f"unknown adapter {lora.name!r}; this model's adapters: {', '.join(declared) or 'none'}"
-            )
-        if lora.name in chosen:
-            raise InvalidField("loras", f"adapter {lora.name!r} is named twice")
-        chosen[lora.name] = lora.scale if lora.scale is not None else declared[lora.name].scale
+    for index, lora in enumerate(loras):
+        if index in fetched:
+            file, default = fetched[index]
+            name, label = file.name, file.label
+        elif lora.name in declared:
+            name, label, default = lora.name, lora.name, declared[lora.name].scale
+        else:
+            listed = ", ".join(declared) or "none"
+            raise InvalidField(f"loras.{index}.name", f"unknown adapter {lora.name!r}; this model's adapters: {listed} "
+                               "(and those registered with POST /v1/adapters)")
+        if name in chosen:
+            raise InvalidField("loras", f"adapter {label!r} is named twice")
+        chosen[name] = lora.scale if lora.scale is not None else default
     return tuple(sorted(chosen.items()))
+
+
+def describe_loras(params: GenerationParams) -> list[LoraRequest]:
+    """The adapters as a request names them: a declared or registered name, or a URL with its hash."""
+    files = {f.name: f for f in params.adapter_files}
+    out = []
+    for name, scale in params.loras:
+        file = files.get(name)
+        if file is None:
+            out.append(LoraRequest(name=name, scale=scale))
+        elif "://" in file.label:
+            out.append(LoraRequest(url=file.label, sha256=file.sha256, scale=scale))
+        else:
+            out.append(LoraRequest(name=file.label, scale=scale))
+    return out
 
 
 def new_seed() -> int:
@@ -172,5 +200,5 @@ def build_parameters_response(params: GenerationParams, output_format: OutputFor
         mode=params.mode,
         strength=params.strength,
         scheduler=params.scheduler,
-        loras=[LoraRequest(name=name, scale=scale) for name, scale in params.loras],
+        loras=describe_loras(params),
     )

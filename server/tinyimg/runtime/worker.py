@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from tinyimg.families.base import Handler
+from tinyimg.families.variants import AdapterLoadError
 from tinyimg.runtime.devices import is_out_of_memory, release_cuda_cache
 from tinyimg.runtime.jobqueue import CompanyGather, GatherPolicy, JobQueue
 from tinyimg.runtime.jobs import DeadlineExceeded, EngineError, GenerationFailed, GenerationResult, Job
@@ -173,6 +174,10 @@ class DeviceWorker:
         prompt the tokenizer rejects), so a batch of several runs again one request at a time:
         only the request that fails alone fails."""
         error = self._classify(err, batch[0].model, [j.params.request_id for j in batch])
+        if isinstance(err, AdapterLoadError):  # every request of the batch names the adapter
+            for job in batch:
+                _settle(job, error=error)
+            return
         if error.code == "out_of_memory":
             for job in batch:
                 _settle(job, error=error)
@@ -197,8 +202,10 @@ class DeviceWorker:
             for job in retry:
                 _settle(job, error=error)
 
-    def _classify(self, err: Exception, model: str, request_ids: list[str]) -> GenerationFailed:
+    def _classify(self, err: Exception, model: str, request_ids: list[str]) -> EngineError:
         where = {"model": model, "device": self.device, "request_ids": request_ids}
+        if isinstance(err, AdapterLoadError):
+            return EngineError(f"loras: {err}", 422, "invalid_request", extra={"field": "loras"})
         if is_out_of_memory(err):
             log.error("out of GPU memory", extra={**where, "error": str(err)})
             return GenerationFailed(

@@ -9,13 +9,14 @@ to send a new field, add it here, optional, and both sides and the OpenAPI docum
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, create_model
 
 from tinyimg.core.quota import Admission
 from tinyimg.core.tenants import Tenant
-from tinyimg.spec import DefaultsSpec, LimitsSpec
+from tinyimg.spec import AdapterSpec, DefaultsSpec, LimitsSpec
 
 
 class Wire(BaseModel):
@@ -63,6 +64,13 @@ class AdapterInfo(Wire):
     reason: str | None = None
 
 
+def build_adapter_info(adapter: AdapterSpec, model_state: str, failures: Mapping[str, str]) -> AdapterInfo:
+    """A declared adapter is ready when its model is and it loaded; it fails alone, with its reason."""
+    reason = failures.get(adapter.name) if model_state == "ready" else None
+    state = "failed" if reason or model_state == "failed" else model_state
+    return AdapterInfo(name=adapter.name, scale=adapter.scale, state=state, reason=reason)
+
+
 class ModelInfoResponse(Wire):
     name: str
     family: str | None
@@ -104,6 +112,34 @@ class DeviceStatus(Wire):
     utilization_percent: int | None = None
 
 
+class ResidentAdapterInfo(Wire):
+    """An adapter fetched at run time (by URL, or registered) and loaded in the pipeline now."""
+
+    sha256: str
+    label: str  # the URL (or the registered name) it was first asked by
+    devices: list[str]  # the replicas holding it
+
+
+class RegisteredAdapterInfo(Wire):
+    name: str
+    url: str
+    sha256: str
+    scale: float
+    registered_at: float  # Unix time
+
+
+class ModelAdaptersInfo(Wire):
+    """A model's adapters: declared in its spec, registered at run time, and loaded now."""
+
+    declared: list[AdapterInfo]
+    registered: list[RegisteredAdapterInfo]
+    resident: list[ResidentAdapterInfo]
+
+
+class AdaptersResponse(Wire):
+    models: dict[str, ModelAdaptersInfo]
+
+
 class ModelStatus(Wire):
     device: str | None = None  # the first replica's
     devices: list[str] | None = None  # one replica per device, fed by one queue
@@ -113,6 +149,8 @@ class ModelStatus(Wire):
     failed: int = 0
     state: str | None = None
     reason: str | None = None
+    resident_adapters: list[ResidentAdapterInfo] = []  # least recently used first, per replica
+    adapter_events: dict[str, int] = {}  # run-time adapters: loads, hits, evictions, failures, ever
 
 
 class ProcessStatus(Wire):

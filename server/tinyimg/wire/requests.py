@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from tinyimg.core.errors import InvalidField
 from tinyimg.spec import ADAPTER_SCALE_RANGE
@@ -41,11 +41,45 @@ class _Wire(BaseModel):
 MAX_LORAS = 16
 
 
+# An adapter URL's length: a presigned URL's query makes a long one.
+MAX_ADAPTER_URL_LENGTH = 4096
+
+
 class LoraRequest(_Wire):
-    name: str = Field(min_length=1, max_length=64)
-    scale: float | None = Field(
-        None, ge=ADAPTER_SCALE_RANGE[0], le=ADAPTER_SCALE_RANGE[1], description="Absent: the adapter's default."
+    """One adapter a request uses: by ``name`` (declared in the model's spec, or registered with
+    ``POST /v1/adapters``), or by ``url`` with the file's ``sha256`` (hosts on the model's
+    ``adapterSources.allowedHosts``)."""
+
+    name: str | None = Field(None, min_length=1, max_length=64, description="An adapter of /models or /v1/adapters.")
+    url: str | None = Field(
+        None, min_length=1, max_length=MAX_ADAPTER_URL_LENGTH,
+        description="A .safetensors LoRA file: https://host/path, hf://org/repo/path[@revision] or s3://bucket/key.",
     )
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="With url: the file's SHA-256 (hex).")
+    scale: float | None = Field(
+        None, ge=ADAPTER_SCALE_RANGE[0], le=ADAPTER_SCALE_RANGE[1], description="Absent: the adapter's default (1.0 by URL)."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LoraRequest:
+        if (self.name is None) == (self.url is None):
+            raise ValueError("give either name or url")
+        if self.url is not None and self.sha256 is None:
+            raise ValueError("url needs sha256 (the file's SHA-256 in hex)")
+        if self.url is not None:
+            check_unicode(self.url)
+        return self
+
+
+class AdapterRegistration(_Wire):
+    """``POST /v1/adapters``: a run-time adapter requests may then name by ``name``."""
+
+    model: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$",
+                      description="What requests' `loras` name it by (not a name the model's spec declares).")
+    url: str = Field(min_length=1, max_length=MAX_ADAPTER_URL_LENGTH, description="As a request's `loras[].url`.")
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="The file's SHA-256 (hex).")
+    scale: float = Field(1.0, ge=ADAPTER_SCALE_RANGE[0], le=ADAPTER_SCALE_RANGE[1], description="When a request gives none.")
 
 
 class GenerateRequest(_Wire):

@@ -82,7 +82,7 @@ def test_an_edited_config_file_applies_live_settings_without_a_restart(tiny_mode
         lora = tmp_path / "lora"
         assert tinyimg(["make-tiny-lora", "--family", "flux", "--out", str(lora)]) == 0
         named = {"model": "tiny-flux", "prompt": "x", "seed": 3, "loras": [{"name": "ink", "scale": 1.0}]}
-        assert httpx.post(f"{server.url}/generate", json=named).json()["error"]["field"] == "loras"
+        assert httpx.post(f"{server.url}/generate", json=named).json()["error"]["field"] == "loras.0.name"
         write(config, tiny_model_dirs, defaults={"steps": 4}, limits={"maxSteps": 5},
               adapters=[{"name": "ink", "source": str(lora)}])
         wait_for(lambda: [a["name"] for a in model(server.url)["adapters"]] == ["ink"])

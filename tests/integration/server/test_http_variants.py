@@ -75,7 +75,7 @@ def test_inpaint_over_http_and_a_scheduler_change_the_image(live):
         pytest.param({"image": b64(png(noise(3))), "mask": b64(png(Image.new("L", (32, 32))))}, 422, "mask",
                      id="wrong-mask-size"),
         pytest.param({"scheduler": "k_lms"}, 422, "scheduler", id="unknown-scheduler"),
-        pytest.param({"loras": [{"name": "none-declared"}]}, 422, "loras", id="unknown-adapter"),
+        pytest.param({"loras": [{"name": "none-declared"}]}, 422, "loras.0.name", id="unknown-adapter"),
     ],
 )
 def test_bad_inputs_over_http_are_4xx_naming_the_field(live, body, status, field):

@@ -8,12 +8,14 @@ import asyncio
 import numpy as np
 import pytest
 
+from tests.support.adapters import make_lora
 from tests.support.tiny_models import FAMILIES, tiny_config, tiny_model_dirs  # noqa: F401  (fixture)
 from tinyimg.api.info import build_model_info
 from tinyimg.cli import main as tinyimg
 from tinyimg.core.errors import InvalidField
 from tinyimg.families import load_handler_class
-from tinyimg.families.base import GenerationParams
+from tinyimg.families.base import AdapterFile, GenerationParams
+from tinyimg.runtime.adapters import build_adapter_name
 from tinyimg.runtime.engine import Engine
 
 ADAPTERS = [
@@ -97,3 +99,40 @@ def test_the_engine_reports_adapter_states_and_refuses_a_failed_one(tiny_model_d
     assert adapters["broken"].state == "failed" and "does not exist" in adapters["broken"].reason
     assert refusal.field == "loras" and "failed to load" in refusal.reason
     assert served.images[0].image.size == (64, 64)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_run_time_adapters_swap_within_the_resident_bound_and_leave_no_layers_behind(family, tiny_model_dirs, tmp_path):
+    """maxResidentAdapters 1: A, B, A, ... 50 times. A's image each time equals its first, the
+    pipeline holds the declared adapter and one run-time adapter, and its parameter count is the
+    same after every A (nothing accumulates)."""
+    spec = tiny_config(tiny_model_dirs, families=(family,), runtime={"maxResidentAdapters": 1}).models[0]
+    handler = load_handler_class(family)(spec)
+    handler.load("cpu")
+    files = []
+    for seed in (31, 32):
+        lora = make_lora(tmp_path / str(seed), family, seed)
+        files.append(AdapterFile(build_adapter_name(lora.sha256), str(lora.path), lora.sha256, f"lora-{seed}"))
+    denoiser = getattr(handler.pipe, handler.family.denoiser)
+
+    def run_with(file: AdapterFile) -> np.ndarray:
+        params = GenerationParams("a red cube", None, 64, 64, 2, handler.family.default_guidance, (3,),
+                                  loras=((file.name, 1.0),), adapter_files=(file,))
+        [[generated]] = handler.generate([params])
+        return np.asarray(generated.image.convert("RGB"), dtype=np.int16)
+
+    first_a = run_with(files[0])
+    parameters = sum(p.numel() for p in denoiser.parameters())
+    first_b = run_with(files[1])
+    assert np.abs(first_a - first_b).mean() > 0.5
+    for _ in range(50):
+        assert np.array_equal(run_with(files[1]), first_b)
+        assert np.array_equal(run_with(files[0]), first_a)
+        assert sum(p.numel() for p in denoiser.parameters()) == parameters
+    held = {name for names in handler.pipe.get_list_adapters().values() for name in names}
+    assert held == {files[0].name}
+    assert [f.name for f in handler.resident_view] == [files[0].name]
+    # A, B, then B again (a hit), A, and 49 more of B, A: each a load after an eviction.
+    assert handler.adapter_events == {"loads": 101, "hits": 1, "evictions": 100, "failures": 0}
+    assert np.array_equal(run_with(files[0]), first_a)
+    assert handler.adapter_events["hits"] == 2
