@@ -20,13 +20,13 @@ from tinyimg.router.fastpath import GenerationFastPath
 from tinyimg.router.forward import Forwarder, build_forward_pool, build_timeouts
 from tinyimg.router.poller import poll_all, run_poller
 from tinyimg.router.pool import origin_of
-from tinyimg.router.routes import generate, health, info, jobs, metrics, openai_models, usage
+from tinyimg.router.routes import adapters, generate, health, info, jobs, metrics, usage
 from tinyimg.router.settings import RouterSettings
 from tinyimg.router.state import RouterState
 
 ROUTERS = (
-    generate.router, jobs.router, jobs.files_router, openai_models.router, info.router, usage.router, health.router, metrics.router,
-    ui.router,
+    generate.router, jobs.router, jobs.files_router, info.router, usage.router, adapters.router,
+    health.router, metrics.router, ui.router,
 )
 
 

@@ -35,6 +35,10 @@ from tinyimg.router.table import BackendTable, PodState
 
 LATENCY_WEIGHT = 0.3  # weight of the newest sample in the moving average
 LATENCY_HALF_LIFE_SECONDS = 1.0
+# Adapter affinity: how many more requests' worth of wait a pod holding a request's adapters may
+# have than the best pod and still be chosen (tinyimg.router.balancer.choose_backend).
+AFFINITY_SLACK_REQUESTS = 2
+MIN_REQUEST_SECONDS = 0.001
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class Candidate:
     sent: int
     latency: float = 0.0  # seconds per request, moving average; 0 = not timed yet
     age: float = 0.0  # seconds since ``latency`` was last measured
+    adapters: frozenset[str] = frozenset()  # what it holds (tinyimg.router.table.PodState.adapters)
 
     @property
     def load(self) -> int:
@@ -59,8 +64,13 @@ def aged_latency(latency: float, age: float, neutral: float) -> float:
     return neutral + (latency - neutral) * keep
 
 
-def choose_backend(candidates: Iterable[Candidate], exclude: frozenset[str] = frozenset()) -> Candidate | None:
-    """The pod to send the next request to, or None when no candidate is left after ``exclude``."""
+def choose_backend(
+    candidates: Iterable[Candidate], exclude: frozenset[str] = frozenset(), adapters: frozenset[str] = frozenset()
+) -> Candidate | None:
+    """The pod to send the next request to, or None when no candidate is left after ``exclude``.
+    ``adapters``: what the request names; a pod holding all of them is preferred while its expected
+    wait is within ``AFFINITY_SLACK_REQUESTS`` of the best pod's requests of that pod's (loading an
+    adapter costs about that; beyond it, the wait costs more and the request goes elsewhere)."""
     pool = [c for c in candidates if c.url not in exclude]
     timed = [c for c in pool if c.latency > 0]
     untimed = sum(c.latency for c in timed) / len(timed) if timed else 0.0
@@ -74,7 +84,16 @@ def choose_backend(candidates: Iterable[Candidate], exclude: frozenset[str] = fr
     def key(c: Candidate) -> tuple[float, int, int, str]:
         return ((c.load + 1) * expected(c), c.load, c.sent, c.url)
 
-    return min(pool, key=key, default=None)
+    best = min(pool, key=key, default=None)
+    if best is None or not adapters or adapters <= best.adapters:
+        return best
+    holders = [c for c in pool if adapters <= c.adapters]
+    if not holders:
+        return best
+    holder = min(holders, key=key)
+    per_request = max(expected(best), MIN_REQUEST_SECONDS)  # untimed pods: their loads compare
+    wait = (holder.load + 1) * max(expected(holder), MIN_REQUEST_SECONDS)
+    return holder if wait <= (best.load + 1 + AFFINITY_SLACK_REQUESTS) * per_request else best
 
 
 def update_latency(previous: float | None, sample: float, age: float = 0.0) -> float:
@@ -92,6 +111,7 @@ def build_candidates(table: BackendTable, model: str, now: float) -> list[Candid
         Candidate(
             url=p.url, inflight=p.inflight, backlog=p.backlog.get(model, 0), sent=p.sent,
             latency=p.latency.get(model, 0.0), age=now - p.latency_at.get(model, now),
+            adapters=p.adapters.get(model, frozenset()),
         )
         for p in table.ready_pods(model, now)
     ]
@@ -131,8 +151,9 @@ class Lease:
 class Balancer(Protocol):
     """Which pod takes the next request of a model (the forwarder's policy seam)."""
 
-    def choose(self, model: str, exclude: frozenset[str] = frozenset()) -> Lease | None:
-        """A lease on the pod to send to, or None when no ready pod is left outside ``exclude``."""
+    def choose(self, model: str, exclude: frozenset[str] = frozenset(), adapters: frozenset[str] = frozenset()) -> Lease | None:
+        """A lease on the pod to send to, or None when no ready pod is left outside ``exclude``;
+        ``adapters``: those the request names (a pod holding them is preferred)."""
 
     def has_choice(self, model: str, exclude: frozenset[str] = frozenset()) -> bool:
         """Whether ``choose`` would find a pod (nothing is leased)."""
@@ -144,9 +165,14 @@ class LeastExpectedWait(Balancer):
     def __init__(self, table: BackendTable):
         self.table = table
 
-    def choose(self, model: str, exclude: frozenset[str] = frozenset()) -> Lease | None:
-        choice = choose_backend(build_candidates(self.table, model, time.monotonic()), exclude)
-        return Lease(self.table.pods[choice.url], model) if choice is not None else None
+    def choose(self, model: str, exclude: frozenset[str] = frozenset(), adapters: frozenset[str] = frozenset()) -> Lease | None:
+        now = time.monotonic()
+        choice = choose_backend(build_candidates(self.table, model, now), exclude, adapters)
+        if choice is None:
+            return None
+        pod = self.table.pods[choice.url]
+        pod.hint_adapters(model, adapters, now)
+        return Lease(pod, model)
 
     def has_choice(self, model: str, exclude: frozenset[str] = frozenset()) -> bool:
         return choose_backend(build_candidates(self.table, model, time.monotonic()), exclude) is not None

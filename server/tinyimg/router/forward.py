@@ -159,12 +159,13 @@ class Forwarder:
     async def forward(
         self, model: str, path: str, body: bytes,
         headers: list[tuple[bytes, bytes]] | Callable[[str], list[tuple[bytes, bytes]]], request_id: str,
-        measure_latency: bool = True,
+        measure_latency: bool = True, adapters: frozenset[str] = frozenset(),
     ) -> UpstreamResponse:
         """``headers``: the same for every try, or built per pod tried (given its URL: a job's
         creation names the pod in the id it sends). ``measure_latency``: False for a request that
         only queues work (a job's creation), whose quick answer says nothing of how long the pod
-        takes per request."""
+        takes per request. ``adapters``: what the request names (``read_adapter_keys``): a pod
+        holding them is preferred (``tinyimg.router.balancer``)."""
         if model not in self.table.models:
             # Only known names become label values: clients cannot grow /metrics.
             self._count(UNKNOWN_MODEL_LABEL, "unknown_model")
@@ -173,7 +174,7 @@ class Forwarder:
         tried: set[str] = set()
         last: Attempt | None = None
         for index in range(MAX_ATTEMPTS):
-            lease = self.balancer.choose(model, frozenset(tried))
+            lease = self.balancer.choose(model, frozenset(tried), adapters)
             if lease is None:
                 break
             if index:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import httpx
@@ -42,6 +43,16 @@ def read_model_states(models: ModelsResponse) -> dict[str, dict[str, Any]]:
             for m in models.models}
 
 
+def read_adapter_keys(status: StatusResponse, models: ModelsResponse) -> dict[str, frozenset[str]]:
+    """model -> the adapters a pod holds: declared names (every pod has them) and the run-time ones
+    by SHA-256 and by the label they were asked by (a registered name, or a URL)."""
+    keys = {m.name: {a.name for a in m.adapters or []} for m in models.models}
+    for name, model in status.models.items():
+        for adapter in model.resident_adapters:
+            keys.setdefault(name, set()).update((adapter.sha256, adapter.label))
+    return {name: frozenset(k) for name, k in keys.items()}
+
+
 def read_size_defaults(model: ModelInfoResponse) -> tuple[int, int, int] | None:
     """(width, height, steps) a request that names none gets, when the pod says."""
     values = tuple(getattr(model.defaults, name, None) for name in ("width", "height", "steps"))
@@ -56,7 +67,8 @@ async def poll_pod(client: httpx.AsyncClient, pod: PodState, timeout: float) -> 
         )
         status_answer.raise_for_status()
         models_answer.raise_for_status()
-        states = read_model_states(ModelsResponse.model_validate_json(models_answer.content))
+        models = ModelsResponse.model_validate_json(models_answer.content)
+        states = read_model_states(models)
         status = StatusResponse.model_validate_json(status_answer.content)
     except httpx.TimeoutException as err:
         pod.slow_polls += 1
@@ -70,6 +82,7 @@ async def poll_pod(client: httpx.AsyncClient, pod: PodState, timeout: float) -> 
     pod.backlog = read_backlogs(status)
     pod.model_states = {name: s["state"] for name, s in states.items()}
     pod.tenants = status.tenants
+    pod.read_adapters(read_adapter_keys(status, models), time.monotonic())
     pod.reachable, pod.last_error, pod.slow_polls = True, None, 0
     return states
 

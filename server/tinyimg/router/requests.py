@@ -61,6 +61,24 @@ def asks_for_urls(body: bytes) -> bool:
     return isinstance(data, dict) and data.get("response_format") == "url"
 
 
+def read_adapter_keys(body: bytes) -> frozenset[str]:
+    """The adapters a JSON body names, as pods report those they hold: a URL's SHA-256, else the
+    name (read only when the body mentions ``loras``: most do not)."""
+    if b'"loras"' not in body:
+        return frozenset()
+    try:
+        loras = json.loads(body).get("loras")
+    except (ValueError, RecursionError, AttributeError):
+        return frozenset()
+    keys = set()
+    for lora in loras if isinstance(loras, list) else []:
+        if isinstance(lora, dict) and isinstance(lora.get("url"), str) and isinstance(lora.get("sha256"), str):
+            keys.add(lora["sha256"].lower())
+        elif isinstance(lora, dict) and isinstance(lora.get("name"), str):
+            keys.add(lora["name"])
+    return frozenset(keys)
+
+
 def inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
     """A JSON schema with its ``$defs`` references replaced by the definitions themselves: a route's
     ``openapi_extra`` cannot add components, and a ``#/$defs/...`` left in an OpenAPI document

@@ -33,6 +33,28 @@ class PodState:
     last_error: str | None = None
     slow_polls: int = 0  # polls in a row that timed out (the poller's patience)
     tenants: dict[str, TenantStatus] = field(default_factory=dict)  # tenant -> its load here, last poll
+    # model -> the adapters it holds: declared names, and run-time ones by SHA-256 and by label
+    # (last poll, plus what this router sent it lately: ``hint_adapters``).
+    adapters: dict[str, frozenset[str]] = field(default_factory=dict)
+    adapter_hints: dict[tuple[str, str], float] = field(default_factory=dict)  # (model, key) -> monotonic time sent
+
+    def hint_adapters(self, model: str, keys: frozenset[str], now: float) -> None:
+        """This router just sent it a request naming ``keys``: it holds them once that runs, even
+        before a poll says so."""
+        if not keys:
+            return
+        for key in keys:
+            self.adapter_hints[(model, key)] = now
+        self.adapters[model] = self.adapters.get(model, frozenset()) | keys
+
+    def read_adapters(self, reported: dict[str, frozenset[str]], now: float) -> None:
+        """A poll's view, with the hints younger than ``ADAPTER_HINT_SECONDS`` (a poll that began
+        before the pod loaded an adapter must not make the router forget it)."""
+        self.adapter_hints = {k: t for k, t in self.adapter_hints.items() if now - t < ADAPTER_HINT_SECONDS}
+        merged = {model: set(keys) for model, keys in reported.items()}
+        for model, key in self.adapter_hints:
+            merged.setdefault(model, set()).add(key)
+        self.adapters = {model: frozenset(keys) for model, keys in merged.items()}
 
     def serves(self, model: str, now: float | None = None) -> bool:
         """Ready for ``model``: discovery says ready, it answered lately, it is not draining, and it
@@ -40,6 +62,10 @@ class PodState:
         if self.hold_until and self.hold_until > (time.monotonic() if now is None else now):
             return False
         return self.ready and self.reachable and self.model_states.get(model, STATE_READY) == STATE_READY
+
+
+# How long the router believes a pod holds an adapter it sent a request for, without a poll saying so.
+ADAPTER_HINT_SECONDS = 5.0
 
 
 @dataclass

@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from tinyimg.core.auth import hash_key
+from tinyimg.core.tenants import Tenant
 from tinyimg.router.app import create_router_app
 from tinyimg.router.discovery_static import StaticDiscovery
 from tinyimg.router.settings import RouterSettings
@@ -72,3 +73,19 @@ async def test_rate_limit_without_keys_applies_per_client_address():
         assert limited.status_code == 429
         assert int(limited.headers["retry-after"]) == 100
         assert (await client.get("/health")).status_code == 200  # open paths are not counted
+
+
+async def test_adapter_changes_through_the_router_need_an_admin_tenant_and_a_dead_model_is_503():
+    tenants = (Tenant("ops", key_hashes=(hash_key("ops-key"),), admin=True), Tenant("studio", key_hashes=(hash_key("s-key"),)))
+    body = {"model": "a", "name": "x", "url": "https://h/x.safetensors", "sha256": "0" * 64}
+    async with router_client(RouterSettings(tenants=tenants)) as client:
+        refused = await client.post("/v1/adapters", json=body, headers={"authorization": "Bearer s-key"})
+        assert (refused.status_code, refused.json()["error"]["code"]) == (403, "admin_required")
+        deleted = await client.delete("/v1/adapters/a/x", headers={"authorization": "Bearer s-key"})
+        assert deleted.status_code == 403
+        assert (await client.post("/v1/adapters", json=body)).status_code == 401
+        # An admin gets as far as the pods: none is ready here.
+        dead = await client.post("/v1/adapters", json=body, headers={"authorization": "Bearer ops-key"})
+        assert (dead.status_code, dead.json()["error"]["code"]) == (503, "no_ready_backend")
+        shape = await client.post("/v1/adapters", json={"model": "a"}, headers={"authorization": "Bearer ops-key"})
+        assert (shape.status_code, shape.json()["error"]["field"]) == (422, "name")

@@ -121,3 +121,48 @@ def test_a_lease_counts_the_request_until_released_once_and_samples_latency_only
     assert "m" in table.pods[first.url].latency and "m" not in table.pods[second.url].latency
     assert balancer.choose("m", frozenset({"http://a", "http://b"})) is None
     assert not balancer.has_choice("m", frozenset({"http://a", "http://b"})) and balancer.has_choice("m")
+
+
+X = frozenset({"x"})
+
+
+def h(url: str, **fields) -> Candidate:
+    """A pod holding adapter x."""
+    return Candidate(url=url, inflight=fields.pop("inflight", 0), backlog=fields.pop("backlog", 0), sent=0,
+                     adapters=frozenset({"x", "declared"}), **fields)
+
+
+AFFINITY_CASES = [
+    ("the holder is chosen over an idle pod", [c("a"), h("b")], X, "b"),
+    ("the holder is chosen over an idle pod while within two requests", [c("a"), h("b", inflight=2)], X, "b"),
+    ("past the slack the best pod wins", [c("a"), h("b", inflight=3)], X, "a"),
+    ("timed: the holder's wait within two of its requests", [c("a", latency=1.0), h("b", inflight=1, latency=1.0)], X, "b"),
+    ("timed: a slow holder loses", [c("a", latency=0.1), h("b", latency=2.0)], X, "a"),
+    ("a pod must hold every adapter named", [c("a"), h("b", inflight=1)], frozenset({"x", "y"}), "a"),
+    ("no adapters named: the usual choice", [c("a"), h("b", inflight=1)], frozenset(), "a"),
+    ("the best holder of several", [h("a", inflight=2), h("b", inflight=1), c("c")], X, "b"),
+    ("an excluded holder is not chosen", [c("a"), h("b")], X, "a"),
+]
+
+
+@pytest.mark.parametrize(("label", "candidates", "adapters", "expected"), AFFINITY_CASES, ids=[c[0] for c in AFFINITY_CASES])
+def test_a_pod_holding_the_requests_adapters_is_preferred_within_a_bound(label, candidates, adapters, expected):
+    exclude = frozenset({"b"}) if label.startswith("an excluded") else frozenset()
+    assert choose_backend(candidates, exclude, adapters).url == expected
+
+
+def test_a_pod_sent_an_adapter_counts_as_holding_it_until_a_poll_says_otherwise_for_a_while():
+    table = lease_table("http://a", "http://b")
+    balancer = LeastExpectedWait(table)
+    first = balancer.choose("m", adapters=X)
+    first.release()
+    for _ in range(20):  # sequential: each released before the next
+        lease = balancer.choose("m", adapters=X)
+        assert lease.url == first.url
+        lease.release()
+    assert balancer.choose("m").url != first.url  # without the adapter: the pod sent fewer requests
+    pod = table.pods[first.url]
+    pod.read_adapters({"m": frozenset()}, now=pod.adapter_hints[("m", "x")] + 1.0)  # a poll from before the load
+    assert "x" in pod.adapters["m"]
+    pod.read_adapters({"m": frozenset()}, now=pod.adapter_hints[("m", "x")] + 60.0)  # long after: the poll is right
+    assert pod.adapters["m"] == frozenset()

@@ -7,8 +7,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tinyimg.router.poller import SLOW_POLLS_TO_UNREACHABLE, poll_pod
+from tinyimg.router.poller import SLOW_POLLS_TO_UNREACHABLE, poll_pod, read_adapter_keys
+from tinyimg.router.requests import read_adapter_keys as read_body_adapters
 from tinyimg.router.table import PodState
+from tinyimg.wire.contract import ModelsResponse, StatusResponse
 
 STATUS = {"uptime_seconds": 3.0, "devices": [{"name": "cpu", "kind": "cpu"}],
           "models": {"m": {"queue_depth": 2, "in_flight": 1, "served": 5, "failed": 0}},
@@ -100,3 +102,26 @@ async def test_a_refused_connection_is_unreachable_at_once():
     async with httpx.AsyncClient() as client:
         await poll_pod(client, pod, timeout=0.5)
     assert pod.reachable is False and pod.last_error
+
+
+def test_a_pod_holds_its_declared_adapters_and_its_resident_ones_by_hash_and_label():
+    models = ModelsResponse.model_validate({"models": [
+        {"name": "m", "family": "flux", "source": None, "state": "ready", "reason": None, "device": "cpu",
+         "offload": "none", "adapters": [{"name": "ink", "scale": 1.0, "state": "ready"}]}]})
+    status = StatusResponse.model_validate({"uptime_seconds": 1, "devices": [], "models": {"m": {"resident_adapters": [
+        {"sha256": "ab" * 32, "label": "https://h/a.safetensors", "devices": ["cpu"]},
+        {"sha256": "cd" * 32, "label": "kite", "devices": ["cpu"]}]}}})
+    assert read_adapter_keys(status, models) == {
+        "m": frozenset({"ink", "ab" * 32, "https://h/a.safetensors", "cd" * 32, "kite"})}
+
+
+@pytest.mark.parametrize(("body", "keys"), [
+    (b'{"model": "m", "prompt": "x"}', set()),
+    (b'{"loras": [{"url": "https://h/a", "sha256": "ABAB"}, {"name": "kite"}]}', {"abab", "kite"}),
+    (b'{"loras": "nonsense"}', set()),
+    (b'{"loras": [1, {"url": 5}]}', set()),
+    (b'["loras"]', set()),
+    (b'{"loras": [', set()),
+])
+def test_the_router_reads_the_adapters_a_body_names(body, keys):
+    assert read_body_adapters(body) == keys

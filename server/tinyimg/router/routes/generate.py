@@ -17,6 +17,7 @@ from tinyimg.router.requests import (
     build_body_document,
     check_body,
     pick_model,
+    read_adapter_keys,
     read_client,
     read_model_name,
 )
@@ -85,7 +86,8 @@ async def forward_body(request: Request, state: StateDep, body: bytes, model: st
         if state.tenants.by_hash:
             headers += build_tenant_headers(tenant, state.job_secret)
         assert state.forwarder is not None  # the lifespan builds it before the first request
-        upstream = await state.forwarder.forward(model, request.url.path, body, headers, request_id)
+        upstream = await state.forwarder.forward(model, request.url.path, body, headers, request_id,
+                                                 adapters=read_adapter_keys(body))
     except BaseException:
         await settle(state, charge, 0)
         raise

@@ -1,4 +1,6 @@
-"""GET /models and GET /status for every model together, in the contract's shapes."""
+"""GET /models and GET /status for every model together, in the contract's shapes; and GET
+/v1/models, the same list in OpenAI's format (so OpenAI clients pointed at the router can list
+what they may ask for)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from tinyimg.router.fetch import read_model_infos, read_pod_documents
 from tinyimg.router.state import AccessDep, StateDep
 from tinyimg.wire.contract import (
     EDGE_ERRORS,
+    OpenAIModelResponse,
+    OpenAIModelsResponse,
     RouterModelsResponse,
     RouterSelfStatus,
     RouterStatusResponse,
@@ -21,6 +25,8 @@ from tinyimg.wire.process import read_process_status
 
 router = APIRouter(tags=["info"], dependencies=[AccessDep])
 INFO_ERRORS = build_error_responses(401, 429, *EDGE_ERRORS)
+# Models have no creation time of their own; OpenAI's list needs one.
+_STARTED = int(time.time())
 
 
 @router.get("/models", response_model=RouterModelsResponse, responses=INFO_ERRORS)
@@ -42,3 +48,10 @@ async def read_status(state: StateDep) -> RouterStatusResponse:
         process=read_process_status(),
     )
     return build_status_view(state.table, results, own)
+
+
+@router.get("/v1/models", response_model=OpenAIModelsResponse, responses=INFO_ERRORS, tags=["openai"])
+async def list_openai_models(state: StateDep) -> OpenAIModelsResponse:
+    return OpenAIModelsResponse(
+        data=[OpenAIModelResponse(id=name, created=_STARTED, owned_by="tinyimg") for name in sorted(state.table.models)]
+    )

@@ -31,7 +31,14 @@ from tinyimg.http.streams import TicketedStreamingResponse
 from tinyimg.router.headers import build_upstream_headers
 from tinyimg.router.jobids import build_router_job_id, read_router_job_id
 from tinyimg.router.relay import rebase_file_url, serves_files
-from tinyimg.router.requests import build_body_document, check_body, read_client, read_key_hash, read_model_name
+from tinyimg.router.requests import (
+    build_body_document,
+    check_body,
+    read_adapter_keys,
+    read_client,
+    read_key_hash,
+    read_model_name,
+)
 from tinyimg.router.state import AccessDep, RouterState, StateDep
 from tinyimg.router.tenancy import admit_work, read_body_fields, read_request_tenant, settle
 from tinyimg.router.upstream import UpstreamResponse
@@ -127,6 +134,7 @@ async def create_job(request: Request, state: StateDep) -> Response:
 
         upstream = await state.forwarder.forward(
             model, "/v1/jobs", body, for_pod, request.scope["state"]["request_id"], measure_latency=False,
+            adapters=read_adapter_keys(body),
         )
     except BaseException:
         await settle(state, charge, 0)
