@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -36,6 +36,9 @@ from tinyimg.core.errors import InvalidField
 from tinyimg.families.base import AdapterFile
 from tinyimg.spec import AdapterSourcesSpec, ModelSpec
 from tinyimg.wire.requests import LoraRequest
+
+if TYPE_CHECKING:
+    from obstore.store import ClientConfig
 
 log = logging.getLogger("tinyimg.adapters")
 
@@ -232,7 +235,7 @@ class AdapterLibrary:
 
     async def _read_s3(self, location: AdapterLocation, field_path: str) -> Any:
         import obstore
-        from obstore.store import ClientConfig, S3Store
+        from obstore.store import S3Store
 
         endpoint = self.s3_options.get("endpoint")
         client: ClientConfig | None = {"allow_http": True} if isinstance(endpoint, str) and endpoint.startswith("http://") else None

@@ -7,10 +7,12 @@ load fails only the requests that name it."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import shutil
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,7 +21,11 @@ from safetensors.torch import save_file
 
 from tests.support.adapters import make_lora, serving_files
 from tests.support.processes import spawn, wait_until_ready
+from tests.support.stores import S3_ENV, s3_server  # noqa: F401  (the fixture)
 from tests.support.tiny_models import tiny_config, tiny_model_dirs  # noqa: F401  (the fixture)
+from tinyimg.core.errors import InvalidField
+from tinyimg.runtime.adapters import AdapterLibrary
+from tinyimg.spec import ModelSpec
 
 MODEL = "tiny-flux"
 
@@ -195,3 +201,28 @@ def test_a_job_names_an_adapter_by_url_too(setup):
         time.sleep(0.05)
     assert job["status"] == "succeeded", job
     assert job["parameters"]["loras"][0]["url"] == f"{setup['base']}/a.safetensors"
+
+
+def test_an_adapter_by_s3_url_is_fetched_from_the_bucket(s3_server, tmp_path, monkeypatch):
+    """s3:// against moto's S3 server (no real S3 here): the jobs' endpoint, the AWS_* credentials."""
+    for key, value in S3_ENV.items():
+        monkeypatch.setenv(key, value)
+    blob = b"adapter bytes in a bucket" * 1000
+    assert httpx.put(f"{s3_server.endpoint}/loras").status_code == 200  # CreateBucket
+    assert httpx.put(f"{s3_server.endpoint}/loras/team/a.safetensors", content=blob).status_code == 200
+    spec = ModelSpec.model_validate({"name": "m", "family": "flux", "source": "/m",
+                                     "adapterSources": {"allowedHosts": ["loras"]}})
+    library = AdapterLibrary(tmp_path, {"endpoint": s3_server.endpoint, "region": "us-east-1"})
+
+    async def scenario():
+        try:
+            file = await library.fetch(spec, "s3://loras/team/a.safetensors", hashlib.sha256(blob).hexdigest(), "loras.0")
+            with pytest.raises(InvalidField) as missing:
+                await library.fetch(spec, "s3://loras/team/none.safetensors", "0" * 64, "loras.1")
+            return file, missing.value
+        finally:
+            await library.close()
+
+    file, missing = asyncio.run(scenario())
+    assert Path(file.path).read_bytes() == blob
+    assert missing.field == "loras.1.url" and "could not be fetched" in missing.reason
