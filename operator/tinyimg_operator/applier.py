@@ -70,3 +70,17 @@ def apply_status(api: KubeApi, owner: dict[str, Any], status: dict[str, Any]) ->
         return False
     api.request("PATCH", path_of(owner) + "/status", {"status": status}, MERGE_PATCH)
     return True
+
+
+def delete_object(api: KubeApi, api_version: str, kind: str, namespace: str, name: str) -> bool:
+    """Delete a child when it exists; True when it did."""
+    path = object_path(api_version, kind, namespace, name)
+    if api.get(path) is None:
+        return False
+    try:
+        api.request("DELETE", path)
+    except KubeApiError as err:
+        if err.status != 404:
+            raise
+        return False
+    return True

@@ -9,7 +9,7 @@ import yaml
 
 from tinyimg.core import labels
 from tinyimg.spec import ModelSpec, ServerConfig, merge_server_settings
-from tinyimg_operator.objects import CONFIG_FILE, configmap_name, object_meta
+from tinyimg_operator.objects import CONFIG_FILE, canary_name, configmap_name, object_meta
 from tinyimg_operator.settings import ROUTER_SECRET_DIR, SECRET_KEY, WEBHOOK_SECRET_DIR, BuildSettings
 
 
@@ -35,6 +35,7 @@ def build_server_config_yaml(spec: ModelSpec, settings: BuildSettings | None = N
     for entry in config["models"]:
         entry.pop("replicas", None)
         entry.pop("autoscaling", None)
+        entry.pop("rollout", None)  # the operator's business: an edit of it restarts no pod
     text: str = yaml.safe_dump(config, sort_keys=False)
     return text
 
@@ -44,11 +45,14 @@ def config_checksum(config_yaml: str) -> str:
 
 
 def build_configmap(
-    spec: ModelSpec, namespace: str, settings: BuildSettings | None = None, owner: dict[str, Any] | None = None
+    spec: ModelSpec, namespace: str, settings: BuildSettings | None = None, owner: dict[str, Any] | None = None,
+    canary: bool = False,
 ) -> dict[str, Any]:
+    """``canary``: the canary Deployment's (tinyimg_operator.rollout), named after it."""
+    name = configmap_name(canary_name(spec.name) if canary else spec.name)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": object_meta(configmap_name(spec.name), spec.name, namespace, owner),
+        "metadata": object_meta(name, spec.name, namespace, owner),
         "data": {CONFIG_FILE: build_server_config_yaml(spec, settings)},
     }

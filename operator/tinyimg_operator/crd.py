@@ -144,6 +144,8 @@ def build_crd() -> dict[str, Any]:
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                         {"name": "Load", "type": "number", "jsonPath": ".status.autoscaling.load", "priority": 1},
                         {"name": "Scaling", "type": "string", "jsonPath": ".status.autoscaling.reason", "priority": 1},
+                        {"name": "Revisions", "type": "string", "jsonPath": ".status.rollout", "priority": 1,
+                         "description": "Each revision's share of requests and phase"},
                     ],
                 }
             ],

@@ -16,6 +16,7 @@ from tinyimg_operator.objects import (
     CONFIG_FILE,
     TMP_DIR,
     cache_claim_name,
+    canary_name,
     configmap_name,
     object_labels,
     object_meta,
@@ -43,7 +44,7 @@ def build_deployment(
             "strategy": build_strategy(spec),
             "template": {
                 "metadata": {
-                    "labels": object_labels(spec.name),
+                    "labels": {**object_labels(spec.name), labels.REVISION: spec.weight_revision()},
                     "annotations": {
                         "prometheus.io/scrape": "true",
                         "prometheus.io/port": str(labels.DEFAULT_PORT),
@@ -60,12 +61,38 @@ def build_deployment(
     }
 
 
+SURGE = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+RECREATE = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+
+
 def build_strategy(spec: ModelSpec) -> dict[str, Any]:
-    # Replace pods one at a time without a surge pod: a rollout never needs extra GPUs, and a
-    # ReadWriteOnce cache never has to attach to a surge pod on another node.
+    """``rollout.strategy``; unset: replace pods one at a time without a surge pod when the model
+    has GPUs (a rollout never needs extra GPUs) or a ReadWriteOnce cache (which never has to attach
+    to a surge pod on another node), else start the new pod before the old one stops."""
+    if spec.rollout.strategy is not None:
+        return dict(SURGE if spec.rollout.strategy == "surge" else RECREATE)
     if spec.resources.gpus or (spec.cache.size and spec.cache.access_mode == "ReadWriteOnce"):
-        return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
-    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+        return dict(RECREATE)
+    return dict(SURGE)
+
+
+def build_canary_deployment(
+    spec: ModelSpec, namespace: str, settings: BuildSettings, owner: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The new revision's one pod during a canary rollout (tinyimg_operator.rollout): the model's
+    Deployment for ``spec`` under its own name, selector and ConfigMap, its cache on an emptyDir
+    (a ReadWriteOnce model cache stays with the running pods)."""
+    deployment = build_deployment(spec, namespace, settings, owner)
+    deployment["metadata"]["name"] = canary_name(spec.name)
+    deployment["spec"]["replicas"] = 1
+    deployment["spec"]["selector"]["matchLabels"][labels.TRACK] = labels.TRACK_CANARY
+    template = deployment["spec"]["template"]
+    template["metadata"]["labels"][labels.TRACK] = labels.TRACK_CANARY
+    volumes = template["spec"]["volumes"]
+    volumes[:] = [{"name": "config", "configMap": {"name": configmap_name(canary_name(spec.name))}}
+                  if v["name"] == "config" else {"name": "cache", "emptyDir": {}} if v["name"] == "cache" else v
+                  for v in volumes]
+    return deployment
 
 
 def build_pod_spec(spec: ModelSpec, settings: BuildSettings) -> dict[str, Any]:
@@ -159,6 +186,8 @@ def build_env(spec: ModelSpec, settings: BuildSettings) -> list[dict[str, Any]]:
         "HF_HOME": {"name": "HF_HOME", "value": CACHE_DIR},
         "HOME": {"name": "HOME", "value": TMP_DIR},
         "POD_NAME": {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        # Answers carry it (X-Tinyimg-Revision): which weights made an image, during a canary too.
+        "TINYIMG_REVISION": {"name": "TINYIMG_REVISION", "value": spec.weight_revision()},
     }
     if settings.redis_secret:
         ref = {"name": settings.redis_secret, "key": REDIS_PASSWORD_KEY}

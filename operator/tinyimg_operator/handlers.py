@@ -8,9 +8,11 @@ thread pool, where the API client's blocking calls belong.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any, cast
 
+import httpx
 import kopf
 
 from tinyimg.core import labels
@@ -25,6 +27,9 @@ from tinyimg_operator.reconcile import read_imagemodel, reconcile_imagemodel
 from tinyimg_operator.settings import load_build_settings
 
 RETRY_DELAY_SECONDS = 10
+# How often each ImageModel's pods are read (their config generation, a canary's counters) and
+# its rollout moves on: TINYIMG_ROLLOUT_INTERVAL_SECONDS (short in tests), read at start.
+ROLLOUT_INTERVAL_SECONDS = float(os.environ.get("TINYIMG_ROLLOUT_INTERVAL_SECONDS") or 5.0)
 # Values: a label value or kopf.PRESENT (whose type kopf does not export).
 OWNED: dict[str, Any] = {labels.MANAGED_BY: labels.OPERATOR_NAME, labels.MODEL: kopf.PRESENT}
 
@@ -86,7 +91,7 @@ def reconcile(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -
     obj = _plain(body)
     with memo.locks(obj["metadata"]["namespace"], obj["metadata"]["name"]):
         try:
-            outcome = reconcile_imagemodel(memo.api, memo.build, obj)
+            outcome = reconcile_imagemodel(memo.api, memo.build, obj, on_event=post_event)
         except InvalidSpecError as err:
             kopf.warn(obj, reason=err.reason, message=str(err))
             raise kopf.PermanentError(f"invalid spec: {err}") from None
@@ -113,11 +118,32 @@ def child_changed(namespace: str | None, meta: kopf.Meta, memo: kopf.Memo, logge
         try:
             body = read_imagemodel(memo.api, namespace, model)
             if body is not None:
-                reconcile_imagemodel(memo.api, memo.build, body)
+                reconcile_imagemodel(memo.api, memo.build, body, on_event=post_event)
         except InvalidSpecError:
             pass  # reported by the ImageModel's own handler
         except KubeApiError as err:
             logger.warning(f"reconcile of {namespace}/{model} after a child event failed: {err}")
+
+
+@kopf.timer(labels.GROUP, labels.VERSION, labels.PLURAL, interval=ROLLOUT_INTERVAL_SECONDS, idle=None)
+def follow_rollout(namespace: str | None, name: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """Read the model's pods (status.pods: revision and config generation of each) and move its
+    canary rollout on: start a step's clock, judge a step, promote, roll back (tinyimg_operator.rollout)."""
+    assert namespace is not None  # ImageModels are namespaced
+    with memo.locks(namespace, name), httpx.Client() as http:
+        try:
+            body = read_imagemodel(memo.api, namespace, name)
+            if body is not None:
+                reconcile_imagemodel(memo.api, memo.build, body, http=http, on_event=post_event)
+        except InvalidSpecError:
+            pass  # reported by the ImageModel's own handler
+        except KubeApiError as err:
+            logger.warning(f"rollout of {namespace}/{name}: {err}")
+
+
+def post_event(body: dict[str, Any], kind: str, reason: str, message: str) -> None:
+    """A rollout's step as an Event on the ImageModel (kopf.event: posting.level filters kopf.info)."""
+    kopf.event(cast(kopf.Body, body), type=kind, reason=reason, message=message)
 
 
 def autoscaling_enabled(spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> bool:

@@ -18,6 +18,11 @@ def configmap_name(model: str) -> str:
     return f"{model}-config"
 
 
+def canary_name(model: str) -> str:
+    """The canary Deployment of a model (and, as a model name, its ConfigMap's prefix)."""
+    return f"{model}-canary"
+
+
 def cache_claim_name(model: str) -> str:
     return f"{model}-cache"
 

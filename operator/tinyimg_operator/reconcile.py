@@ -1,36 +1,50 @@
-"""One level-based reconcile of an ImageModel: validate, apply children, report status.
+"""One level-based reconcile of an ImageModel: validate, plan its rollout, apply children, report status.
 
-Safe to run any number of times: with nothing changed it reads and writes nothing new.
+Safe to run any number of times: with nothing changed it reads and writes nothing new. With an
+HTTP client (the rollout timer), it also reads the model pods' /status: the counters a canary step
+is judged on and the config generation each pod runs (``status.pods``).
 """
 
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 from tinyimg.core import labels
-from tinyimg_operator.applier import apply_object, apply_status, path_of
+from tinyimg.core.status import ImageModelStatus
+from tinyimg_operator.applier import apply_object, apply_status, delete_object, object_path, path_of
 from tinyimg_operator.autoscaling import read_state
-from tinyimg_operator.children import build_children
+from tinyimg_operator.children import build_canary_children, build_children
 from tinyimg_operator.imagemodel import InvalidSpecError, check_policy, read_model_spec
 from tinyimg_operator.kubeapi import KubeApi
-from tinyimg_operator.pods import read_pod_problem
+from tinyimg_operator.objects import canary_name, configmap_name
+from tinyimg_operator.pods import find_pod_problem, read_pods
+from tinyimg_operator.revisions import is_canary, observe_revisions
+from tinyimg_operator.rollout import CANARY, PROMOTING, plan_rollout, summarize
 from tinyimg_operator.settings import BuildSettings
-from tinyimg_operator.status import build_invalid_status, build_status
+from tinyimg_operator.status import build_invalid_status, build_rollout_conditions, build_status
+
+# (the ImageModel body, type, reason, message): an Event to post (handlers: kopf.event).
+EventSink = Callable[[dict[str, Any], str, str, str], None]
 
 
 @dataclass
 class Outcome:
-    changes: dict[str, str]  # "Kind/name" -> created | patched | unchanged
+    changes: dict[str, str]  # "Kind/name" -> created | patched | unchanged | deleted
     status_written: bool
+    events: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def utc_now() -> str:
     return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def reconcile_imagemodel(api: KubeApi, settings: BuildSettings, body: dict[str, Any]) -> Outcome:
+def reconcile_imagemodel(api: KubeApi, settings: BuildSettings, body: dict[str, Any],
+                         http: httpx.Client | None = None, on_event: EventSink | None = None) -> Outcome:
     """Raises InvalidSpecError (after writing the Degraded status) or applier.KubeApiError."""
     meta = body["metadata"]
     name, namespace, generation = meta["name"], meta["namespace"], meta.get("generation")
@@ -47,16 +61,47 @@ def reconcile_imagemodel(api: KubeApi, settings: BuildSettings, body: dict[str, 
         # The autoscaler's last decision (status.autoscaling) is the Deployment's replicas, not spec.replicas.
         replicas = read_state(body.get("status"), spec.replicas, spec.autoscaling).replicas
         spec = spec.model_copy(update={"replicas": replicas})
+    previous = ImageModelStatus.parse(body.get("status"))
+    main_path = object_path("apps/v1", "Deployment", namespace, name)
+    pods = read_pods(api, namespace, name) or []
+    candidate = next((r.name for r in previous.revisions or [] if r.phase in (CANARY, PROMOTING)), None)
+    seen, pod_entries = observe_revisions(pods, name, api.get(main_path) if candidate else None, candidate, http)
+    now = datetime.datetime.now(tz=datetime.UTC).replace(microsecond=0)
+    plan = plan_rollout(spec, previous.revisions, seen, now)
+
     changes: dict[str, str] = {}
     deployment: dict[str, Any] | None = None
     for desired in build_children(spec, namespace, settings, owner=body):
+        if not plan.apply_main and desired["kind"] in ("Deployment", "ConfigMap"):
+            continue  # the running revision's: left as they are while another revision is tried
         what, live = apply_object(api, desired)
         changes[f"{desired['kind']}/{desired['metadata']['name']}"] = what
         if desired["kind"] == "Deployment":
             deployment = live
-    problem = read_pod_problem(api, namespace, name) if spec.replicas > 0 else None
+    if deployment is None:
+        deployment = api.get(main_path)
+    if plan.canary:
+        for desired in build_canary_children(spec, namespace, settings, owner=body):
+            what, _ = apply_object(api, desired)
+            changes[f"{desired['kind']}/{desired['metadata']['name']}"] = what
+    else:
+        for api_version, kind, child in (("apps/v1", "Deployment", canary_name(name)),
+                                         ("v1", "ConfigMap", configmap_name(canary_name(name)))):
+            if delete_object(api, api_version, kind, namespace, child):
+                changes[f"{kind}/{child}"] = "deleted"
+    main_pods = [p for p in pods if not is_canary(p)]
+    problem = find_pod_problem(main_pods) if spec.replicas > 0 else None
     status = build_status(name, namespace, generation, spec.replicas, deployment, body.get("status"), utc_now(), problem)
-    return Outcome(changes, apply_status(api, body, status))
+    status["conditions"] = build_rollout_conditions(status["conditions"], plan, previous, utc_now())
+    status["revisions"] = [r.to_wire() for r in plan.revisions]
+    status["rollout"] = summarize(plan.revisions)
+    if pod_entries is not None:
+        status["pods"] = [p.to_wire() for p in pod_entries]
+    written = apply_status(api, body, status)
+    for kind, reason, message in plan.events:
+        if on_event is not None:
+            on_event(body, kind, reason, message)
+    return Outcome(changes, written, plan.events)
 
 
 def read_imagemodel(api: KubeApi, namespace: str, name: str) -> dict[str, Any] | None:

@@ -12,6 +12,7 @@ from typing import Any
 from tinyimg.core.status import Condition, ConditionStatus, ImageModelStatus
 from tinyimg_operator.objects import selector_string, service_url
 from tinyimg_operator.pods import PodProblem
+from tinyimg_operator.rollout import CANARY, PROMOTING, STABLE, RolloutPlan
 
 
 def build_condition(kind: str, ok: bool, reason: str, message: str, now: str, previous: ImageModelStatus) -> Condition:
@@ -110,3 +111,25 @@ def build_invalid_status(
             build_condition("Degraded", True, reason, text, now, prev),
         ],
     ).to_wire()
+
+
+def build_rollout_conditions(conditions: list[dict[str, Any]], plan: RolloutPlan, previous: ImageModelStatus,
+                             now: str) -> list[dict[str, Any]]:
+    """``Progressing`` during a canary (reason Canary, then Promoting) and after a rollback
+    (False, reason RolledBack, with why), over what the Deployment alone would say."""
+    live = next((r for r in plan.revisions if r.phase in (CANARY, PROMOTING)), None)
+    stable = next((r for r in plan.revisions if r.phase == STABLE), None)
+    serving = f"; revision {stable.name} serves" if stable else ""
+    if plan.rolled_back is not None:
+        back = plan.rolled_back
+        override = ("RolledBack", False, f"revision {back.name} ({back.source}) rolled back: {back.message}{serving}")
+    elif live is not None and live.phase == CANARY:
+        override = ("Canary", True, f"revision {live.name} ({live.source}) takes {live.weight}% of requests "
+                                    f"(step {(live.step or 0) + 1}){serving}")
+    elif live is not None:
+        override = ("Promoting", True, f"revision {live.name} ({live.source}) takes 100%; the model's pods roll to it")
+    else:
+        return conditions
+    reason, ok, message = override
+    progressing = build_condition("Progressing", ok, reason, message, now, previous).to_wire()
+    return [progressing if c.get("type") == "Progressing" else c for c in conditions]

@@ -7,6 +7,9 @@ part of what ``/models`` reports. The CRD's schema is generated from it. Wire na
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -171,6 +174,30 @@ class AdapterSourcesSpec(_Schema):
             if not re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?(:[0-9]{1,5})?", host):
                 raise ValueError(f"{host!r} is not a host name (host or host:port, no scheme or path)")
         return [h.lower() for h in hosts]
+
+
+class CanarySpec(_Schema):
+    """A new revision (a change of weights) first takes a share of the router's traffic, step by
+    step, and is promoted after the last step, or rolled back when it does worse than the running one."""
+
+    steps: list[int] = Field([10, 50, 100], min_length=1, max_length=10, description="The new revision's share of requests (percent) at each step, increasing; after the last it is promoted.")
+    interval_seconds: int = Field(60, ge=1, le=86_400, description="How long each step lasts (from the new revision's first Ready pod) before it is judged.")
+    max_error_ratio: float = Field(0.05, ge=0, le=1, description="Rolled back when its failed/answered requests in a step exceed the running revision's by more than this.")
+    max_latency_ratio: float = Field(1.5, gt=1, le=100, description="Rolled back when its seconds per denoising step in a step exceed the running revision's times this.")
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing_percentages(cls, steps: list[int]) -> list[int]:
+        if any(not 1 <= s <= 100 for s in steps) or any(b <= a for a, b in itertools.pairwise(steps)):
+            raise ValueError("steps must be increasing percentages from 1 to 100")
+        return steps
+
+
+class RolloutSpec(_Schema):
+    """How a change that needs new pods reaches them."""
+
+    strategy: Literal["recreate", "surge"] | None = Field(None, description="recreate: replace pods one at a time (no spare GPU needed, a one-replica model is down meanwhile); surge: start the new pod before the old one stops (needs a spare GPU; says so while none is free). Unset: surge without GPUs, recreate with them.")
+    canary: CanarySpec | None = Field(None, description="A change of weights (source, revision, variant, dtype, family, image) becomes a new revision that takes traffic step by step.")
 
 
 class AutoscalingSpec(_Schema):
@@ -339,6 +366,13 @@ class ModelSpec(_Schema):
     image: str | None = Field(None, description="Override the operator's model-server image.")
     hf_token_secret: SecretKeySpec | None = Field(None, description="A Secret holding a Hugging Face token (gated repos such as FLUX.1-dev).")
     server: PodServerSettings | None = Field(None, description="Server settings for this model's pods, over the chart's.")
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="How pods are replaced, and canary revisions.")
+
+    def weight_revision(self) -> str:
+        """The revision of the model's weights: equal for two specs that load the same weights in
+        the same image (a change of anything in ``WEIGHT_FIELDS`` is a new revision)."""
+        key = {f: getattr(self, f) for f in WEIGHT_FIELDS}
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
 
     @field_validator("family")
     @classmethod
@@ -464,6 +498,8 @@ class ServerConfig(_Schema):
 # hosts adapters may be fetched from by URL, and its batching, queue and deadline settings. A change of nothing else leaves a pod running: the
 # operator's pod-template checksum skips these.
 LIVE_MODEL_FIELDS = ("defaults", "limits", "adapters", "adapter_sources")
+# What makes a new revision of a model's weights (``ModelSpec.weight_revision``; canary rollouts).
+WEIGHT_FIELDS = ("family", "source", "revision", "variant", "dtype", "image")
 LIVE_RUNTIME_FIELDS = ("max_batch_size", "max_batch_wait_ms", "queue_size", "request_timeout_seconds")
 
 

@@ -113,7 +113,7 @@ class FakeEngine(EngineApi):
                       "memory_used_bytes": 400}],
             models={
                 m.name: ModelLoad(device="cpu", devices=["cpu"], queue_depth=0, in_flight=0, served=len(self.calls),
-                                  failed=0, resident_adapters=[], adapter_events={})
+                                  failed=0, generate_seconds=0.0, denoise_steps=0, resident_adapters=[], adapter_events={})
                 for m in self.config.models
             },
             tenants={},

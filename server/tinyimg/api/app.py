@@ -145,6 +145,14 @@ async def sweep_results(durable: DurableJobs, ttl_seconds: float) -> None:
         await asyncio.sleep(SWEEP_SECONDS)
 
 
+def build_revision_header(revision: str | None) -> tuple[tuple[bytes, bytes], ...]:
+    """``X-Tinyimg-Revision`` on every answer when the operator named the pod's weight revision
+    (TINYIMG_REVISION): which weights made an image, during a canary rollout too."""
+    if not revision or not (revision.isascii() and revision.isalnum()) or len(revision) > 64:
+        return ()
+    return ((b"x-tinyimg-revision", revision.encode("ascii")),)
+
+
 def build_edge_limits(config: ServerConfig) -> EdgeLimits:
     defaults = EdgeLimits()
     return EdgeLimits(
@@ -227,5 +235,6 @@ def create_app(
                                                 jobs_config.max_streams))
     for router in ROUTERS:
         app.include_router(router)
-    install_edge(app, build_edge_limits(config), observe=server_metrics.observe_request)
+    install_edge(app, build_edge_limits(config), observe=server_metrics.observe_request,
+                 extra_headers=build_revision_header(os.environ.get("TINYIMG_REVISION")))
     return app

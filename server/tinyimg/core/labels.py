@@ -5,6 +5,9 @@ COMPONENT = "app.kubernetes.io/component"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 INSTANCE = "app.kubernetes.io/instance"
 MODEL = "tinyimg.io/model"
+REVISION = "tinyimg.io/revision"  # a model pod's weight revision (ModelSpec.weight_revision)
+TRACK = "tinyimg.io/track"  # canary on a canary revision's pods (their Deployment's selector)
+TRACK_CANARY = "canary"
 # Set by the router when a request waits for a model with no ready pod; read by the autoscaler.
 DEMAND_ANNOTATION = "tinyimg.io/demand"
 

@@ -59,6 +59,45 @@ class AutoscalingStatus(_Status):
     history: list[ScaleDecision] | None = None
 
 
+class RevisionCounters(_Status):
+    """A revision's pods' counters (their /status, summed): what a canary step is judged on."""
+
+    served: int = 0
+    failed: int = 0
+    generate_seconds: float = 0.0
+    denoise_steps: int = 0
+
+
+class RevisionStatus(_Status):
+    """``status.revisions[]``: a revision of the model's weights and its share of the router's traffic."""
+
+    name: str  # ModelSpec.weight_revision()
+    source: str | None = None
+    phase: str = "stable"  # stable | canary | promoting | rolled-back | superseded
+    weight: int = 100  # percent of the router's requests for the model
+    step: int | None = None  # canary: the index in rollout.canary.steps
+    created: Time | None = None
+    step_started: Time | None = None  # canary: when its current step began (its first Ready pod, then each step)
+    reason: str | None = None
+    message: str | None = None
+    window: dict[str, RevisionCounters] | None = None  # canary: each revision's counters when the step began
+    error_ratio: float | None = None  # canary: at the last judged step
+    seconds_per_step: float | None = None
+
+
+# The phases of a revision that takes requests (tinyimg_operator.rollout).
+LIVE_PHASES = ("stable", "canary", "promoting")
+
+
+class PodRevision(_Status):
+    """``status.pods[]``: which revision and config generation each pod of the model runs."""
+
+    name: str
+    revision: str | None = None
+    config_generation: int | None = None
+    ready: bool = False
+
+
 class ImageModelStatus(_Status):
     replicas: int | None = None
     ready_replicas: int | None = None
@@ -70,6 +109,9 @@ class ImageModelStatus(_Status):
     url: str | None = None
     conditions: list[Condition] | None = None
     autoscaling: AutoscalingStatus | None = None
+    revisions: list[RevisionStatus] | None = None
+    rollout: str | None = Field(None, description="The revisions and their weights, in short (kubectl get -o wide)")
+    pods: list[PodRevision] | None = None
 
     @classmethod
     def read(cls, obj: dict[str, Any] | None) -> ImageModelStatus:
@@ -87,6 +129,12 @@ class ImageModelStatus(_Status):
 
     def condition(self, kind: str) -> Condition | None:
         return next((c for c in self.conditions or [] if c.type == kind), None)
+
+    def revision_weights(self) -> dict[str, int]:
+        """revision -> percent of requests, while more than one revision is live (a canary
+        rollout); empty otherwise (the router then needs no split)."""
+        live = {r.name: r.weight for r in self.revisions or [] if r.phase in LIVE_PHASES}
+        return live if len(live) > 1 else {}
 
     def is_true(self, kind: str) -> bool:
         found = self.condition(kind)

@@ -81,8 +81,10 @@ def find_header(scope: Scope, name: bytes) -> str | None:
 class RequestContextMiddleware:
     """``limits``: the header count, the body size per request, and all bodies held at once."""
 
-    def __init__(self, app: ASGIApp, limits: EdgeLimits, observe: Observer | None = None):
-        self.app, self.observe = app, observe
+    def __init__(self, app: ASGIApp, limits: EdgeLimits, observe: Observer | None = None,
+                 extra_headers: tuple[tuple[bytes, bytes], ...] = ()):
+        """``extra_headers``: on every answer (the model server's revision)."""
+        self.app, self.observe, self.extra_headers = app, observe, extra_headers
         self.max_header_count, self.max_body_bytes = limits.max_header_count, limits.max_body_bytes
         self.max_body_total = max(limits.max_body_bytes_total or limits.max_body_bytes, limits.max_body_bytes)
         self.held = 0  # bytes of bodies received by requests not yet answered (one event loop: no lock)
@@ -104,7 +106,7 @@ class RequestContextMiddleware:
                 response_started = True
                 status = message["status"]
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != _ID_HEADER]
-                message["headers"] = [*headers, (_ID_HEADER, request_id.encode("latin-1"))]
+                message["headers"] = [*headers, (_ID_HEADER, request_id.encode("latin-1")), *self.extra_headers]
             await send(message)
 
         received = 0

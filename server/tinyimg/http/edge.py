@@ -9,7 +9,8 @@ from tinyimg.http.handlers import install_error_handlers
 from tinyimg.http.limits import EdgeLimits
 
 
-def install_edge(app: FastAPI, limits: EdgeLimits, observe: Observer | None = None) -> None:
+def install_edge(app: FastAPI, limits: EdgeLimits, observe: Observer | None = None,
+                 extra_headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
     install_error_handlers(app)
     # Outermost: the request id and the access log cover every answer, 413 included.
-    app.add_middleware(RequestContextMiddleware, limits=limits, observe=observe)
+    app.add_middleware(RequestContextMiddleware, limits=limits, observe=observe, extra_headers=extra_headers)

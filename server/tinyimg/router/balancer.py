@@ -50,6 +50,7 @@ class Candidate:
     latency: float = 0.0  # seconds per request, moving average; 0 = not timed yet
     age: float = 0.0  # seconds since ``latency`` was last measured
     adapters: frozenset[str] = frozenset()  # what it holds (tinyimg.router.table.PodState.adapters)
+    revision: str | None = None  # its weight revision (a canary rollout splits by it)
 
     @property
     def load(self) -> int:
@@ -111,10 +112,36 @@ def build_candidates(table: BackendTable, model: str, now: float) -> list[Candid
         Candidate(
             url=p.url, inflight=p.inflight, backlog=p.backlog.get(model, 0), sent=p.sent,
             latency=p.latency.get(model, 0.0), age=now - p.latency_at.get(model, now),
-            adapters=p.adapters.get(model, frozenset()),
+            adapters=p.adapters.get(model, frozenset()), revision=p.revision,
         )
         for p in table.ready_pods(model, now)
     ]
+
+
+def pick_revision(weights: dict[str, int], credits: dict[str, float], available: set[str | None]) -> str | None:
+    """The revision the next request goes to, by smooth weighted round robin over the revisions
+    with a weight and an available pod (nginx's: each adds its weight to its credit, the highest
+    credit wins and pays the total back): 10 % gets exactly one request in ten, evenly spread, on
+    every router replica. None when no weighted revision has a pod: then any pod serves."""
+    live = {r: w for r, w in weights.items() if w > 0 and r in available}
+    if not live:
+        return None
+    total = sum(live.values())
+    for revision, weight in live.items():
+        credits[revision] = credits.get(revision, 0.0) + weight
+    chosen = max(sorted(live), key=lambda r: credits[r])
+    credits[chosen] -= total
+    return chosen
+
+
+def split_by_revision(table: BackendTable, model: str, candidates: list[Candidate],
+                      exclude: frozenset[str]) -> list[Candidate]:
+    """During a canary rollout, the candidates of the revision this request goes to."""
+    entry = table.models.get(model)
+    if entry is None or not entry.weights:
+        return candidates
+    revision = pick_revision(entry.weights, entry.credits, {c.revision for c in candidates if c.url not in exclude})
+    return [c for c in candidates if c.revision == revision] if revision is not None else candidates
 
 
 class Lease:
@@ -167,7 +194,8 @@ class LeastExpectedWait(Balancer):
 
     def choose(self, model: str, exclude: frozenset[str] = frozenset(), adapters: frozenset[str] = frozenset()) -> Lease | None:
         now = time.monotonic()
-        choice = choose_backend(build_candidates(self.table, model, now), exclude, adapters)
+        candidates = split_by_revision(self.table, model, build_candidates(self.table, model, now), exclude)
+        choice = choose_backend(candidates, exclude, adapters)
         if choice is None:
             return None
         pod = self.table.pods[choice.url]

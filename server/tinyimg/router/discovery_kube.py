@@ -140,7 +140,8 @@ def build_desired_table(
         model = find_owning_model(pod, imagemodels, deployments, replicasets)
         url = build_pod_url(pod)
         if model is not None and url:
-            backends[model].append(BackendRef(url=url, name=name, ready=is_pod_ready(pod)))
+            revision = (pod.get("metadata", {}).get("labels") or {}).get(labels.REVISION)
+            backends[model].append(BackendRef(url=url, name=name, ready=is_pod_ready(pod), revision=revision))
     desired = {}
     for name, obj in imagemodels.items():
         family, state, reason = build_model_status(obj)
@@ -149,7 +150,8 @@ def build_desired_table(
             state, reason = cold_state, cold_reason
         desired[name] = ModelBackends(family=family, state=state, reason=reason, backends=tuple(backends[name]),
                                       cold_start_timeout=cold_start or build_discovery_grace(obj),
-                                      scales_from_zero=cold_start is not None)
+                                      scales_from_zero=cold_start is not None,
+                                      weights=tuple(sorted(ImageModelStatus.read(obj).revision_weights().items())))
     return desired
 
 

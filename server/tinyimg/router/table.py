@@ -36,6 +36,7 @@ class PodState:
     # model -> the adapters it holds: declared names, and run-time ones by SHA-256 and by label
     # (last poll, plus what this router sent it lately: ``hint_adapters``).
     adapters: dict[str, frozenset[str]] = field(default_factory=dict)
+    revision: str | None = None  # its weight revision (Kubernetes: the pod's label), for a canary's split
     adapter_hints: dict[tuple[str, str], float] = field(default_factory=dict)  # (model, key) -> monotonic time sent
 
     def hint_adapters(self, model: str, keys: frozenset[str], now: float) -> None:
@@ -80,6 +81,10 @@ class ModelEntry:
     # request's work (tinyimg.router.tenancy) is counted with
     defaults: tuple[int, int, int] | None = None
     scales_from_zero: bool = False  # autoscaled: a held request asks for a pod (else it only waits)
+    # revision -> percent of requests, while a canary rollout runs (the ImageModel's status.revisions)
+    weights: dict[str, int] = field(default_factory=dict)
+    # Smooth weighted round robin over the revisions (tinyimg.router.balancer.pick_revision)
+    credits: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,7 @@ class BackendRef:
     url: str
     name: str
     ready: bool = True
+    revision: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,7 @@ class ModelBackends:
     backends: tuple[BackendRef, ...] = ()
     cold_start_timeout: float | None = None
     scales_from_zero: bool = False
+    weights: tuple[tuple[str, int], ...] = ()  # revision -> percent, while a canary rollout runs
 
 
 class BackendTable:
@@ -120,6 +127,8 @@ class BackendTable:
             entry.family = spec.family or entry.family
             entry.state, entry.reason = spec.state, spec.reason
             entry.cold_start_timeout, entry.scales_from_zero = spec.cold_start_timeout, spec.scales_from_zero
+            if dict(spec.weights) != entry.weights:
+                entry.weights, entry.credits = dict(spec.weights), {}
             entry.pods = [b.url for b in spec.backends]
             for b in spec.backends:
                 wanted[b.url] = b
@@ -130,7 +139,7 @@ class BackendTable:
             pod = self.pods.get(url)
             if pod is None:
                 pod = self.pods[url] = PodState(url=url, name=ref.name)
-            pod.name, pod.ready = ref.name, ref.ready
+            pod.name, pod.ready, pod.revision = ref.name, ref.ready, ref.revision
 
     def pods_of(self, model: str) -> list[PodState]:
         entry = self.models.get(model)

@@ -101,6 +101,10 @@ class Engine(EngineApi):
         self._loads_left: dict[str, int] = {}  # model -> replicas still loading
         self._load_errors: dict[str, list[str]] = {}
         self._served = {m.name: 0 for m in config.models}
+        # Per model, ever: pipeline seconds and denoising steps of the answered requests (their
+        # ratio is the model's time per step, which a canary rollout compares across revisions).
+        self._generating = {m.name: 0.0 for m in config.models}
+        self._steps = {m.name: 0 for m in config.models}
         self._failed = {m.name: 0 for m in config.models}
         self._started = time.monotonic()
         self._boot_task: asyncio.Task[None] | None = None
@@ -362,6 +366,8 @@ class Engine(EngineApi):
             self._queue.withdraw(job)
             raise
         self._served[model] += 1
+        self._generating[model] += result.inference_seconds
+        self._steps[model] += job.params.steps
         return result
 
     def cancel(self, job: Job) -> None:
@@ -407,6 +413,7 @@ class Engine(EngineApi):
                 device=state.device, devices=list(state.devices), queue_depth=self._queue.depth(name),
                 in_flight=sum(w.in_flight(name) for w in self._workers.values()),
                 served=self._served[name], failed=self._failed[name],
+                generate_seconds=round(self._generating[name], 6), denoise_steps=self._steps[name],
                 resident_adapters=resident, adapter_events=events,
             )
         return EngineStatus(uptime_seconds=time.monotonic() - self._started, devices=devices, models=models,

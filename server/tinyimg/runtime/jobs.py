@@ -99,6 +99,8 @@ class ModelLoad(TypedDict):
     in_flight: int
     served: int
     failed: int
+    generate_seconds: float  # pipeline seconds of the answered requests, ever
+    denoise_steps: int  # their denoising steps, ever
     resident_adapters: list[ResidentAdapter]
     adapter_events: dict[str, int]  # loads, hits, evictions, failures of run-time adapters, ever
 

@@ -149,6 +149,8 @@ class ModelStatus(Wire):
     failed: int = 0
     state: str | None = None
     reason: str | None = None
+    generate_seconds: float = 0.0  # pipeline seconds of the answered requests, ever
+    denoise_steps: int = 0  # their denoising steps, ever (with generate_seconds: the time per step)
     resident_adapters: list[ResidentAdapterInfo] = []  # least recently used first, per replica
     adapter_events: dict[str, int] = {}  # run-time adapters: loads, hits, evictions, failures, ever
 

@@ -87,11 +87,13 @@ def test_cache_is_a_claim_when_sized_else_an_empty_dir():
 
 
 def test_env_has_hf_home_token_secret_and_user_values():
-    c = container(build_deployment(spec(hfTokenSecret={"name": "hf"}, env={"A": "1", "HF_HOME": "/x"}), "ns", BuildSettings()))
+    model = spec(hfTokenSecret={"name": "hf"}, env={"A": "1", "HF_HOME": "/x"})
+    c = container(build_deployment(model, "ns", BuildSettings()))
     assert c["env"] == [
         {"name": "HF_HOME", "value": "/x"},
         {"name": "HOME", "value": "/tmp"},  # the writable tmp volume: the root filesystem is read-only
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},  # its name in the shared queue
+        {"name": "TINYIMG_REVISION", "value": model.weight_revision()},  # answers carry it
         {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}},
         {"name": "A", "value": "1"},
     ]

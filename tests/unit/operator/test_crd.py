@@ -78,7 +78,7 @@ def test_crd_has_subresources_printer_columns_and_names():
         "labelSelectorPath": ".status.selector",
     }
     assert v["subresources"]["status"] == {}
-    assert [c["name"] for c in v["additionalPrinterColumns"]] == ["Family", "Ready", "Replicas", "Desired", "Age", "Load", "Scaling"]
+    assert [c["name"] for c in v["additionalPrinterColumns"]] == ["Family", "Ready", "Replicas", "Desired", "Age", "Load", "Scaling", "Revisions"]
 
 
 @pytest.mark.parametrize("name", ["sdxl", "flux"])
@@ -118,6 +118,7 @@ def test_the_status_schema_is_generated_from_imagemodelstatus_and_holds_what_the
     fields = {f.alias or name for name, f in ImageModelStatus.model_fields.items()}
     assert set(status_schema["properties"]) == fields == {
         "replicas", "readyReplicas", "desiredReplicas", "observedGeneration", "selector", "url", "conditions", "autoscaling",
+        "revisions", "rollout", "pods",
     }
     written = build_status("m", "ns", 3, 1, None, None, "2026-12-04T00:00:00Z")
     written["autoscaling"] = build_autoscaling_status(
