@@ -27,7 +27,7 @@ FAILING_WAIT_REASONS = frozenset(
 
 @dataclass(frozen=True)
 class PodProblem:
-    reason: str  # PodFailed (the pod is Failed) or PodFailing (a container crashes or cannot start)
+    reason: str  # PodFailed (the pod is Failed), PodFailing (a container crashes or cannot start), PodUnschedulable
     message: str  # "<pod>/<container>: <why>", bounded by MESSAGE_LIMIT
 
 
@@ -63,6 +63,10 @@ def find_pod_problem(pods: Sequence[Mapping[str, Any]]) -> PodProblem | None:
         if status.get("phase") == "Failed":
             why = status.get("message") or status.get("reason") or "the pod failed"
             return PodProblem("PodFailed", _bounded(f"{name}: {why}"))
+        for condition in status.get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
+                why = condition.get("message") or "no node can take it"
+                return PodProblem("PodUnschedulable", _bounded(f"{name}: {why}"))
         for container in status.get("containerStatuses") or []:
             why = _container_problem(container)
             if why:

@@ -19,10 +19,11 @@ from tinyimg.core.status import ImageModelStatus
 from tinyimg_operator.applier import apply_object, apply_status, delete_object, object_path, path_of
 from tinyimg_operator.autoscaling import read_state
 from tinyimg_operator.children import build_canary_children, build_children
+from tinyimg_operator.deployment import SURGE, build_strategy
 from tinyimg_operator.imagemodel import InvalidSpecError, check_policy, read_model_spec
 from tinyimg_operator.kubeapi import KubeApi
 from tinyimg_operator.objects import canary_name, configmap_name
-from tinyimg_operator.pods import find_pod_problem, read_pods
+from tinyimg_operator.pods import PodProblem, find_pod_problem, read_pods
 from tinyimg_operator.revisions import is_canary, observe_revisions
 from tinyimg_operator.rollout import CANARY, PROMOTING, plan_rollout, summarize
 from tinyimg_operator.settings import BuildSettings
@@ -91,6 +92,9 @@ def reconcile_imagemodel(api: KubeApi, settings: BuildSettings, body: dict[str, 
                 changes[f"{kind}/{child}"] = "deleted"
     main_pods = [p for p in pods if not is_canary(p)]
     problem = find_pod_problem(main_pods) if spec.replicas > 0 else None
+    if problem is not None and problem.reason == "PodUnschedulable" and build_strategy(spec) == SURGE:
+        problem = PodProblem(problem.reason, problem.message + " (rollout strategy surge: the new pod needs a free GPU "
+                                                               "while the old one still serves)")
     status = build_status(name, namespace, generation, spec.replicas, deployment, body.get("status"), utc_now(), problem)
     status["conditions"] = build_rollout_conditions(status["conditions"], plan, previous, utc_now())
     status["revisions"] = [r.to_wire() for r in plan.revisions]

@@ -1,5 +1,6 @@
 {{/* What the operator reconciles: a Role in its namespace, or part of its ClusterRole. Exactly
-the calls tinyimg_operator.applier and kopf make; nothing is deleted (ownerReferences do that). */}}
+the calls tinyimg_operator.applier and kopf make; the only deletions are a canary revision's
+Deployment and ConfigMap when its rollout ends (ownerReferences collect the rest). */}}
 {{- define "tinyimg.operator.rules" -}}
 - apiGroups: [tinyimg.io]
   resources: [imagemodels]
@@ -8,11 +9,14 @@ the calls tinyimg_operator.applier and kopf make; nothing is deleted (ownerRefer
   resources: [imagemodels/status]
   verbs: [get, patch]
 - apiGroups: [""]
-  resources: [configmaps, services, persistentvolumeclaims]
+  resources: [services, persistentvolumeclaims]
   verbs: [get, list, watch, create, patch]
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch]
+  verbs: [get, list, watch, create, patch, delete]
 # A model's pods: watched, their container states make the ImageModel Degraded with the reason
 # (tinyimg_operator.pods); the built-in autoscaler also reads their /status (queue depth + in-flight).
 - apiGroups: [""]

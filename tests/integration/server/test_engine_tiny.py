@@ -272,8 +272,12 @@ async def test_status_reports_devices_and_counts(engine_factory):
     [cpu] = status["devices"]
     assert cpu["name"] == "cpu" and cpu["kind"] == "cpu"
     assert 0 < cpu["memory_used_bytes"] < cpu["memory_total_bytes"]
-    assert status["models"][FLUX] == {"device": "cpu", "devices": ["cpu"], "queue_depth": 0, "in_flight": 0,
-                                      "served": 1, "failed": 0}
+    model = status["models"][FLUX]
+    assert {k: v for k, v in model.items() if k != "generate_seconds"} == {
+        "device": "cpu", "devices": ["cpu"], "queue_depth": 0, "in_flight": 0, "served": 1, "failed": 0,
+        "denoise_steps": params().steps, "resident_adapters": [],
+        "adapter_events": {"loads": 0, "hits": 0, "evictions": 0, "failures": 0}}
+    assert 0 < model["generate_seconds"] < 60
     assert status["uptime_seconds"] > 0
     # What the server holds of the host's memory: its own RSS, not what every process uses.
     assert abs(cpu["memory_used_bytes"] - read_vm_rss()) < 64 * 2**20

@@ -22,6 +22,12 @@ def server(state, last=None, ready=False):
     return entry
 
 
+def unschedulable(document):
+    document["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                         "message": "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."}]
+    return document
+
+
 RUNNING = {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
 CRASHLOOP = {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s restarting failed container"}}
 
@@ -48,6 +54,8 @@ CRASHLOOP = {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s 
     ([pod(phase="Failed", message="evicted", deleting=True)], None),  # on its way out
     ([pod("m-b", containers=[server(CRASHLOOP)]), pod("m-a", phase="Failed", message="x")],
      PodProblem("PodFailed", "m-a: x")),  # the first by name, so repeated reconciles agree
+    ([unschedulable(pod(phase="Pending"))],  # as the scheduler writes it: no free GPU anywhere
+     PodProblem("PodUnschedulable", "m-1: 0/2 nodes are available: 2 Insufficient nvidia.com/gpu.")),
 ])
 def test_pod_problem(pods, expected):
     assert find_pod_problem(pods) == expected

@@ -6,6 +6,7 @@ from tinyimg.router.balancer import (
     LeastExpectedWait,
     aged_latency,
     choose_backend,
+    pick_revision,
     update_latency,
 )
 from tinyimg.router.table import BackendRef, BackendTable, ModelBackends
@@ -166,3 +167,33 @@ def test_a_pod_sent_an_adapter_counts_as_holding_it_until_a_poll_says_otherwise_
     assert "x" in pod.adapters["m"]
     pod.read_adapters({"m": frozenset()}, now=pod.adapter_hints[("m", "x")] + 60.0)  # long after: the poll is right
     assert pod.adapters["m"] == frozenset()
+
+
+def test_a_canary_split_sends_exactly_its_share_evenly_and_falls_back_when_a_revision_has_no_pod():
+    credits: dict[str, float] = {}
+    picks = [pick_revision({"old": 90, "new": 10}, credits, {"old", "new"}) for _ in range(400)]
+    assert picks.count("new") == 40
+    assert all(picks[i:i + 10].count("new") == 1 for i in range(0, 400, 10))  # one in each ten, not in bursts
+    assert pick_revision({"old": 90, "new": 10}, {}, {"old"}) == "old"  # the canary has no ready pod yet
+    assert pick_revision({"old": 0, "new": 100}, {}, {"old", "new"}) == "new"
+    assert pick_revision({"old": 100}, {}, {"other"}) is None  # no weighted revision has a pod: any pod
+
+
+def test_the_table_splits_a_models_requests_by_its_revisions_weights():
+    table = BackendTable()
+    table.sync({"m": ModelBackends(weights=(("new", 25), ("old", 75)), backends=(
+        BackendRef("http://a", "a", revision="old"), BackendRef("http://b", "b", revision="old"),
+        BackendRef("http://c", "c", revision="new")))})
+    balancer = LeastExpectedWait(table)
+    chosen = []
+    for _ in range(100):
+        lease = balancer.choose("m")
+        chosen.append(lease.url)
+        lease.release()
+    assert chosen.count("http://c") == 25 and chosen.count("http://a") + chosen.count("http://b") == 75
+    table.sync({"m": ModelBackends(backends=table_refs(table))})  # the rollout ended: no weights
+    assert table.models["m"].weights == {}
+
+
+def table_refs(table: BackendTable) -> tuple[BackendRef, ...]:
+    return tuple(BackendRef(p.url, p.name, revision=p.revision) for p in table.pods.values())
