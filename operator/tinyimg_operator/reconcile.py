@@ -99,7 +99,7 @@ def reconcile_imagemodel(api: KubeApi, settings: BuildSettings, body: dict[str, 
     status["conditions"] = build_rollout_conditions(status["conditions"], plan, previous, utc_now())
     status["revisions"] = [r.to_wire() for r in plan.revisions]
     status["rollout"] = summarize(plan.revisions)
-    if pod_entries is not None:
+    if pod_entries is not None and (pod_entries or previous.pods):
         status["pods"] = [p.to_wire() for p in pod_entries]
     written = apply_status(api, body, status)
     for kind, reason, message in plan.events:

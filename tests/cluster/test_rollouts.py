@@ -17,7 +17,15 @@ import httpx
 import pytest
 import yaml
 
-from tests.cluster.conftest import IMAGEMODELS, NAMESPACE, RELEASE, condition, imagemodel_manifest, install_chart, model_pods
+from tests.cluster.conftest import (
+    IMAGEMODELS,
+    NAMESPACE,
+    RELEASE,
+    condition,
+    imagemodel_manifest,
+    install_chart,
+    model_pods,
+)
 from tests.support.tiny_models import tiny_model_dirs  # noqa: F401  (the fixture)
 from tinyimg.spec import ModelSpec
 
@@ -77,7 +85,7 @@ def test_a_canary_takes_its_share_then_everything_then_is_promoted(rollout):
                        what="the router sends the canary requests")
     with ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(lambda _: generate(url), range(400)))
-    assert [r for r in revisions(cluster) if r["name"] == new][0]["step"] == 0, "the step ended during the 400"
+    assert next(r for r in revisions(cluster) if r["name"] == new)["step"] == 0, "the step ended during the 400"
     assert {status for status, _ in answers} == {200}
     counts = Counter(revision for _, revision in answers)
     share = counts[new] / 400

@@ -226,7 +226,7 @@ async def test_table_shows_the_crd_printer_columns(kube):
                            headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"})
         doc = await resp.json()
     assert [c["name"] for c in doc["columnDefinitions"]] == [
-        "Name", "Family", "Ready", "Replicas", "Desired", "Age", "Load", "Scaling"]
+        "Name", "Family", "Ready", "Replicas", "Desired", "Age", "Load", "Scaling", "Revisions"]
     # Desired is status.desiredReplicas (spec.replicas or the autoscaler's): unset until reconciled.
     assert doc["rows"][0]["cells"][:5] == ["m", "sdxl", "<none>", "<none>", "<none>"]
 

@@ -175,3 +175,49 @@ async def test_quantities_the_api_server_normalises_cause_no_patch(kube, operato
     await kube.wait_for(lambda: condition(kube.get(IMAGEMODELS, NAMESPACE, "q"), "Ready").get("status") == "True")
     writes = [w.path for w in kube.writes()[before:]]
     assert writes == [f"/apis/tinyimg.io/v1alpha1/namespaces/{NAMESPACE}/imagemodels/q/status"]
+
+
+def condition(obj, kind):
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == kind), {})
+
+
+async def test_new_weights_with_a_canary_run_beside_the_running_revision_and_a_failing_canary_is_rolled_back(kube, operator):
+    canary = {"canary": {"steps": [10, 100], "intervalSeconds": 30}}
+    await kube.create(imagemodel("m", source="org/old", rollout=canary))
+    first = await kube.wait_for(lambda: kube.get(DEPLOYMENTS, NAMESPACE, "m"))
+    old_revision = first["spec"]["template"]["metadata"]["labels"]["tinyimg.io/revision"]
+    await kube.patch(IMAGEMODELS, NAMESPACE, "m", {"spec": {"source": "org/new"}})
+    canary_dep = await kube.wait_for(lambda: kube.get(DEPLOYMENTS, NAMESPACE, "m-canary"))
+    new_revision = canary_dep["spec"]["template"]["metadata"]["labels"]["tinyimg.io/revision"]
+    assert new_revision != old_revision and canary_dep["spec"]["replicas"] == 1
+    assert canary_dep["spec"]["selector"]["matchLabels"]["tinyimg.io/track"] == "canary"
+    assert "org/new" in kube.get("v1/configmaps", NAMESPACE, "m-canary-config")["data"]["config.yaml"]
+    # The running revision's Deployment and ConfigMap are left as they were.
+    assert kube.get(DEPLOYMENTS, NAMESPACE, "m")["spec"]["template"] == first["spec"]["template"]
+    assert "org/old" in kube.get("v1/configmaps", NAMESPACE, "m-config")["data"]["config.yaml"]
+    model = await kube.wait_for(lambda: (m := kube.get(IMAGEMODELS, NAMESPACE, "m"))["status"].get("rollout", "").endswith("canary") and m)
+    assert [(r["name"], r["phase"], r["weight"]) for r in model["status"]["revisions"]] == [
+        (old_revision, "stable", 90), (new_revision, "canary", 10)]
+    assert condition(model, "Progressing")["reason"] == "Canary"
+
+    # Its pod crash-loops (what the kubelet reports of a model that cannot load): rolled back.
+    await kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": "m-canary-abc", "namespace": NAMESPACE, "labels": {
+            "tinyimg.io/model": "m", "tinyimg.io/track": "canary", "tinyimg.io/revision": new_revision,
+            "app.kubernetes.io/managed-by": "tinyimg-operator"}},
+        "spec": {"containers": [{"name": "server", "image": SERVER_IMAGE}]},
+        "status": {"phase": "Running", "containerStatuses": [{"name": "server", "ready": False, "restartCount": 3, "state": {
+            "waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+            "lastState": {"terminated": {"exitCode": 1, "message": "model m failed: org/new is not a repo"}}}]}})
+    await kube.wait_for(lambda: kube.get(DEPLOYMENTS, NAMESPACE, "m-canary") is None)
+    model = await kube.wait_for(lambda: (m := kube.get(IMAGEMODELS, NAMESPACE, "m"))
+                                and condition(m, "Progressing").get("reason") == "RolledBack" and m)
+    assert "org/new is not a repo" in condition(model, "Progressing")["message"]
+    assert [(r["phase"], r["weight"]) for r in model["status"]["revisions"]] == [("stable", 100), ("rolled-back", 0)]
+    assert kube.get("v1/configmaps", NAMESPACE, "m-canary-config") is None
+
+    # Back on the running weights: the rollout is over, the Deployment follows the spec again.
+    await kube.patch(IMAGEMODELS, NAMESPACE, "m", {"spec": {"source": "org/old", "limits": {"maxSteps": 40}}})
+    await kube.wait_for(lambda: "maxSteps: 40" in kube.get("v1/configmaps", NAMESPACE, "m-config")["data"]["config.yaml"])
+    model = await kube.wait_for(lambda: (m := kube.get(IMAGEMODELS, NAMESPACE, "m"))
+                                and m["status"]["rollout"] == f"{old_revision} 100% stable, {new_revision} 0% rolled-back" and m)
