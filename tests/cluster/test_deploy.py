@@ -266,6 +266,11 @@ def test_a_live_setting_applies_in_place_without_a_restart(installed):
     for pod in model_pods(cluster, FLUX):
         status = httpx.get(f"http://{pod['status']['podIP']}:8000/status", timeout=10).json()["config"]
         assert status["generation"] == 2 and status["restart_needed"] == []
+    # The ImageModel says which config generation each pod runs (the operator reads their /status).
+    names = sorted(p["metadata"]["name"] for p in model_pods(cluster, FLUX))
+    cluster.wait_until(lambda: [(p["name"], p["configGeneration"]) for p in
+                                cluster.get(IMAGEMODELS, NAMESPACE, FLUX)["status"].get("pods") or []]
+                       == [(n, 2) for n in names], timeout=20, interval=0.5, what="status.pods: generation 2 on each pod")
 
 
 def test_spec_change_rolls_pods_one_by_one_while_requests_succeed(installed):

@@ -123,3 +123,18 @@ def test_apply_event_adds_modifies_and_deletes():
     apply_event(objects, "DELETED", pod("p1"))
     apply_event(objects, "DELETED", pod("p1"))  # a repeated delete is harmless
     assert objects == {}
+
+
+def test_a_canary_rollout_gives_the_weights_and_each_pod_its_revision():
+    imagemodels, deployments, replicasets = chain("m")
+    imagemodels["m"]["status"]["revisions"] = [
+        {"name": "old", "phase": "stable", "weight": 90}, {"name": "new", "phase": "canary", "weight": 10},
+        {"name": "bad", "phase": "rolled-back", "weight": 0}]
+    stable, canary = pod("m-1", "m", "10.0.0.1"), pod("m-2", "m", "10.0.0.2")
+    stable["metadata"]["labels"]["tinyimg.io/revision"] = "old"
+    canary["metadata"]["labels"]["tinyimg.io/revision"] = "new"
+    desired = build_desired_table(imagemodels, {"m-1": stable, "m-2": canary}, deployments, replicasets)
+    assert desired["m"].weights == (("new", 10), ("old", 90))
+    assert [(b.name, b.revision) for b in desired["m"].backends] == [("m-1", "old"), ("m-2", "new")]
+    imagemodels["m"]["status"]["revisions"] = [{"name": "new", "phase": "stable", "weight": 100}]
+    assert build_desired_table(imagemodels, {}, deployments, replicasets)["m"].weights == ()  # one revision: no split
