@@ -44,6 +44,8 @@ log = logging.getLogger("tinyimg.adapters")
 
 CHUNK_BYTES = 1 << 20
 FETCH_TIMEOUT_SECONDS = 30.0  # connect, and between two chunks
+FETCH_DEADLINE_SECONDS = 900.0  # one whole download: an origin that trickles is given up on
+MAX_CONCURRENT_DOWNLOADS = 4  # per process: each may hold up to maxAdapterBytes on disk while it runs
 HF_DEFAULT_ENDPOINT = "https://huggingface.co"
 # Registered adapters per model: a bound on what admins can make a pod remember.
 MAX_REGISTERED = 1000
@@ -142,6 +144,7 @@ class AdapterLibrary:
         self.registered: dict[str, dict[str, Registration]] = {}
         self._pending: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._client: httpx.AsyncClient | None = None
+        self._downloads: asyncio.Semaphore | None = None  # made on the event loop that uses it
 
     async def close(self) -> None:
         if self._client is not None:
@@ -154,6 +157,8 @@ class AdapterLibrary:
     async def fetch_request(self, loras: list[LoraRequest] | None, spec: ModelSpec) -> dict[int, tuple[AdapterFile, float]]:
         """The run-time adapters a request names (index in ``loras`` -> file and default scale),
         fetched; declared adapters are not here (they load with the model)."""
+        if loras and len(loras) > spec.limits.max_adapters:  # before any download
+            raise InvalidField("loras", f"{len(loras)} adapters is over this model's maximum of {spec.limits.max_adapters}")
         out: dict[int, tuple[AdapterFile, float]] = {}
         declared = {a.name for a in spec.adapters}
         registered = self.registered.get(spec.name, {})
@@ -187,6 +192,16 @@ class AdapterLibrary:
         return file
 
     async def _download(self, spec: ModelSpec, location: AdapterLocation, sha256: str, path: Path, field_path: str) -> None:
+        if self._downloads is None:
+            self._downloads = asyncio.Semaphore(MAX_CONCURRENT_DOWNLOADS)
+        async with self._downloads:
+            try:
+                async with asyncio.timeout(FETCH_DEADLINE_SECONDS):
+                    await self._download_now(spec, location, sha256, path, field_path)
+            except TimeoutError:
+                raise InvalidField(f"{field_path}.url", f"the download took over {FETCH_DEADLINE_SECONDS:.0f} s") from None
+
+    async def _download_now(self, spec: ModelSpec, location: AdapterLocation, sha256: str, path: Path, field_path: str) -> None:
         started = time.perf_counter()
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{sha256}.{os.getpid()}.{id(location)}.partial")

@@ -175,3 +175,57 @@ def test_a_registered_name_cannot_shadow_a_declared_adapter(tmp_path):
     with pytest.raises(InvalidField, match="declared in the model's spec") as caught:
         asyncio.run(scenario())
     assert caught.value.field == "name"
+
+
+def test_more_adapters_than_the_model_allows_are_refused_before_any_download(tmp_path):
+    (tmp_path / "files").mkdir()
+    with serving_files(tmp_path / "files") as (files, base):
+        spec = spec_for(port_of(base))
+        loras = [LoraRequest(url=f"{base}/{i}.safetensors", sha256="0" * 64) for i in range(spec.limits.max_adapters + 1)]
+
+        async def scenario():
+            library = AdapterLibrary(tmp_path / "cache")
+            try:
+                await library.fetch_request(loras, spec)
+            finally:
+                await library.close()
+
+        with pytest.raises(InvalidField, match="over this model's maximum of 4") as caught:
+            asyncio.run(scenario())
+    assert caught.value.field == "loras" and sum(files.gets.values()) == 0
+
+
+def test_an_origin_that_trickles_is_given_up_on_at_the_deadline(tmp_path, monkeypatch):
+    from starlette.applications import Starlette
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    from tinyimg.runtime import adapters
+    from tinyimg.serve import BackgroundServer
+
+    async def trickle(request):
+        async def body():
+            for _ in range(100):
+                yield b"x"
+                await asyncio.sleep(0.1)
+        return StreamingResponse(body())
+
+    monkeypatch.setattr(adapters, "FETCH_DEADLINE_SECONDS", 0.5)
+    server = BackgroundServer(Starlette(routes=[Route("/slow.safetensors", trickle)])).start()
+    try:
+        spec = spec_for(port_of(server.url))
+
+        async def scenario():
+            library = AdapterLibrary(tmp_path / "cache")
+            try:
+                await library.fetch(spec, f"{server.url}/slow.safetensors", "0" * 64, "loras.0")
+            finally:
+                await library.close()
+
+        started = time.monotonic()
+        with pytest.raises(InvalidField, match="the download took over 0 s") as caught:
+            asyncio.run(scenario())
+        assert caught.value.field == "loras.0.url" and time.monotonic() - started < 5
+    finally:
+        server.stop()
+    assert not list((tmp_path / "cache").rglob("*.partial"))
