@@ -27,7 +27,6 @@ from tests.cluster.conftest import (
     model_pods,
 )
 from tests.support.tiny_models import tiny_model_dirs  # noqa: F401  (the fixture)
-from tinyimg.spec import ModelSpec
 
 MODEL = "tiny-flux"
 BODY = {"model": MODEL, "prompt": "a lighthouse", "width": 64, "height": 48, "steps": 1}
@@ -58,8 +57,10 @@ def revisions(cluster) -> list[dict]:
     return (cluster.get(IMAGEMODELS, NAMESPACE, MODEL).get("status") or {}).get("revisions") or []
 
 
-def revision_of(source) -> str:
-    return ModelSpec.model_validate({"name": MODEL, "family": "flux", "source": str(source)}).weight_revision()
+def revision_of(cluster, source) -> str:
+    """The revision the operator made of ``source`` (its status.revisions)."""
+    return cluster.wait_until(lambda: next((r["name"] for r in revisions(cluster) if r.get("source") == str(source)), None),
+                              timeout=60, interval=0.2, what=f"a revision of {source}")
 
 
 def generate(url: str) -> tuple[int, str | None]:
@@ -73,9 +74,10 @@ def patch(cluster, spec: dict) -> None:
 
 def test_a_canary_takes_its_share_then_everything_then_is_promoted(rollout):
     cluster, url, sources, first = rollout
-    old, new = revision_of(first), revision_of(sources["v2"])
+    old = revision_of(cluster, first)
     assert generate(url) == (200, old)
     patch(cluster, {"source": str(sources["v2"])})
+    new = revision_of(cluster, sources["v2"])
     step = cluster.wait_until(
         lambda: next((r for r in revisions(cluster) if r["name"] == new and r.get("stepStarted")), None),
         timeout=180, interval=0.2, what="the canary's first step begins (its pod Ready)")
@@ -117,7 +119,7 @@ def test_a_canary_takes_its_share_then_everything_then_is_promoted(rollout):
 
 def test_a_canary_at_a_missing_source_gets_nothing_and_is_rolled_back(rollout):
     cluster, url, sources, _ = rollout
-    running = revision_of(sources["v2"])
+    running = revision_of(cluster, sources["v2"])
     missing = sources["v3"].parent / "does-not-exist"
     answers: list[tuple[int, str | None]] = []
     stop = threading.Event()
@@ -136,7 +138,7 @@ def test_a_canary_at_a_missing_source_gets_nothing_and_is_rolled_back(rollout):
     finally:
         stop.set()
         loop.join(60)
-    assert back["name"] == revision_of(missing) and back["weight"] == 0
+    assert back["source"] == str(missing) and back["weight"] == 0
     assert "the model failed to load" in back["message"] and "does-not-exist" in back["message"], back
     model = cluster.get(IMAGEMODELS, NAMESPACE, MODEL)
     progressing = condition(model, "Progressing")
@@ -152,7 +154,6 @@ def test_a_canary_at_a_missing_source_gets_nothing_and_is_rolled_back(rollout):
 
 def test_surge_replaces_the_one_pod_with_no_failed_request(rollout):
     cluster, url, sources, _ = rollout
-    target = revision_of(sources["v3"])
     answers: list[tuple[int, str | None]] = []
     stop = threading.Event()
 
@@ -167,6 +168,7 @@ def test_surge_replaces_the_one_pod_with_no_failed_request(rollout):
         cluster.kubectl("-n", NAMESPACE, "patch", "imagemodel", MODEL, "--type=json", "-p",
                         '[{"op": "replace", "path": "/spec/rollout", "value": {"strategy": "surge"}},'
                         f' {{"op": "replace", "path": "/spec/source", "value": "{sources["v3"]}"}}]')
+        target = revision_of(cluster, sources["v3"])
         deployment = cluster.wait_until(lambda: cluster.get("apps/v1/deployments", NAMESPACE, MODEL), timeout=30)
         cluster.wait_until(lambda: cluster.get("apps/v1/deployments", NAMESPACE, MODEL)["spec"]["strategy"]
                            ["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}, timeout=30, what="surge strategy")
