@@ -78,8 +78,10 @@ def test_default_install_has_operator_and_router_and_nothing_optional(defaults: 
 OPERATOR_RULES = [
     (["tinyimg.io"], ["imagemodels"], ["get", "list", "watch", "patch"]),
     (["tinyimg.io"], ["imagemodels/status"], ["get", "patch"]),
-    ([""], ["configmaps", "services", "persistentvolumeclaims"], ["get", "list", "watch", "create", "patch"]),
-    (["apps"], ["deployments"], ["get", "list", "watch", "create", "patch"]),
+    ([""], ["services", "persistentvolumeclaims"], ["get", "list", "watch", "create", "patch"]),
+    # delete: a canary revision's ConfigMap and Deployment when its rollout ends (tinyimg_operator.rollout)
+    ([""], ["configmaps"], ["get", "list", "watch", "create", "patch", "delete"]),
+    (["apps"], ["deployments"], ["get", "list", "watch", "create", "patch", "delete"]),
     ([""], ["pods"], ["list", "watch"]),  # Degraded from failing pods; the built-in autoscaler's load
     ([""], ["events"], ["create"]),
 ]

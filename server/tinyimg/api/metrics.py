@@ -79,19 +79,23 @@ class EngineCollector(Collector):
         yield from build_adapter_metrics(status)
 
 
-# What each run-time adapter event is, as a metric's help text.
-ADAPTER_EVENT_HELP = {
-    "loads": "Run-time LoRA adapters loaded into a pipeline (by URL or registered; not declared ones).",
-    "hits": "Batches that named a run-time adapter already loaded in the pipeline.",
-    "evictions": "Run-time adapters deleted from a pipeline to stay within runtime.maxResidentAdapters (or unregistered).",
-    "failures": "Run-time adapters that failed to load (the requests naming them failed).",
-}
-
-
 def build_adapter_metrics(status: EngineStatus) -> list[Metric]:
-    """Counters of run-time adapter events and the resident count, per model (all its replicas)."""
-    families = {kind: CounterMetricFamily(f"tinyimg_adapter_{kind}", text, labels=["model"])
-                for kind, text in ADAPTER_EVENT_HELP.items()}
+    """Counters of run-time adapter events (tinyimg.families.variants.ADAPTER_EVENTS) and the
+    resident count, per model (all its replicas)."""
+    families = {
+        "loads": CounterMetricFamily(
+            "tinyimg_adapter_loads", "Run-time LoRA adapters loaded into a pipeline (by URL or registered; not declared ones).",
+            labels=["model"]),
+        "hits": CounterMetricFamily(
+            "tinyimg_adapter_hits", "Batches that named a run-time adapter already loaded in the pipeline.", labels=["model"]),
+        "evictions": CounterMetricFamily(
+            "tinyimg_adapter_evictions",
+            "Run-time adapters deleted from a pipeline to stay within runtime.maxResidentAdapters (or unregistered).",
+            labels=["model"]),
+        "failures": CounterMetricFamily(
+            "tinyimg_adapter_failures", "Run-time adapters that failed to load (the requests naming them failed).",
+            labels=["model"]),
+    }
     resident = GaugeMetricFamily("tinyimg_adapters_resident", "Run-time adapters loaded now, over the model's replicas.",
                                  labels=["model"])
     for name, m in status["models"].items():
