@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -26,6 +27,7 @@ from tinyimg_operator.locks import ModelLocks
 from tinyimg_operator.reconcile import read_imagemodel, reconcile_imagemodel
 from tinyimg_operator.settings import load_build_settings
 
+log = logging.getLogger("tinyimg_operator")
 RETRY_DELAY_SECONDS = 10
 # How often each ImageModel's pods are read (their config generation, a canary's counters) and
 # its rollout moves on: TINYIMG_ROLLOUT_INTERVAL_SECONDS (short in tests), read at start.
@@ -42,6 +44,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.autoscaler = load_autoscaler_settings()
     memo.api = KubeApi()  # connected by login(); shared by every handler's memo copy
     memo.locks = ModelLocks()
+    memo.models = set()  # (namespace, name) of every ImageModel seen (track_imagemodel)
+    memo.rollouts_stopped = threading.Event()
+    memo.rollouts = threading.Thread(target=follow_rollouts, args=(memo, memo.rollouts_stopped),
+                                     name="rollouts", daemon=True)
+    memo.rollouts.start()
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=labels.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=labels.GROUP, key="last-handled-configuration"
@@ -56,6 +63,12 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # cluster-wide watch): never scan for them. Scanning lists namespaces cluster-wide, which the
     # namespaced Role does not allow (a 403 in a cluster; found by tests/cluster's RBAC check).
     settings.scanning.disabled = True
+
+
+@kopf.on.cleanup()
+def stop_rollouts(memo: kopf.Memo, **_: Any) -> None:
+    memo.rollouts_stopped.set()
+    memo.rollouts.join(timeout=10)
 
 
 @kopf.on.login()
@@ -125,20 +138,37 @@ def child_changed(namespace: str | None, meta: kopf.Meta, memo: kopf.Memo, logge
             logger.warning(f"reconcile of {namespace}/{model} after a child event failed: {err}")
 
 
-@kopf.timer(labels.GROUP, labels.VERSION, labels.PLURAL, interval=ROLLOUT_INTERVAL_SECONDS, idle=None)
-def follow_rollout(namespace: str | None, name: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    """Read the model's pods (status.pods: revision and config generation of each) and move its
-    canary rollout on: start a step's clock, judge a step, promote, roll back (tinyimg_operator.rollout)."""
-    assert namespace is not None  # ImageModels are namespaced
-    with memo.locks(namespace, name), httpx.Client() as http:
-        try:
-            body = read_imagemodel(memo.api, namespace, name)
-            if body is not None:
-                reconcile_imagemodel(memo.api, memo.build, body, http=http, on_event=post_event)
-        except InvalidSpecError:
-            pass  # reported by the ImageModel's own handler
-        except KubeApiError as err:
-            logger.warning(f"rollout of {namespace}/{name}: {err}")
+@kopf.on.event(labels.GROUP, labels.VERSION, labels.PLURAL)
+def track_imagemodel(type: str, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """The ImageModels the rollout loop follows (an event handler needs no finalizer: a timer or
+    a daemon for every model would put kopf's finalizer on each, and with the operator gone they
+    could not be deleted)."""
+    if namespace is None:
+        return
+    if type == "DELETED":
+        memo.models.discard((namespace, name))
+    else:
+        memo.models.add((namespace, name))
+
+
+def follow_rollouts(memo: kopf.Memo, stopped: threading.Event) -> None:
+    """Every ``ROLLOUT_INTERVAL_SECONDS``, each model: read its pods (status.pods: revision and
+    config generation of each) and move its canary rollout on (start a step's clock, judge a
+    step, promote, roll back: tinyimg_operator.rollout), under the model's lock."""
+    with httpx.Client() as http:
+        while not stopped.wait(ROLLOUT_INTERVAL_SECONDS):
+            for namespace, name in sorted(memo.models):
+                if stopped.is_set():
+                    return
+                with memo.locks(namespace, name):
+                    try:
+                        body = read_imagemodel(memo.api, namespace, name)
+                        if body is not None:
+                            reconcile_imagemodel(memo.api, memo.build, body, http=http, on_event=post_event)
+                    except InvalidSpecError:
+                        pass  # reported by the ImageModel's own handler
+                    except Exception as err:  # the API not connected yet, a 5xx: the next round tries again
+                        log.warning("rollout of %s/%s: %s", namespace, name, err)
 
 
 def post_event(body: dict[str, Any], kind: str, reason: str, message: str) -> None:
