@@ -84,3 +84,21 @@ def delete_object(api: KubeApi, api_version: str, kind: str, namespace: str, nam
             raise
         return False
     return True
+
+
+def post_event(api: KubeApi, owner: dict[str, Any], kind: str, reason: str, message: str, now: str) -> None:
+    """An Event on the ImageModel ``owner`` (kopf's own poster works only inside its handlers; the
+    rollout loop runs outside them)."""
+    meta = owner["metadata"]
+    event = {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {"apiVersion": owner.get("apiVersion") or f"{labels.GROUP}/{labels.VERSION}",
+                           "kind": labels.KIND, "name": meta["name"], "namespace": meta["namespace"],
+                           "uid": meta.get("uid")},
+        "type": kind, "reason": reason, "message": message[:1024],
+        "source": {"component": labels.OPERATOR_NAME},
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        "reportingComponent": labels.OPERATOR_NAME,
+    }
+    api.request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", event)

@@ -19,12 +19,13 @@ import kopf
 from tinyimg.core import labels
 from tinyimg.kube.connection import KubeConfigError, KubeConnection, load_kube_connection
 from tinyimg.kube.errors import KubeApiError
+from tinyimg_operator.applier import post_event as write_event
 from tinyimg_operator.autoscaler import load_autoscaler_settings, run_autoscaler
 from tinyimg_operator.autoscaling import Decision
 from tinyimg_operator.imagemodel import InvalidSpecError
 from tinyimg_operator.kubeapi import KubeApi
 from tinyimg_operator.locks import ModelLocks
-from tinyimg_operator.reconcile import read_imagemodel, reconcile_imagemodel
+from tinyimg_operator.reconcile import read_imagemodel, reconcile_imagemodel, utc_now
 from tinyimg_operator.settings import load_build_settings
 
 log = logging.getLogger("tinyimg_operator")
@@ -164,11 +165,20 @@ def follow_rollouts(memo: kopf.Memo, stopped: threading.Event) -> None:
                     try:
                         body = read_imagemodel(memo.api, namespace, name)
                         if body is not None:
-                            reconcile_imagemodel(memo.api, memo.build, body, http=http, on_event=post_event)
+                            reconcile_imagemodel(memo.api, memo.build, body, http=http,
+                                                 on_event=lambda *event: post_event_via_api(memo.api, *event))
                     except InvalidSpecError:
                         pass  # reported by the ImageModel's own handler
                     except Exception as err:  # the API not connected yet, a 5xx: the next round tries again
                         log.warning("rollout of %s/%s: %s", namespace, name, err)
+
+
+def post_event_via_api(api: KubeApi, body: dict[str, Any], kind: str, reason: str, message: str) -> None:
+    """An Event from outside kopf's handlers (the rollout loop): posted by our own client."""
+    try:
+        write_event(api, body, kind, reason, message, utc_now())
+    except KubeApiError as err:
+        log.warning("event %s on %s not posted: %s", reason, body["metadata"]["name"], err)
 
 
 def post_event(body: dict[str, Any], kind: str, reason: str, message: str) -> None:

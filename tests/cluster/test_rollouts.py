@@ -44,7 +44,10 @@ def rollout(cluster, tiny_model_dirs, tmp_path_factory):
     install_chart(cluster, "--set", "operator.extraEnv.TINYIMG_ROLLOUT_INTERVAL_SECONDS=0.5")
     manifest = workdir / "model.yaml"
     manifest.write_text(imagemodel_manifest("flux", tiny_model_dirs["flux"], MODEL, replicas=1, runtime=RUNTIME,
-                                            rollout={"canary": {"steps": [10, 100], "intervalSeconds": 45}}))
+                                            # Two pods on two busy cores: their milliseconds per step vary more
+                                            # than a GPU's; the latency rule is tested in tests/unit/operator.
+                                            rollout={"canary": {"steps": [10, 100], "intervalSeconds": 45,
+                                                                "maxLatencyRatio": 20}}))
     cluster.kubectl("apply", "-n", NAMESPACE, "-f", str(manifest))
     cluster.wait_until(lambda: len(model_pods(cluster, MODEL)) == 1, timeout=180, what="the model pod ready")
     url = cluster.service_url(NAMESPACE, f"{RELEASE}-router")
@@ -98,8 +101,15 @@ def test_a_canary_takes_its_share_then_everything_then_is_promoted(rollout):
     assert model["status"]["rollout"] == f"{old} 90% stable, {new} 10% canary"
     assert condition(model, "Ready")["status"] == "True"
 
-    cluster.wait_until(lambda: next(r for r in revisions(cluster) if r["name"] == new)["weight"] == 100,
-                       timeout=120, interval=0.5, what="the second step: 100%")
+    seen: list[dict] = []
+
+    def second_step() -> bool:
+        seen[:] = revisions(cluster)
+        return next(r for r in seen if r["name"] == new)["weight"] == 100
+    try:
+        cluster.wait_until(second_step, timeout=120, interval=0.5, what="the second step: 100%")
+    except AssertionError as err:
+        raise AssertionError(f"revisions: {seen}") from err
     time.sleep(1.0)  # the router's watch of the ImageModel
     assert {generate(url) for _ in range(40)} == {(200, new)}
     cluster.wait_until(lambda: [(r["name"], r["phase"], r["weight"]) for r in revisions(cluster)][:2]
