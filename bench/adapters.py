@@ -152,16 +152,14 @@ def bench_fetch_throughput(tmp: Path, size: int = 64 << 20) -> dict[str, float]:
         "allowedHosts": [server.url.removeprefix("http://")], "allowHttp": True}})
     seconds = []
     for round_ in range(3):
-        library = AdapterLibrary(tmp / f"big-cache-{round_}")
-
-        async def once() -> float:
+        async def once(library: AdapterLibrary) -> float:
             started = time.perf_counter()
             await library.fetch(spec, f"{server.url}/big.safetensors", sha, "loras.0")
             elapsed = time.perf_counter() - started
             await library.close()
             return elapsed
 
-        seconds.append(asyncio.run(once()))
+        seconds.append(asyncio.run(once(AdapterLibrary(tmp / f"big-cache-{round_}"))))
     server.stop()
     return {"bytes": size, "seconds": statistics.median(seconds), "mb_per_s": size / statistics.median(seconds) / 1e6}
 
