@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 
 from tinyimg.api.deps import ApiKeyDep, EngineDep, JobsDep, read_tenant
 from tinyimg.core.errors import ApiError
+from tinyimg.core.tenants import require_admin
 from tinyimg.runtime.adapters import AdapterLibrary, Registration, build_adapter_name
 from tinyimg.runtime.jobs import EngineApi, ModelNotFound, ModelView
 from tinyimg.wire.contract import (
@@ -30,12 +31,6 @@ router = APIRouter(tags=["adapters"])
 class AdapterNotFound(ApiError):
     def __init__(self, model: str, name: str):
         super().__init__(f"model {model!r} has no registered adapter {name!r}", 404, "adapter_not_found")
-
-
-def require_admin(request: Request) -> None:
-    """With keys on, only an admin tenant's key changes adapters (the key itself is checked first)."""
-    if request.app.state.tenants is not None and not read_tenant(request).admin:
-        raise ApiError("this API key may not change adapters (its tenant is not an admin)", 403, "admin_required")
 
 
 def library_of(request: Request) -> AdapterLibrary:
@@ -60,7 +55,7 @@ def build_registered_info(entry: Registration) -> RegisteredAdapterInfo:
 @router.post("/v1/adapters", status_code=201, response_model=RegisteredAdapterInfo,
              responses=build_error_responses(401, 403, 404, *BODY_ERRORS, *EDGE_ERRORS))
 async def register_adapter(body: AdapterRegistration, request: Request, engine: EngineDep, _auth: ApiKeyDep) -> RegisteredAdapterInfo:
-    require_admin(request)
+    require_admin(read_tenant(request), request.app.state.tenants is not None)
     model = find_model(engine, body.model)
     entry = await library_of(request).register(model.spec, body.name, body.url, body.sha256, body.scale)
     return build_registered_info(entry)
@@ -89,7 +84,7 @@ async def delete_adapter(model: str, name: str, request: Request, engine: Engine
     """Forgotten at once (requests naming it are then 422); deleted from every replica's pipeline
     between batches, unless another registration names the same file (a request by URL loads it
     again)."""
-    require_admin(request)
+    require_admin(read_tenant(request), request.app.state.tenants is not None)
     find_model(engine, model)
     library = library_of(request)
     entry = library.unregister(model, name)

@@ -34,6 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tinyimg.core.auth import KeyFileError, hash_key, match_key, parse_key_lines
+from tinyimg.core.errors import ApiError
 
 Priority = Literal["interactive", "standard", "batch"]
 # Strict order: a waiting request of a lower rank always starts before one of a higher rank.
@@ -112,6 +113,13 @@ class Tenant:
 
 
 DEFAULT_TENANT = Tenant(DEFAULT_TENANT_NAME)
+
+
+def require_admin(tenant: Tenant, keys_on: bool) -> None:
+    """With keys on, only an admin tenant's key changes what a server holds (run-time adapters)."""
+    if keys_on and not tenant.admin:
+        raise ApiError(f"tenant {tenant.name!r} may not change adapters (not an admin in the keys file)", 403,
+                       "admin_required")
 
 
 def build_key_tenant(key_hash: str) -> Tenant:

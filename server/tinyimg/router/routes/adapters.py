@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from tinyimg.core.errors import ApiError
+from tinyimg.core.tenants import require_admin
 from tinyimg.router.requests import check_body
 from tinyimg.router.state import AccessDep, RouterState, StateDep
 from tinyimg.router.table import PodState
@@ -29,11 +30,6 @@ from tinyimg.wire.contract import (
 from tinyimg.wire.requests import AdapterRegistration
 
 router = APIRouter(tags=["adapters"], dependencies=[AccessDep])
-
-
-def require_admin(request: Request, state: RouterState) -> None:
-    if state.tenants.by_hash and not read_request_tenant(request).admin:
-        raise ApiError("this API key may not change adapters (its tenant is not an admin)", 403, "admin_required")
 
 
 def pods_serving(state: RouterState, model: str) -> list[PodState]:
@@ -80,7 +76,7 @@ def answer_from(answers: list[httpx.Response | str], success: int) -> JSONRespon
 @router.post("/v1/adapters", status_code=201, response_model=RegisteredAdapterInfo,
              responses=build_error_responses(401, 403, 404, 429, 502, 503, *BODY_ERRORS, *EDGE_ERRORS))
 async def register_adapter(request: Request, state: StateDep) -> JSONResponse:
-    require_admin(request, state)
+    require_admin(read_request_tenant(request), bool(state.tenants.by_hash))
     body = await request.body()
     check_body(AdapterRegistration, body)
     registration = AdapterRegistration.model_validate_json(body)
@@ -92,7 +88,7 @@ async def register_adapter(request: Request, state: StateDep) -> JSONResponse:
                responses=build_error_responses(401, 403, 404, 429, 502, 503, *EDGE_ERRORS))
 async def delete_adapter(model: str, name: str, request: Request, state: StateDep) -> JSONResponse:
     """Deleted wherever it is registered: 404 only when no pod had it."""
-    require_admin(request, state)
+    require_admin(read_request_tenant(request), bool(state.tenants.by_hash))
     answers = await ask_all(state, pods_serving(state, model), "DELETE", f"/v1/adapters/{model}/{name}", request)
     deleted = [a for a in answers if not isinstance(a, str) and a.status_code == 200]
     if deleted:
