@@ -17,8 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from opentelemetry import context as otel_context
+from opentelemetry.trace import Span
 
 from tinyimg.core import labels
+from tinyimg.core.tracing import record_span, set_span_in_context, span
 from tinyimg.kube.errors import KubeApiError
 from tinyimg.kube.objects import build_pod_url, is_pod_ready
 from tinyimg_operator.applier import apply_status
@@ -88,6 +91,36 @@ def read_observation(api: KubeApi, http: httpx.Client, namespace: str, model: st
     return Observation(sum_pod_load(documents, model) * len(ready) / len(documents), demand_token=demand_token)
 
 
+@dataclass
+class ScaleTrace:
+    """An autoscaler decision's span, kept until the model's ready pods reach its replicas."""
+
+    span: Span
+    replicas: int
+    decided_ns: int
+
+
+def build_decision_attributes(namespace: str, name: str, decision: Decision) -> dict[str, Any]:
+    """The load reading and the decision, as span attributes. Pure."""
+    return {"k8s.namespace.name": namespace, "tinyimg.model": name, "tinyimg.load": decision.load if decision.load is not None else -1.0,
+            "tinyimg.replicas.previous": decision.previous, "tinyimg.replicas.desired": decision.replicas,
+            "tinyimg.reason": decision.reason, "tinyimg.message": decision.message}
+
+
+def follow_scale(scaling: ScaleTrace | None, body: dict[str, Any]) -> ScaleTrace | None:
+    """Once the ImageModel's ready replicas reach the decision's, a ``pods_ready`` span (from the
+    decision to now) goes into the decision's trace: the scale-up's whole path, load reading to
+    Ready pod. The ScaleTrace still followed, or None."""
+    if scaling is None:
+        return None
+    ready = int((body.get("status") or {}).get("readyReplicas") or 0)
+    if ready != scaling.replicas:
+        return scaling
+    record_span("pods_ready", set_span_in_context(scaling.span), scaling.decided_ns, time.time_ns(),
+                {"tinyimg.replicas.ready": ready})
+    return None
+
+
 def run_tick(api: KubeApi, http: httpx.Client, body: dict[str, Any], window: LoadWindow,
              settings: AutoscalerSettings, now: float | None = None) -> tuple[Decision, dict[str, Any]] | None:
     """One reading and decision for the ImageModel ``body`` (as just read). Writes
@@ -123,19 +156,27 @@ def run_autoscaler(api: KubeApi, locks: ModelLocks, build: BuildSettings, settin
     when the replicas change, a reconcile under the model's lock (so the Deployment gets them
     through the one applier) and ``report`` (the Event)."""
     window = LoadWindow(settings.window_seconds)
+    scaling: ScaleTrace | None = None  # the last change, traced until its pods are ready
     with httpx.Client() as http:
         while not stopped:
             try:
                 body = read_imagemodel(api, namespace, name)
                 if body is None:
                     return
+                scaling = follow_scale(scaling, body)
+                started = time.time_ns()
                 result = run_tick(api, http, body, window, settings)
                 if result is not None and result[0].changed:
-                    with locks(namespace, name):
-                        fresh = read_imagemodel(api, namespace, name)
-                        if fresh is not None:
-                            reconcile_imagemodel(api, build, fresh)
-                    report(body, result[0])
+                    decision = result[0]
+                    with span("autoscale", build_decision_attributes(namespace, name, decision),
+                              parent=otel_context.Context()) as decided:
+                        with locks(namespace, name):
+                            fresh = read_imagemodel(api, namespace, name)
+                            if fresh is not None:
+                                reconcile_imagemodel(api, build, fresh)
+                        report(body, decision)
+                    if decided is not None:
+                        scaling = ScaleTrace(decided, decision.replicas, started)
             except InvalidSpecError:
                 pass  # reported by the reconcile; nothing to scale
             except KubeApiError as err:

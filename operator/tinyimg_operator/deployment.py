@@ -189,6 +189,7 @@ def build_env(spec: ModelSpec, settings: BuildSettings) -> list[dict[str, Any]]:
         # Answers carry it (X-Tinyimg-Revision): which weights made an image, during a canary too.
         "TINYIMG_REVISION": {"name": "TINYIMG_REVISION", "value": spec.weight_revision()},
     }
+    env.update(build_otel_env(spec, settings))
     if settings.redis_secret:
         ref = {"name": settings.redis_secret, "key": REDIS_PASSWORD_KEY}
         env["REDIS_PASSWORD"] = {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": ref}}
@@ -197,6 +198,18 @@ def build_env(spec: ModelSpec, settings: BuildSettings) -> list[dict[str, Any]]:
         env["HF_TOKEN"] = {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": ref}}
     env.update({k: {"name": k, "value": v} for k, v in spec.env.items()})
     return list(env.values())
+
+
+def build_otel_env(spec: ModelSpec, settings: BuildSettings) -> dict[str, dict[str, Any]]:
+    """The operator's OTEL_* settings for a model pod (none: no traces), with the server's service
+    name and the model in its resource attributes (spec.env may still override any of them)."""
+    if not settings.otel_env:
+        return {}
+    given = dict(settings.otel_env)
+    model = f"tinyimg.model={spec.name}"
+    attributes = ",".join(a for a in (given.get("OTEL_RESOURCE_ATTRIBUTES", ""), model) if a)
+    given.update({"OTEL_SERVICE_NAME": "tinyimg-server", "OTEL_RESOURCE_ATTRIBUTES": attributes})
+    return {k: {"name": k, "value": v} for k, v in sorted(given.items())}
 
 
 def build_resources(spec: ModelSpec) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import httpx
 import kopf
 
 from tinyimg.core import labels
+from tinyimg.core.tracing import configure_tracing
 from tinyimg.kube.connection import KubeConfigError, KubeConnection, load_kube_connection
 from tinyimg.kube.errors import KubeApiError
 from tinyimg_operator.applier import post_event as write_event
@@ -40,7 +41,8 @@ OWNED: dict[str, Any] = {labels.MANAGED_BY: labels.OPERATOR_NAME, labels.MODEL: 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """All operator settings, in one place (env: TINYIMG_SERVER_IMAGE, TINYIMG_IMAGE_PULL_POLICY,
-    TINYIMG_ALLOWED_IMAGES)."""
+    TINYIMG_ALLOWED_IMAGES; traces: the standard OTEL_* variables, tinyimg.core.tracing)."""
+    configure_tracing("tinyimg-operator")
     memo.build = load_build_settings()
     memo.autoscaler = load_autoscaler_settings()
     memo.api = KubeApi()  # connected by login(); shared by every handler's memo copy
@@ -132,7 +134,7 @@ def child_changed(namespace: str | None, meta: kopf.Meta, memo: kopf.Memo, logge
         try:
             body = read_imagemodel(memo.api, namespace, model)
             if body is not None:
-                reconcile_imagemodel(memo.api, memo.build, body, on_event=post_event)
+                reconcile_imagemodel(memo.api, memo.build, body, on_event=post_event, traced=False)
         except InvalidSpecError:
             pass  # reported by the ImageModel's own handler
         except KubeApiError as err:
@@ -165,7 +167,7 @@ def follow_rollouts(memo: kopf.Memo, stopped: threading.Event) -> None:
                     try:
                         body = read_imagemodel(memo.api, namespace, name)
                         if body is not None:
-                            reconcile_imagemodel(memo.api, memo.build, body, http=http,
+                            reconcile_imagemodel(memo.api, memo.build, body, http=http, traced=False,
                                                  on_event=lambda *event: post_event_via_api(memo.api, *event))
                     except InvalidSpecError:
                         pass  # reported by the ImageModel's own handler

@@ -8,6 +8,7 @@ is judged on and the config generation each pod runs (``status.pods``).
 from __future__ import annotations
 
 import datetime
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ import httpx
 
 from tinyimg.core import labels
 from tinyimg.core.status import ImageModelStatus
+from tinyimg.core.tracing import current_context, record_span, tracing_on
 from tinyimg_operator.applier import apply_object, apply_status, delete_object, object_path, path_of
 from tinyimg_operator.autoscaling import read_state
 from tinyimg_operator.children import build_canary_children, build_children
@@ -45,8 +47,31 @@ def utc_now() -> str:
 
 
 def reconcile_imagemodel(api: KubeApi, settings: BuildSettings, body: dict[str, Any],
-                         http: httpx.Client | None = None, on_event: EventSink | None = None) -> Outcome:
-    """Raises InvalidSpecError (after writing the Degraded status) or applier.KubeApiError."""
+                         http: httpx.Client | None = None, on_event: EventSink | None = None,
+                         traced: bool = True) -> Outcome:
+    """Raises InvalidSpecError (after writing the Degraded status) or applier.KubeApiError.
+
+    With tracing on, a ``reconcile`` span (under the caller's current span: an autoscaler decision's)
+    says what changed. ``traced=False`` (the rollout loop's periodic pass) records it only when
+    something changed or it failed, so an idle cluster does not send a trace every few seconds."""
+    started, error, outcome = time.time_ns(), None, None
+    try:
+        outcome = _reconcile(api, settings, body, http, on_event)
+        return outcome
+    except Exception as err:
+        error = f"{type(err).__name__}: {err}"
+        raise
+    finally:
+        changed = [f"{kind}={how}" for kind, how in (outcome.changes.items() if outcome else ()) if how != "unchanged"]
+        if tracing_on() and (traced or changed or error):
+            meta = body["metadata"]
+            record_span("reconcile", current_context(), started, time.time_ns(), {
+                "k8s.namespace.name": meta["namespace"], "tinyimg.model": meta["name"],
+                "tinyimg.generation": int(meta.get("generation") or 0), "tinyimg.changes": changed}, error=error)
+
+
+def _reconcile(api: KubeApi, settings: BuildSettings, body: dict[str, Any],
+               http: httpx.Client | None, on_event: EventSink | None) -> Outcome:
     meta = body["metadata"]
     name, namespace, generation = meta["name"], meta["namespace"], meta.get("generation")
     try:

@@ -45,6 +45,9 @@ class BuildSettings:
     # of its own namespace, so models elsewhere get none (and no webhooks: no key to sign with;
     # no shared jobs: no password, credentials or claim to reach them with).
     secrets_namespace: str | None = None
+    # The operator's own OTEL_* environment but OTEL_SERVICE_NAME (the chart's `tracing.env`),
+    # passed on to every model pod: traces from the router, the operator and the pods go to one place.
+    otel_env: tuple[tuple[str, str], ...] = ()
 
     def for_namespace(self, namespace: str) -> BuildSettings:
         """The settings for a model in ``namespace``: without the Secrets when they live elsewhere."""
@@ -79,7 +82,8 @@ def load_build_settings(environ: Mapping[str, str] | None = None) -> BuildSettin
     (the name of the Secret holding the webhook signing key), TINYIMG_ROUTER_SECRET (the name of the
     Secret holding the router's job secret), TINYIMG_REDIS_SECRET (the Secret with the Redis
     password), TINYIMG_S3_SECRET (the Secret with S3 credentials), TINYIMG_RESULTS_CLAIM (a
-    ReadWriteMany claim for the result directory)."""
+    ReadWriteMany claim for the result directory); every OTEL_* variable but OTEL_SERVICE_NAME
+    is passed on to model pods (``otel_env``)."""
     env = os.environ if environ is None else environ
     policy = env.get("TINYIMG_IMAGE_PULL_POLICY") or None
     if policy is not None and policy not in PULL_POLICIES:
@@ -105,4 +109,5 @@ def load_build_settings(environ: Mapping[str, str] | None = None) -> BuildSettin
         image_pull_policy=policy,
         allowed_images=allowed,
         builtin_autoscaler=autoscaler == "builtin",
+        otel_env=tuple(sorted((k, v) for k, v in env.items() if k.startswith("OTEL_") and k != "OTEL_SERVICE_NAME")),
     )

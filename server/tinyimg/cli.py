@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_serve(args: argparse.Namespace) -> int:
     from tinyimg.api.reloader import ConfigSource
     from tinyimg.core.logs import configure_logging
+    from tinyimg.core.tracing import TracingConfigError, configure_tracing
     from tinyimg.serve import load_serve_config, run_server
     from tinyimg.spec import ConfigError
 
@@ -61,6 +62,11 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"tinyimg serve: {err}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     configure_logging(args.log_level)
+    try:
+        configure_tracing("tinyimg-server")  # before the app is built: its edge asks whether tracing is on
+    except TracingConfigError as err:
+        print(f"tinyimg serve: {err}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
     try:
         source = ConfigSource(Path(args.config), lambda: load_serve_config(args.config, args.models, args.host, args.port))
         run_server(config, args.log_level, args.termination_log, source)

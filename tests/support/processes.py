@@ -46,13 +46,14 @@ class Proc:
                 self.kill()
 
 
-def spawn(name: str, args: list[str], log_dir: Path, port: int | None = None) -> Proc:
-    """``port``: where to listen (a process restarted in place); default a free one."""
+def spawn(name: str, args: list[str], log_dir: Path, port: int | None = None, env: dict[str, str] | None = None) -> Proc:
+    """``port``: where to listen (a process restarted in place); default a free one. ``env``: added
+    to this process's environment (OTEL_* for a traced process)."""
     port = port or free_port()
     log = log_dir / f"{name}.log"
     # One torch thread per server: several servers share 2 cores here, and oversubscribed
     # threads make every request slow and the timings noisy.
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     # Each process in a working directory of its own, as each pod has its own disk: `tinyimg
     # serve` keeps results under it (.tinyimg/results) unless its config names a store.
     workdir = log_dir / f"{name}.cwd"
@@ -99,8 +100,8 @@ def start_servers(specs: dict[str, tuple[tuple[str, ...], dict]], dirs: dict[str
 
 
 @contextlib.contextmanager
-def running_router(args: list[str], tmp: Path, name: str = "router") -> Iterator[Proc]:
-    proc = wait_until_ready(spawn(name, ["router", *args, "--poll-interval", "0.2"], tmp), timeout=30)
+def running_router(args: list[str], tmp: Path, name: str = "router", env: dict[str, str] | None = None) -> Iterator[Proc]:
+    proc = wait_until_ready(spawn(name, ["router", *args, "--poll-interval", "0.2"], tmp, env=env), timeout=30)
     try:
         yield proc
     finally:

@@ -148,6 +148,22 @@ affinity:
 {{- end -}}
 
 {{/* env entries from a name → value map, sorted by name. */}}
+{{/* The tracing.env variables of one part (dict "root" $ "service" name), with OTEL_SERVICE_NAME
+unless tracing.env names one; nothing when tracing.env is empty. */}}
+{{- define "tinyimg.otelEnv" -}}
+{{- $env := .root.Values.tracing.env | default dict -}}
+{{- if $env }}
+{{- range $name, $value := $env }}
+- name: {{ $name }}
+  value: {{ $value | quote }}
+{{- end }}
+{{- if not (hasKey $env "OTEL_SERVICE_NAME") }}
+- name: OTEL_SERVICE_NAME
+  value: {{ .service }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
 {{- define "tinyimg.extraEnv" -}}
 {{- range $name, $value := . }}
 - name: {{ $name }}

@@ -26,6 +26,7 @@ from tinyimg.core.jobs import read_job_secret
 from tinyimg.durable.reader import DurableJobs, build_quotas
 from tinyimg.durable.results import ResultStore, build_result_store
 from tinyimg.http.edge import install_edge
+from tinyimg.http.tracing import FASTAPI_TELEMETRY
 from tinyimg.http.limits import EdgeLimits
 from tinyimg.http.streams import StreamGate, StreamLimits
 from tinyimg.runtime.adapters import AdapterLibrary
@@ -216,7 +217,8 @@ def create_app(
 
     # No /docs or /redoc: FastAPI's pages load their scripts from a CDN; /openapi.json stays.
     server_metrics.watch_durable(durable.results, worker)
-    app = FastAPI(title="TinyIMGserver", version=tinyimg.__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="TinyIMGserver", version=tinyimg.__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  telemetry=FASTAPI_TELEMETRY)
     app.state.config = config
     app.state.reloader = reloader
     app.state.engine = engine

@@ -11,11 +11,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import Scope
 
+from tinyimg.core.tracing import build_exemplar
+from tinyimg.http.metrics import render_metrics
 from tinyimg.runtime.jobs import EngineStatus, ModelView, TenantLoad
 from tinyimg.runtime.jobstore import JobRecord, JobStore
 from tinyimg.wire.requests import GENERATION_PATHS
@@ -230,8 +232,9 @@ class ServerMetrics:
         self.jobs_finished.labels(model, record.status).inc()
         if record.status == "succeeded":
             self.images.labels(model).inc(len(record.images))
-            self.job_queued.labels(model).observe(record.queued_seconds or 0.0)
-            self.job_generating.labels(model).observe(record.inference_seconds or 0.0)
+            exemplar = build_exemplar()  # the job's own trace (this runs in its task)
+            self.job_queued.labels(model).observe(record.queued_seconds or 0.0, exemplar)
+            self.job_generating.labels(model).observe(record.inference_seconds or 0.0, exemplar)
 
     def count_adapter_fetch(self, model: str, outcome: str, size: int) -> None:
         self.adapter_fetches.labels(self.model_label(model), outcome).inc()
@@ -250,19 +253,16 @@ class ServerMetrics:
             return
         model = self.model_label(scope.get("state", {}).get("model"))
         self.requests.labels(model, outcome_for_status(status)).inc()
-        self.request_duration.labels(model).observe(duration)
+        self.request_duration.labels(model).observe(duration, build_exemplar())
 
     def observe_batch(self, model: str, images: int, seconds: float) -> None:
-        self.inference_duration.labels(self.model_label(model)).observe(seconds)
+        # The worker makes the batch's pipeline span current while it calls this.
+        self.inference_duration.labels(self.model_label(model)).observe(seconds, build_exemplar())
         self.batch_size.labels(self.model_label(model)).observe(images)
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
-
 
 router = APIRouter(tags=["metrics"])
 
 
 @router.get("/metrics", response_class=Response)
 def read_metrics(request: Request) -> Response:
-    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    return render_metrics(request.app.state.metrics.registry, request.headers.get("accept"))

@@ -1,5 +1,8 @@
 """Structured logs: one JSON object per line, each carrying the current request id.
 
+With tracing on (``tinyimg.core.tracing``), a record made inside a span also carries ``trace_id``
+and ``span_id``: a log line leads to its trace and back.
+
 The request id lives in a contextvar set by the HTTP middleware, so every record logged while a
 request is handled (routes, engine callbacks on the same task) carries it without passing it
 around. ``configure_logging`` is called once, by the CLI; libraries only call ``getLogger``.
@@ -13,6 +16,8 @@ import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TextIO
+
+from tinyimg.core.tracing import read_ids
 
 request_id_var: ContextVar[str] = ContextVar("tinyimg_request_id", default="")
 
@@ -45,6 +50,10 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "request_id": getattr(record, "request_id", "") or request_id_var.get(),
         }
+        if not getattr(record, "trace_id", None):
+            ids = read_ids()  # the span current where the record was made (same thread, same task)
+            if ids is not None:
+                entry["trace_id"], entry["span_id"] = ids
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and key not in entry:
                 entry[key] = value

@@ -190,6 +190,7 @@ class Handler(CallVariants):
         should_stop: Callable[[], bool] | None = None,
         on_step: Callable[[int, int], None] | None = None,
         on_latents: LatentsHook | None = None,
+        on_phase: Callable[[str], None] | None = None,
     ) -> list[list[GeneratedImage]]:
         """ONE pipeline call for every image of every request in ``batch`` (equal batch keys).
 
@@ -201,7 +202,9 @@ class Handler(CallVariants):
         have gone, deadline passed or hung up).
         ``on_step(step, total)`` hears each finished step (1-based), for progress reports;
         ``on_latents(step, total, render)`` too, right after it, with ``render(start, count)``
-        making the previews of the batch's images ``start .. start + count - 1`` at that step."""
+        making the previews of the batch's images ``start .. start + count - 1`` at that step.
+        ``on_phase(name)`` hears "prepared" once the batch's adapters are in place and "encoded"
+        once its prompts are (the trace's phases: tinyimg.runtime.batchtrace)."""
         import torch
 
         head = batch[0]
@@ -214,8 +217,13 @@ class Handler(CallVariants):
         with torch.inference_mode():
             # First: the adapters this batch names may adapt the text encoders too.
             pipeline, mode_arguments = self.prepare_call(batch)
+            if on_phase is not None:
+                on_phase("prepared")
+            embeddings = self.encode_prompts(batch)
+            if on_phase is not None:
+                on_phase("encoded")
             images = pipeline(
-                **self.encode_prompts(batch),
+                **embeddings,
                 **self.call_arguments(head),
                 **mode_arguments,
                 num_inference_steps=head.steps,

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from tinyimg import ui
 from tinyimg.http.edge import install_edge
+from tinyimg.http.tracing import FASTAPI_TELEMETRY
 from tinyimg.router.discovery import Discovery
 from tinyimg.router.drain import DrainGuard
 from tinyimg.router.fastpath import GenerationFastPath
@@ -79,7 +80,8 @@ def create_router_app(settings: RouterSettings, discovery: Discovery) -> FastAPI
             if state.durable is not None and state.durable.queue is not None:
                 await state.durable.queue.close()
 
-    app = FastAPI(title="tinyimg router", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="tinyimg router", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  telemetry=FASTAPI_TELEMETRY)
     app.state.router = state
     for router in ROUTERS:
         app.include_router(router)

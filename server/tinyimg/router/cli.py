@@ -142,10 +142,16 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from tinyimg.core.logs import configure_logging
+    from tinyimg.core.tracing import TracingConfigError, configure_tracing
     from tinyimg.http.server import build_server_options
     from tinyimg.router.app import create_router_app
 
     configure_logging(args.log_level)
+    try:
+        configure_tracing("tinyimg-router")  # before the app is built: its edge asks whether tracing is on
+    except TracingConfigError as err:
+        print(f"tinyimg router: {err}", file=sys.stderr)
+        return 2
     # httpx logs every request at info: one line per poll and per forward is noise, not signal.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     app = create_router_app(settings, discovery)

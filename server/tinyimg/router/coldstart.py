@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from tinyimg.core.tracing import build_exemplar, span
 from tinyimg.router.errors import RouterError
 from tinyimg.router.metrics import RouterMetrics
 from tinyimg.router.table import BackendTable
@@ -63,7 +64,8 @@ class WaitingRoom:
         if self.holds(model):
             if validate is not None:
                 validate()
-            await self.hold(model, disconnected, client)
+            with span("router.cold_start", {"tinyimg.model": model}):
+                await self.hold(model, disconnected, client)
         else:
             self.triggered_at.pop(model, None)  # a pod serves: the next time at zero is a new cold start
 
@@ -110,7 +112,7 @@ class WaitingRoom:
                     raise RouterError(499, "client_closed_request", "the client went away while the model was starting")
                 await asyncio.sleep(CHECK_INTERVAL)
             self._outcome(model, "ready")
-            self.metrics.cold_start_duration.labels(model).observe(time.monotonic() - started)
+            self.metrics.cold_start_duration.labels(model).observe(time.monotonic() - started, build_exemplar())
             self.triggered_at.pop(model, None)  # a pod serves: the next time at zero is a new cold start
         finally:
             self.waiting[model] -= 1

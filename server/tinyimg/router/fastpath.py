@@ -30,6 +30,7 @@ class GenerationFastPath:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in JSON_GENERATION_PATHS:
             await self.app(scope, receive, send)
             return
+        scope["tinyimg_route"] = scope["path"]  # the trace's span name (no FastAPI route here)
         request = Request(scope, receive)
         try:
             await check_access(request, self.state)

@@ -30,7 +30,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import httpcore
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, set_span_in_context
 
+from tinyimg.core.tracing import build_exemplar, get_tracer, inject_headers, tracing_on
 from tinyimg.http.limits import EdgeLimits
 from tinyimg.router.balancer import Balancer, Lease, LeastExpectedWait
 from tinyimg.router.errors import RouterError
@@ -55,6 +57,25 @@ OTHER_FAILURE = "other"  # anything else the client raised: fail this request, k
 DRAIN_HOLD_SECONDS = 5.0
 MAX_DRAIN_HOLD_SECONDS = 30.0
 MAX_ERROR_BODY_BYTES = 64 * 1024  # a 503 body is read to see its code; a real one is ~200 bytes
+
+
+def start_attempt_span(model: str, url: str, index: int) -> Span | None:
+    """The CLIENT span of one try at one pod (None when tracing is off); the pod's server span is
+    its child (the forwarded ``traceparent`` names it)."""
+    if not tracing_on():
+        return None
+    return get_tracer().start_span("router.forward", kind=SpanKind.CLIENT, attributes={
+        "tinyimg.model": model, "server.address": url, "tinyimg.attempt": index + 1})
+
+
+def end_attempt_span(span: Span | None, status: int | None, failure: str | None = None) -> None:
+    if span is None:
+        return
+    if status is not None:
+        span.set_attribute("http.response.status_code", status)
+    if failure is not None or (status is not None and status >= 500):
+        span.set_status(Status(StatusCode.ERROR, failure or f"HTTP {status}"))
+    span.end()
 
 
 @dataclass(frozen=True)
@@ -181,19 +202,24 @@ class Forwarder:
                 self.metrics.retries.labels(model).inc()
             tried.add(lease.url)
             relayed = False
+            span = start_attempt_span(model, lease.url, index)
+            attempt = Attempt(failure=OTHER_FAILURE)  # until _send says how it ended
             try:
                 pod_headers = headers(lease.url) if callable(headers) else headers
+                if span is not None:
+                    pod_headers = inject_headers(pod_headers, set_span_in_context(span))
                 attempt, upstream, read_body = await self._send(lease.pod, model, path, body, pod_headers)
                 # The one retry rule: after a connection failure or a 503, once, when another pod can take it now.
                 retry = should_retry(index, attempt) and self.balancer.has_choice(model, frozenset(tried))
                 if upstream is not None and not retry:
-                    relayed = True  # the response releases the lease once it is relayed
-                    return self._relay(lease, upstream, read_body, request_id, measure_latency)
+                    relayed = True  # the response releases the lease (and ends the span) once it is relayed
+                    return self._relay(lease, upstream, read_body, request_id, measure_latency, span)
                 if upstream is not None:
                     await asyncio.shield(upstream.aclose())  # shielded: the pooled connection goes back
             finally:
                 if not relayed:
                     lease.release()
+                    end_attempt_span(span, attempt.status, attempt.failure)
             last = attempt
             if not retry:
                 break
@@ -273,6 +299,7 @@ class Forwarder:
 
     def _relay(
         self, lease: Lease, upstream: httpcore.Response, read_body: bytes | None, request_id: str, measure_latency: bool,
+        span: Span | None = None,
     ) -> UpstreamResponse:
         """The response to relay; it releases ``lease`` when relayed (its time is the pod's latency
         sample when it completed well and ``measure_latency``: errors are fast, they say nothing of speed)."""
@@ -280,8 +307,9 @@ class Forwarder:
 
         def done(completed: bool) -> None:
             sample = measure_latency and completed and upstream.status < 400
-            self.metrics.upstream_duration.labels(model).observe(lease.release(sample))
+            self.metrics.upstream_duration.labels(model).observe(lease.release(sample), build_exemplar())
             self._count(model, outcome_for_status(upstream.status) if completed else "aborted")
+            end_attempt_span(span, upstream.status, None if completed else "the relay broke off")
 
         response = UpstreamResponse(upstream, request_id, done, read_body)
         response.origin = lease.url

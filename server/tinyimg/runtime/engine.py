@@ -19,6 +19,7 @@ from tinyimg.core.drain import DrainTiming, build_drain_timing
 from tinyimg.core.errors import InvalidField
 from tinyimg.core.status import ModelState
 from tinyimg.core.tenants import DEFAULT_TENANT, Tenant
+from tinyimg.core.tracing import current_context
 from tinyimg.families import load_handler_class
 from tinyimg.families.base import GenerationParams, Handler
 from tinyimg.families.variants import ADAPTER_EVENTS
@@ -343,7 +344,8 @@ class Engine(EngineApi):
             raise InvalidField("loras", f"adapter {name!r} failed to load: {state.adapter_failures[name]}")
         spec = state.spec
         timeout = timeout if timeout is not None else spec.runtime.request_timeout_seconds
-        job = Job(model, params, timeout, asyncio.get_running_loop().create_future(), observer=observer, tenant=tenant)
+        job = Job(model, params, timeout, asyncio.get_running_loop().create_future(), observer=observer, tenant=tenant,
+                  trace=current_context())
         self._queue.submit(job)
         return job
 

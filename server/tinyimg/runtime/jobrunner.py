@@ -29,6 +29,7 @@ from tinyimg.core.jobs import JobIdentity, new_job_id
 from tinyimg.core.logs import request_id_var
 from tinyimg.core.quota import OverBudget, Quotas
 from tinyimg.core.tenants import DEFAULT_TENANT, Tenant, image_steps
+from tinyimg.core.tracing import inject_dict, span
 from tinyimg.durable.jobdocs import StoredJob
 from tinyimg.durable.results import ResultStore, StorageUnavailable
 from tinyimg.families.base import GenerationParams
@@ -290,6 +291,7 @@ class JobService(JobsApi):
             public_base_url=order.identity.public_base_url, total_steps=params.steps, request=request,
             tenant=order.tenant,
         )
+        record.trace_headers = inject_dict({})  # the pod that takes it continues this trace
         job = build_stored_job(record)
         async with self._charged(order, params):
             await self.queue.create(job, ("queued", {}))
@@ -335,10 +337,12 @@ class JobService(JobsApi):
             result = await self.engine.wait(entry)
             record.entry = None
             # Encoding a large PNG takes tens of milliseconds: keep it off the event loop.
-            encoded = await asyncio.to_thread(encode_all, [i.image for i in result.images], record.output_format)
+            with span("encode_image", {"tinyimg.format": record.output_format, "tinyimg.images": len(result.images)}):
+                encoded = await asyncio.to_thread(encode_all, [i.image for i in result.images], record.output_format)
             seeds = [i.seed for i in result.images]
             if self.results is not None and (record.keep or record.durable) and not record.finished:
-                encoded, record.image_keys = await store_images(self.results, record, encoded, seeds)
+                with span("store_result", {"tinyimg.images": len(encoded), "tinyimg.job_id": record.id}):
+                    encoded, record.image_keys = await store_images(self.results, record, encoded, seeds)
         except asyncio.CancelledError:
             if not record.finished:  # the server stops (cancel() has finished it otherwise)
                 self._finish(record, "cancelled", {})

@@ -53,6 +53,9 @@ class Job:
     started_at: float | None = None
     observer: JobObserver | None = None
     tenant: Tenant = DEFAULT_TENANT  # whose it is: its priority class and its share of the queue
+    # The trace context it was submitted in (an OpenTelemetry Context; None when tracing is off):
+    # its queue and pipeline spans go there (tinyimg.runtime.batchtrace).
+    trace: Any = None
 
     @property
     def deadline(self) -> float:

@@ -58,6 +58,8 @@ class JobRecord:
     request: GenerateRequest | None = None  # what the client sent (a JobRequest for /v1/jobs), as parsed
     tenant: Tenant = DEFAULT_TENANT  # whose it is (a shared queue's taker queues it as theirs)
     created_at: float = field(default_factory=time.time)
+    # W3C trace headers of the request that queued it on the shared queue (tinyimg.core.tracing)
+    trace_headers: dict[str, str] = field(default_factory=dict)
     base_url: str = ""  # the creating request's, for the job's URLs (and its webhook's)
     # Through a router: the id and base URL its client knows (its webhook carries them), else None.
     public_id: str | None = None

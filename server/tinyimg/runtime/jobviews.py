@@ -89,4 +89,6 @@ def build_stored_job(r: JobRecord, image_keys: list[str] | None = None) -> Store
         "image_keys": image_keys if image_keys is not None else list(r.image_keys),
         "tenant": r.tenant.describe(),
     }
+    if r.trace_headers:
+        order["trace"] = r.trace_headers
     return StoredJob(r.id, doc, order, r.status)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from tinyimg.core.errors import ApiError
 from tinyimg.core.jobs import TERMINAL, JobIdentity
 from tinyimg.core.tenants import DEFAULT_TENANT, read_tenant_description
+from tinyimg.core.tracing import extract_dict, span
 from tinyimg.durable.jobdocs import StoredJob
 from tinyimg.durable.redisjobs import QueueUnavailable, RedisJobs
 from tinyimg.durable.results import StorageUnavailable
@@ -168,7 +169,11 @@ class RedisJobWorker:
             await self.queue.ack(model, entry)
             return
         try:
-            record = await self.service.submit(self._order(job))
+            # In the trace of the request that queued it: its queue, pipeline and storage spans go there.
+            with span("shared_queue.take", {"tinyimg.job_id": job.id, "tinyimg.attempt": attempts},
+                      parent=extract_dict(job.order.get("trace"))):
+                record = await self.service.submit(self._order(job))
+            record.trace_headers = dict(job.order.get("trace") or {})
         except ApiError as err:
             if err.code in HAND_BACK_CODES:
                 await self._hand_back(model, entry, job_id)

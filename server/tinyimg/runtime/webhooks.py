@@ -30,7 +30,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
 from tinyimg.core.errors import InvalidField
+from tinyimg.core.tracing import inject_dict, span
 from tinyimg.spec import ConfigError, JobsConfig
 
 log = logging.getLogger("tinyimg.webhooks")
@@ -181,7 +184,11 @@ class WebhookSender:
         async with httpx.AsyncClient(timeout=self.config.webhook_timeout_seconds, follow_redirects=False,
                                      trust_env=False) as client:
             for attempt in range(1, self.config.webhook_max_attempts + 1):
-                why = await self._attempt(client, url, message_id, body)
+                with span("webhook", {"tinyimg.webhook_id": message_id, "tinyimg.attempt": attempt,
+                                      "server.address": urlsplit(url).hostname or ""}, kind=SpanKind.CLIENT) as current:
+                    why = await self._attempt(client, url, message_id, body)
+                    if why is not None and current is not None:
+                        current.set_status(Status(StatusCode.ERROR, why))
                 if why is None:
                     self._outcome("delivered", url, message_id, f"attempt {attempt}")
                     return True
@@ -204,8 +211,8 @@ class WebhookSender:
             address = await asyncio.to_thread(check_resolved, host, port)
         except InvalidField as err:
             return f"refused: {err.reason}"
-        headers = {**build_webhook_headers(self.secret, message_id, int(time.time()), body),
-                   "Host": urlsplit(url).netloc}
+        headers = inject_dict({**build_webhook_headers(self.secret, message_id, int(time.time()), body),
+                               "Host": urlsplit(url).netloc})  # and the attempt's traceparent
         try:
             # One deadline for the whole attempt (a receiver trickling a byte at a time resets
             # httpx's per-read timeout forever), and the answer's body is never read: its status

@@ -10,6 +10,7 @@ of. Only pipeline work crosses to the thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -18,8 +19,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from tinyimg.core.tracing import use_span
 from tinyimg.families.base import Handler
 from tinyimg.families.variants import AdapterLoadError
+from tinyimg.runtime.batchtrace import BatchTimeline, record_batch_spans
 from tinyimg.runtime.devices import is_out_of_memory, release_cuda_cache
 from tinyimg.runtime.jobqueue import CompanyGather, GatherPolicy, JobQueue
 from tinyimg.runtime.jobs import DeadlineExceeded, EngineError, GenerationFailed, GenerationResult, Job
@@ -137,6 +140,9 @@ class DeviceWorker:
         images = sum(len(j.params.seeds) for j in batch)
         model = batch[0].model
         progress = _step_reporter(batch) if any(j.observer for j in batch) else {}
+        timeline = BatchTimeline() if any(j.trace is not None for j in batch) else None
+        if timeline is not None:
+            progress = _with_timeline(progress, timeline)
         try:
             outputs = await self.call(
                 functools.partial(self.handlers[model].generate, **progress),
@@ -149,24 +155,30 @@ class DeviceWorker:
             ]
         except Exception as err:  # one failed call (or a handler's wrong answer) fails its batch, never the worker
             self.running = []
+            if timeline is not None:
+                record_batch_spans(batch, timeline, self.device, error=f"{type(err).__name__}: {err}")
             await self._fail(batch, err)
             return
         finally:
             self.running = []
             self._free_since = time.monotonic()
+        # Before the answers: the spans are recorded when the callers' own spans end.
+        pipeline = record_batch_spans(batch, timeline, self.device) if timeline is not None else None
         for job, result in zip(batch, results, strict=True):
             _settle(job, result=result)
         self.queue.answered(model, len(batch))
-        if self.on_batch is not None:
-            try:
-                self.on_batch(model, images, seconds)
-            except Exception:  # a metrics hook must never stop the device's worker
-                log.exception("on_batch callback failed", extra={"model": model, "device": self.device})
-        log.info(
-            "batch done",
-            extra={"model": model, "device": self.device, "images": images, "seconds": round(seconds, 4),
-                   "request_ids": [j.params.request_id for j in batch]},
-        )
+        # The batch's span is current here: the histograms take it as their exemplar, the log line its ids.
+        with use_span(pipeline) if pipeline is not None else contextlib.nullcontext():
+            if self.on_batch is not None:
+                try:
+                    self.on_batch(model, images, seconds)
+                except Exception:  # a metrics hook must never stop the device's worker
+                    log.exception("on_batch callback failed", extra={"model": model, "device": self.device})
+            log.info(
+                "batch done",
+                extra={"model": model, "device": self.device, "images": images, "seconds": round(seconds, 4),
+                       "request_ids": [j.params.request_id for j in batch]},
+            )
 
     async def _fail(self, batch: list[Job], err: Exception) -> None:
         """A failed pipeline call. Out of memory fails the whole batch (its size is the cause, and
@@ -253,6 +265,18 @@ def _step_reporter(batch: list[Job]) -> dict[str, Any]:
         if slots:
             hooks["on_latents"] = PreviewReporter(slots, deliver, batch[0].model).on_latents
     return hooks
+
+
+def _with_timeline(hooks: dict[str, Any], timeline: BatchTimeline) -> dict[str, Any]:
+    """The handler's hooks with the trace's readings added: each step, and the phase marks."""
+    reported = hooks.get("on_step")
+
+    def on_step(step: int, total: int) -> None:
+        timeline.step(step, total)
+        if reported is not None:
+            reported(step, total)
+
+    return {**hooks, "on_step": on_step, "on_phase": timeline.mark}
 
 
 def _settle(job: Job, *, result: GenerationResult | None = None, error: EngineError | None = None) -> None:

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from tinyimg.core.errors import InvalidField
 from tinyimg.core.tenants import build_tenant_headers
+from tinyimg.core.tracing import span
 from tinyimg.router.headers import build_upstream_headers
 from tinyimg.router.relay import rewrite_image_urls
 from tinyimg.router.requests import (
@@ -75,11 +76,17 @@ async def forward_body(request: Request, state: StateDep, body: bytes, model: st
     tenancy; the JSON body's when not given)."""
     tenant = read_request_tenant(request)
     charge = None
-    if tenant.image_steps_per_minute is not None:  # before the waiting room: over-quota work wakes no GPU
-        charge = await admit_work(state, tenant, model, fields if fields is not None else read_body_fields(body))
     request_id = request.scope["state"]["request_id"]
+    # The router's own wait: the tenant's budget, then a cold start's hold (a child span when it holds).
+    with span("router.admission", {"tinyimg.model": model, "tinyimg.tenant": tenant.name}):
+        if tenant.image_steps_per_minute is not None:  # before the waiting room: over-quota work wakes no GPU
+            charge = await admit_work(state, tenant, model, fields if fields is not None else read_body_fields(body))
+        try:
+            await state.waiting_room.admit(model, request.is_disconnected, read_client(request), validate)
+        except BaseException:
+            await settle(state, charge, 0)
+            raise
     try:
-        await state.waiting_room.admit(model, request.is_disconnected, read_client(request), validate)
         headers = build_upstream_headers(
             [(k, v) for k, v in request.headers.items()], request_id, request.client.host if request.client else None
         )
