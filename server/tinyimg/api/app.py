@@ -26,9 +26,9 @@ from tinyimg.core.jobs import read_job_secret
 from tinyimg.durable.reader import DurableJobs, build_quotas
 from tinyimg.durable.results import ResultStore, build_result_store
 from tinyimg.http.edge import install_edge
-from tinyimg.http.tracing import FASTAPI_TELEMETRY
 from tinyimg.http.limits import EdgeLimits
 from tinyimg.http.streams import StreamGate, StreamLimits
+from tinyimg.http.tracing import FASTAPI_TELEMETRY
 from tinyimg.runtime.adapters import AdapterLibrary
 from tinyimg.runtime.jobrunner import JobService
 from tinyimg.runtime.jobs import EngineApi
