@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import pytest
+
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -142,3 +144,34 @@ def otlp_env(receiver: Receiver, service: str | None = None) -> dict[str, str]:
     if service:
         env["OTEL_SERVICE_NAME"] = service
     return env
+
+
+_MEMORY: list[Any] = []  # the in-memory exporter, once a test asked for it (one global provider per process)
+
+
+@pytest.fixture
+def recorded_spans() -> Iterator[Any]:
+    """Tracing on in this process for one test, its finished spans in an ``InMemorySpanExporter``
+    (the SDK's own). OpenTelemetry allows one global tracer provider per process: it is installed
+    at the first use and stays, and tracing is switched off again after each test."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from tinyimg.core.tracing import set_tracing_on
+
+    if not _MEMORY:
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        _MEMORY.append(exporter)
+    exporter = _MEMORY[0]
+    exporter.clear()
+    set_tracing_on(True)
+    try:
+        yield exporter
+    finally:
+        set_tracing_on(False)
+        exporter.clear()

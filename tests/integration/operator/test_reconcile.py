@@ -2,6 +2,8 @@
 
 import json
 
+from tests.support.otlp import recorded_spans  # noqa: F401  (the fixture)
+
 from .conftest import DEPLOYMENTS, IMAGEMODELS, NAMESPACE, SERVER_IMAGE, imagemodel
 
 HANDLED_ANNOTATION = "tinyimg.io/last-handled-configuration"
@@ -221,3 +223,22 @@ async def test_new_weights_with_a_canary_run_beside_the_running_revision_and_a_f
     await kube.wait_for(lambda: "maxSteps: 40" in kube.get("v1/configmaps", NAMESPACE, "m-config")["data"]["config.yaml"])
     model = await kube.wait_for(lambda: (m := kube.get(IMAGEMODELS, NAMESPACE, "m"))
                                 and m["status"]["rollout"] == f"{old_revision} 100% stable, {new_revision} 0% rolled-back" and m)
+
+
+async def test_each_reconcile_that_changes_something_is_a_span_saying_what_changed(kube, operator, recorded_spans):
+    await kube.create(imagemodel("traced", replicas=1))
+    await kube.wait_for(lambda: kube.get(DEPLOYMENTS, NAMESPACE, "traced"))
+
+    def reconciles():
+        return [s for s in recorded_spans.get_finished_spans()
+                if s.name == "reconcile" and s.attributes["tinyimg.model"] == "traced"]
+
+    first = await kube.wait_for(lambda: reconciles() and reconciles()[0])
+    assert first.attributes["k8s.namespace.name"] == NAMESPACE and first.attributes["tinyimg.generation"] == 1
+    assert {"Deployment/traced=created", "Service/traced=created"} <= set(first.attributes["tinyimg.changes"])
+    # The periodic and child-event passes that change nothing send no span: an idle model is quiet.
+    await kube.patch(IMAGEMODELS, NAMESPACE, "traced", {"spec": {"replicas": 2}})
+    await kube.wait_for(lambda: kube.get(DEPLOYMENTS, NAMESPACE, "traced")["spec"]["replicas"] == 2)
+    changed = await kube.wait_for(lambda: [s for s in reconciles() if s.attributes["tinyimg.generation"] == 2])
+    assert any("Deployment/traced=patched" in s.attributes["tinyimg.changes"] for s in changed)
+    assert all(s.attributes["tinyimg.changes"] or s.attributes["tinyimg.generation"] == 2 for s in reconciles())
