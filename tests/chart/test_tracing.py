@@ -46,3 +46,13 @@ def test_a_service_name_given_in_the_values_is_kept():
 def test_only_otel_variables_are_accepted():
     result = lint(sets=("tracing.env.HTTP_PROXY=http://proxy:3128",))
     assert result.returncode != 0 and "tracing.env" in result.stdout + result.stderr
+
+
+def test_the_dashboards_latency_panels_show_exemplars_so_a_slow_bucket_opens_its_trace():
+    import json
+    import re
+    from pathlib import Path
+
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "charts/tinyimg/dashboards/tinyimg.json").read_text())
+    targets = [t for p in dashboard["panels"] for t in p.get("targets", []) if re.search(r"_seconds_bucket", t.get("expr", ""))]
+    assert len(targets) >= 6 and all(t.get("exemplar") is True for t in targets)

@@ -248,7 +248,7 @@ class Forwarder:
             raise RouterError(404, "job_pod_gone", "the pod holding this job is gone (its results went with it)")
         request = httpcore.Request(
             method.encode("ascii"), (pod_url + path).encode("ascii"),
-            headers=[(b"host", self._host(pod_url)), *headers], extensions=self.extensions,
+            headers=[(b"host", self._host(pod_url)), *inject_headers(headers)], extensions=self.extensions,
         )
         try:
             upstream = await self.pool.handle_async_request(request)

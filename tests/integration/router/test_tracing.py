@@ -10,10 +10,13 @@ carries its trace's ``traceparent``."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -206,3 +209,13 @@ def test_an_otel_setting_it_cannot_honour_stops_the_process_with_the_variable_na
                             env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
                                  "PATH": "/usr/bin:/bin"}, timeout=60)
     assert result.returncode == 2 and "OTEL_EXPORTER_OTLP_PROTOCOL" in result.stderr and "http/protobuf" in result.stderr
+
+
+def test_the_tracing_benchmark_runs_and_reports_its_ratios(tmp_path):
+    """bench/tracing.py on a tiny budget (no baseline checkout): it cannot rot unnoticed."""
+    root = Path(__file__).resolve().parents[3]
+    result = subprocess.run([sys.executable, str(root / "bench" / "tracing.py"), "--requests", "2", "--hops", "5"],
+                            capture_output=True, text=True, timeout=300, cwd=root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| unset |" in result.stdout and "| set |" in result.stdout and "set / unset server p50" in result.stdout
+    assert int(re.search(r"exported: (\d+) bytes", result.stdout).group(1)) > 0

@@ -15,6 +15,7 @@ from PIL import Image
 from tests.integration.server.conftest import wait_ready
 from tests.support.faults import PacedFluxHandler
 from tests.support.jobs_client import KEYS, auth, build_jobs_config, create, read, stream, wait_for
+from tests.support.otlp import recorded_spans  # noqa: F401  (the fixture)
 from tinyimg.api.app import create_app
 from tinyimg.serve import BackgroundServer
 
@@ -152,3 +153,30 @@ def test_a_pod_whose_model_failed_to_load_takes_none_of_its_jobs(tiny_model_dirs
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_shared_job_continues_the_trace_of_the_request_that_queued_it(tiny_model_dirs, tmp_path, redis_server,
+                                                                         recorded_spans):
+    """Tracing on in this process: the job's stored traceparent is the parent of the pod's take, and
+    its queue, pipeline and storage spans follow in the same trace."""
+    server = serve(shared_config(tiny_model_dirs, tmp_path, redis_server.url))
+    try:
+        caller = "00-" + "e" * 32 + "-" + "f" * 16 + "-01"
+        r = httpx.post(f"{server.url}/v1/jobs", json={"model": "tiny-flux", "prompt": "a kite", "steps": 2},
+                       headers={**auth(), "traceparent": caller}, timeout=30)
+        assert r.status_code == 202, r.text
+        wait_for(server.url, r.json()["id"], lambda j: j["status"] == "succeeded", timeout=60)
+        trace_id = int("e" * 32, 16)
+        wanted = {"POST /v1/jobs", "shared_queue.take", "queue", "pipeline", "encode_image", "store_result"}
+        deadline = time.monotonic() + 10
+        while not wanted <= {s.name for s in recorded_spans.get_finished_spans() if s.context.trace_id == trace_id}:
+            assert time.monotonic() < deadline, sorted({s.name for s in recorded_spans.get_finished_spans()})
+            time.sleep(0.05)
+        spans = {s.name: s for s in recorded_spans.get_finished_spans() if s.context.trace_id == trace_id}
+        post, take = spans["POST /v1/jobs"], spans["shared_queue.take"]
+        assert post.parent.span_id == int("f" * 16, 16) and take.parent.span_id == post.context.span_id
+        for name in ("queue", "pipeline", "encode_image", "store_result"):
+            assert spans[name].parent.span_id == take.context.span_id, name
+        assert take.attributes["tinyimg.job_id"] == r.json()["id"] and take.attributes["tinyimg.attempt"] == 1
+    finally:
+        server.stop()
