@@ -13,7 +13,7 @@ from typing import cast
 from tinyimg.families import FAMILIES  # import-light: torch loads only when a builder runs
 
 # Subcommands implemented in other modules, each with a ``main(argv) -> int``.
-DELEGATED = {"router": "tinyimg.router.cli"}
+DELEGATED = {"router": "tinyimg.router.cli", "audit": "tinyimg.provenance.verify"}
 EXIT_CONFIG_ERROR = 2
 
 
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     lora.add_argument("--seed", type=int, default=None, help="seed of its random weights (another seed: another adapter)")
 
     for name in DELEGATED:
-        sub.add_parser(name, help=f"run the {name} (see tinyimg {name} --help)", add_help=False)
+        sub.add_parser(name, help=f"the {name} commands (see tinyimg {name} --help)", add_help=False)
     return parser
 
 

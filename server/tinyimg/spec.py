@@ -193,6 +193,19 @@ class CanarySpec(_Schema):
         return steps
 
 
+DEFAULT_WATERMARK_TEXT = "tinyimg"
+
+
+class ProvenanceSpec(_Schema):
+    """What each image says about itself (``tinyimg.provenance``): generation parameters in the
+    file and an invisible watermark. Off by default: the image bytes are the pipeline's alone."""
+
+    parameters: bool = Field(False, description="Generation parameters (model, revision, seed, steps, sampler, adapters; the prompt only with includePrompt) in the file: a PNG text chunk and XMP (JPEG, WebP), with the IPTC mark 'trainedAlgorithmicMedia'.")
+    include_prompt: bool = Field(False, description="With parameters: the prompt and negative prompt too.")
+    watermark: bool = Field(False, description="An invisible watermark (invisible-watermark's DWT-DCT-SVD) in every image at least 256 pixels on a side; it survives PNG and JPEG at quality 90.")
+    watermark_text: str = Field(DEFAULT_WATERMARK_TEXT, min_length=1, max_length=200, description="What the watermark encodes (a hash of it): one text per deployment, so `tinyimg audit verify --config` recognises its images.")
+
+
 class RolloutSpec(_Schema):
     """How a change that needs new pods reaches them."""
 
@@ -367,6 +380,7 @@ class ModelSpec(_Schema):
     hf_token_secret: SecretKeySpec | None = Field(None, description="A Secret holding a Hugging Face token (gated repos such as FLUX.1-dev).")
     server: PodServerSettings | None = Field(None, description="Server settings for this model's pods, over the chart's.")
     rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="How pods are replaced, and canary revisions.")
+    provenance: ProvenanceSpec = Field(default_factory=ProvenanceSpec, description="Parameters in the file and an invisible watermark (live).")
 
     def weight_revision(self) -> str:
         """The revision of the model's weights: equal for two specs that load the same weights in
@@ -497,7 +511,7 @@ class ServerConfig(_Schema):
 # model's request defaults and limits, its LoRA adapters (loaded and dropped between batches), the
 # hosts adapters may be fetched from by URL, and its batching, queue and deadline settings. A change of nothing else leaves a pod running: the
 # operator's pod-template checksum skips these.
-LIVE_MODEL_FIELDS = ("defaults", "limits", "adapters", "adapter_sources")
+LIVE_MODEL_FIELDS = ("defaults", "limits", "adapters", "adapter_sources", "provenance")
 # What makes a new revision of a model's weights (``ModelSpec.weight_revision``; canary rollouts).
 WEIGHT_FIELDS = ("family", "source", "revision", "variant", "dtype", "image")
 LIVE_RUNTIME_FIELDS = ("max_batch_size", "max_batch_wait_ms", "queue_size", "request_timeout_seconds")

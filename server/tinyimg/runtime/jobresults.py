@@ -10,8 +10,9 @@ from typing import cast
 
 from tinyimg import imaging
 from tinyimg.durable.jobdocs import StoredJob
-from tinyimg.durable.pngtext import add_png_text
 from tinyimg.durable.results import ResultStore, image_key, record_key
+from tinyimg.provenance.audit import audit_key
+from tinyimg.provenance.pngtext import add_png_text, has_png_text
 from tinyimg.runtime.jobstore import JobRecord
 from tinyimg.runtime.params import build_parameters_response
 from tinyimg.wire.requests import OutputFormat
@@ -31,7 +32,8 @@ async def store_images(store: ResultStore, record: JobRecord, images: list[bytes
     media_type = imaging.media_type(record.output_format)
     for index, (data, seed) in enumerate(zip(images, seeds, strict=True)):
         parameters = build_image_parameters(record, seed)
-        data = add_png_text(data, "parameters", json.dumps(parameters, ensure_ascii=False, sort_keys=True))
+        if not has_png_text(data, "parameters"):  # the model's provenance settings may have written it already
+            data = add_png_text(data, "parameters", json.dumps(parameters, ensure_ascii=False, sort_keys=True))
         brief = {k: v for k, v in parameters.items() if k not in METADATA_LEFT_OUT}
         metadata = {"tinyimg-job": record.id, "tinyimg-seed": str(seed), "tinyimg-parameters": json.dumps(brief, sort_keys=True)}
         key = image_key(record.id, index, record.output_format)
@@ -39,6 +41,13 @@ async def store_images(store: ResultStore, record: JobRecord, images: list[bytes
         stored.append(data)
         keys.append(key)
     return stored, keys
+
+
+async def store_audit(store: ResultStore, audit: dict[str, object]) -> None:
+    """The job's audit record under each of its images' hashes (``tinyimg audit verify`` looks there)."""
+    body = json.dumps(audit, sort_keys=True).encode()
+    for image in cast(list[dict[str, str]], audit["images"]):
+        await store.put(audit_key(image["sha256"]), body, "application/json", {})
 
 
 async def store_record(store: ResultStore, job: StoredJob) -> None:

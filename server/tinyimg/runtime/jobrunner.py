@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from tinyimg import imaging
 from tinyimg.core.errors import ApiError
 from tinyimg.core.jobs import JobIdentity, new_job_id
 from tinyimg.core.logs import request_id_var
@@ -33,20 +33,23 @@ from tinyimg.core.tracing import inject_dict, span
 from tinyimg.durable.jobdocs import StoredJob
 from tinyimg.durable.results import ResultStore, StorageUnavailable
 from tinyimg.families.base import GenerationParams
-from tinyimg.runtime.jobresults import store_images, store_record
+from tinyimg.provenance.audit import build_audit_record
+from tinyimg.provenance.stamp import Stamp, build_stamp, finish_images
+from tinyimg.runtime.jobresults import store_audit, store_images, store_record
 from tinyimg.runtime.jobs import EngineApi, ModelNotFound
 from tinyimg.runtime.jobstore import JobRecord, JobStore, drop_inputs
 from tinyimg.runtime.jobviews import build_error_data, build_stored_job
-from tinyimg.runtime.params import ModelRules, build_generation_params, build_model_rules
+from tinyimg.runtime.params import ModelRules, build_generation_params, build_model_rules, build_parameters_response
 from tinyimg.runtime.webhooks import WebhookSender
 from tinyimg.spec import JobsConfig, ModelSpec
-from tinyimg.wire.requests import GenerateRequest
+from tinyimg.wire.requests import GenerateRequest, OutputFormat
 
 if TYPE_CHECKING:
     from tinyimg.durable.redisjobs import RedisJobs
     from tinyimg.runtime.adapters import AdapterLibrary
 
 log = logging.getLogger("tinyimg.jobs")
+audit_log = logging.getLogger("tinyimg.audit")  # one line per finished job: the audit record
 
 # Weight of the newest step time in a model's running estimate (the ETA's basis).
 STEP_TIME_WEIGHT = 0.3
@@ -84,8 +87,23 @@ class JobCancelled(ApiError):
         super().__init__(f"job {job_id} was cancelled (DELETE /v1/jobs/{job_id})", 409, "job_cancelled")
 
 
-def encode_all(images: list[Any], output_format: str) -> list[bytes]:
-    return [imaging.encode_image(image, output_format) for image in images]
+def build_job_stamp(record: JobRecord, spec: ModelSpec | None) -> Stamp | None:
+    """What the model's provenance settings put into this job's images (None: nothing)."""
+    if spec is None:
+        return None
+    parameters = build_parameters_response(record.params, cast(OutputFormat, record.output_format)).model_dump(mode="json")
+    return build_stamp(spec.provenance, parameters, record.model, os.environ.get("TINYIMG_REVISION"))
+
+
+def build_job_audit(record: JobRecord) -> dict[str, Any]:
+    """The job's audit record (``tinyimg.provenance.audit``): never its prompt or key."""
+    parameters = build_parameters_response(record.params, cast(OutputFormat, record.output_format)).model_dump(mode="json")
+    images = record.images if record.status == "succeeded" else []
+    error = record.error.code if record.error is not None else None
+    return build_audit_record(
+        job_id=record.id, status=record.status, model=record.model, revision=os.environ.get("TINYIMG_REVISION"),
+        tenant=record.tenant.name, key_hash=record.key_hash, parameters=parameters, images=images,
+        seeds=record.seeds[:len(images)], error_code=error, finished_at=record.finished_at)
 
 
 class JobEvents:
@@ -337,9 +355,12 @@ class JobService(JobsApi):
             result = await self.engine.wait(entry)
             record.entry = None
             # Encoding a large PNG takes tens of milliseconds: keep it off the event loop.
-            with span("encode_image", {"tinyimg.format": record.output_format, "tinyimg.images": len(result.images)}):
-                encoded = await asyncio.to_thread(encode_all, [i.image for i in result.images], record.output_format)
             seeds = [i.seed for i in result.images]
+            rules = self.models.get(record.model)
+            stamp = build_job_stamp(record, rules.spec if rules is not None else None)
+            with span("encode_image", {"tinyimg.format": record.output_format, "tinyimg.images": len(result.images)}):
+                encoded = await asyncio.to_thread(finish_images, [i.image for i in result.images], seeds,
+                                                  record.output_format, stamp)
             if self.results is not None and (record.keep or record.durable) and not record.finished:
                 with span("store_result", {"tinyimg.images": len(encoded), "tinyimg.job_id": record.id}):
                     encoded, record.image_keys = await store_images(self.results, record, encoded, seeds)
@@ -363,6 +384,11 @@ class JobService(JobsApi):
         record.device, record.batch_size = result.device, result.batch_size
         record.step = max(record.step, record.total_steps)
         self._finish(record, "succeeded", {"images": len(encoded), "seeds": record.seeds})
+        if self.results is not None and record.audit is not None:
+            try:  # under each image's hash: `tinyimg audit verify` finds the job from the image alone
+                await store_audit(self.results, record.audit)
+            except StorageUnavailable as err:
+                log.warning("audit record not stored: %s", err.message, extra={"job_id": record.id})
         if self.results is not None and record.keep and not record.durable:
             try:  # beside its images, so the job is still there after a restart
                 await store_record(self.results, build_stored_job(record))
@@ -420,6 +446,9 @@ class JobService(JobsApi):
         record.publish(status, data)
         record.done.set()
         self.store.finish(record)
+        if status != "cancelled":
+            record.audit = build_job_audit(record)
+            audit_log.info("job %s %s", status, record.id, extra={"audit": record.audit, "job_id": record.id})
         for hook in (self.on_finish, self.deliver_webhook if record.webhook else None):
             if hook is None:
                 continue

@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 
 from tinyimg.core.errors import ApiError
-from tinyimg.durable.pngtext import add_png_text
 from tinyimg.durable.results import (
     DirResultStore,
     build_file_url,
@@ -22,6 +21,7 @@ from tinyimg.durable.results import (
     read_image_key,
     record_key,
 )
+from tinyimg.provenance.pngtext import add_png_text
 
 SECRET = b"s" * 64
 KEY = image_key("job_" + "a" * 32, 0, "png")

@@ -24,3 +24,19 @@ def add_png_text(data: bytes, keyword: str, text: str) -> bytes:
     # keyword \0, compression flag 0, method 0, language tag "" \0, translated keyword "" \0, text
     body = keyword.encode("latin-1") + b"\x00\x00\x00" + b"\x00" + b"\x00" + text.encode("utf-8")
     return data[: -len(IEND)] + build_chunk(b"iTXt", body) + IEND
+
+
+def has_png_text(data: bytes, keyword: str) -> bool:
+    """Whether a PNG already holds a text chunk named ``keyword`` (tEXt, zTXt or iTXt)."""
+    if not data.startswith(PNG_SIGNATURE):
+        return False
+    at = len(PNG_SIGNATURE)
+    name = keyword.encode("latin-1") + b"\x00"
+    while at + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[at:at + 8])
+        if kind in (b"tEXt", b"zTXt", b"iTXt") and data[at + 8:at + 8 + len(name)] == name:
+            return True
+        if kind == b"IEND":
+            return False
+        at += 12 + length
+    return False
