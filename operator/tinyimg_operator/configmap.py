@@ -10,7 +10,7 @@ import yaml
 from tinyimg.core import labels
 from tinyimg.spec import ModelSpec, ServerConfig, merge_server_settings
 from tinyimg_operator.objects import CONFIG_FILE, canary_name, configmap_name, object_meta
-from tinyimg_operator.settings import ROUTER_SECRET_DIR, SECRET_KEY, WEBHOOK_SECRET_DIR, BuildSettings
+from tinyimg_operator.settings import C2PA_DIR, ROUTER_SECRET_DIR, SECRET_KEY, WEBHOOK_SECRET_DIR, BuildSettings
 
 
 def build_server_config_yaml(spec: ModelSpec, settings: BuildSettings | None = None) -> str:
@@ -30,6 +30,8 @@ def build_server_config_yaml(spec: ModelSpec, settings: BuildSettings | None = N
         server.setdefault("jobs", {}).setdefault("webhookSecretFile", f"{WEBHOOK_SECRET_DIR}/{SECRET_KEY}")
     if settings.router_secret:
         server["routerSecretFile"] = f"{ROUTER_SECRET_DIR}/{SECRET_KEY}"
+    if settings.c2pa_secret:
+        server.update({"c2paCertFile": f"{C2PA_DIR}/tls.crt", "c2paKeyFile": f"{C2PA_DIR}/tls.key"})
     wire = {**server, "host": "0.0.0.0", "port": labels.DEFAULT_PORT, "models": [model.to_wire()]}
     config = ServerConfig.model_validate(wire).to_wire()
     for entry in config["models"]:

@@ -21,7 +21,7 @@ from tinyimg_operator.objects import (
     object_labels,
     object_meta,
 )
-from tinyimg_operator.settings import REDIS_PASSWORD_KEY, RESULTS_DIR, SECRET_KEY, BuildSettings
+from tinyimg_operator.settings import C2PA_DIR, REDIS_PASSWORD_KEY, RESULTS_DIR, SECRET_KEY, BuildSettings
 
 CONTAINER = "server"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -123,6 +123,9 @@ def build_pod_spec(spec: ModelSpec, settings: BuildSettings) -> dict[str, Any]:
         pod["volumes"].append({"name": volume, "secret": {"secretName": secret, "items": [{"key": SECRET_KEY, "path": SECRET_KEY}]}})
     if settings.results_claim:
         pod["volumes"].append({"name": "results", "persistentVolumeClaim": {"claimName": settings.results_claim}})
+    if settings.c2pa_secret:
+        pod["volumes"].append({"name": "c2pa-key", "secret": {"secretName": settings.c2pa_secret, "items": [
+            {"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}]}})
     if spec.node_selector:
         pod["nodeSelector"] = dict(spec.node_selector)
     if spec.tolerations:
@@ -169,6 +172,8 @@ def build_container(spec: ModelSpec, settings: BuildSettings) -> dict[str, Any]:
         container["volumeMounts"].append({"name": volume, "mountPath": path, "readOnly": True})
     if settings.results_claim:
         container["volumeMounts"].append({"name": "results", "mountPath": RESULTS_DIR})
+    if settings.c2pa_secret:
+        container["volumeMounts"].append({"name": "c2pa-key", "mountPath": C2PA_DIR, "readOnly": True})
     if settings.s3_secret:  # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN, ...)
         container["envFrom"] = [{"secretRef": {"name": settings.s3_secret}}]
     if settings.image_pull_policy:

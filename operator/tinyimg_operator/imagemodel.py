@@ -55,3 +55,10 @@ def check_policy(spec: ModelSpec, settings: BuildSettings) -> None:
             f" {settings.server_image!r} and TINYIMG_ALLOWED_IMAGES {list(settings.allowed_images)})",
             reason="ImageNotAllowed",
         )
+    if spec.provenance.c2pa and not settings.c2pa_secret:
+        raise InvalidSpecError(
+            "spec.provenance.c2pa",
+            "C2PA manifests need a signing key, and this operator has none (the chart's provenance.c2paSecret:"
+            " a kubernetes.io/tls Secret in the operator's namespace)",
+            reason="SigningKeyMissing",
+        )

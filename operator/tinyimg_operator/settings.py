@@ -13,7 +13,8 @@ DEFAULT_SERVER_IMAGE = "ghcr.io/tinyimg/tinyimg-server:0.1.0"
 SECRET_KEY = "secret"  # the key of every Secret a model pod mounts
 WEBHOOK_SECRET_DIR = "/etc/tinyimg/webhook"
 ROUTER_SECRET_DIR = "/etc/tinyimg/router"
-RESULTS_DIR = "/var/lib/tinyimg/results"  # where a shared results claim is mounted (jobs.resultStore.dir)
+RESULTS_DIR = "/var/lib/tinyimg/results"
+C2PA_DIR = "/etc/tinyimg/c2pa"  # where the C2PA signing Secret (kubernetes.io/tls: tls.crt, tls.key) is mounted  # where a shared results claim is mounted (jobs.resultStore.dir)
 REDIS_PASSWORD_KEY = "password"  # the key of the Redis password Secret
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 
@@ -40,6 +41,9 @@ class BuildSettings:
     redis_secret: str | None = None
     s3_secret: str | None = None
     results_claim: str | None = None
+    # A kubernetes.io/tls Secret (tls.crt: the certificate chain, tls.key: its key) that signs the
+    # C2PA manifests of models with provenance.c2pa: mounted into their pods at C2PA_DIR.
+    c2pa_secret: str | None = None
 
     # Where those Secrets live (the operator's own namespace): a pod can mount only a Secret
     # of its own namespace, so models elsewhere get none (and no webhooks: no key to sign with;
@@ -51,7 +55,8 @@ class BuildSettings:
 
     def for_namespace(self, namespace: str) -> BuildSettings:
         """The settings for a model in ``namespace``: without the Secrets when they live elsewhere."""
-        held = (self.webhook_secret, self.router_secret, self.redis_secret, self.s3_secret, self.results_claim)
+        held = (self.webhook_secret, self.router_secret, self.redis_secret, self.s3_secret, self.results_claim,
+                self.c2pa_secret)
         if self.secrets_namespace in (None, namespace) or not any(held):
             return self
         server = self.server
@@ -59,7 +64,7 @@ class BuildSettings:
             jobs = server.jobs.model_copy(update={"webhook_allowed_hosts": None, "redis_url": None, "result_store": None})
             server = server.model_copy(update={"jobs": jobs})
         return replace(self, webhook_secret=None, router_secret=None, redis_secret=None, s3_secret=None,
-                       results_claim=None, server=server)
+                       results_claim=None, c2pa_secret=None, server=server)
 
     def mounted_secrets(self) -> list[tuple[str, str, str]]:
         """(volume name, Secret name, mount directory) of each Secret model pods mount (key `secret`)."""
@@ -82,7 +87,8 @@ def load_build_settings(environ: Mapping[str, str] | None = None) -> BuildSettin
     (the name of the Secret holding the webhook signing key), TINYIMG_ROUTER_SECRET (the name of the
     Secret holding the router's job secret), TINYIMG_REDIS_SECRET (the Secret with the Redis
     password), TINYIMG_S3_SECRET (the Secret with S3 credentials), TINYIMG_RESULTS_CLAIM (a
-    ReadWriteMany claim for the result directory); every OTEL_* variable but OTEL_SERVICE_NAME
+    ReadWriteMany claim for the result directory), TINYIMG_C2PA_SECRET (a TLS Secret signing C2PA
+    manifests); every OTEL_* variable but OTEL_SERVICE_NAME
     is passed on to model pods (``otel_env``)."""
     env = os.environ if environ is None else environ
     policy = env.get("TINYIMG_IMAGE_PULL_POLICY") or None
@@ -105,6 +111,7 @@ def load_build_settings(environ: Mapping[str, str] | None = None) -> BuildSettin
         redis_secret=env.get("TINYIMG_REDIS_SECRET") or None,
         s3_secret=env.get("TINYIMG_S3_SECRET") or None,
         results_claim=env.get("TINYIMG_RESULTS_CLAIM") or None,
+        c2pa_secret=env.get("TINYIMG_C2PA_SECRET") or None,
         secrets_namespace=env.get("TINYIMG_NAMESPACE") or None,
         image_pull_policy=policy,
         allowed_images=allowed,

@@ -17,7 +17,9 @@ from tinyimg_operator.settings import load_build_settings
 SCHEMA = Path(__file__).resolve().parents[2] / "charts" / "tinyimg" / "values.schema.json"
 # What a pod's config may not take from the chart: the operator sets these, or the router does the job
 # (adapter files go beside the model cache, on the pod's cache volume: HF_HOME).
-POD_OWN = {"host", "port", "models", "api_keys_file", "router_secret_file", "adapter_cache_dir"}
+# The C2PA signing files are the operator's too: it mounts the chart's provenance.c2paSecret.
+POD_OWN = {"host", "port", "models", "api_keys_file", "router_secret_file", "adapter_cache_dir", "c2pa_cert_file",
+           "c2pa_key_file"}
 
 
 def test_every_server_config_field_is_a_chart_setting():

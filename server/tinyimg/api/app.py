@@ -29,6 +29,7 @@ from tinyimg.http.edge import install_edge
 from tinyimg.http.limits import EdgeLimits
 from tinyimg.http.streams import StreamGate, StreamLimits
 from tinyimg.http.tracing import FASTAPI_TELEMETRY
+from tinyimg.provenance.manifest import SigningKey, SigningKeyError, load_signing_key
 from tinyimg.runtime.adapters import AdapterLibrary
 from tinyimg.runtime.jobrunner import JobService
 from tinyimg.runtime.jobs import EngineApi
@@ -98,6 +99,16 @@ def build_adapter_library(config: ServerConfig, server_metrics: ServerMetrics) -
     return AdapterLibrary(root, options, on_fetch=server_metrics.count_adapter_fetch)
 
 
+def build_signing_key(config: ServerConfig) -> SigningKey | None:
+    """The C2PA signing key when the config names one (ConfigError when it cannot be used)."""
+    if not (config.c2pa_cert_file and config.c2pa_key_file):
+        return None
+    try:
+        return load_signing_key(config.c2pa_cert_file, config.c2pa_key_file)
+    except SigningKeyError as err:
+        raise ConfigError(str(err)) from None
+
+
 def build_job_service(config: ServerConfig, engine: EngineApi, server_metrics: ServerMetrics,
                       durable: DurableJobs | None = None) -> JobService:
     """The jobs service with its metrics, webhook sender, result store and shared queue wired in."""
@@ -124,7 +135,8 @@ def build_job_service(config: ServerConfig, engine: EngineApi, server_metrics: S
     service = JobService(engine, jobs_config, models=config.models, on_finish=server_metrics.observe_job,
                          deliver_webhook=deliver, webhooks=webhooks,
                          results=durable.results if durable else None, queue=durable.queue if durable else None,
-                         quotas=build_quotas(durable), adapters=build_adapter_library(config, server_metrics))
+                         quotas=build_quotas(durable), adapters=build_adapter_library(config, server_metrics),
+                         signing=build_signing_key(config))
     server_metrics.watch_jobs(service.store)
     return service
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from tinyimg.durable.results import DirResultStore, ResultStore, build_result_store
 from tinyimg.provenance.audit import audit_key, sha256_hex
+from tinyimg.provenance.manifest import read_cert_serial, read_manifest
 from tinyimg.provenance.metadata import is_marked_generated, read_parameters
 from tinyimg.provenance.watermark import build_payload, read_payload
 from tinyimg.spec import DEFAULT_WATERMARK_TEXT, ConfigError, ServerConfig, load_config
@@ -43,8 +44,15 @@ def open_store(config: ServerConfig | None) -> ResultStore | None:
     return DirResultStore(default) if default.is_dir() else None
 
 
-async def verify_image(data: bytes, texts: list[str], store: ResultStore | None) -> dict[str, Any]:
-    """The report on one image's bytes (see the module's doc)."""
+def read_signer_serial(config: ServerConfig | None) -> str | None:
+    if config is None or not config.c2pa_cert_file:
+        return None
+    return read_cert_serial(Path(config.c2pa_cert_file).read_bytes())
+
+
+async def verify_image(data: bytes, texts: list[str], store: ResultStore | None, signer_serial: str | None = None) -> dict[str, Any]:
+    """The report on one image's bytes (see the module's doc). ``signer_serial``: this deployment's
+    C2PA certificate; a valid manifest signed with it says the image was made here."""
     from PIL import Image
 
     image = Image.open(io.BytesIO(data))
@@ -54,9 +62,13 @@ async def verify_image(data: bytes, texts: list[str], store: ResultStore | None)
     matched = next((t for t in texts if payload is not None and payload == build_payload(t)), None)
     found = await store.get(audit_key(digest)) if store is not None else None
     record = json.loads(found.data) if found is not None else None
+    manifest = read_manifest(data, Image.MIME.get(image.format or "", "")) if image.format else None
+    signed_here = (manifest is not None and signer_serial is not None and manifest["cert_serial_number"] == signer_serial
+                   and manifest["validation_state"] in ("Valid", "Trusted"))
     return {
         "sha256": digest,
-        "made_here": matched is not None or record is not None,
+        "made_here": matched is not None or record is not None or signed_here,
+        "c2pa": {**manifest, "signed_here": signed_here} if manifest is not None else None,
         "watermark": {"checked": payload is not None, "matches": matched is not None},
         "audit_record": record,
         "job_id": record.get("job_id") if record else None,
@@ -74,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config) if args.config else None
         data = args.image.read_bytes()
-        report = asyncio.run(verify_image(data, read_watermark_texts(config), open_store(config)))
+        report = asyncio.run(verify_image(data, read_watermark_texts(config), open_store(config), read_signer_serial(config)))
     except (ConfigError, OSError, ValueError) as err:
         print(f"tinyimg audit verify: {err}", file=sys.stderr)
         return 2

@@ -34,6 +34,7 @@ from tinyimg.durable.jobdocs import StoredJob
 from tinyimg.durable.results import ResultStore, StorageUnavailable
 from tinyimg.families.base import GenerationParams
 from tinyimg.provenance.audit import build_audit_record
+from tinyimg.provenance.manifest import SigningKey
 from tinyimg.provenance.stamp import Stamp, build_stamp, finish_images
 from tinyimg.runtime.jobresults import store_audit, store_images, store_record
 from tinyimg.runtime.jobs import EngineApi, ModelNotFound
@@ -87,12 +88,12 @@ class JobCancelled(ApiError):
         super().__init__(f"job {job_id} was cancelled (DELETE /v1/jobs/{job_id})", 409, "job_cancelled")
 
 
-def build_job_stamp(record: JobRecord, spec: ModelSpec | None) -> Stamp | None:
+def build_job_stamp(record: JobRecord, spec: ModelSpec | None, signing: SigningKey | None = None) -> Stamp | None:
     """What the model's provenance settings put into this job's images (None: nothing)."""
     if spec is None:
         return None
     parameters = build_parameters_response(record.params, cast(OutputFormat, record.output_format)).model_dump(mode="json")
-    return build_stamp(spec.provenance, parameters, record.model, os.environ.get("TINYIMG_REVISION"))
+    return build_stamp(spec.provenance, parameters, record.model, os.environ.get("TINYIMG_REVISION"), signing)
 
 
 def build_job_audit(record: JobRecord) -> dict[str, Any]:
@@ -147,13 +148,14 @@ class JobService(JobsApi):
         self, engine: EngineApi, config: JobsConfig, *, models: Sequence[ModelSpec] = (),
         on_finish: Hook | None = None, deliver_webhook: Hook | None = None, webhooks: WebhookSender | None = None,
         clock: Callable[[], float] = time.monotonic, results: ResultStore | None = None, queue: RedisJobs | None = None,
-        quotas: Quotas | None = None, adapters: AdapterLibrary | None = None,
+        quotas: Quotas | None = None, adapters: AdapterLibrary | None = None, signing: SigningKey | None = None,
     ):
         """``webhooks``: the sender ``deliver_webhook`` schedules on; stopped with the service.
         ``results``: where finished jobs are written (their images then have capability URLs);
         ``queue``: the shared queue ``enqueue`` puts jobs on (``tinyimg.durable.redisjobs``);
-        ``adapters``: where adapters named by URL or registered are fetched (none: only declared ones)."""
-        self.engine, self.config, self.clock = engine, config, clock
+        ``adapters``: where adapters named by URL or registered are fetched (none: only declared ones);
+        ``signing``: the key that signs C2PA manifests (models with ``provenance.c2pa``)."""
+        self.engine, self.config, self.clock, self.signing = engine, config, clock, signing
         self.results, self.queue, self.quotas, self.adapters = results, queue, quotas, adapters
         self.models: Mapping[str, ModelRules] = {m.name: build_model_rules(m) for m in models}
         self.store = JobStore(config.result_ttl_seconds, config.max_result_bytes, clock)
@@ -357,7 +359,7 @@ class JobService(JobsApi):
             # Encoding a large PNG takes tens of milliseconds: keep it off the event loop.
             seeds = [i.seed for i in result.images]
             rules = self.models.get(record.model)
-            stamp = build_job_stamp(record, rules.spec if rules is not None else None)
+            stamp = build_job_stamp(record, rules.spec if rules is not None else None, self.signing)
             with span("encode_image", {"tinyimg.format": record.output_format, "tinyimg.images": len(result.images)}):
                 encoded = await asyncio.to_thread(finish_images, [i.image for i in result.images], seeds,
                                                   record.output_format, stamp)

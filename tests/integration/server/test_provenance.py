@@ -17,6 +17,7 @@ import yaml
 from PIL import Image
 
 from tests.support.processes import TINYIMG, spawn, wait_until_ready
+from tests.support.signing import write_signing_key
 from tests.support.tiny_models import tiny_config, tiny_model_dirs  # noqa: F401  (the fixture)
 from tinyimg.provenance.metadata import is_marked_generated, read_parameters
 from tinyimg.provenance.watermark import build_payload, read_payload
@@ -30,7 +31,9 @@ def server(tiny_model_dirs, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("provenance")
     config = tiny_config(tiny_model_dirs, ("flux", "sdxl"), defaults={"width": 256, "height": 256, "steps": 2})
     config.models[0].provenance = config.models[0].provenance.model_copy(
-        update={"parameters": True, "watermark": True, "watermark_text": TEXT})
+        update={"parameters": True, "watermark": True, "watermark_text": TEXT, "c2pa": True})
+    cert, key = write_signing_key(tmp / "c2pa")
+    config.c2pa_cert_file, config.c2pa_key_file = str(cert), str(key)
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(config.to_wire()))
     proc = wait_until_ready(spawn("server", ["serve", "--config", str(path)], tmp))
@@ -60,6 +63,9 @@ def test_a_png_answer_carries_parameters_mark_and_watermark_and_verify_finds_its
     code, report = verify(server, answer.content, "made.png")
     assert code == 0 and report["made_here"] and report["job_id"] == answer.headers["X-Job-ID"]
     assert report["audit_record"]["model"] == "tiny-flux" and report["watermark"]["matches"]
+    # signed content credentials: valid, AI-generated, by this model, with this deployment's key
+    assert report["c2pa"]["signed_here"] and report["c2pa"]["validation_state"] == "Valid"
+    assert report["c2pa"]["software_agent"].startswith("tinyimg tiny-flux@")
     # the audit log line of that job: its image's hash, no prompt
     lines = [json.loads(line) for line in server["proc"].log.read_text().splitlines() if line.startswith("{")]
     [audit] = [line["audit"] for line in lines if line.get("logger") == "tinyimg.audit"
@@ -87,6 +93,7 @@ def test_verify_refuses_a_foreign_image_and_a_model_without_provenance_answers_p
     assert plain.status_code == 200
     image = Image.open(io.BytesIO(plain.content))
     assert read_parameters(image.info) is None and not is_marked_generated(image.info)
+    assert b"c2pa" not in plain.content  # no manifest either
     assert read_payload(image) != build_payload(TEXT)
     foreign = io.BytesIO()
     Image.new("RGB", (300, 300), "navy").save(foreign, "PNG")

@@ -13,15 +13,17 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
+from tests.support.signing import write_signing_key
 from tinyimg import imaging
 from tinyimg.durable.results import DirResultStore
 from tinyimg.provenance import watermark
 from tinyimg.provenance.audit import audit_key, build_audit_record, sha256_hex
+from tinyimg.provenance.manifest import SigningKeyError, load_signing_key, read_cert_serial, read_manifest
 from tinyimg.provenance.metadata import TRAINED_ALGORITHMIC_MEDIA, build_xmp, is_marked_generated, read_parameters
 from tinyimg.provenance.pngtext import add_png_text, has_png_text
 from tinyimg.provenance.stamp import build_stamp, finish_image
 from tinyimg.provenance.verify import verify_image
-from tinyimg.spec import ProvenanceSpec
+from tinyimg.spec import ProvenanceSpec, ServerConfig
 
 PAYLOAD = watermark.build_payload("deployment-a")
 
@@ -136,3 +138,51 @@ def test_verify_tells_an_image_made_here_from_a_foreign_one(tmp_path):
     assert moved["made_here"] and moved["job_id"] is None and moved["watermark"]["matches"]
     foreign = asyncio.run(verify_image(imaging.encode_image(photo_like(256, 8), "png"), ["deployment-a"], store))
     assert not foreign["made_here"] and not foreign["watermark"]["matches"] and foreign["audit_record"] is None
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
+def test_a_c2pa_manifest_is_signed_into_the_image_and_read_back(tmp_path, fmt):
+    cert, key = write_signing_key(tmp_path)
+    signing = load_signing_key(str(cert), str(key))
+    assert signing.algorithm == "es256"
+    stamp = build_stamp(ProvenanceSpec(c2pa=True, parameters=True), {"steps": 4}, "m", "r1", signing)
+    data = finish_image(photo_like(96, 1), 5, fmt, stamp)
+    media_type = imaging.media_type(fmt)
+    manifest = read_manifest(data, media_type)
+    assert manifest is not None and manifest["validation_state"] == "Valid"
+    assert manifest["issues"] == ["signingCredential.untrusted"]  # our own test CA: known to nobody
+    assert manifest["digital_source_type"] == TRAINED_ALGORITHMIC_MEDIA and manifest["software_agent"] == "tinyimg m@r1"
+    assert manifest["cert_serial_number"] == read_cert_serial(cert.read_bytes())
+    assert read_parameters(Image.open(io.BytesIO(data)).info)["seed"] == 5  # the metadata survives signing
+    # one byte of the pixels changed: the manifest no longer matches the image
+    tampered = bytearray(data)
+    tampered[len(data) // 2] ^= 0xFF
+    broken = read_manifest(bytes(tampered), media_type)
+    assert broken is None or broken["validation_state"] == "Invalid"
+    assert read_manifest(imaging.encode_image(photo_like(96, 1), fmt), media_type) is None
+
+
+def test_verify_trusts_a_valid_manifest_signed_with_this_deployments_certificate(tmp_path):
+    cert, key = write_signing_key(tmp_path / "ours")
+    other_cert, other_key = write_signing_key(tmp_path / "theirs")
+    ours = finish_image(photo_like(96, 2), 1, "png", build_stamp(
+        ProvenanceSpec(c2pa=True), {}, "m", "r1", load_signing_key(str(cert), str(key))))
+    theirs = finish_image(photo_like(96, 2), 1, "png", build_stamp(
+        ProvenanceSpec(c2pa=True), {}, "m", "r1", load_signing_key(str(other_cert), str(other_key))))
+    serial = read_cert_serial(cert.read_bytes())
+    mine = asyncio.run(verify_image(ours, [], None, serial))
+    assert mine["made_here"] and mine["c2pa"]["signed_here"]
+    foreign = asyncio.run(verify_image(theirs, [], None, serial))
+    assert not foreign["made_here"] and foreign["c2pa"] is not None and not foreign["c2pa"]["signed_here"]
+
+
+def test_unusable_signing_keys_are_refused_naming_the_setting(tmp_path):
+    cert, _ = write_signing_key(tmp_path)
+    (tmp_path / "bad.key").write_text("not a key")
+    with pytest.raises(SigningKeyError, match="c2paKeyFile"):
+        load_signing_key(str(cert), str(tmp_path / "bad.key"))
+    with pytest.raises(SigningKeyError, match="c2paCertFile"):
+        load_signing_key(str(tmp_path / "missing.crt"), str(tmp_path / "bad.key"))
+    with pytest.raises(ValueError, match="c2paCertFile"):
+        ServerConfig.model_validate({"models": [{"name": "m", "family": "flux", "source": "/m",
+                                                 "provenance": {"c2pa": True}}]})
