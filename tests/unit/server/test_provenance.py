@@ -23,7 +23,7 @@ from tinyimg.provenance.metadata import TRAINED_ALGORITHMIC_MEDIA, build_xmp, is
 from tinyimg.provenance.pngtext import add_png_text, has_png_text
 from tinyimg.provenance.stamp import build_stamp, finish_image
 from tinyimg.provenance.verify import verify_image
-from tinyimg.spec import ProvenanceSpec, ServerConfig
+from tinyimg.spec import ConfigError, ProvenanceSpec, ServerConfig
 
 PAYLOAD = watermark.build_payload("deployment-a")
 
@@ -186,3 +186,17 @@ def test_unusable_signing_keys_are_refused_naming_the_setting(tmp_path):
     with pytest.raises(ValueError, match="c2paCertFile"):
         ServerConfig.model_validate({"models": [{"name": "m", "family": "flux", "source": "/m",
                                                  "provenance": {"c2pa": True}}]})
+
+
+def test_a_model_whose_provenance_needs_a_missing_library_is_refused_at_start(monkeypatch):
+    import importlib.util
+
+    from tinyimg.api import app
+
+    config = ServerConfig.model_validate({"models": [{"name": "m", "family": "flux", "source": "/m",
+                                                      "provenance": {"watermark": True}}]})
+    app.check_provenance_modules(config)  # installed here
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "imwatermark" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"provenance\.watermark needs the 'imwatermark' module"):
+        app.check_provenance_modules(config)
