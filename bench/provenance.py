@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from PIL import Image, ImageFilter
 
 from tinyimg import imaging
 from tinyimg.provenance.audit import build_audit_record
+from tinyimg.provenance.manifest import SigningKey, load_signing_key, sign_image
 from tinyimg.provenance.metadata import build_xmp, dump_parameters
 from tinyimg.provenance.watermark import build_payload, embed
 
@@ -49,12 +51,14 @@ def median_ms(fn: Any, rounds: int) -> float:
     return statistics.median(samples) * 1000
 
 
-def measure_steps(rounds: int) -> dict[str, float]:
+def measure_steps(rounds: int, signing: SigningKey | None = None) -> dict[str, float]:
     image = photo_like(1024)
     payload = build_payload("bench")
     text, xmp = dump_parameters(PARAMETERS), build_xmp(PARAMETERS, "tinyimg bench")
     png = imaging.encode_image(image, "png")
+    signed = {"c2pa_sign_png": median_ms(lambda: sign_image(png, "image/png", signing, "tinyimg bench"), rounds)} if signing else {}
     return {
+        **signed,
         "encode_png": median_ms(lambda: imaging.encode_image(image, "png"), rounds),
         "encode_jpeg": median_ms(lambda: imaging.encode_image(image, "jpeg"), rounds),
         "watermark": median_ms(lambda: embed(image, payload), rounds),
@@ -66,14 +70,18 @@ def measure_steps(rounds: int) -> dict[str, float]:
     }
 
 
-def measure_requests(requests: int) -> dict[str, float]:
+def measure_requests(requests: int, threads: int, cert: str | None = None, key: str | None = None) -> dict[str, float]:
+    """``cert``/``key``: the "on" server signs C2PA manifests too."""
     source = ensure_tiny_model("flux")
     processes, urls = [], {}
     try:
-        for label, provenance in (("off", {}), ("on", {"parameters": True, "watermark": True})):
+        everything = {"parameters": True, "watermark": True, **({"c2pa": True} if cert and key else {})}
+        for label, provenance in (("off", {}), ("on", everything)):
             config = build_config("tiny-flux", "flux", source, max_batch=1, wait_ms=0)
             config["models"][0]["defaults"].update({"width": 256, "height": 256})
             config["models"][0]["provenance"] = provenance
+            if provenance.get("c2pa"):
+                config.update({"c2paCertFile": cert, "c2paKeyFile": key})
             path = OUT_DIR / f"provenance-{label}.yaml"
             OUT_DIR.mkdir(parents=True, exist_ok=True)
             path.write_text(yaml.safe_dump(config))
@@ -81,7 +89,7 @@ def measure_requests(requests: int) -> dict[str, float]:
             log = OUT_DIR / f"provenance-{label}.log"
             processes.append(subprocess.Popen(
                 [sys.executable, "-m", "tinyimg", "serve", "--config", str(path), "--port", str(port), "--log-level", "warning"],
-                stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=OUT_DIR))
+                stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=OUT_DIR, env={**os.environ, "OMP_NUM_THREADS": str(threads)}))
             urls[label] = f"http://127.0.0.1:{port}"
             wait_http(f"{urls[label]}/health/ready", 300, processes[-1], log)
         samples: dict[str, list[float]] = {label: [] for label in urls}
@@ -107,10 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=10, help="repetitions of each per-image step")
     parser.add_argument("--requests", type=int, default=40, help="requests to each server")
+    parser.add_argument("--c2pa-cert", help="a PEM certificate chain: also time C2PA signing (with --c2pa-key)")
+    parser.add_argument("--c2pa-key", help="its PEM private key")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each server (OMP_NUM_THREADS)")
     args = parser.parse_args(argv)
-    steps = measure_steps(args.rounds)
+    signing = load_signing_key(args.c2pa_cert, args.c2pa_key) if args.c2pa_cert and args.c2pa_key else None
+    steps = measure_steps(args.rounds, signing)
     progress("per-image steps measured")
-    requests = measure_requests(args.requests)
+    requests = measure_requests(args.requests, args.threads, args.c2pa_cert, args.c2pa_key)
     results = {"steps_ms_1024": steps, "request_p50_ms": requests, "ratio": requests["on"] / requests["off"]}
     (OUT_DIR / "provenance-latest.json").write_text(json.dumps(results, indent=2))
     print(build_table([(name, f"{ms:.2f}") for name, ms in steps.items()], ("step on one 1024² image", "ms")))
