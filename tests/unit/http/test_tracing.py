@@ -91,3 +91,13 @@ def test_metrics_come_in_the_format_asked_for_and_only_openmetrics_carries_exemp
     body = response.body.decode()
     assert (f'trace_id="{exemplar["trace_id"]}"' in body) is has_exemplar
     assert 'x_seconds_bucket{le="1.0"} 1' in body
+
+
+@pytest.mark.parametrize("junk", [b"00-zz-yy-01", b"x" * 4000, b"00-" + b"0" * 32 + b"-" + b"0" * 16 + b"-01",
+                                  b"\xff\xfe traceparent \xc3\x28", b""])
+async def test_a_malformed_traceparent_starts_a_new_trace_and_the_request_is_served(recorded_spans, junk):
+    app = build_app()
+    answer = await call(app, "GET", "/v1/jobs/j1", headers=[(b"traceparent", junk), (b"tracestate", junk)])
+    assert answer.status_code == 200
+    [server] = recorded_spans.get_finished_spans()
+    assert server.parent is None and server.context.trace_id != 0
