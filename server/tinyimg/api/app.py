@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import os
 import secrets
@@ -31,6 +30,7 @@ from tinyimg.http.limits import EdgeLimits
 from tinyimg.http.streams import StreamGate, StreamLimits
 from tinyimg.http.tracing import FASTAPI_TELEMETRY
 from tinyimg.provenance.manifest import SigningKey, SigningKeyError, load_signing_key
+from tinyimg.provenance.support import check_provenance_support
 from tinyimg.runtime.adapters import AdapterLibrary
 from tinyimg.runtime.jobrunner import JobService
 from tinyimg.runtime.jobs import EngineApi
@@ -100,23 +100,9 @@ def build_adapter_library(config: ServerConfig, server_metrics: ServerMetrics) -
     return AdapterLibrary(root, options, on_fetch=server_metrics.count_adapter_fetch)
 
 
-# What a model's provenance settings need installed (the server's `provenance` extra).
-PROVENANCE_MODULES = {"watermark": "imwatermark", "c2pa": "c2pa"}
-
-
-def check_provenance_modules(config: ServerConfig) -> None:
-    """ConfigError at start-up, naming the model and the setting, when a model's provenance needs a
-    library this installation lacks (rather than a failed job at its first image)."""
-    for model in config.models:
-        for setting, module in PROVENANCE_MODULES.items():
-            if getattr(model.provenance, setting) and importlib.util.find_spec(module) is None:
-                raise ConfigError(f"model {model.name!r}: provenance.{setting} needs the {module!r} module: "
-                                  "install tinyimg-server[provenance]")
-
-
 def build_signing_key(config: ServerConfig) -> SigningKey | None:
     """The C2PA signing key when the config names one (ConfigError when it cannot be used)."""
-    check_provenance_modules(config)
+    check_provenance_support(config)  # at start: a missing library is refused, not a failed first job
     if not (config.c2pa_cert_file and config.c2pa_key_file):
         return None
     try:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tinyimg.provenance.support import check_provenance_support
 from tinyimg.runtime.jobrunner import JobsApi
 from tinyimg.runtime.jobs import EngineApi
 from tinyimg.runtime.reload import plan_reload
@@ -82,6 +83,7 @@ class ConfigReloader:
         self.digest = digest
         try:
             edited = self.source.load()
+            check_provenance_support(edited, signing_loaded=self.jobs.signing is not None)
         except ConfigError as err:
             self.error = str(err)
             log.error("config file changed but is not valid; the running settings stay", extra={"error": str(err)})

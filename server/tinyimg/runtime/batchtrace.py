@@ -85,6 +85,9 @@ def record_batch_spans(batch: Sequence[Job], timeline: BatchTimeline, device: st
     ended_ns = ended_ns or time.time_ns()
     started = timeline.started_ns
     for job in traced:
+        if job.queue_traced:  # a failed batch run again one request at a time: its wait was recorded
+            continue
+        job.queue_traced = True
         attributes = {"tinyimg.model": job.model, "tinyimg.tenant": job.tenant.name, "tinyimg.images": len(job.params.seeds)}
         record_span("queue", job.trace, min(wall_ns(job.enqueued_at), started), started, attributes)
     attributes = build_batch_attributes(batch, device)

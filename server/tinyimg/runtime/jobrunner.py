@@ -132,6 +132,7 @@ class JobsApi(Protocol):
 
     quotas: Quotas | None
     adapters: AdapterLibrary | None
+    signing: SigningKey | None
 
     async def submit(self, order: JobOrder) -> JobRecord: ...
     def apply_model_spec(self, spec: ModelSpec) -> None: ...

@@ -56,6 +56,7 @@ class Job:
     # The trace context it was submitted in (an OpenTelemetry Context; None when tracing is off):
     # its queue and pipeline spans go there (tinyimg.runtime.batchtrace).
     trace: Any = None
+    queue_traced: bool = False  # its queue span is recorded (a batch retried one request at a time records none again)
 
     @property
     def deadline(self) -> float:

@@ -63,3 +63,11 @@ def test_a_failed_call_marks_its_pipeline_span_and_an_untraced_batch_records_not
     recorded_spans.clear()
     assert record_batch_spans([job(None)], BatchTimeline(), "cpu") is None
     assert recorded_spans.get_finished_spans() == ()
+
+
+def test_a_batch_run_again_one_request_at_a_time_records_its_queue_wait_once(recorded_spans):
+    first = job(tracing.current_context())
+    record_batch_spans([first], BatchTimeline(), "cpu", error="RuntimeError: a prompt the tokenizer refused")
+    record_batch_spans([first], BatchTimeline(), "cpu")  # the retry alone
+    names = [s.name for s in recorded_spans.get_finished_spans()]
+    assert names.count("queue") == 1 and names.count("pipeline") == 2

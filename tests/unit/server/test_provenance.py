@@ -22,6 +22,7 @@ from tinyimg.provenance.manifest import SigningKeyError, load_signing_key, read_
 from tinyimg.provenance.metadata import TRAINED_ALGORITHMIC_MEDIA, build_xmp, is_marked_generated, read_parameters
 from tinyimg.provenance.pngtext import add_png_text, has_png_text
 from tinyimg.provenance.stamp import build_stamp, finish_image
+from tinyimg.provenance.support import check_provenance_support
 from tinyimg.provenance.verify import verify_image
 from tinyimg.spec import ConfigError, ProvenanceSpec, ServerConfig
 
@@ -191,12 +192,19 @@ def test_unusable_signing_keys_are_refused_naming_the_setting(tmp_path):
 def test_a_model_whose_provenance_needs_a_missing_library_is_refused_at_start(monkeypatch):
     import importlib.util
 
-    from tinyimg.api import app
-
     config = ServerConfig.model_validate({"models": [{"name": "m", "family": "flux", "source": "/m",
                                                       "provenance": {"watermark": True}}]})
-    app.check_provenance_modules(config)  # installed here
+    check_provenance_support(config)  # installed here
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "imwatermark" else real(name, *a))
     with pytest.raises(ConfigError, match=r"provenance\.watermark needs the 'imwatermark' module"):
-        app.check_provenance_modules(config)
+        check_provenance_support(config)
+
+
+def test_c2pa_turned_on_while_running_without_a_loaded_key_is_refused_not_served_unsigned(tmp_path):
+    cert, key = write_signing_key(tmp_path)
+    config = ServerConfig.model_validate({"c2paCertFile": str(cert), "c2paKeyFile": str(key), "models": [
+        {"name": "m", "family": "flux", "source": "/m", "provenance": {"c2pa": True}}]})
+    check_provenance_support(config, signing_loaded=True)
+    with pytest.raises(ConfigError, match="restart the server"):
+        check_provenance_support(config, signing_loaded=False)

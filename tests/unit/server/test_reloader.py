@@ -47,3 +47,19 @@ async def test_bad_files_are_reported_and_the_next_good_one_applies(tmp_path):
     assert await reloader.check() is False  # unchanged: nothing to do
     reloader.request()  # SIGHUP: read again even unchanged; still nothing to apply
     assert await reloader.check() is False and reloader.generation == 2
+
+
+async def test_turning_on_c2pa_while_running_without_a_loaded_key_is_refused(tmp_path):
+    from tests.support.signing import write_signing_key
+
+    path = tmp_path / "config.yaml"
+    running = write(path)
+    engine = FakeEngine(running)
+    jobs = JobService(engine, running.jobs_config(), models=running.models)  # started without a signing key
+    reloader = ConfigReloader(ConfigSource(path, lambda: load_config(path)), running, engine, jobs, lambda _: None)
+    cert, key = write_signing_key(tmp_path / "c2pa")
+    wire = tiny_config(DIRS, ("flux",), provenance={"watermark": True}).to_wire()
+    wire["models"][0]["provenance"]["c2pa"] = True
+    path.write_text(yaml.safe_dump({**wire, "c2paCertFile": str(cert), "c2paKeyFile": str(key)}))
+    assert await reloader.check() is False
+    assert "restart the server" in reloader.error and not engine.config.models[0].provenance.c2pa
