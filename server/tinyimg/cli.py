@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     lora.add_argument("--out", required=True, type=Path, help="directory to write the adapter into")
     lora.add_argument("--seed", type=int, default=None, help="seed of its random weights (another seed: another adapter)")
 
+    classifier = sub.add_parser("make-tiny-classifier", help="build a tiny random image classifier (content checks)")
+    classifier.add_argument("--out", required=True, type=Path, help="directory to save_pretrained into")
+    classifier.add_argument("--seed", type=int, default=None, help="seed of its random weights")
+
     for name in DELEGATED:
         sub.add_parser(name, help=f"the {name} commands (see tinyimg {name} --help)", add_help=False)
     return parser
@@ -92,6 +96,14 @@ def run_make_tiny_lora(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_make_tiny_classifier(args: argparse.Namespace) -> int:
+    from tinyimg.make_tiny import run_make_tiny_classifier as make
+
+    make(args.out, **({"seed": args.seed} if args.seed is not None else {}))
+    print(f"wrote a tiny image classifier to {args.out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in DELEGATED:
@@ -102,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_CONFIG_ERROR
         return cast(int, module.main(argv[1:]))
     args = build_parser().parse_args(argv)
-    commands = {"serve": run_serve, "make-tiny-model": run_make_tiny_model, "make-tiny-lora": run_make_tiny_lora}
+    commands = {"serve": run_serve, "make-tiny-model": run_make_tiny_model, "make-tiny-lora": run_make_tiny_lora,
+                "make-tiny-classifier": run_make_tiny_classifier}
     return commands[args.command](args)
 
 

@@ -57,3 +57,19 @@ def run_make_tiny_lora(family: str, out: Path, seed: int = TINY_SEED + 1) -> Non
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     type(pipeline).save_lora_weights(out, **{f"{info.denoiser}_lora_layers": layers}, weight_name=TINY_LORA_WEIGHT_NAME)
+
+
+def run_make_tiny_classifier(out: Path, seed: int = TINY_SEED + 2) -> None:
+    """A tiny random-weight image classifier (ViT, 32x32 input, labels ``normal`` and ``nsfw``) for
+    the content checks (``safety.checker: classifier``), built offline as the tiny models are. Its
+    weights are drawn wide (initializer range 1), so the scores of different images spread over
+    [0, 1] and a threshold between two of them flags one and passes the other."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(seed)
+    config = ViTConfig(image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=1,
+                       num_attention_heads=2, intermediate_size=64, initializer_range=1.0,
+                       id2label={0: "normal", 1: "nsfw"}, label2id={"normal": 0, "nsfw": 1})
+    ViTForImageClassification(config).save_pretrained(out)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(out)

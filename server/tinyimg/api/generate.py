@@ -15,7 +15,14 @@ from tinyimg.core.logs import request_id_var
 from tinyimg.runtime.jobrunner import JobOrder
 from tinyimg.runtime.jobstore import JobRecord
 from tinyimg.runtime.params import build_parameters_response
-from tinyimg.wire.requests import GenerateRequest, GenerateResponse, ImageResponse, OutputFormat, TimingsResponse
+from tinyimg.wire.requests import (
+    ContentFlag,
+    GenerateRequest,
+    GenerateResponse,
+    ImageResponse,
+    OutputFormat,
+    TimingsResponse,
+)
 
 router = APIRouter(tags=["generate"])
 
@@ -44,6 +51,7 @@ def build_generate_response(r: JobRecord, total_seconds: float, request_id: str)
             ImageResponse(b64=base64.b64encode(data).decode("ascii"), seed=seed, format=output_format)
             for data, seed in zip(r.images, r.seeds, strict=True)
         ],
+        content_flags=[ContentFlag.model_validate(flag) for flag in r.content_flags] if r.content_flags else None,
         parameters=build_parameters_response(r.params, output_format),
         timings=TimingsResponse(
             queued_seconds=round(r.queued_seconds or 0.0, 6),

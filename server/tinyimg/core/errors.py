@@ -110,6 +110,7 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "job_id_taken": ErrorCode(409, "The job id a router chose is already in use on this pod.", "server"),
     "payload_too_large": ErrorCode(413, "The request body is over `maxBodyBytes` (declared or counted as it arrives)."),
     "invalid_request": ErrorCode(422, "A field is missing or invalid; `error.field` names it."),
+    "content_blocked": ErrorCode(422, "The model's content check flagged an image under the `block` policy (nothing was kept), or the prompt holds a phrase of `safety.denyPrompts` (`error.field` names it).", "server"),
     "queue_full": ErrorCode(429, "The model's queue holds `runtime.queueSize` waiting requests (with a shared queue, `jobs.maxQueuedJobs` jobs); retry after `Retry-After`.", "server"),
     "quota_exceeded": ErrorCode(429, "The API key's tenant is over a quota of its keys file: its image-steps per minute (the router; with `X-RateLimit-*` headers) or its `maxQueued` waiting requests (the model server)."),
     "rate_limited": ErrorCode(429, "Too many requests for this API key (the router's rate limit), or too many failed key attempts from this address."),

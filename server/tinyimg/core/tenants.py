@@ -77,6 +77,9 @@ class TenantSpec(BaseModel):
         None, alias="imageStepsPerMinute", gt=0,
         description="Work budget (width*height/1024^2*steps*images), refilled continuously; a minute's worth may be spent at once.")
     admin: bool = Field(False, description="Its keys may change what the server holds: register and delete run-time adapters (/v1/adapters).")
+    safety_policy: Literal["flag", "blur", "block"] | None = Field(
+        None, alias="safetyPolicy",
+        description="What a flagged image of this tenant becomes, over each model's safety.policy (models with a content checker).")
 
     @field_validator("keys")
     @classmethod
@@ -101,6 +104,7 @@ class Tenant:
     max_in_flight: int | None = None
     image_steps_per_minute: float | None = None
     admin: bool = False  # may register and delete run-time adapters (never sent in the tenant header)
+    safety_policy: str | None = None  # over the model's safety.policy (tinyimg.safety)
 
     @property
     def rank(self) -> int:
@@ -108,8 +112,11 @@ class Tenant:
 
     def describe(self) -> dict[str, object]:
         """What /v1/usage and the tenant header say about it (never its keys)."""
-        return {"name": self.name, "priority": self.priority, "max_queued": self.max_queued,
-                "max_in_flight": self.max_in_flight, "image_steps_per_minute": self.image_steps_per_minute}
+        described: dict[str, object] = {"name": self.name, "priority": self.priority, "max_queued": self.max_queued,
+                                        "max_in_flight": self.max_in_flight, "image_steps_per_minute": self.image_steps_per_minute}
+        if self.safety_policy is not None:
+            described["safety_policy"] = self.safety_policy
+        return described
 
 
 DEFAULT_TENANT = Tenant(DEFAULT_TENANT_NAME)
@@ -130,7 +137,7 @@ def build_key_tenant(key_hash: str) -> Tenant:
 
 def build_tenant(spec: TenantSpec) -> Tenant:
     return Tenant(spec.name, spec.priority, tuple(hash_key(k) for k in spec.keys), spec.max_queued,
-                  spec.max_in_flight, spec.image_steps_per_minute, spec.admin)
+                  spec.max_in_flight, spec.image_steps_per_minute, spec.admin, spec.safety_policy)
 
 
 class TenantTable:
@@ -247,7 +254,9 @@ def read_tenant_description(data: object) -> Tenant | None:
     try:
         spec = TenantSpec.model_validate({"name": data.get("name"), "priority": data.get("priority"), "keys": ["-"],
                                           "maxQueued": data.get("max_queued"), "maxInFlight": data.get("max_in_flight"),
-                                          "imageStepsPerMinute": data.get("image_steps_per_minute")})
+                                          "imageStepsPerMinute": data.get("image_steps_per_minute"),
+                                          "safetyPolicy": data.get("safety_policy")})
     except ValidationError:
         return None
-    return Tenant(spec.name, spec.priority, (), spec.max_queued, spec.max_in_flight, spec.image_steps_per_minute)
+    return Tenant(spec.name, spec.priority, (), spec.max_queued, spec.max_in_flight, spec.image_steps_per_minute,
+                  safety_policy=spec.safety_policy)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from tinyimg.families.memory import estimate_memory_gb, resolve_dtype_name
 from tinyimg.families.variants import CallVariants
+from tinyimg.safety.checkers import ContentChecker, load_checker
 
 if TYPE_CHECKING:
     from tinyimg.families.preview import LatentRGBMap
@@ -70,6 +71,7 @@ class AdapterFile:
 class GeneratedImage:
     image: Any  # PIL.Image.Image
     seed: int
+    content_score: float | None = None  # the model's content checker's (tinyimg.safety), when it has one
 
 
 def batch_key(params: GenerationParams) -> tuple[Any, ...]:
@@ -104,6 +106,7 @@ class Handler(CallVariants):
         self._placed: tuple[Any, Any] | None = None
         # The fixed latent->RGB map for previews, fitted at load; None: this model has no previews.
         self.preview_map: LatentRGBMap | None = None
+        self.checker: ContentChecker | None = None  # spec.safety's, loaded with the model
 
     @classmethod
     def estimate_memory_gb(cls, spec: ModelSpec, device_kind: str = "cuda") -> float:
@@ -153,6 +156,7 @@ class Handler(CallVariants):
         self._placed = None
         self.preview_map = self.fit_preview_map()
         self.load_adapters()
+        self.checker = load_checker(spec.safety, device)
 
     def fit_preview_map(self) -> LatentRGBMap | None:
         """The latent->RGB map for previews, from this model's own VAE (tinyimg.families.preview).
@@ -231,10 +235,13 @@ class Handler(CallVariants):
                 output_type="pil",
                 **stop,
             ).images
+        # The content check: every image of the call at once, on this (the device's) thread.
+        scores: list[float | None] = list(self.checker.score(images)) if self.checker is not None else [None] * len(images)
         results, start = [], 0
         for p in batch:
             mine = images[start : start + len(p.seeds)]
-            results.append([GeneratedImage(img, seed) for img, seed in zip(mine, p.seeds, strict=True)])
+            results.append([GeneratedImage(img, seed, score)
+                            for img, seed, score in zip(mine, p.seeds, scores[start : start + len(p.seeds)], strict=True)])
             start += len(p.seeds)
         return results
 

@@ -32,7 +32,7 @@ from tinyimg.core.tenants import DEFAULT_TENANT, Tenant, image_steps
 from tinyimg.core.tracing import inject_dict, span
 from tinyimg.durable.jobdocs import StoredJob
 from tinyimg.durable.results import ResultStore, StorageUnavailable
-from tinyimg.families.base import GenerationParams
+from tinyimg.families.base import GeneratedImage, GenerationParams
 from tinyimg.provenance.audit import build_audit_record
 from tinyimg.provenance.manifest import SigningKey
 from tinyimg.provenance.stamp import Stamp, build_stamp, finish_images
@@ -42,6 +42,7 @@ from tinyimg.runtime.jobstore import JobRecord, JobStore, drop_inputs
 from tinyimg.runtime.jobviews import build_error_data, build_stored_job
 from tinyimg.runtime.params import ModelRules, build_generation_params, build_model_rules, build_parameters_response
 from tinyimg.runtime.webhooks import WebhookSender
+from tinyimg.safety.policy import apply_policy, build_flag, check_prompts, compile_deny_list
 from tinyimg.spec import JobsConfig, ModelSpec
 from tinyimg.wire.requests import GenerateRequest, OutputFormat
 
@@ -104,7 +105,8 @@ def build_job_audit(record: JobRecord) -> dict[str, Any]:
     return build_audit_record(
         job_id=record.id, status=record.status, model=record.model, revision=os.environ.get("TINYIMG_REVISION"),
         tenant=record.tenant.name, key_hash=record.key_hash, parameters=parameters, images=images,
-        seeds=record.seeds[:len(images)], error_code=error, finished_at=record.finished_at)
+        seeds=record.seeds[:len(images)], content_flags=record.content_flags, error_code=error,
+        finished_at=record.finished_at)
 
 
 class JobEvents:
@@ -258,6 +260,8 @@ class JobService(JobsApi):
         rules = self.models.get(body.model)
         if rules is None:
             raise ModelNotFound(body.model, list(self.models))
+        # Before anything is fetched or queued: a refused prompt costs nothing.
+        check_prompts(compile_deny_list(tuple(rules.spec.safety.deny_prompts)), body.prompt, body.negative_prompt)
         fetched = None
         if body.loras and self.adapters is not None:
             if admit:
@@ -360,10 +364,10 @@ class JobService(JobsApi):
             # Encoding a large PNG takes tens of milliseconds: keep it off the event loop.
             seeds = [i.seed for i in result.images]
             rules = self.models.get(record.model)
+            images = self._checked(record, result.images, rules.spec if rules is not None else None)
             stamp = build_job_stamp(record, rules.spec if rules is not None else None, self.signing)
             with span("encode_image", {"tinyimg.format": record.output_format, "tinyimg.images": len(result.images)}):
-                encoded = await asyncio.to_thread(finish_images, [i.image for i in result.images], seeds,
-                                                  record.output_format, stamp)
+                encoded = await asyncio.to_thread(finish_images, images, seeds, record.output_format, stamp)
             if self.results is not None and (record.keep or record.durable) and not record.finished:
                 with span("store_result", {"tinyimg.images": len(encoded), "tinyimg.job_id": record.id}):
                     encoded, record.image_keys = await store_images(self.results, record, encoded, seeds)
@@ -397,6 +401,18 @@ class JobService(JobsApi):
                 await store_record(self.results, build_stored_job(record))
             except StorageUnavailable as err:
                 log.warning("job record not stored: %s", err.message, extra={"job_id": record.id})
+
+    @staticmethod
+    def _checked(record: JobRecord, generated: Sequence[GeneratedImage], spec: ModelSpec | None) -> list[Any]:
+        """The images as the model's safety policy answers them, their flags on the record;
+        ContentBlocked (422) when the policy blocks a flagged one: nothing of it is encoded or kept."""
+        images = [g.image for g in generated]
+        if spec is None or spec.safety.checker is None or any(g.content_score is None for g in generated):
+            return images
+        safety, checker = spec.safety, spec.safety.checker
+        record.content_flags = [build_flag(cast(float, g.content_score), safety.threshold, checker)
+                                for g in generated]
+        return apply_policy(record.tenant.safety_policy or safety.policy, images, record.content_flags)
 
     def mark_started(self, record: JobRecord) -> None:
         if record.finished:

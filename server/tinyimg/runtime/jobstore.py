@@ -61,6 +61,7 @@ class JobRecord:
     # W3C trace headers of the request that queued it on the shared queue (tinyimg.core.tracing)
     trace_headers: dict[str, str] = field(default_factory=dict)
     audit: dict[str, Any] | None = None  # its audit record, once finished (tinyimg.provenance.audit)
+    content_flags: list[dict[str, Any]] | None = None  # one per image when its model checks content (tinyimg.safety)
     base_url: str = ""  # the creating request's, for the job's URLs (and its webhook's)
     # Through a router: the id and base URL its client knows (its webhook carries them), else None.
     public_id: str | None = None

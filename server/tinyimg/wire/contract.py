@@ -353,6 +353,8 @@ class JobResponse(Wire):
     device: str | None = None
     batch_size: int | None = None
     images: list[JobImageResponse] | None = None
+    # One per image, when the model checks content (safety.checker): {flagged, score, checker}.
+    content_flags: list[dict[str, Any]] | None = None
     error: JobErrorResponse | None = None
     webhook: str | None = None
     preview: bool = False  # it asked for ``preview`` events

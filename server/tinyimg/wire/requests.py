@@ -145,9 +145,19 @@ class TimingsResponse(_Wire):
     total_seconds: float
 
 
+class ContentFlag(_Wire):
+    """One image's content check (the model's ``safety.checker``)."""
+
+    flagged: bool
+    score: float
+    checker: str
+
+
 class GenerateResponse(_Wire):
     model: str
     images: list[ImageResponse]
+    # One per image, in order, when the model checks content (safety.checker); else absent (null).
+    content_flags: list[ContentFlag] | None = None
     parameters: ParametersResponse
     timings: TimingsResponse
     device: str
