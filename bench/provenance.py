@@ -3,6 +3,9 @@ AI-generated mark in the file, the audit record's hashing) beside plain encoding
 then a tiny-model request at 256x256 through two `tinyimg serve` processes, one with the model's
 whole provenance set on (parameters, watermark) and one with none, called in turn.
 
+The content check is timed on a ViT-Base classifier with random weights (the size of common
+NSFW classifiers), per 1024² image and per tiny-model batch.
+
 Target (issue 24): the whole provenance set adds at most 5% to a tiny-model request.
 
 Run: .venv/bin/python bench/provenance.py [--rounds N] [--requests N]
@@ -30,6 +33,9 @@ from tinyimg.provenance.audit import build_audit_record
 from tinyimg.provenance.manifest import SigningKey, load_signing_key, sign_image
 from tinyimg.provenance.metadata import build_xmp, dump_parameters
 from tinyimg.provenance.watermark import build_payload, embed
+from tinyimg.safety.checkers import ClassifierChecker
+from tinyimg.safety.policy import blur
+from tinyimg.spec import SafetySpec
 
 TARGET_RATIO = 1.05
 PARAMETERS = {"model": "tiny-sdxl", "revision": "abc", "seed": 1, "steps": 30, "width": 1024, "height": 1024,
@@ -49,6 +55,31 @@ def median_ms(fn: Any, rounds: int) -> float:
         fn()
         samples.append(time.perf_counter() - started)
     return statistics.median(samples) * 1000
+
+
+def build_vit_base_checker() -> ClassifierChecker:
+    """The content check at a real classifier's size (ViT-Base/16 at 224², 86M parameters, the
+    architecture of common NSFW classifiers) with random weights: no download, real cost."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(0)
+    checker = ClassifierChecker(SafetySpec(checker="classifier", source="in-memory"))
+    config = ViTConfig(id2label={0: "normal", 1: "nsfw"}, label2id={"normal": 0, "nsfw": 1})
+    checker.model, checker.processor = ViTForImageClassification(config).eval(), ViTImageProcessor()
+    checker.flagged, checker.device = [1], "cpu"
+    return checker
+
+
+def measure_checks(rounds: int) -> dict[str, float]:
+    """The content check and the blur, per 1024² image and per tiny-model batch (4 images, 64²)."""
+    checker = build_vit_base_checker()
+    large, batch = photo_like(1024), [photo_like(64) for _ in range(4)]
+    return {
+        "check_vit_base_1024": median_ms(lambda: checker.score([large]), rounds),
+        "check_vit_base_tiny_batch_of_4": median_ms(lambda: checker.score(batch), rounds),
+        "blur_1024": median_ms(lambda: blur(large), rounds),
+    }
 
 
 def measure_steps(rounds: int, signing: SigningKey | None = None) -> dict[str, float]:
@@ -120,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each server (OMP_NUM_THREADS)")
     args = parser.parse_args(argv)
     signing = load_signing_key(args.c2pa_cert, args.c2pa_key) if args.c2pa_cert and args.c2pa_key else None
-    steps = measure_steps(args.rounds, signing)
+    steps = {**measure_steps(args.rounds, signing), **measure_checks(args.rounds)}
     progress("per-image steps measured")
     requests = measure_requests(args.requests, args.threads, args.c2pa_cert, args.c2pa_key)
     results = {"steps_ms_1024": steps, "request_p50_ms": requests, "ratio": requests["on"] / requests["off"]}

@@ -74,3 +74,15 @@ def test_the_registry_names_the_spec_allows_and_a_checker_needs_its_labels(tmp_p
     scores = checker.score([noise(s) for s in range(6)])
     assert all(0 <= s <= 1 for s in scores) and len(set(scores)) > 1
     assert checker.score([noise(3)]) == pytest.approx([scores[3]], abs=1e-5)  # batched or alone: the same score
+
+
+@pytest.mark.parametrize("flag_all", [True, False])
+def test_the_stable_diffusion_checker_gives_its_verdict_per_image_and_never_blacks_them_out(tmp_path, flag_all):
+    from tests.support.safety import write_tiny_sd_checker
+
+    source = write_tiny_sd_checker(tmp_path / "sd", flag_all)
+    checker = load_checker(SafetySpec(checker="sd-safety-checker", source=str(source)), "cpu")
+    images = [noise(s) for s in range(3)]
+    before = [np.asarray(i).copy() for i in images]
+    assert checker.score(images) == [1.0 if flag_all else 0.0] * 3
+    assert all((np.asarray(i) == b).all() for i, b in zip(images, before, strict=True))  # the pixels are ours to decide
