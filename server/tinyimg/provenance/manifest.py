@@ -83,7 +83,10 @@ def sign_image(data: bytes, media_type: str, key: SigningKey, generator: str) ->
     algorithm = getattr(c2pa.C2paSigningAlg, key.algorithm.upper())
     signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(algorithm, key.cert_chain, key.private_key, None))
     title = "generated." + media_type.split("/")[1]
-    with signer, c2pa.Builder(json.dumps(build_manifest(generator, title))) as builder:
+    # No thumbnail in the manifest: the image is the asset itself, and drawing one cost 40 ms of
+    # the 42 ms a 256² PNG took to sign (1.3 ms without). A context per call: safe in any thread.
+    context = c2pa.Context(c2pa.Settings.from_dict({"builder": {"thumbnail": {"enabled": False}}}))
+    with signer, context, c2pa.Builder(json.dumps(build_manifest(generator, title)), context=context) as builder:
         out = io.BytesIO()
         builder.sign(signer, media_type, io.BytesIO(data), out)
         return out.getvalue()
