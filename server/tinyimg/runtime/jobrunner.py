@@ -260,8 +260,8 @@ class JobService(JobsApi):
         rules = self.models.get(body.model)
         if rules is None:
             raise ModelNotFound(body.model, list(self.models))
-        # Before anything is fetched or queued: a refused prompt costs nothing.
-        check_prompts(compile_deny_list(tuple(rules.spec.safety.deny_prompts)), body.prompt, body.negative_prompt)
+        if rules.spec.safety.deny_prompts:  # before anything is fetched or queued: a refused prompt costs nothing
+            check_prompts(compile_deny_list(tuple(rules.spec.safety.deny_prompts)), body.prompt, body.negative_prompt)
         fetched = None
         if body.loras and self.adapters is not None:
             if admit:
