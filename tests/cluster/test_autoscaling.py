@@ -254,7 +254,9 @@ def test_model_at_zero_holds_the_first_requests_and_scales_up_once(autoscaled, t
         lambda: (m := {m["name"]: m for m in httpx.get(f"{url}/models", timeout=10).json()["models"]}.get(COLD))
         and m["state"] == "scaled-to-zero" and m, timeout=30, what="the router lists the model at zero")
     assert (listed["state"], listed["replicas"]) == ("scaled-to-zero", 0)
-    assert replicas(cluster, COLD) == 0
+    # The router reads the ImageModel, which can come before the operator has made its Deployment.
+    cluster.wait_until(lambda: (cluster.get("apps/v1/deployments", NAMESPACE, COLD) or {}).get("spec", {}).get("replicas") == 0,
+                       timeout=30, what="the operator made the Deployment at zero")
     body = {**SLOW, "model": COLD, "steps": 2}
     started, wall = time.monotonic(), time.time()
     with ThreadPoolExecutor(10) as pool:
