@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 $(VENV)/.installed: server/pyproject.toml operator/pyproject.toml requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-test.txt -e 'server[diffusers,provenance]' -e operator
+	$(BIN)/pip install --quiet -r requirements-test.txt -e 'server[diffusers,provenance,acceleration]' -e operator
 	touch $@
 
 venv: $(VENV)/.installed

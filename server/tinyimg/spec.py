@@ -80,6 +80,60 @@ class LimitsSpec(_Schema):
     max_adapters: int = Field(4, ge=0, le=16, description="LoRA adapters per request.")
 
 
+CompileMode = Literal["none", "regional", "full"]
+QuantizeMode = Literal["none", "int8", "fp8"]
+StepCacheMode = Literal["none", "first-block"]
+# diffusers' attention backends (diffusers.models.attention_dispatch.AttentionBackendName) a model
+# may ask for, and "sdpa" (PyTorch's scaled_dot_product_attention, diffusers' default). Listed here
+# so the schema stays import-light; tests/unit/server/test_acceleration.py checks each against diffusers.
+ATTENTION_BACKENDS = (
+    "sdpa", "native", "flash", "flash_varlen", "_flash_3", "_flash_varlen_3", "flex", "sage", "sage_varlen",
+    "xformers", "_native_cudnn", "_native_efficient", "_native_flash", "_native_math",
+)
+
+
+class StepCacheSpec(_Schema):
+    """diffusers' first-block cache: when the first transformer block's output barely changes from
+    the previous step, the remaining blocks are skipped and their last residual reused."""
+
+    mode: StepCacheMode = Field("none", description="none, or first-block (transformer families; batches of one image only).")
+    threshold: float = Field(0.08, gt=0.0, le=1.0, description="Relative change of the first block's output below which a step reuses the cache: higher skips more.")
+
+
+class AccelerationSpec(_Schema):
+    """Speed-ups applied at load, each checked at warm-up against the plain pipeline (``minQuality``).
+    An unset field takes the device's default: on a GPU the lossless tier (fused QKV, channels_last,
+    regional compile); on the CPU the plain pipeline (none of them measurably helps there:
+    BENCHMARKS.md, "Acceleration")."""
+
+    compile: CompileMode | None = Field(None, description="torch.compile: regional (the repeated blocks, and the VAE decoder's blocks: fast to compile), full (whole modules), none; unset: regional on a GPU, none on the CPU.")
+    fuse_qkv: bool | None = Field(None, description="Fuse the attention's query/key/value projections into one matmul; unset: on for a GPU.")
+    channels_last: bool | None = Field(None, description="channels_last memory format for the convolutions (UNet, VAE); unset: on for a GPU.")
+    quantize: QuantizeMode = Field("none", description="torchao weights of the denoiser: int8 (weight-only), fp8 (dynamic fp8 activations and weights: GPUs with compute capability 8.9+, with compile).")
+    attention: str = Field("sdpa", description=f"The attention backend: sdpa (PyTorch's), or one of diffusers': {', '.join(ATTENTION_BACKENDS[1:])}.")
+    step_cache: StepCacheSpec = Field(default_factory=StepCacheSpec, description="Skip transformer blocks on steps that change little (off by default: it trades quality for speed).")
+    min_quality: float = Field(30.0, ge=0.0, le=100.0, description="Lowest PSNR (dB) of the accelerated pipeline's image against the plain one at warm-up (same seed); below it the model is Degraded (AccelerationQuality) and does not serve.")
+
+    @field_validator("attention")
+    @classmethod
+    def _known_backend(cls, attention: str) -> str:
+        if attention not in ATTENTION_BACKENDS:
+            raise ValueError(f"unknown attention backend {attention!r}; known: {', '.join(ATTENTION_BACKENDS)}")
+        return attention
+
+    @model_validator(mode="after")
+    def _fp8_needs_compile(self) -> AccelerationSpec:
+        if self.quantize == "fp8" and self.compile == "none":
+            raise ValueError("quantize fp8 needs compile (regional or full): uncompiled fp8 is slower than bf16")
+        return self
+
+
+class WarmupShape(_Schema):
+    width: int = Field(ge=16, le=8192, description="Pixels.")
+    height: int = Field(ge=16, le=8192, description="Pixels.")
+    batch: int = Field(1, ge=1, le=64, description="Images in one pipeline call.")
+
+
 class RuntimeSpec(_Schema):
     """How the model server runs the model on its machine."""
 
@@ -87,7 +141,9 @@ class RuntimeSpec(_Schema):
     cpu_fallback: bool = Field(False, description="Run on CPU when no GPU can hold the model.")
     offload: OffloadMode = Field("none", description="CPU offload for a model that does not fit: model (whole modules) or sequential (layers, slowest).")
     vae_tiling: bool = Field(False, description="Decode in tiles: lower peak memory at large sizes.")
-    compile: bool = Field(False, description="torch.compile the denoiser (slow first request).")
+    compile: bool = Field(False, description="Deprecated: true means acceleration.compile full (when that is unset).")
+    acceleration: AccelerationSpec = Field(default_factory=AccelerationSpec, description="Compile, fused attention, quantization, step caching: measured at warm-up.")
+    warmup_shapes: list[WarmupShape] = Field(default_factory=list, max_length=32, description="Shapes (size x batch) run at warm-up, so none compiles in the middle of traffic; unset: the default size at batch 1. Another shape still works (a compiled model recompiles for it, counted in tinyimg_shape_recompiles_total).")
     max_batch_size: int = Field(4, ge=1, le=64, description="Images per pipeline call.")
     max_batch_wait_ms: int = Field(20, ge=0, le=10_000, description="How long a request may wait for batch mates recently answered clients are expected to send.")
     queue_size: int = Field(64, ge=1, le=100_000, description="Requests waiting for this model (one queue per model, whichever of its replicas is free takes the next batch).")
@@ -446,6 +502,7 @@ class ModelSpec(_Schema):
                 raise ValueError(f"defaults.{field} {value} is not a multiple of {multiple}")
         if d.steps > lim.max_steps:
             raise ValueError(f"defaults.steps {d.steps} is over limits.maxSteps {lim.max_steps}")
+        self._check_acceleration(read_family(self.family))
         if self.runtime.device == "cpu" and self.resources.gpus:
             raise ValueError("runtime.device is cpu but resources.gpus is not 0")
         # The autoscaler may run up to maxReplicas pods: each would need the one volume.
@@ -457,6 +514,21 @@ class ModelSpec(_Schema):
                 " cache.accessMode: ReadWriteMany, or drop cache.size (a per-pod emptyDir)"
             )
         return self
+
+    def _check_acceleration(self, family: Family) -> None:
+        """What the family cannot do: a step cache without transformer blocks, warm-up shapes its
+        VAE cannot make or its limits refuse."""
+        runtime, lim = self.runtime, self.limits
+        if runtime.acceleration.step_cache.mode != "none" and family.denoiser != "transformer":
+            raise ValueError(f"runtime.acceleration.stepCache: {runtime.acceleration.step_cache.mode} caches transformer"
+                             f" blocks; family {self.family!r} denoises with a {family.denoiser}")
+        for i, shape in enumerate(runtime.warmup_shapes):
+            for field, value, top in (("width", shape.width, lim.max_width), ("height", shape.height, lim.max_height)):
+                if value > top or value % family.size_multiple:
+                    raise ValueError(f"runtime.warmupShapes[{i}].{field} {value} must be a multiple of"
+                                     f" {family.size_multiple} and at most limits.max{field.title()} {top}")
+            if shape.batch > runtime.max_batch_size:
+                raise ValueError(f"runtime.warmupShapes[{i}].batch {shape.batch} is over runtime.maxBatchSize {runtime.max_batch_size}")
 
     def resolved_defaults(self) -> ResolvedDefaults:
         """The defaults with the family's values filled in where the spec leaves them unset."""

@@ -22,6 +22,7 @@ from tinyimg.runtime.jobs import (
     ModelLoad,
     ModelNotFound,
 )
+from tinyimg.runtime.warmup import WarmupReport
 from tinyimg.spec import ModelSpec, ServerConfig
 
 
@@ -34,6 +35,7 @@ class FakeModelState:
     device: str | None = "cpu"
     offload: str = "none"
     adapter_failures: dict[str, str] = field(default_factory=dict)
+    warmup: WarmupReport | None = None
 
 
 @dataclass
@@ -113,7 +115,8 @@ class FakeEngine(EngineApi):
                       "memory_used_bytes": 400}],
             models={
                 m.name: ModelLoad(device="cpu", devices=["cpu"], queue_depth=0, in_flight=0, served=len(self.calls),
-                                  failed=0, generate_seconds=0.0, denoise_steps=0, resident_adapters=[], adapter_events={})
+                                  failed=0, generate_seconds=0.0, denoise_steps=0, resident_adapters=[], adapter_events={},
+                                  startup={}, acceleration=None, shape_recompiles=0)
                 for m in self.config.models
             },
             tenants={},

@@ -11,6 +11,7 @@ from tinyimg.families import family_info
 from tinyimg.runtime.jobs import EngineStatus, ModelView
 from tinyimg.wire.contract import (
     EDGE_ERRORS,
+    AccelerationInfo,
     ConfigStatus,
     DefaultsResponse,
     LimitsResponse,
@@ -44,6 +45,7 @@ def build_model_info(state: ModelView, show_local_source: bool) -> ModelInfoResp
         modes=list(family.modes),
         schedulers=list(family.schedulers),
         adapters=[build_adapter_info(adapter, state.state, state.adapter_failures) for adapter in spec.adapters],
+        acceleration=AccelerationInfo.model_validate(state.warmup.acceleration()) if state.warmup else None,
     )
 
 

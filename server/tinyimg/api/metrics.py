@@ -77,8 +77,31 @@ class EngineCollector(Collector):
             for candidate in MODEL_STATES:
                 state.add_metric([s.name, candidate], 1.0 if s.state == candidate else 0.0)
         yield from (queue, inflight, memory, state)
+        yield from build_startup_metrics(status)
         yield from build_tenant_metrics(status["tenants"])
         yield from build_adapter_metrics(status)
+
+
+def build_startup_metrics(status: EngineStatus) -> list[Metric]:
+    """Startup phases, the warm-up's measurements and shape recompiles, per model."""
+    phases = GaugeMetricFamily("tinyimg_startup_phase_seconds", "Seconds of each startup phase of the model's first"
+                               " replica (download, load, compile, warmup).", labels=["model", "phase"])
+    speed = GaugeMetricFamily("tinyimg_acceleration_seconds_per_image",
+                              "The model's default request, one image, timed at warm-up.", labels=["model"])
+    quality = GaugeMetricFamily("tinyimg_acceleration_quality_psnr", "PSNR (dB) of the accelerated pipeline's image"
+                                " against the plain one's at warm-up.", labels=["model"])
+    recompiles = CounterMetricFamily("tinyimg_shape_recompiles", "Batches of a compiled model at a shape outside its"
+                                     " warm-up buckets (each recompiles once).", labels=["model"])
+    for name, m in status["models"].items():
+        for phase, seconds in m["startup"].items():
+            phases.add_metric([name, phase], seconds)
+        measured = m["acceleration"] or {}
+        if measured.get("seconds_per_image") is not None:
+            speed.add_metric([name], float(measured["seconds_per_image"] or 0))
+        if measured.get("quality") is not None:
+            quality.add_metric([name], float(measured["quality"] or 0))
+        recompiles.add_metric([name], m["shape_recompiles"])
+    return [phases, speed, quality, recompiles]
 
 
 def build_adapter_metrics(status: EngineStatus) -> list[Metric]:

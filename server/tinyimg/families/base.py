@@ -11,14 +11,16 @@ at the top.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tinyimg.families.acceleration import apply_acceleration, resolve_acceleration, use_step_cache
 from tinyimg.families.memory import estimate_memory_gb, resolve_dtype_name
 from tinyimg.families.variants import CallVariants
 from tinyimg.safety.checkers import ContentChecker, load_checker
@@ -107,6 +109,8 @@ class Handler(CallVariants):
         # The fixed latent->RGB map for previews, fitted at load; None: this model has no previews.
         self.preview_map: LatentRGBMap | None = None
         self.checker: ContentChecker | None = None  # spec.safety's, loaded with the model
+        self.acceleration = resolve_acceleration(spec, "cpu")  # resolved again for the device at load
+        self.phases: dict[str, float] = {}  # startup phase -> seconds (download, load; the warm-up adds its own)
 
     @classmethod
     def estimate_memory_gb(cls, spec: ModelSpec, device_kind: str = "cuda") -> float:
@@ -130,16 +134,15 @@ class Handler(CallVariants):
         if local and not Path(spec.source).expanduser().is_dir():
             raise FileNotFoundError(f"model directory {spec.source} does not exist")
         pipeline_class = getattr(diffusers, self.family.pipeline_class)
+        started = time.perf_counter()
+        source = str(Path(spec.source).expanduser()) if local else self.download(pipeline_class)
+        loading = time.perf_counter()
         with warnings.catch_warnings():
             # diffusers 0.42 renamed torch_dtype to dtype; older releases (>= 0.35 is allowed) only
             # know torch_dtype, and silently load float32 when given dtype.
             warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
             pipe = pipeline_class.from_pretrained(
-                str(Path(spec.source).expanduser()) if local else spec.source,
-                revision=spec.revision,
-                variant=spec.variant,
-                torch_dtype=self.torch_dtype(device),
-                local_files_only=local,
+                source, variant=spec.variant, torch_dtype=self.torch_dtype(device), local_files_only=True,
             )
         pipe.set_progress_bar_config(disable=True)
         if device.startswith("cuda") and offload == "model":
@@ -150,13 +153,24 @@ class Handler(CallVariants):
             pipe.to(device)
         if spec.runtime.vae_tiling:
             pipe.vae.enable_tiling()
-        if spec.runtime.compile:
-            getattr(pipe, self.family.denoiser).compile()
         self.pipe, self.device, self.offload = pipe, device, offload
+        self.acceleration = resolve_acceleration(spec, device.split(":")[0])
         self._placed = None
         self.preview_map = self.fit_preview_map()
         self.load_adapters()
         self.checker = load_checker(spec.safety, device)
+        self.phases = {"download": round(loading - started, 3), "load": round(time.perf_counter() - loading, 3)}
+
+    def download(self, pipeline_class: Any) -> str:
+        """A Hub model's files into the cache (HF_HOME; nothing when they are there): their local directory."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            return str(pipeline_class.download(self.spec.source, revision=self.spec.revision, variant=self.spec.variant))
+
+    def accelerate(self) -> None:
+        """``runtime.acceleration`` (resolved for this device at load) on the loaded pipeline. The
+        warm-up calls it after its reference image (tinyimg.runtime.warmup)."""
+        apply_acceleration(self.pipe, self.family, self.acceleration, self.device)
 
     def fit_preview_map(self) -> LatentRGBMap | None:
         """The latent->RGB map for previews, from this model's own VAE (tinyimg.families.preview).
@@ -195,6 +209,7 @@ class Handler(CallVariants):
         on_step: Callable[[int, int], None] | None = None,
         on_latents: LatentsHook | None = None,
         on_phase: Callable[[str], None] | None = None,
+        tiled: bool = False,
     ) -> list[list[GeneratedImage]]:
         """ONE pipeline call for every image of every request in ``batch`` (equal batch keys).
 
@@ -208,7 +223,8 @@ class Handler(CallVariants):
         ``on_latents(step, total, render)`` too, right after it, with ``render(start, count)``
         making the previews of the batch's images ``start .. start + count - 1`` at that step.
         ``on_phase(name)`` hears "prepared" once the batch's adapters are in place and "encoded"
-        once its prompts are (the trace's phases: tinyimg.runtime.batchtrace)."""
+        once its prompts are (the trace's phases: tinyimg.runtime.batchtrace). ``tiled`` decodes in
+        tiles for this call (the last try of an image that ran out of memory: tinyimg.runtime.oom)."""
         import torch
 
         head = batch[0]
@@ -226,15 +242,17 @@ class Handler(CallVariants):
             embeddings = self.encode_prompts(batch)
             if on_phase is not None:
                 on_phase("encoded")
-            images = pipeline(
-                **embeddings,
-                **self.call_arguments(head),
-                **mode_arguments,
-                num_inference_steps=head.steps,
-                generator=generators,
-                output_type="pil",
-                **stop,
-            ).images
+            use_step_cache(self.pipe, self.family, self.acceleration, len(generators))
+            with self.tiling(tiled):
+                images = pipeline(
+                    **embeddings,
+                    **self.call_arguments(head),
+                    **mode_arguments,
+                    num_inference_steps=head.steps,
+                    generator=generators,
+                    output_type="pil",
+                    **stop,
+                ).images
         # The content check: every image of the call at once, on this (the device's) thread.
         scores: list[float | None] = list(self.checker.score(images)) if self.checker is not None else [None] * len(images)
         results, start = [], 0
@@ -244,6 +262,18 @@ class Handler(CallVariants):
                             for img, seed, score in zip(mine, p.seeds, scores[start : start + len(p.seeds)], strict=True)])
             start += len(p.seeds)
         return results
+
+    @contextlib.contextmanager
+    def tiling(self, on: bool) -> Iterator[None]:
+        """VAE tiling for one call, when the model does not tile always."""
+        if not on or self.spec.runtime.vae_tiling:
+            yield
+            return
+        self.pipe.vae.enable_tiling()
+        try:
+            yield
+        finally:
+            self.pipe.vae.disable_tiling()
 
     def build_preview_renderer(self, params: GenerationParams) -> Callable[[Any, int, int], list[Any]]:
         """(latents of the whole batch, start, count) -> previews of those images (one batch

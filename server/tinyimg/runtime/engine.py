@@ -21,6 +21,7 @@ from tinyimg.core.status import ModelState
 from tinyimg.core.tenants import DEFAULT_TENANT, Tenant
 from tinyimg.core.tracing import current_context
 from tinyimg.families import load_handler_class
+from tinyimg.families.acceleration import AccelerationError
 from tinyimg.families.base import GenerationParams, Handler
 from tinyimg.families.variants import ADAPTER_EVENTS
 from tinyimg.runtime.devices import Device, discover_devices, read_device_status
@@ -40,6 +41,7 @@ from tinyimg.runtime.jobs import (
     ResidentAdapter,
 )
 from tinyimg.runtime.placement import Placement, place
+from tinyimg.runtime.warmup import WarmupReport, warm_up
 from tinyimg.runtime.worker import DeviceWorker
 from tinyimg.spec import ModelSpec, ServerConfig
 
@@ -61,6 +63,7 @@ class ModelEntry:
     offload: str = "none"
     devices: list[str] = field(default_factory=list)  # one replica per device, all fed by one queue
     adapter_failures: dict[str, str] = field(default_factory=dict)  # adapter -> why it did not load
+    warmup: WarmupReport | None = None  # the first loaded replica's: startup phases, speed, quality
 
 
 def build_queue_settings(spec: ModelSpec) -> QueueSettings:
@@ -70,12 +73,6 @@ def build_queue_settings(spec: ModelSpec) -> QueueSettings:
 
 def build_handler(spec: ModelSpec) -> Handler:
     return load_handler_class(spec.family)(spec)
-
-
-def build_warmup_params(spec: ModelSpec) -> GenerationParams:
-    """One image, one step, at the default size: loads kernels (and compiles) for the usual shape."""
-    d = spec.resolved_defaults()
-    return GenerationParams("warm-up", None, d.width, d.height, 1, d.guidance_scale, (0,), "warm-up")
 
 
 class Engine(EngineApi):
@@ -218,13 +215,20 @@ class Engine(EngineApi):
             )
             start = time.monotonic()
             try:
-                handler = worker.handlers[spec.name] = await worker.call(self._load_and_warm, spec, placement)
+                handler, report = await worker.call(self._load_and_warm, spec, placement)
+                worker.add(spec.name, handler, report.shapes if handler.acceleration.compile != "none" else None)
                 self._states[spec.name].adapter_failures.update(getattr(handler, "adapter_failures", {}))
+            except AccelerationError as err:  # the model's own setting: the reason as it is
+                log.error("model failed to load", extra={"model": spec.name, "device": device, "error": str(err)})
+                self._load_errors.setdefault(spec.name, []).append(str(err))
             except Exception as err:
                 log.exception("model failed to load", extra={"model": spec.name, "device": device})
                 self._load_errors.setdefault(spec.name, []).append(f"{type(err).__name__}: {err}")
             else:
-                log.info("model loaded", extra={"model": spec.name, "device": device,
+                state = self._states[spec.name]
+                if state.warmup is None:  # the first replica's figures speak for the model
+                    state.warmup = report
+                log.info("model loaded", extra={"model": spec.name, "device": device, "phases": report.phases,
                                                 "seconds": round(time.monotonic() - start, 3)})
             self._replica_loaded(spec.name)
 
@@ -247,11 +251,10 @@ class Engine(EngineApi):
         log.info("model ready", extra={"model": name, "devices": loaded})
         self._set_state(name, "ready")
 
-    def _load_and_warm(self, spec: ModelSpec, placement: Placement) -> Handler:
+    def _load_and_warm(self, spec: ModelSpec, placement: Placement) -> tuple[Handler, WarmupReport]:
         handler = self._handler_factory(spec)
         handler.load(placement.device, placement.offload)
-        handler.generate([build_warmup_params(spec)])
-        return handler
+        return handler, warm_up(handler)
 
     def _set_state(self, name: str, state: ModelState, reason: str | None = None) -> None:
         entry = self._states[name]
@@ -417,6 +420,9 @@ class Engine(EngineApi):
                 served=self._served[name], failed=self._failed[name],
                 generate_seconds=round(self._generating[name], 6), denoise_steps=self._steps[name],
                 resident_adapters=resident, adapter_events=events,
+                startup=dict(state.warmup.phases) if state.warmup else {},
+                acceleration=state.warmup.acceleration() if state.warmup else None,
+                shape_recompiles=sum(w.recompiles.get(name, 0) for w in self._workers.values()),
             )
         return EngineStatus(uptime_seconds=time.monotonic() - self._started, devices=devices, models=models,
                             tenants=self._queue.tenant_load())

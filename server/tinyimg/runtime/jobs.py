@@ -9,13 +9,16 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypedDict
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 from tinyimg.core.errors import ApiError
 from tinyimg.core.status import ModelState
 from tinyimg.core.tenants import DEFAULT_TENANT, Tenant, image_steps
 from tinyimg.families.base import GeneratedImage, GenerationParams
 from tinyimg.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from tinyimg.runtime.warmup import WarmupReport
 
 
 @dataclass
@@ -86,6 +89,8 @@ class ModelView(Protocol):
     def offload(self) -> str: ...
     @property
     def adapter_failures(self) -> dict[str, str]: ...
+    @property
+    def warmup(self) -> WarmupReport | None: ...
 
 
 class ResidentAdapter(TypedDict):
@@ -107,6 +112,9 @@ class ModelLoad(TypedDict):
     denoise_steps: int  # their denoising steps, ever
     resident_adapters: list[ResidentAdapter]
     adapter_events: dict[str, int]  # loads, hits, evictions, failures of run-time adapters, ever
+    startup: dict[str, float]  # startup phase (download, load, compile, warmup) -> seconds, first replica
+    acceleration: dict[str, float | None] | None  # seconds_per_image, quality (PSNR dB); None: not warmed yet
+    shape_recompiles: int  # batches of a compiled model at a shape its warm-up did not run, ever
 
 
 class TenantLoad(TypedDict):

@@ -11,22 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
-import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from tinyimg.core.tracing import use_span
-from tinyimg.families.base import Handler
+from tinyimg.families.base import GeneratedImage, GenerationParams, Handler
 from tinyimg.families.variants import AdapterLoadError
 from tinyimg.runtime.batchtrace import BatchTimeline, record_batch_spans
 from tinyimg.runtime.devices import is_out_of_memory, release_cuda_cache
 from tinyimg.runtime.jobqueue import CompanyGather, GatherPolicy, JobQueue
 from tinyimg.runtime.jobs import DeadlineExceeded, EngineError, GenerationFailed, GenerationResult, Job
+from tinyimg.runtime.oom import OutOfMemory, generate_within_memory
 from tinyimg.runtime.previews import PreviewReporter, build_preview_slots
+from tinyimg.runtime.warmup import Shape
 
 log = logging.getLogger("tinyimg.engine")
 
@@ -42,6 +42,8 @@ class DeviceWorker:
         self.gather = gather or CompanyGather()
         # model -> its handler loaded on this device: the worker takes only these models' jobs
         self.handlers: dict[str, Handler] = {}
+        self.warmed: dict[str, set[Shape]] = {}  # compiled model -> shapes run (warm-up, then traffic)
+        self.recompiles: dict[str, int] = {}  # model -> batches at a new shape, ever
         self.running: list[Job] = []
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"tinyimg-{device}")
         self._wakeup = queue.listen()
@@ -75,6 +77,24 @@ class DeviceWorker:
         for job in running:
             _settle(job, error=error_for(job))
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def add(self, model: str, handler: Handler, warmed: set[Shape] | None = None) -> None:
+        """Take ``model``'s jobs with ``handler``; ``warmed``: the shapes a compiled model's warm-up
+        ran (None: not compiled, no shape recompiles)."""
+        self.handlers[model] = handler
+        if warmed is not None:
+            self.warmed[model] = set(warmed)
+
+    def _count_shape(self, head: Job, images: int) -> None:
+        """A compiled model's batch at a shape its warm-up did not run recompiles (once per shape)."""
+        warmed = self.warmed.get(head.model)
+        shape = (head.params.width, head.params.height, images)
+        if warmed is None or shape in warmed:
+            return
+        warmed.add(shape)
+        self.recompiles[head.model] = self.recompiles.get(head.model, 0) + 1
+        log.warning("a shape outside the warm-up buckets: recompiling",
+                    extra={"model": head.model, "device": self.device, "shape": shape})
 
     def _mine(self) -> list[Job]:
         return self.queue.for_models(self.handlers)
@@ -143,14 +163,22 @@ class DeviceWorker:
         timeline = BatchTimeline() if any(j.trace is not None for j in batch) else None
         if timeline is not None:
             progress = _with_timeline(progress, timeline)
+        self._count_shape(batch[0], images)
+        handler, should_stop = self.handlers[model], _callers_gone(batch)
+
+        def call(requests: list[GenerationParams], tiled: bool) -> list[list[GeneratedImage]]:
+            # ``tiled`` only when asked: the last try of one image (handlers need not know it otherwise).
+            if tiled:
+                return handler.generate(requests, should_stop, **progress, tiled=True)
+            return handler.generate(requests, should_stop, **progress)
+
         try:
-            outputs = await self.call(
-                functools.partial(self.handlers[model].generate, **progress),
-                [j.params for j in batch], _callers_gone(batch),
-            )
+            outputs = await self.call(generate_within_memory, [j.params for j in batch], call,
+                                      is_out_of_memory, release_cuda_cache)
             seconds = time.monotonic() - start
             results = [
-                GenerationResult(generated, self.device, start - job.enqueued_at, seconds, images)
+                generated if isinstance(generated, OutOfMemory)
+                else GenerationResult(generated, self.device, start - job.enqueued_at, seconds, images)
                 for job, generated in zip(batch, outputs, strict=True)
             ]
         except Exception as err:  # one failed call (or a handler's wrong answer) fails its batch, never the worker
@@ -165,7 +193,10 @@ class DeviceWorker:
         # Before the answers: the spans are recorded when the callers' own spans end.
         pipeline = record_batch_spans(batch, timeline, self.device) if timeline is not None else None
         for job, result in zip(batch, results, strict=True):
-            _settle(job, result=result)
+            if isinstance(result, OutOfMemory):
+                _settle(job, error=self._classify(result, model, [job.params.request_id]))
+            else:
+                _settle(job, result=result)
         self.queue.answered(model, len(batch))
         # The batch's span is current here: the histograms take it as their exemplar, the log line its ids.
         with use_span(pipeline) if pipeline is not None else contextlib.nullcontext():
@@ -181,22 +212,13 @@ class DeviceWorker:
             )
 
     async def _fail(self, batch: list[Job], err: Exception) -> None:
-        """A failed pipeline call. Out of memory fails the whole batch (its size is the cause, and
-        retrying would only run out again). Any other error may come from one request's input (a
-        prompt the tokenizer rejects), so a batch of several runs again one request at a time:
-        only the request that fails alone fails."""
+        """A failed pipeline call (out of memory is split and retried before: tinyimg.runtime.oom).
+        Any other error may come from one request's input (a prompt the tokenizer rejects), so a
+        batch of several runs again one request at a time: only the request that fails alone fails."""
         error = self._classify(err, batch[0].model, [j.params.request_id for j in batch])
         if isinstance(err, AdapterLoadError):  # every request of the batch names the adapter
             for job in batch:
                 _settle(job, error=error)
-            return
-        if error.code == "out_of_memory":
-            for job in batch:
-                _settle(job, error=error)
-            # The failed call's frames still hold its activations; empty_cache cannot give back
-            # blocks that live tensors use, so drop those frames first.
-            traceback.clear_frames(err.__traceback__)
-            await self.call(release_cuda_cache)
             return
         retry = [job for job in batch if not job.future.done()]
         if len(batch) == 1 or not retry:
@@ -218,10 +240,11 @@ class DeviceWorker:
         where = {"model": model, "device": self.device, "request_ids": request_ids}
         if isinstance(err, AdapterLoadError):
             return EngineError(f"loras: {err}", 422, "invalid_request", extra={"field": "loras"})
-        if is_out_of_memory(err):
+        if isinstance(err, OutOfMemory) or is_out_of_memory(err):
             log.error("out of GPU memory", extra={**where, "error": str(err)})
             return GenerationFailed(
-                f"out of GPU memory on {self.device}; try fewer images or a smaller size", "out_of_memory"
+                f"out of GPU memory on {self.device}, even for one image with VAE tiling; try a smaller size",
+                "out_of_memory",
             )
         log.exception("generation failed", extra=where)
         return GenerationFailed(f"generation failed: {type(err).__name__}: {err}")

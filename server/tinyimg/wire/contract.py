@@ -71,6 +71,11 @@ def build_adapter_info(adapter: AdapterSpec, model_state: str, failures: Mapping
     return AdapterInfo(name=adapter.name, scale=adapter.scale, state=state, reason=reason)
 
 
+class AccelerationInfo(Wire):
+    seconds_per_image: float | None = None  # the model's default request, one image, after warm-up
+    quality: float | None = None  # PSNR (dB) against the plain pipeline at one seed; null: nothing accelerated
+
+
 class ModelInfoResponse(Wire):
     name: str
     family: str | None
@@ -93,6 +98,8 @@ class ModelInfoResponse(Wire):
     modes: list[str] | None = None
     schedulers: list[str] | None = None
     adapters: list[AdapterInfo] | None = None
+    # Measured at warm-up (tinyimg.runtime.warmup); null until the model has warmed up.
+    acceleration: AccelerationInfo | None = None
 
 
 class ModelsResponse(Wire):
@@ -153,6 +160,9 @@ class ModelStatus(Wire):
     denoise_steps: int = 0  # their denoising steps, ever (with generate_seconds: the time per step)
     resident_adapters: list[ResidentAdapterInfo] = []  # least recently used first, per replica
     adapter_events: dict[str, int] = {}  # run-time adapters: loads, hits, evictions, failures, ever
+    startup: dict[str, float] = {}  # startup phase (download, load, compile, warmup) -> seconds
+    acceleration: AccelerationInfo | None = None
+    shape_recompiles: int = 0  # batches of a compiled model at a shape outside its warm-up buckets, ever
 
 
 class ProcessStatus(Wire):

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from tinyimg.families.acceleration import resolve_acceleration
 from tinyimg.families.base import GeneratedImage, GenerationParams
 from tinyimg.runtime.devices import Device
 from tinyimg.runtime.engine import Engine
@@ -31,6 +32,11 @@ class StandInHandler:
     def __init__(self, spec) -> None:
         self.spec = spec
         self.device = None
+        self.acceleration = resolve_acceleration(spec, "cpu")  # plain: the warm-up compares nothing
+        self.phases = {}
+
+    def accelerate(self) -> None:
+        pass
 
     def load(self, device: str, offload: str = "none") -> None:
         if self.spec.source == "org/broken-on-cuda-1" and device == "cuda:1":

@@ -33,14 +33,17 @@ class RecordingHandler:
 
 
 class OutOfMemoryHandler(RecordingHandler):
-    """The first call holds a tensor in its frame (like a pipeline's activations) and runs out of memory."""
+    """A call with the prompt "too big" holds a tensor in its frame (like a pipeline's activations)
+    and runs out of memory, tiled or not."""
 
     def __init__(self) -> None:
         super().__init__()
         self.held: weakref.ref | None = None
+        self.tries: list[tuple[list[str], bool]] = []
 
-    def generate(self, batch, should_stop=None):
-        if self.held is None:
+    def generate(self, batch, should_stop=None, tiled=False):
+        self.tries.append(([p.prompt for p in batch], tiled))
+        if any(p.prompt == "too big" for p in batch):
             activations = torch.zeros(1024)
             self.held = weakref.ref(activations)
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -140,8 +143,10 @@ async def test_out_of_memory_frees_the_failed_calls_tensors_before_emptying_the_
     worker.queue.submit(after)
     assert [i.seed for i in (await after.future).images] == [1]
     assert handler.calls == [["fine afterwards"]]
-    # Once, on the device's thread, with the tensors gone although the caller still holds the exception.
-    assert released == [(True, "tinyimg-cpu_0")]
+    # One image: tried as it is, then with VAE tiling, then failed.
+    assert handler.tries == [(["too big"], False), (["too big"], True), (["fine afterwards"], False)]
+    # After each try, on the device's thread, with the tensors gone although the caller still holds the exception.
+    assert released == [(True, "tinyimg-cpu_0")] * 2
 
 
 async def test_a_handler_answering_too_few_results_is_retried_one_request_at_a_time(start_worker):
@@ -196,13 +201,14 @@ async def test_a_failing_batch_fails_only_the_request_that_fails_alone(start_wor
     assert batches == [1, 1]  # only the calls that made images count as batches
 
 
-async def test_out_of_memory_fails_the_whole_batch_without_retrying(start_worker, monkeypatch):
+async def test_out_of_memory_splits_the_batch_and_fails_only_the_image_that_fails_alone(start_worker, monkeypatch):
     monkeypatch.setattr(worker_module, "release_cuda_cache", lambda: None)
     handler = OutOfMemoryHandler()
     worker = start_worker(handler, max_batch=2, max_wait=0.5)
-    jobs = await submit_batch(worker, ["a", "b"])
-    assert [job.future.exception().code for job in jobs] == ["out_of_memory", "out_of_memory"]
-    assert handler.calls == []  # the failing call recorded nothing, and nothing ran again
+    big, fine = await submit_batch(worker, ["too big", "b"])
+    assert big.future.exception().code == "out_of_memory"
+    assert [i.seed for i in fine.future.result().images] == [1]
+    assert handler.tries == [(["too big", "b"], False), (["too big"], False), (["too big"], True), (["b"], False)]
 
 
 async def test_a_caller_that_left_during_the_failed_call_is_not_retried(start_worker):
