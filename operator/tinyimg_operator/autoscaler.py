@@ -31,6 +31,7 @@ from tinyimg_operator.autoscaling import (
     Observation,
     build_autoscaling_status,
     decide,
+    measure_cold_start,
     read_state,
 )
 from tinyimg_operator.imagemodel import InvalidSpecError, read_model_spec
@@ -74,6 +75,7 @@ def read_observation(api: KubeApi, http: httpx.Client, namespace: str, model: st
     listing = api.get(f"/api/v1/namespaces/{namespace}/pods?labelSelector={labels.MODEL}%3D{model}") or {}
     pods = [p for p in listing.get("items") or [] if (p.get("metadata", {}).get("labels") or {}).get(labels.MODEL) == model]
     ready = [url for p in pods if is_pod_ready(p) and (url := build_pod_url(p))]
+    cold_start = measure_cold_start([p for p in pods if is_pod_ready(p)])
     if replicas == 0 and not ready:
         return Observation(load=0.0, demand_token=demand_token)
     if not ready:
@@ -87,8 +89,9 @@ def read_observation(api: KubeApi, http: httpx.Client, namespace: str, model: st
         except (httpx.HTTPError, ValueError) as err:
             errors.append(f"{url}: {type(err).__name__}")
     if not documents:
-        return Observation(None, f"no pod answered /status ({'; '.join(errors)})", demand_token)
-    return Observation(sum_pod_load(documents, model) * len(ready) / len(documents), demand_token=demand_token)
+        return Observation(None, f"no pod answered /status ({'; '.join(errors)})", demand_token, cold_start)
+    return Observation(sum_pod_load(documents, model) * len(ready) / len(documents), demand_token=demand_token,
+                       cold_start_seconds=cold_start)
 
 
 @dataclass
@@ -142,7 +145,8 @@ def run_tick(api: KubeApi, http: httpx.Client, body: dict[str, Any], window: Loa
     if seen.load is None:
         window.clear()  # old samples say nothing about the load after a blind spell
     else:
-        seen = Observation(window.add(now, seen.load), demand_token=seen.demand_token)
+        seen = Observation(window.add(now, seen.load), demand_token=seen.demand_token,
+                           cold_start_seconds=seen.cold_start_seconds)
     decision = decide(policy, state, seen, now, engines_per_pod=spec.resources.gpus or 1)
     status = build_autoscaling_status(decision, body.get("status"), now)
     apply_status(api, body, {"autoscaling": status})

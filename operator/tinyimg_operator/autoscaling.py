@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import statistics
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -36,6 +37,8 @@ class AutoscalerState:
     idle_since: float | None = None  # since when load is 0
     demand_token: str | None = None  # the router's last demand annotation seen
     demand_at: float | None = None  # when it was seen: load until a pod answers (or the cold-start timeout)
+    scaled_up_at: float | None = None  # the last decision that added replicas
+    cold_start_seconds: float | None = None  # the model's measured cold start (pod created -> Ready), last known
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,21 @@ class Observation:
     load: float | None
     blind_reason: str = ""
     demand_token: str | None = None
+    cold_start_seconds: float | None = None  # measured on the pods read now (None: no ready pod)
+
+
+def measure_cold_start(pods: list[dict[str, Any]]) -> float | None:
+    """The model's cold start: the median, over its ready pods, of creation to the Ready condition
+    (download, load, compile and warm-up included; API times have one-second resolution)."""
+    spans = []
+    for pod in pods:
+        created = from_time((pod.get("metadata") or {}).get("creationTimestamp"))
+        ready = next((c for c in (pod.get("status") or {}).get("conditions") or []
+                      if c.get("type") == "Ready" and c.get("status") == "True"), None)
+        became = from_time((ready or {}).get("lastTransitionTime"))
+        if created is not None and became is not None and became >= created:
+            spans.append(became - created)
+    return statistics.median(spans) if spans else None
 
 
 @dataclass(frozen=True)
@@ -100,13 +118,16 @@ def decide(policy: AutoscalingSpec, state: AutoscalerState, seen: Observation, n
         demand_at = None  # every request that asked has been answered or refused by now
     if seen.load is not None and current > 0:
         demand_at = None  # pods answer: the held requests reach them and are counted there
-    state = replace(state, demand_token=seen.demand_token or state.demand_token, demand_at=demand_at)
+    cold_start = seen.cold_start_seconds if seen.cold_start_seconds is not None else state.cold_start_seconds
+    state = replace(state, demand_token=seen.demand_token or state.demand_token, demand_at=demand_at,
+                    cold_start_seconds=cold_start)
 
     def hold(reason: str, message: str, **changes: Any) -> Decision:
         return Decision(current, replace(state, **changes), seen.load, reason, message, previous=current)
 
     def scale(to: int, reason: str, message: str) -> Decision:
-        fresh = replace(state, replicas=to, above_since=None, below_since=None)
+        fresh = replace(state, replicas=to, above_since=None, below_since=None,
+                        scaled_up_at=now if to > current else state.scaled_up_at)
         return Decision(to, fresh, seen.load, reason, message, previous=current)
 
     bounded = initial_replicas(current, policy)
@@ -133,6 +154,12 @@ def decide(policy: AutoscalingSpec, state: AutoscalerState, seen: Observation, n
                          + (f" x {engines_per_pod} GPUs" if engines_per_pod > 1 else ""))
         return hold("Stabilizing", f"load {load:g} wants {wanted} for {now - since:.0f}s of "
                     f"{policy.scale_up_stabilization_seconds}s", above_since=since, below_since=None, idle_since=idle_since)
+    if wanted < current and cold_start and state.scaled_up_at is not None and now - state.scaled_up_at < cold_start:
+        # The replicas just added may still be starting: removing one because the queue drained
+        # meanwhile would throw its start away (and start another at the next burst).
+        return hold("Starting", f"load {load:g} wants {wanted}, but the last scale-up was {now - state.scaled_up_at:.0f}s"
+                    f" ago, within the model's measured cold start of {cold_start:.0f}s",
+                    above_since=None, below_since=None, idle_since=idle_since)
     if wanted < current:
         since = state.below_since if state.below_since is not None else now
         if wanted == 0:
@@ -182,6 +209,9 @@ def read_state(status: dict[str, Any] | None, spec_replicas: int, policy: Autosc
         idle_since=from_time(saved.idle_since),
         demand_token=saved.demand_token,
         demand_at=from_time(saved.demand_at),
+        scaled_up_at=next((from_time(h.time) for h in reversed(saved.history or [])
+                           if h.to is not None and h.from_ is not None and h.to > h.from_), None),
+        cold_start_seconds=saved.cold_start_seconds,
     )
 
 
@@ -208,6 +238,7 @@ def build_autoscaling_status(decision: Decision, previous: dict[str, Any] | None
         demand_at=to_time(s.demand_at),
         reason=decision.reason,
         history=history[-HISTORY_LENGTH:],
+        cold_start_seconds=round(s.cold_start_seconds, 1) if s.cold_start_seconds is not None else None,
     )
     if decision.changed or decision.reason != old.reason or old.message is None:
         out.message = decision.message

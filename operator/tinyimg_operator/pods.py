@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tinyimg.core import labels
+from tinyimg.core.status import SERVER_FAILURE_REASONS
 from tinyimg.kube.errors import KubeApiError
 from tinyimg_operator.kubeapi import KubeApi
 
@@ -70,8 +71,14 @@ def find_pod_problem(pods: Sequence[Mapping[str, Any]]) -> PodProblem | None:
         for container in status.get("containerStatuses") or []:
             why = _container_problem(container)
             if why:
-                return PodProblem("PodFailing", _bounded(f"{name}/{container.get('name')}: {why}"))
+                return PodProblem(read_server_reason(why) or "PodFailing", _bounded(f"{name}/{container.get('name')}: {why}"))
     return None
+
+
+def read_server_reason(message: str) -> str | None:
+    """The reason a model server put first in its failure ("model m failed: AccelerationQuality: ..."),
+    when it is one the ImageModel's condition carries as its own (pure)."""
+    return next((reason for reason in SERVER_FAILURE_REASONS if f"failed: {reason}:" in message), None)
 
 
 def read_pods(api: KubeApi, namespace: str, model: str) -> list[dict[str, Any]] | None:

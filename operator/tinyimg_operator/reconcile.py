@@ -126,6 +126,9 @@ def _reconcile(api: KubeApi, settings: BuildSettings, body: dict[str, Any],
     status["rollout"] = summarize(plan.revisions)
     if pod_entries is not None and (pod_entries or previous.pods):
         status["pods"] = [p.to_wire() for p in pod_entries]
+        measured = next((p.acceleration for p in pod_entries if p.ready and p.acceleration), None)
+        if measured is not None:
+            status["acceleration"] = measured.to_wire()
     written = apply_status(api, body, status)
     for kind, reason, message in plan.events:
         if on_event is not None:

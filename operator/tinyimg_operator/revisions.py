@@ -81,7 +81,9 @@ def observe_revisions(pods: list[dict[str, Any]], model: str, main: Mapping[str,
                 total.denoise_steps += int(load.get("denoise_steps") or 0)
             generation = ((document or {}).get("config") or {}).get("generation")
             entries.append(PodRevision(name=pod["metadata"]["name"], revision=revision, ready=ready,
-                                       config_generation=generation if isinstance(generation, int) else None))
+                                       config_generation=generation if isinstance(generation, int) else None,
+                                       acceleration=load.get("acceleration") or None,
+                                       startup_seconds=load.get("startup") or None))
     seen = RolloutObservation(
         canary_ready=any(is_pod_ready(p) for p in canary_pods),
         canary_problem=failed_load or (problem.message if problem else None),

@@ -11,6 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 ModelState = Literal["loading", "ready", "failed"]
+# A model server's load failure that names its reason first ("AccelerationQuality: ..."): the
+# ImageModel's Degraded condition carries that reason (tinyimg_operator.pods).
+ACCELERATION_QUALITY = "AccelerationQuality"
+SERVER_FAILURE_REASONS = (ACCELERATION_QUALITY,)
 ConditionStatus = Literal["True", "False", "Unknown"]
 # RFC 3339 in UTC, seconds (what the operator writes): "2026-12-04T23:46:57Z".
 Time = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
@@ -57,6 +61,7 @@ class AutoscalingStatus(_Status):
     demand_at: Time | None = None
     demand_token: str | None = None
     history: list[ScaleDecision] | None = None
+    cold_start_seconds: float | None = Field(None, description="Measured: a pod's creation to Ready (the median of the ready pods')")
 
 
 class RevisionCounters(_Status):
@@ -89,6 +94,14 @@ class RevisionStatus(_Status):
 LIVE_PHASES = ("stable", "canary", "promoting")
 
 
+class AccelerationStatus(_Status):
+    """What a pod's warm-up measured (its /status): seconds per image of the default request and the
+    PSNR (dB) of the accelerated pipeline's image against the plain one's (null: nothing accelerated)."""
+
+    seconds_per_image: float | None = None
+    quality: float | None = None
+
+
 class PodRevision(_Status):
     """``status.pods[]``: which revision and config generation each pod of the model runs."""
 
@@ -96,6 +109,8 @@ class PodRevision(_Status):
     revision: str | None = None
     config_generation: int | None = None
     ready: bool = False
+    acceleration: AccelerationStatus | None = None
+    startup_seconds: dict[str, float] | None = Field(None, description="Startup phase (download, load, compile, warmup) -> seconds")
 
 
 class ImageModelStatus(_Status):
@@ -112,6 +127,7 @@ class ImageModelStatus(_Status):
     revisions: list[RevisionStatus] | None = None
     rollout: str | None = Field(None, description="The revisions and their weights, in short (kubectl get -o wide)")
     pods: list[PodRevision] | None = None
+    acceleration: AccelerationStatus | None = Field(None, description="The first ready pod's warm-up measurements")
 
     @classmethod
     def read(cls, obj: dict[str, Any] | None) -> ImageModelStatus:

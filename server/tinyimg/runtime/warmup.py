@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from tinyimg.core.status import ACCELERATION_QUALITY
 from tinyimg.families.acceleration import AccelerationError, measure_psnr
 from tinyimg.families.base import GenerationParams
 
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tinyimg.engine")
 
-ACCELERATION_QUALITY = "AccelerationQuality"  # the reason word of the failure (the operator's Degraded reason)
 
 Shape = tuple[int, int, int]  # width, height, images in one pipeline call
 

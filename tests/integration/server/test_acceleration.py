@@ -15,11 +15,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.server.conftest import start_live
 from tests.support.tiny_models import tiny_config
+from tinyimg.core.status import ACCELERATION_QUALITY
 from tinyimg.families.base import GenerationParams
 from tinyimg.families.flux import FluxHandler
 from tinyimg.families.sdxl import SDXLHandler
 from tinyimg.runtime.engine import Engine
-from tinyimg.runtime.warmup import ACCELERATION_QUALITY
 from tinyimg.spec import ModelSpec
 
 TIERS = {

@@ -15,6 +15,7 @@ from tinyimg_operator.autoscaling import (
     Observation,
     build_autoscaling_status,
     decide,
+    measure_cold_start,
     read_state,
     recommend,
 )
@@ -132,6 +133,16 @@ CASES = {
     "demand-is-done-once-pods-answer": (_state(1, demand_token="t1", demand_at=T - 1),
                                         Observation(0.0, demand_token="t1"), T, 1, "Idle"),
     "replicas-out-of-bounds-are-clamped": (_state(9), Observation(1.0), T, 4, "OutOfBounds"),
+    # A replica added less than the model's measured cold start ago may still be starting: kept.
+    "down-within-the-cold-start-of-the-last-scale-up-holds": (
+        _state(3, below_since=T - 100, scaled_up_at=T - 50), Observation(1.0, cold_start_seconds=60), T, 3, "Starting"),
+    "down-past-the-cold-start-of-the-last-scale-up-goes": (
+        _state(3, below_since=T - 100, scaled_up_at=T - 61), Observation(1.0, cold_start_seconds=60), T, 1, "ScaleDown"),
+    "the-last-known-cold-start-counts-when-none-is-measured": (
+        _state(3, below_since=T - 100, scaled_up_at=T - 50, cold_start_seconds=60), Observation(1.0), T, 3, "Starting"),
+    "to-zero-within-the-cold-start-holds-too": (
+        _state(1, below_since=T - 40, idle_since=T - 60, scaled_up_at=T - 30, cold_start_seconds=45),
+        Observation(0.0), T, 1, "Starting"),
 }
 
 
@@ -176,6 +187,29 @@ def test_a_run_of_readings_scales_up_then_down_then_to_zero():
     assert 5 * (first_down - 4) >= POLICY.scale_down_delay_seconds  # not before the delay
     assert 0 in replicas and 5 * (replicas.index(0) - 4) >= POLICY.scale_to_zero_after_seconds
     assert max(replicas) == POLICY.max_replicas
+
+
+def pod_ready_after(created: str, ready: str | None) -> dict:
+    conditions = [{"type": "Ready", "status": "True", "lastTransitionTime": ready}] if ready else []
+    return {"metadata": {"creationTimestamp": created}, "status": {"conditions": conditions}}
+
+
+def test_the_cold_start_is_the_median_of_creation_to_ready_over_ready_pods():
+    pods = [pod_ready_after("2026-12-05T10:00:00Z", "2026-12-05T10:00:40Z"),
+            pod_ready_after("2026-12-05T10:05:00Z", "2026-12-05T10:06:30Z"),
+            pod_ready_after("2026-12-05T10:07:00Z", "2026-12-05T10:07:50Z"),
+            pod_ready_after("2026-12-05T10:08:00Z", None)]  # not ready yet: not counted
+    assert measure_cold_start(pods) == 50.0
+    assert measure_cold_start([pod_ready_after("2026-12-05T10:08:00Z", None)]) is None
+
+
+def test_a_scale_up_and_the_measured_cold_start_survive_a_restart():
+    decision = decide(POLICY, _state(1, above_since=T - 5), Observation(8.0, cold_start_seconds=42.44), T)
+    assert (decision.replicas, decision.state.scaled_up_at) == (4, T)
+    status = {"autoscaling": build_autoscaling_status(decision, None, T)}
+    assert status["autoscaling"]["coldStartSeconds"] == 42.4
+    restored = read_state(status, spec_replicas=1, policy=POLICY)
+    assert (restored.scaled_up_at, restored.cold_start_seconds) == (T, 42.4)
 
 
 def test_window_is_the_mean_of_recent_samples():

@@ -54,6 +54,11 @@ CRASHLOOP = {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s 
     ([pod(phase="Failed", message="evicted", deleting=True)], None),  # on its way out
     ([pod("m-b", containers=[server(CRASHLOOP)]), pod("m-a", phase="Failed", message="x")],
      PodProblem("PodFailed", "m-a: x")),  # the first by name, so repeated reconciles agree
+    # The server names the reason of a failure the ImageModel carries as its own.
+    ([pod(containers=[server(CRASHLOOP, {"exitCode": 1, "message": "model m failed: AccelerationQuality: 21.3 dB"})])],
+     PodProblem("AccelerationQuality", "m-1/server: CrashLoopBackOff: model m failed: AccelerationQuality: 21.3 dB")),
+    ([pod(containers=[server(CRASHLOOP, {"exitCode": 1, "message": "model m failed: Quality of life"})])],
+     PodProblem("PodFailing", "m-1/server: CrashLoopBackOff: model m failed: Quality of life")),
     ([unschedulable(pod(phase="Pending"))],  # as the scheduler writes it: no free GPU anywhere
      PodProblem("PodUnschedulable", "m-1: 0/2 nodes are available: 2 Insufficient nvidia.com/gpu.")),
 ])
