@@ -181,14 +181,21 @@ def build_container(spec: ModelSpec, settings: BuildSettings) -> dict[str, Any]:
     return container
 
 
+INDUCTOR_CACHE, TRITON_CACHE = "torchinductor", "triton"  # directories of the cache volume
+
+
 def build_env(spec: ModelSpec, settings: BuildSettings) -> list[dict[str, Any]]:
-    """HF_HOME on the cache volume, HOME on tmp, HF_TOKEN from the Secret, POD_NAME (the pod's name
+    """HF_HOME and the compile caches on the cache volume, HOME on tmp, HF_TOKEN from the Secret, POD_NAME (the pod's name
     in the shared queue's consumer group), REDIS_PASSWORD from its Secret, then spec.env (which may override).
 
     The root filesystem is read-only, so HOME points at the writable tmp volume: caches that
     follow HOME (triton's ~/.triton when torch.compile is on, ~/.cache) then still work."""
     env: dict[str, dict[str, Any]] = {
         "HF_HOME": {"name": "HF_HOME", "value": CACHE_DIR},
+        # torch.compile's caches beside the weights: with a cache PVC a second pod (and a restart)
+        # loads compiled kernels instead of compiling again (runtime.acceleration.compile).
+        "TORCHINDUCTOR_CACHE_DIR": {"name": "TORCHINDUCTOR_CACHE_DIR", "value": f"{CACHE_DIR}/{INDUCTOR_CACHE}"},
+        "TRITON_CACHE_DIR": {"name": "TRITON_CACHE_DIR", "value": f"{CACHE_DIR}/{TRITON_CACHE}"},
         "HOME": {"name": "HOME", "value": TMP_DIR},
         "POD_NAME": {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         # Answers carry it (X-Tinyimg-Revision): which weights made an image, during a canary too.

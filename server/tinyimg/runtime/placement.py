@@ -9,7 +9,9 @@ Policy per model (``runtime``):
   with model offload (only the largest component on the GPU at a time), then sequential offload
   (layers streamed in), as far as its ``offload`` allows.
 Models are placed largest first, each on the GPU with the most free memory left, so two GPUs
-share the load. CPU memory is not checked: host memory can swap, a GPU cannot.
+share the load. A model placed on the CPU must fit the host's available memory at the CPU's dtype
+(float32: twice a 16-bit estimate) with the models placed there before it; if not, it is refused
+with both figures (swapping a model's weights makes every step take minutes).
 
 Replicas: a model asking for ``resources.gpus: N`` gets up to N replicas, each on its own GPU (the
 pod is given N GPUs; one copy of the model per GPU, fed by one queue). The first replica decides
@@ -21,8 +23,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tinyimg.families.memory import BYTES_PER_PARAM, resolve_dtype_name
 from tinyimg.runtime.devices import Device
-from tinyimg.spec import ModelSpec
+from tinyimg.spec import ModelSpec, read_family
 
 OFFLOAD_ORDER = ("none", "model", "sequential")
 # Share of the whole-model estimate that must sit on the GPU at once, per offload mode.
@@ -47,6 +50,15 @@ class Plan:
         return [p.device for p in self.placements.get(model, [])]
 
 
+def host_estimate_gb(spec: ModelSpec, estimate: float) -> float:
+    """The model's memory on the CPU: ``estimate`` is at the GPU's dtype, the CPU runs float32
+    (``runtime.memoryGb`` is taken as it is, wherever the model runs)."""
+    if spec.runtime.memory_gb is not None:
+        return estimate
+    gpu_dtype = resolve_dtype_name(spec, read_family(spec.family), "cuda")
+    return round(estimate * BYTES_PER_PARAM["float32"] / BYTES_PER_PARAM[gpu_dtype], 3)
+
+
 def allowed_offloads(limit: str) -> tuple[str, ...]:
     return OFFLOAD_ORDER[: OFFLOAD_ORDER.index(limit) + 1]
 
@@ -54,9 +66,18 @@ def allowed_offloads(limit: str) -> tuple[str, ...]:
 def place(models: list[tuple[ModelSpec, float]], devices: list[Device]) -> Plan:
     gpus = [d for d in devices if d.kind == "cuda"]
     free_gb = {d.name: d.free_gb for d in gpus}
+    host = next((d for d in devices if d.kind == "cpu"), None)
+    host_free = host.free_gb if host is not None and host.total_bytes else None  # None: unknown, not checked
     plan = Plan()
     for spec, estimate in sorted(models, key=lambda item: -item[1]):
         placement, failure = place_one(spec, estimate, gpus, free_gb)
+        if placement is not None and placement.device == "cpu" and host_free is not None:
+            need = host_estimate_gb(spec, estimate)
+            if need > host_free:
+                placement, failure = None, (f"{placement.why}, but it needs {need:.1f} GB of host memory (float32 on"
+                                            f" the CPU) and {host_free:.1f} GB is available")
+            else:
+                host_free -= need
         if placement is None:
             plan.failures[spec.name] = failure
             continue

@@ -7,6 +7,10 @@ memory is answered in halves."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -186,3 +190,21 @@ def test_regional_compile_on_the_cpu_warms_its_buckets_and_counts_a_new_shape_as
         print(f"\nBENCH regional compile (CPU, tiny Flux): startup {status['startup']}, {model['acceleration']}")
     finally:
         served.server.stop()
+
+
+def test_a_second_start_takes_the_compiled_kernels_from_the_cache_directory(tiny_model_dirs, tmp_path):
+    """What the operator's TORCHINDUCTOR_CACHE_DIR on the cache volume buys a second pod: two fresh
+    processes, one cache directory; the second compiles nothing (every FX graph a cache hit)."""
+    spec = model_spec(tiny_model_dirs, "flux", {"compile": "regional"}, steps=2)
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    runs = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-m", "tests.support.warm_start", json.dumps(spec.to_wire())],
+                              capture_output=True, text=True, env=env, timeout=600, check=True)
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    first, second = (run["inductor"] for run in runs)
+    assert first.get("fxgraph_cache_miss", 0) > 0 and not first.get("fxgraph_cache_hit")
+    assert second.get("fxgraph_cache_hit") == first["fxgraph_cache_miss"] and not second.get("fxgraph_cache_miss")
+    assert runs[0]["quality"] == runs[1]["quality"]
+    print(f"\nBENCH compile cache (CPU, tiny Flux, regional): compile phase {runs[0]['phases']['compile']:.1f}s cold,"
+          f" {runs[1]['phases']['compile']:.1f}s from the cache directory")

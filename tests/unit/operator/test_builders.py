@@ -91,6 +91,9 @@ def test_env_has_hf_home_token_secret_and_user_values():
     c = container(build_deployment(model, "ns", BuildSettings()))
     assert c["env"] == [
         {"name": "HF_HOME", "value": "/x"},
+        # torch.compile's caches on the cache volume: a second pod reuses the compiled kernels.
+        {"name": "TORCHINDUCTOR_CACHE_DIR", "value": "/var/cache/huggingface/torchinductor"},
+        {"name": "TRITON_CACHE_DIR", "value": "/var/cache/huggingface/triton"},
         {"name": "HOME", "value": "/tmp"},  # the writable tmp volume: the root filesystem is read-only
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},  # its name in the shared queue
         {"name": "TINYIMG_REVISION", "value": model.weight_revision()},  # answers carry it

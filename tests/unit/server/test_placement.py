@@ -114,3 +114,19 @@ def test_extra_replicas_use_offload_where_a_gpu_holds_only_part_and_count_its_me
     assert second.why.startswith("replica 2 of 2: needs 7.0 GB")
     # 2 GB left on cuda:0 and 1 GB on cuda:1: the next model does not fit on either
     assert plan.devices("n") == ["cpu"]
+
+
+def test_a_cpu_placed_model_must_fit_the_hosts_available_memory_at_float32():
+    host = Device("cpu", "cpu", 64 * GB, 30 * GB)
+    # 10 GB at bf16 (sdxl's GPU dtype) is 20 GB at float32: the first fits, the second no longer does.
+    plan = place([(model("a", device="cpu"), 10), (model("b", device="cpu"), 10)], [host])
+    assert plan.devices("a") == ["cpu"]
+    assert plan.failures["b"] == ("runtime.device is cpu, but it needs 20.0 GB of host memory (float32 on the CPU)"
+                                  " and 10.0 GB is available")
+
+
+def test_memory_gb_is_taken_as_it_is_on_the_cpu_and_an_unknown_host_is_not_checked():
+    host = Device("cpu", "cpu", 64 * GB, 12 * GB)
+    assert place([(model("a", device="cpu", memoryGb=11), 11)], [host]).devices("a") == ["cpu"]
+    unknown = Device("cpu", "cpu", 0, 0)  # no /proc/meminfo
+    assert place([(model("a", device="cpu"), 500)], [unknown]).devices("a") == ["cpu"]
