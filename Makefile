@@ -8,7 +8,7 @@ PORT   ?= 8000
 CONFIG ?= server/demo/config.yaml
 PYTEST_ARGS ?=
 
-.PHONY: run test test-unit lint bench venv demo-models generate clean tools docs
+.PHONY: run test test-unit lint bench bench-gpu venv demo-models generate clean tools docs
 
 $(VENV)/.installed: server/pyproject.toml operator/pyproject.toml requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,13 @@ test-unit: venv
 bench: venv demo-models
 	$(BIN)/python bench/run_cpu.py
 	$(BIN)/python bench/vs_litserve.py
+
+# On a machine with one H100/H200 (a CUDA build of torch in .venv): full-size SDXL, FLUX.1-schnell and
+# FLUX.1-dev with random weights, the bare pipeline against each acceleration tier of the server; JSON
+# and a markdown table into bench/out/. `BENCH_GPU_ARGS="--tiny --device cpu"` checks it on a CPU.
+BENCH_GPU_ARGS ?=
+bench-gpu: venv
+	$(BIN)/python bench/gpu_bench.py $(BENCH_GPU_ARGS)
 
 # helm and kubectl for the chart and cluster tests (tests/chart, tests/cluster), pinned; see .ci/get-helm.
 tools: .tools/helm/helm .tools/kubectl/kubectl .tools/moto/bin/moto_server

@@ -119,7 +119,8 @@ T5_XXL: dict[str, Any] = {
 }
 
 
-def build_full_flux(device: str, dtype: Any) -> Any:
+def build_full_flux(device: str, dtype: Any, guidance_embeds: bool = False) -> Any:
+    """FLUX.1-schnell's architecture; with ``guidance_embeds`` FLUX.1-dev's (its distilled guidance input)."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import CLIPTextModel, T5Config, T5EncoderModel
 
@@ -132,7 +133,7 @@ def build_full_flux(device: str, dtype: Any) -> Any:
             "vae": AutoencoderKL(**FLUX_VAE),
             "text_encoder": CLIPTextModel(build_clip_config(CLIP_L, tokenizer)),
             "text_encoder_2": T5EncoderModel(T5Config(**T5_XXL)),
-            "transformer": FluxTransformer2DModel(**FLUX_TRANSFORMER),
+            "transformer": FluxTransformer2DModel(**{**FLUX_TRANSFORMER, "guidance_embeds": guidance_embeds}),
         }
     return FluxPipeline(
         **networks, tokenizer=tokenizer, tokenizer_2=build_t5_tokenizer(MAX_SEQUENCE_LENGTH),

@@ -74,8 +74,9 @@ def place(models: list[tuple[ModelSpec, float]], devices: list[Device]) -> Plan:
         if placement is not None and placement.device == "cpu" and host_free is not None:
             need = host_estimate_gb(spec, estimate)
             if need > host_free:
-                placement, failure = None, (f"{placement.why}, but it needs {need:.1f} GB of host memory (float32 on"
-                                            f" the CPU) and {host_free:.1f} GB is available")
+                failure = (f"{placement.why}, but it needs {need:.1f} GB of host memory (float32 on the CPU)"
+                           f" and {host_free:.1f} GB is available")
+                placement = None
             else:
                 host_free -= need
         if placement is None:

@@ -14,15 +14,25 @@ from tinyimg.families import family_info
 
 
 @pytest.mark.parametrize("family", ALL_FAMILIES)
-def test_tiny_cpu_run_times_bare_and_server_and_writes_json(tmp_path, fixture_families, family):
-    path = load_gpu_bench().main(["--tiny", "--device", "cpu", "--families", family, "--batches", "1,2",
-                                  "--runs", "1", "--warmup", "0", "--out", str(tmp_path)])
+def test_tiny_cpu_run_times_bare_and_server_per_tier_and_writes_json_and_a_table(tmp_path, fixture_families, family):
+    path = load_gpu_bench().main(["--tiny", "--device", "cpu", "--models", family, "--batches", "1,2",
+                                  "--runs", "1", "--out", str(tmp_path)])
     report = json.loads(path.read_text())
-    cases = [(r["family"], r["mode"], r["batch"], r["path"]) for r in report["rows"]]
-    assert cases == [(family, "eager", 1, "bare"), (family, "eager", 1, "server"),
-                     (family, "eager", 2, "bare"), (family, "eager", 2, "server")]
+    cases = [(r["model"], r["tier"], r["batch"], r["path"]) for r in report["rows"]]
+    assert cases == [(family, tier, batch, p) for tier in ("eager", "fused") for batch in (1, 2) for p in ("bare", "server")]
     assert all(r["median_seconds"] > 0 for r in report["rows"])
-    assert f"| {family} | eager | 2 |" in report["table"]
+    tiers = {t["tier"]: t for t in report["tiers"]}
+    assert tiers["eager"]["quality"] is None  # nothing accelerated: nothing to compare
+    assert tiers["fused"]["quality"] > 30 and tiers["fused"]["cold_start_seconds"] > 0
+    assert f"| {family} | fused | 2 |" in report["table"]
+    assert path.with_suffix(".md").read_text().endswith(report["table"] + "\n")
+
+
+def test_the_published_models_build_from_their_family_with_their_own_options(fixture_families):
+    import torch
+
+    pipe = load_gpu_bench().build_pipeline(load_gpu_bench().CASES["flux-dev"], False, "meta", torch.bfloat16)
+    assert pipe.transformer.config.guidance_embeds is True
 
 
 @pytest.mark.parametrize("family", ALL_FAMILIES)

@@ -13,28 +13,51 @@ gpu_bench = load_gpu_bench()
 
 def test_defaults_are_the_issue_settings():
     args = gpu_bench.parse_args([])
-    assert (args.device, args.families, args.modes, args.batches, args.size) == (
-        "cuda", ["sdxl", "flux"], ["eager", "compile"], [1, 4], 1024)
-    assert sorted(gpu_bench.benchmarked_families()) == ["flux", "sdxl"]
+    assert (args.device, args.models, args.tiers, args.batches, args.size, args.runs) == (
+        "cuda", ["sdxl", "flux-schnell", "flux-dev"], ["eager", "lossless", "fp8"], [1, 4], 1024, 2)
+    cases = gpu_bench.benchmarked_cases()
+    assert [(cases[m].family, cases[m].steps, cases[m].batches) for m in args.models] == [
+        ("sdxl", 30, (1, 4)), ("flux", 4, (1, 4)), ("flux", 28, (1,))]
+    assert cases["flux-dev"].build == {"guidance_embeds": True} and cases["flux-dev"].guidance == 3.5
+    assert gpu_bench.TIERS["lossless"] == {"compile": "regional", "fuseQkv": True, "channelsLast": True}
 
 
-def test_tiny_mode_is_small_and_eager():
+def test_tiny_mode_is_small_and_compiles_nothing():
     args = gpu_bench.parse_args(["--tiny", "--device", "cpu", "--batches", "1,2"])
-    assert (args.size, args.modes, args.batches) == (64, ["eager"], [1, 2])
+    assert (args.size, args.tiers, args.batches) == (64, ["eager", "fused"], [1, 2])
 
 
-@pytest.mark.parametrize("argv", [["--families", "sd15"], ["--modes", "fast"]], ids=["unknown-family", "unknown-mode"])
+def test_eager_is_always_measured_as_the_baseline():
+    assert gpu_bench.parse_args(["--tiers", "fp8"]).tiers == ["eager", "fp8"]
+
+
+@pytest.mark.parametrize("argv", [["--models", "sd15"], ["--tiers", "fast"]], ids=["unknown-model", "unknown-tier"])
 def test_bad_options_exit_with_usage_error(argv):
     with pytest.raises(SystemExit) as exit_info:
         gpu_bench.parse_args(argv)
     assert exit_info.value.code == 2
 
 
-def test_table_pairs_bare_and_server_and_gives_the_ratio():
-    row = gpu_bench.Row
+def test_every_tier_is_a_valid_acceleration_for_every_model():
+    for name, case in gpu_bench.benchmarked_cases().items():
+        for tier, acceleration in gpu_bench.TIERS.items():
+            if tier == "step-cache" and case.family == "sdxl":
+                continue  # transformer families only (the schema refuses it for a UNet)
+            config = gpu_bench.build_bench_config(case, f"bench-{name}", "cuda", 1024, case.steps, [1, 4], "bfloat16",
+                                                  acceleration)
+            assert config.models[0].runtime.acceleration.min_quality == 0
+
+
+def test_table_pairs_bare_and_server_and_gives_the_ratio_and_the_speed_up():
+    row, tier = gpu_bench.Row, gpu_bench.TierReport
     rows = [row("sdxl", "eager", 1, "bare", 2.0, [2.0], 0.5, 9.5),
-            row("sdxl", "eager", 1, "server", 2.2, [2.2], 1 / 2.2, 9.75)]
-    assert gpu_bench.build_table(rows).splitlines()[2] == "| sdxl | eager | 1 | 2.000 | 2.200 | 1.100 | 0.50 | 9.8 |"
+            row("sdxl", "eager", 1, "server", 2.2, [2.2], 1 / 2.2, 9.75),
+            row("sdxl", "lossless", 1, "bare", 1.0, [1.0], 1.0, 9.0),
+            row("sdxl", "lossless", 1, "server", 1.02, [1.02], 1 / 1.02, 9.0)]
+    reports = [tier("sdxl", "eager", None, 3.0, None, 2.1), tier("sdxl", "lossless", 21.5, 30.25, 41.04, 1.0)]
+    lines = gpu_bench.build_table(rows, reports).splitlines()
+    assert lines[2] == "| sdxl | eager | 1 | 2.000 | 2.200 | 1.100 | 0.91x | 0.45 | 9.8 | - | 3.0 | - |"
+    assert lines[3] == "| sdxl | lossless | 1 | 1.000 | 1.020 | 1.020 | 1.96x | 0.98 | 9.0 | 21.5 | 30.2 | 41.0 |"
 
 
 def test_full_size_configs_match_the_published_shapes():
@@ -48,3 +71,13 @@ def test_full_size_configs_match_the_published_shapes():
     assert transformer["num_attention_heads"] * transformer["attention_head_dim"] == 3072
     assert transformer["joint_attention_dim"] == flux.T5_XXL["d_model"]
     assert transformer["in_channels"] == 4 * flux.FLUX_VAE["latent_channels"]
+
+
+def test_make_bench_gpu_runs_the_benchmark_with_its_arguments():
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    planned = subprocess.run(["make", "-n", "-o", "venv", "bench-gpu", "BENCH_GPU_ARGS=--tiny --device cpu"],
+                             cwd=root, capture_output=True, text=True, check=True).stdout.strip().splitlines()
+    assert planned[-1] == ".venv/bin/python bench/gpu_bench.py --tiny --device cpu"
