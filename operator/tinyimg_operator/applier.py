@@ -23,6 +23,7 @@ PLURALS = {
     "Service": "services",
     "PersistentVolumeClaim": "persistentvolumeclaims",
     "Deployment": "deployments",
+    "Job": "jobs",
     labels.KIND: labels.PLURAL,
 }
 MERGE_PATCH = "application/merge-patch+json"

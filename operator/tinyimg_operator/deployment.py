@@ -81,7 +81,7 @@ def build_canary_deployment(
 ) -> dict[str, Any]:
     """The new revision's one pod during a canary rollout (tinyimg_operator.rollout): the model's
     Deployment for ``spec`` under its own name, selector and ConfigMap, its cache on an emptyDir
-    (a ReadWriteOnce model cache stays with the running pods)."""
+    (a ReadWriteOnce model cache stays with the running pods; no preload Job fills it)."""
     deployment = build_deployment(spec, namespace, settings, owner)
     deployment["metadata"]["name"] = canary_name(spec.name)
     deployment["spec"]["replicas"] = 1
@@ -92,6 +92,8 @@ def build_canary_deployment(
     volumes[:] = [{"name": "config", "configMap": {"name": configmap_name(canary_name(spec.name))}}
                   if v["name"] == "config" else {"name": "cache", "emptyDir": {}} if v["name"] == "cache" else v
                   for v in volumes]
+    container = template["spec"]["containers"][0]  # an emptyDir has no preload marker to wait for
+    container["env"] = [e for e in container["env"] if e["name"] != "TINYIMG_PRELOAD_MARKER"]
     return deployment
 
 
@@ -182,6 +184,7 @@ def build_container(spec: ModelSpec, settings: BuildSettings) -> dict[str, Any]:
 
 
 INDUCTOR_CACHE, TRITON_CACHE = "torchinductor", "triton"  # directories of the cache volume
+PRELOAD_MARKERS = "tinyimg-preload"  # tinyimg.runtime.preload.MARKER_DIR
 
 
 def build_env(spec: ModelSpec, settings: BuildSettings) -> list[dict[str, Any]]:
@@ -202,6 +205,8 @@ def build_env(spec: ModelSpec, settings: BuildSettings) -> list[dict[str, Any]]:
         "TINYIMG_REVISION": {"name": "TINYIMG_REVISION", "value": spec.weight_revision()},
     }
     env.update(build_otel_env(spec, settings))
+    if spec.cache.preload:  # where the preload Job writes its markers (tinyimg_operator.preload); pods wait for theirs
+        env["TINYIMG_PRELOAD_MARKER"] = {"name": "TINYIMG_PRELOAD_MARKER", "value": f"{CACHE_DIR}/{PRELOAD_MARKERS}"}
     if settings.redis_secret:
         ref = {"name": settings.redis_secret, "key": REDIS_PASSWORD_KEY}
         env["REDIS_PASSWORD"] = {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": ref}}

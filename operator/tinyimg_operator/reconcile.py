@@ -26,6 +26,13 @@ from tinyimg_operator.imagemodel import InvalidSpecError, check_policy, read_mod
 from tinyimg_operator.kubeapi import KubeApi
 from tinyimg_operator.objects import canary_name, configmap_name
 from tinyimg_operator.pods import PodProblem, find_pod_problem, read_pods
+from tinyimg_operator.preload import (
+    apply_preload,
+    build_cache_status,
+    build_preload_job,
+    preload_job_name,
+    read_job_pods,
+)
 from tinyimg_operator.revisions import is_canary, observe_revisions
 from tinyimg_operator.rollout import CANARY, PROMOTING, plan_rollout, summarize
 from tinyimg_operator.settings import BuildSettings
@@ -115,6 +122,12 @@ def _reconcile(api: KubeApi, settings: BuildSettings, body: dict[str, Any],
                                          ("v1", "ConfigMap", configmap_name(canary_name(name)))):
             if delete_object(api, api_version, kind, namespace, child):
                 changes[f"{kind}/{child}"] = "deleted"
+    # The loader fills the cache for the weights the model's Deployment runs: left as it is while a canary tries others.
+    job_path = object_path("batch/v1", "Job", namespace, preload_job_name(name))
+    what, job = (apply_preload(api, build_preload_job(spec, namespace, settings.for_namespace(namespace), owner=body),
+                               namespace, name) if plan.apply_main else (None, api.get(job_path)))
+    if what is not None:
+        changes[f"Job/{preload_job_name(name)}"] = what
     main_pods = [p for p in pods if not is_canary(p)]
     problem = find_pod_problem(main_pods) if spec.replicas > 0 else None
     if problem is not None and problem.reason == "PodUnschedulable" and build_strategy(spec) == SURGE:
@@ -129,6 +142,9 @@ def _reconcile(api: KubeApi, settings: BuildSettings, body: dict[str, Any],
         measured = next((p.acceleration for p in pod_entries if p.ready and p.acceleration), None)
         if measured is not None:
             status["acceleration"] = measured.to_wire()
+    cache = build_cache_status(job, read_job_pods(api, namespace, preload_job_name(name)) if job else [])
+    if cache is not None or previous.cache is not None:
+        status["cache"] = cache
     written = apply_status(api, body, status)
     for kind, reason, message in plan.events:
         if on_event is not None:

@@ -13,7 +13,7 @@ from typing import cast
 from tinyimg.families import FAMILIES  # import-light: torch loads only when a builder runs
 
 # Subcommands implemented in other modules, each with a ``main(argv) -> int``.
-DELEGATED = {"router": "tinyimg.router.cli", "audit": "tinyimg.provenance.verify"}
+DELEGATED = {"router": "tinyimg.router.cli", "audit": "tinyimg.provenance.verify", "preload": "tinyimg.runtime.preload"}
 EXIT_CONFIG_ERROR = 2
 
 

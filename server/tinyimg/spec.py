@@ -186,6 +186,12 @@ class CacheSpec(_Schema):
         " ReadWriteOnce allows one replica.",
     )
 
+    preload: bool = Field(
+        False,
+        description="Fill the cache once with a loader Job (`tinyimg preload`) before any pod loads: pods wait for it;"
+        " status.cache tells what it holds. Needs size and accessMode ReadWriteMany.",
+    )
+
     def shareable_by(self, replicas: int) -> bool:
         return not self.size or replicas <= 1 or self.access_mode == "ReadWriteMany"
 
@@ -503,6 +509,9 @@ class ModelSpec(_Schema):
         if d.steps > lim.max_steps:
             raise ValueError(f"defaults.steps {d.steps} is over limits.maxSteps {lim.max_steps}")
         self._check_acceleration(read_family(self.family))
+        if self.cache.preload and not (self.cache.size and self.cache.access_mode == "ReadWriteMany"):
+            raise ValueError("cache.preload fills one volume every pod reads: it needs cache.size and"
+                             " cache.accessMode ReadWriteMany")
         if self.runtime.device == "cpu" and self.resources.gpus:
             raise ValueError("runtime.device is cpu but resources.gpus is not 0")
         # The autoscaler may run up to maxReplicas pods: each would need the one volume.

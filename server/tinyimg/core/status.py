@@ -102,6 +102,16 @@ class AccelerationStatus(_Status):
     quality: float | None = None
 
 
+class CacheStatus(_Status):
+    """``status.cache``: what the preload Job (``cache.preload``) put in the model's cache."""
+
+    loaded: bool = False
+    bytes: int | None = None
+    files: int | None = None
+    revision: str | None = Field(None, description="The weights' revision it holds (pods wait for theirs)")
+    message: str | None = None
+
+
 class PodRevision(_Status):
     """``status.pods[]``: which revision and config generation each pod of the model runs."""
 
@@ -128,6 +138,7 @@ class ImageModelStatus(_Status):
     rollout: str | None = Field(None, description="The revisions and their weights, in short (kubectl get -o wide)")
     pods: list[PodRevision] | None = None
     acceleration: AccelerationStatus | None = Field(None, description="The first ready pod's warm-up measurements")
+    cache: CacheStatus | None = None
 
     @classmethod
     def read(cls, obj: dict[str, Any] | None) -> ImageModelStatus:

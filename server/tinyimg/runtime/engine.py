@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tinyimg.core.drain import DrainTiming, build_drain_timing
 from tinyimg.core.errors import InvalidField
@@ -41,6 +43,7 @@ from tinyimg.runtime.jobs import (
     ResidentAdapter,
 )
 from tinyimg.runtime.placement import Placement, place
+from tinyimg.runtime.preload import MARKER_ENV, wait_for_preload
 from tinyimg.runtime.warmup import WarmupReport, warm_up
 from tinyimg.runtime.worker import DeviceWorker
 from tinyimg.spec import ModelSpec, ServerConfig
@@ -106,6 +109,7 @@ class Engine(EngineApi):
         self._failed = {m.name: 0 for m in config.models}
         self._started = time.monotonic()
         self._boot_task: asyncio.Task[None] | None = None
+        self._preloaded: dict[str, float] = {}  # model -> seconds waited for its cache's preload Job
         self._draining = False  # readiness says 503; requests are still taken (the preStop window)
         self._stopping = False  # new requests are refused
         self._stopped = False
@@ -168,6 +172,7 @@ class Engine(EngineApi):
                     self._set_state(state.name, "failed", f"engine start failed: {type(err).__name__}: {err}")
 
     async def _place_and_load(self) -> None:
+        await self._wait_for_preloads()
         devices, estimates, unmeasured = await asyncio.to_thread(self._survey)
         self.devices = devices
         for name, reason in unmeasured.items():
@@ -190,6 +195,19 @@ class Engine(EngineApi):
             worker.start()
             self._workers[device] = worker
         await asyncio.gather(*(self._load_device(d, entries) for d, entries in by_device.items()))
+
+    async def _wait_for_preloads(self) -> None:
+        """With ``TINYIMG_PRELOAD_MARKER`` (the operator's pods of a ``cache.preload`` model): wait
+        until the loader Job's marker names each such model's revision (tinyimg.runtime.preload)."""
+        directory = os.environ.get(MARKER_ENV)
+        if not directory:
+            return
+        for spec in self.config.models:
+            if spec.cache.preload:
+                waited = await asyncio.to_thread(wait_for_preload, Path(directory) / f"{spec.name}.json",
+                                                 spec.weight_revision())
+                self._preloaded[spec.name] = round(waited, 3)
+                log.info("the cache is preloaded", extra={"model": spec.name, "waited_seconds": round(waited, 3)})
 
     def _survey(self) -> tuple[list[Device], list[tuple[ModelSpec, float]], dict[str, str]]:
         """Devices, each model's memory estimate, and why a model could not be estimated."""
@@ -228,6 +246,8 @@ class Engine(EngineApi):
                 state = self._states[spec.name]
                 if state.warmup is None:  # the first replica's figures speak for the model
                     state.warmup = report
+                    if spec.name in self._preloaded:
+                        report.phases = {"preload": self._preloaded[spec.name], **report.phases}
                 log.info("model loaded", extra={"model": spec.name, "device": device, "phases": report.phases,
                                                 "seconds": round(time.monotonic() - start, 3)})
             self._replica_loaded(spec.name)

@@ -118,7 +118,7 @@ def test_the_status_schema_is_generated_from_imagemodelstatus_and_holds_what_the
     fields = {f.alias or name for name, f in ImageModelStatus.model_fields.items()}
     assert set(status_schema["properties"]) == fields == {
         "replicas", "readyReplicas", "desiredReplicas", "observedGeneration", "selector", "url", "conditions", "autoscaling",
-        "revisions", "rollout", "pods", "acceleration",
+        "revisions", "rollout", "pods", "acceleration", "cache",
     }
     written = build_status("m", "ns", 3, 1, None, None, "2026-12-04T00:00:00Z")
     written["autoscaling"] = build_autoscaling_status(
