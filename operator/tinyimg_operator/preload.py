@@ -39,7 +39,7 @@ def build_preload_job(spec: ModelSpec, namespace: str, settings: BuildSettings,
         return None
     meta = object_meta(preload_job_name(spec.name), spec.name, namespace, owner)
     meta["labels"][labels.REVISION] = spec.weight_revision()
-    env = [{"name": "HF_HOME", "value": CACHE_DIR}, {"name": "HOME", "value": TMP_DIR}]
+    env: list[dict[str, Any]] = [{"name": "HF_HOME", "value": CACHE_DIR}, {"name": "HOME", "value": TMP_DIR}]
     if spec.hf_token_secret:
         ref = {"name": spec.hf_token_secret.name, "key": spec.hf_token_secret.key}
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": ref}})
@@ -116,7 +116,7 @@ def build_cache_status(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -
     revision = (job["metadata"].get("labels") or {}).get(labels.REVISION)
     reports = [_terminated(p) for p in pods]
     if "Complete" in conditions:
-        report = next((json.loads(msg) for code, msg in reports if code == 0 and _is_json(msg)), {})
+        report: dict[str, Any] = next((json.loads(msg) for code, msg in reports if code == 0 and _is_json(msg)), {})
         return CacheStatus(loaded=True, bytes=report.get("bytes"), files=report.get("files"),
                            revision=report.get("revision") or revision, message=None).to_wire()
     if "Failed" in conditions:

@@ -124,10 +124,10 @@ def _reconcile(api: KubeApi, settings: BuildSettings, body: dict[str, Any],
                 changes[f"{kind}/{child}"] = "deleted"
     # The loader fills the cache for the weights the model's Deployment runs: left as it is while a canary tries others.
     job_path = object_path("batch/v1", "Job", namespace, preload_job_name(name))
-    what, job = (apply_preload(api, build_preload_job(spec, namespace, settings.for_namespace(namespace), owner=body),
-                               namespace, name) if plan.apply_main else (None, api.get(job_path)))
-    if what is not None:
-        changes[f"Job/{preload_job_name(name)}"] = what
+    loader = build_preload_job(spec, namespace, settings.for_namespace(namespace), owner=body)
+    job_change, job = apply_preload(api, loader, namespace, name) if plan.apply_main else (None, api.get(job_path))
+    if job_change is not None:
+        changes[f"Job/{preload_job_name(name)}"] = job_change
     main_pods = [p for p in pods if not is_canary(p)]
     problem = find_pod_problem(main_pods) if spec.replicas > 0 else None
     if problem is not None and problem.reason == "PodUnschedulable" and build_strategy(spec) == SURGE:
