@@ -9,6 +9,7 @@ ones go to zero before the new one starts (Recreate), as kube-controller-manager
 from __future__ import annotations
 
 import copy
+import datetime
 import hashlib
 import json
 import math
@@ -16,6 +17,10 @@ from collections.abc import Mapping
 from typing import Any
 
 HASH_LABEL = "pod-template-hash"
+
+
+def now() -> str:
+    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def template_hash(template: Mapping[str, Any]) -> str:
@@ -94,6 +99,47 @@ def build_statefulset_pod(statefulset: Mapping[str, Any], ordinal: int, node: st
         "spec": {**spec, "nodeName": node, "hostname": name},
         "status": {"phase": "Pending"},
     }
+
+
+def build_job_pod(job: Mapping[str, Any], suffix: str, node: str) -> dict[str, Any]:
+    """A Job's pod ``<job>-<suffix>``, labelled ``job-name`` (and its batch.kubernetes.io form) as
+    the Job controller labels them."""
+    template = job["spec"]["template"]
+    meta = job["metadata"]
+    labels = {**(template["metadata"].get("labels") or {}), "job-name": meta["name"],
+              "batch.kubernetes.io/job-name": meta["name"]}
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": f"{meta['name']}-{suffix}", "namespace": meta["namespace"], "labels": labels,
+                     "annotations": dict(template["metadata"].get("annotations") or {}),
+                     "ownerReferences": [owner_ref(job)]},
+        "spec": {**copy.deepcopy(template.get("spec") or {}), "nodeName": node},
+        "status": {"phase": "Pending"},
+    }
+
+
+def job_status(job: Mapping[str, Any], pods: list[Mapping[str, Any]], now: str) -> tuple[dict[str, Any], bool]:
+    """A Job's status from its pods, and whether it needs another pod (one completion, no
+    parallelism: what a loader Job asks): Complete at the first Succeeded pod, Failed once more
+    pods failed than ``backoffLimit`` (default 6) allows."""
+    succeeded = sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Succeeded")
+    failed = sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Failed")
+    active = sum(1 for p in pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+                 and not is_terminating(p))
+    previous = {c["type"]: c for c in (job.get("status") or {}).get("conditions") or []}
+    status: dict[str, Any] = {"active": active, "succeeded": succeeded, "failed": failed,
+                              "startTime": (job.get("status") or {}).get("startTime") or now}
+    if succeeded:
+        done = previous.get("Complete") or {"type": "Complete", "status": "True", "lastTransitionTime": now}
+        status["conditions"] = [done]
+        status["completionTime"] = (job.get("status") or {}).get("completionTime") or now
+        return status, False
+    if failed > int(job["spec"].get("backoffLimit", 6)):
+        done = previous.get("Failed") or {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                          "message": "Job has reached the specified backoff limit", "lastTransitionTime": now}
+        status["conditions"] = [done]
+        return status, False
+    return status, active == 0
 
 
 def _resolve(value: Any, replicas: int, round_up: bool) -> int:

@@ -1,4 +1,4 @@
-"""The Deployment, ReplicaSet and StatefulSet controllers (kube-controller-manager's part the chart
+"""The Deployment, ReplicaSet, StatefulSet and Job controllers (kube-controller-manager's part the chart
 needs), level-based: each ``tick()`` reads every object and writes what differs (see ``controllers``)."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from tests.support.cluster import controllers as c
 
 DEPLOYMENTS, REPLICASETS, PODS = "apps/v1/deployments", "apps/v1/replicasets", "v1/pods"
 STATEFULSETS = "apps/v1/statefulsets"
+JOBS = "batch/v1/jobs"
 
 
 class ControllerManager:
@@ -26,6 +27,21 @@ class ControllerManager:
         for statefulset in self.cluster.read_all(STATEFULSETS):
             if not c.is_terminating(statefulset):
                 await self._statefulset(statefulset)
+        for job in self.cluster.read_all(JOBS):
+            if not c.is_terminating(job):
+                await self._job(job)
+
+    async def _job(self, job: dict[str, Any]) -> None:
+        """One pod at a time until one succeeds or ``backoffLimit`` failures (failed pods are kept,
+        as the Job controller keeps them for their logs)."""
+        ns = job["metadata"]["namespace"]
+        pods = [p for p in self.cluster.read_all(PODS, ns) if c.owned_by(p, job)]
+        status, start_one = c.job_status(job, pods, c.now())
+        if start_one:
+            await self.cluster.create(c.build_job_pod(job, secrets.token_hex(3)[:5], self.node))
+            status["active"] = 1
+        if status != job.get("status"):
+            await self.cluster.write_status(JOBS, ns, job["metadata"]["name"], status)
 
     async def _statefulset(self, statefulset: dict[str, Any]) -> None:
         """Pods ``<name>-0`` .. ``<name>-<replicas - 1>``, each made again when it is gone (the

@@ -5,7 +5,9 @@ the volumes, starts every container (see ``containers`` for the image, filesyste
 mappings), probes readiness over HTTP on the pod's address and writes the Pod's status (phase,
 ``podIP``, ``Ready``/``ContainersReady`` conditions, container states with ``restartCount``). A
 container that exits is restarted (``restartPolicy: Always``) after a back-off that doubles from
-0.5 s to 5 s (a kubelet's 10 s to 5 min, compressed for tests), shown as ``CrashLoopBackOff``. A
+0.5 s to 5 s (a kubelet's 10 s to 5 min, compressed for tests), shown as ``CrashLoopBackOff``;
+under ``Never`` (and ``OnFailure`` after a success: a Job's pods) it stays terminated, and once
+every container has, the Pod is ``Succeeded`` (all exited 0) or ``Failed``. A
 Pod marked for deletion gets SIGTERM on each process group, SIGKILL after its grace period, and is
 then deleted for good (``gracePeriodSeconds: 0``). A template that cannot run leaves the Pod
 ``Failed`` with the reason, never an exception in the harness. Probe periods are capped at
@@ -102,6 +104,7 @@ class Container:
     started_ok: bool = False  # the startup probe succeeded (or there is none) since the last start
     startup_failed: int = 0  # startup probe failures in a row
     kill_at: float | None = None  # SIGKILL then, after the SIGTERM of a failed startup probe
+    done: bool = False  # exited for good (restartPolicy Never, or OnFailure after a success)
 
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
@@ -121,6 +124,7 @@ class PodRuntime:
     started: str = ""
     last_status: dict[str, Any] | None = None
     volumes_synced: float = 0.0  # monotonic time of the last volume sync
+    restart_policy: str = "Always"  # Always | OnFailure | Never (a Job's pods)
 
 
 class ProcessKubelet:
@@ -167,7 +171,8 @@ class ProcessKubelet:
         ports = {int(p["containerPort"]) for c in pod["spec"].get("containers") or [] for p in c.get("ports") or []}
         ip = self.pool.take(ports)
         root = self.root / "pods" / f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}"
-        runtime = PodRuntime(meta["namespace"], meta["name"], meta["uid"], ip, root, started=_now())
+        runtime = PodRuntime(meta["namespace"], meta["name"], meta["uid"], ip, root, started=_now(),
+                             restart_policy=pod["spec"].get("restartPolicy") or "Always")
         self.pods[meta["uid"]] = runtime
         try:
             hosts = service_hosts(self.cluster.read_all("v1/services"), meta["namespace"])
@@ -271,18 +276,24 @@ class ProcessKubelet:
                 code = container.popen.returncode  # a signal is -N to Popen, 128+N to a container runtime
                 container.last_exit, container.last_finished = (code if code >= 0 else 128 - code), _now()
                 container.last_message = termination_message(container)
-                container.restart_count += 1
                 container.ready = False
-                delay = min(BACKOFF_MAX, BACKOFF_START * 2 ** (container.restart_count - 1))
-                container.restart_at = now + delay
                 self.cluster.processes.discard(container.popen)
                 container.popen = None
+                policy = runtime.restart_policy
+                if policy == "Never" or (policy == "OnFailure" and container.last_exit == 0):
+                    container.done = True
+                    log.info("pod %s/%s container %s exited %s; not restarted (restartPolicy %s)", runtime.namespace,
+                             runtime.name, container.plan.name, container.last_exit, policy)
+                    continue
+                container.restart_count += 1
+                delay = min(BACKOFF_MAX, BACKOFF_START * 2 ** (container.restart_count - 1))
+                container.restart_at = now + delay
                 log.info("pod %s/%s container %s exited %s; restart in %.1fs", runtime.namespace, runtime.name,
                          container.plan.name, container.last_exit, delay)
             if container.alive() and container.kill_at is not None and now >= container.kill_at:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(container.popen.pid, signal.SIGKILL)
-            if container.popen is None and now >= container.restart_at:
+            if container.popen is None and not container.done and now >= container.restart_at:
                 self._spawn(container, runtime.root, runtime.uid)
             if container.alive() and not container.probing and now >= container.probe_at:
                 container.probing = True
@@ -342,13 +353,18 @@ class ProcessKubelet:
                     "conditions": [{"type": "Ready", "status": "False", "reason": "CannotRun", "message": runtime.failed}]}
         statuses = []
         for c in runtime.containers:
-            if c.alive():
+            if c.done:
+                state = {"terminated": {"exitCode": c.last_exit, "reason": "Completed" if c.last_exit == 0 else "Error",
+                                        "startedAt": c.started_at, "finishedAt": c.last_finished}}
+                if c.last_message:
+                    state["terminated"]["message"] = c.last_message
+            elif c.alive():
                 state = {"running": {"startedAt": c.started_at}}
             else:
                 state = {"waiting": {"reason": "CrashLoopBackOff", "message": f"back-off restarting, last exit {c.last_exit}"}}
             entry = {"name": c.plan.name, "ready": c.ready, "started": c.alive() and c.started_ok, "restartCount": c.restart_count,
                      "image": c.plan.argv[0], "imageID": "", "state": state}
-            if c.last_exit is not None:
+            if c.last_exit is not None and not c.done:
                 entry["lastState"] = {"terminated": {"exitCode": c.last_exit, "finishedAt": c.last_finished,
                                                      "reason": "Error" if c.last_exit else "Completed"}}
                 if c.last_message:
@@ -356,8 +372,10 @@ class ProcessKubelet:
             statuses.append(entry)
         ready = all(c.ready for c in runtime.containers)
         flag = "True" if ready else "False"
+        finished = bool(runtime.containers) and all(c.done for c in runtime.containers)
+        phase = ("Succeeded" if all(c.last_exit == 0 for c in runtime.containers) else "Failed") if finished else "Running"
         return {
-            "phase": "Running", "podIP": runtime.ip, "podIPs": [{"ip": runtime.ip}], "hostIP": "127.0.0.1",
+            "phase": phase, "podIP": runtime.ip, "podIPs": [{"ip": runtime.ip}], "hostIP": "127.0.0.1",
             "startTime": runtime.started, "containerStatuses": statuses,
             "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Initialized", "status": "True"},
                            {"type": "ContainersReady", "status": flag}, {"type": "Ready", "status": flag}],

@@ -72,6 +72,7 @@ DEFAULT_RESOURCES: tuple[tuple[str, str, bool, tuple[str, ...]], ...] = (
     ("apps/v1/deployments", "Deployment", True, ("status", "scale")),
     ("apps/v1/replicasets", "ReplicaSet", True, ("status", "scale")),
     ("apps/v1/statefulsets", "StatefulSet", True, ("status", "scale")),
+    ("batch/v1/jobs", "Job", True, ("status",)),
     ("policy/v1/poddisruptionbudgets", "PodDisruptionBudget", True, ("status",)),
     ("networking.k8s.io/v1/ingresses", "Ingress", True, ("status",)),
     ("networking.k8s.io/v1/networkpolicies", "NetworkPolicy", True, ()),
