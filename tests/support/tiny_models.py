@@ -94,7 +94,10 @@ def tiny_model_entry(family: str, source: Path) -> dict[str, Any]:
         "dtype": "float32",
         "defaults": {"steps": 4, "width": 64, "height": 64},
         "limits": {"maxWidth": 256, "maxHeight": 256, "maxSteps": 20, "maxImages": 4},
-        "runtime": {"device": "cpu", "cpuFallback": True, "maxBatchSize": 4, "maxBatchWaitMs": 20, "queueSize": 16},
+        # Uncompiled: the CPU's default (full torch.compile) would add its compile to every server a
+        # test starts; the acceleration tests ask for each tier themselves.
+        "runtime": {"device": "cpu", "cpuFallback": True, "maxBatchSize": 4, "maxBatchWaitMs": 20, "queueSize": 16,
+                    "acceleration": {"compile": "none"}},
         "resources": {"gpus": 0, "cpu": "1", "memory": "2Gi"},
     }
 

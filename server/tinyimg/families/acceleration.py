@@ -11,6 +11,7 @@ for it (``tinyimg.runtime.warmup``).
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -50,12 +51,31 @@ class Acceleration:
         return {k: v for k, v in asdict(self).items() if k != "min_quality"}
 
 
-def resolve_acceleration(spec: ModelSpec, device_kind: str) -> Acceleration:
-    """Unset fields -> the device's defaults: the lossless tier on a GPU, the plain pipeline on the
-    CPU (measured: none of them helps there, BENCHMARKS.md "Acceleration"). The deprecated
-    ``runtime.compile: true`` means ``compile: full`` when ``acceleration.compile`` is unset."""
+def takes_adapters(spec: ModelSpec) -> bool:
+    """Declared LoRA adapters, or adapters by URL (run-time registrations need allowed hosts too)."""
+    return bool(spec.adapters or spec.adapter_sources.allowed_hosts)
+
+
+def find_compiler(device_kind: str) -> str | None:
+    """The C/C++ compiler torch.compile needs here: Inductor's C++ backend on the CPU (g++), Triton's
+    launcher stubs on a GPU (gcc, or cc)."""
+    names = ("g++", "c++") if device_kind == "cpu" else ("gcc", "cc")
+    return next((found for name in names if (found := shutil.which(name))), None)
+
+
+def resolve_acceleration(spec: ModelSpec, device_kind: str, compiler: bool = True) -> Acceleration:
+    """Unset fields -> the device's defaults: on a GPU the lossless tier (regional compile, fused
+    QKV, channels_last); on the CPU full compile, the one that measurably helps there (BENCHMARKS.md
+    "Acceleration"). ``compile`` stays off by default for a model that takes LoRA adapters (every
+    new adapter set or scale would recompile) and where no compiler is found (``compiler`` False).
+    The deprecated ``runtime.compile: true`` means ``compile: full`` when ``acceleration.compile`` is unset."""
     accel, gpu = spec.runtime.acceleration, device_kind == "cuda"
-    compile_mode = accel.compile or ("full" if spec.runtime.compile else "regional" if gpu else "none")
+    if accel.compile is not None:
+        compile_mode = accel.compile
+    elif spec.runtime.compile:
+        compile_mode = "full"
+    else:
+        compile_mode = "none" if takes_adapters(spec) or not compiler else "regional" if gpu else "full"
     return Acceleration(
         compile=compile_mode,
         fuse_qkv=gpu if accel.fuse_qkv is None else accel.fuse_qkv,
@@ -68,9 +88,12 @@ def resolve_acceleration(spec: ModelSpec, device_kind: str) -> Acceleration:
     )
 
 
-def check_device(accel: Acceleration, device: str, capability: tuple[int, int] | None) -> None:
+def check_device(accel: Acceleration, device: str, capability: tuple[int, int] | None, compiler: bool = True) -> None:
     """Refuse what ``device`` cannot run (pure: ``capability`` is the GPU's compute capability,
-    None for the CPU)."""
+    None for the CPU; ``compiler`` whether a C compiler was found)."""
+    if accel.compile != "none" and not compiler:
+        raise AccelerationError(f"runtime.acceleration.compile {accel.compile} needs a C compiler on PATH (g++ for the"
+                                " CPU, gcc and the Python headers for Triton on a GPU); none was found")
     if accel.quantize == "fp8" and (capability is None or capability < FP8_CAPABILITY):
         have = "the CPU" if capability is None else f"{device} (compute capability {capability[0]}.{capability[1]})"
         raise AccelerationError(f"runtime.acceleration.quantize fp8 needs a GPU with compute capability 8.9 or"
@@ -92,7 +115,7 @@ def apply_acceleration(pipe: Any, family: Family, accel: Acceleration, device: s
     """Apply ``accel`` to a loaded pipeline (in place)."""
     import torch
 
-    check_device(accel, device, read_capability(device))
+    check_device(accel, device, read_capability(device), find_compiler(device.split(":")[0]) is not None)
     denoiser = getattr(pipe, family.denoiser)
     if accel.fuse_qkv:
         denoiser.fuse_qkv_projections()
@@ -112,14 +135,32 @@ def apply_acceleration(pipe: Any, family: Family, accel: Acceleration, device: s
         from diffusers import FirstBlockCacheConfig
 
         denoiser.enable_cache(FirstBlockCacheConfig(threshold=accel.threshold))
+    if accel.compile != "none":
+        allow_recompiles()
+    # Static shapes: each warm-up bucket gets its own specialised graph (a graph made dynamic after
+    # a second shape was 11% slower than the static one for tiny SDXL at batch 8 on the CPU); a
+    # shape outside the buckets compiles once more (tinyimg_shape_recompiles_total).
     if accel.compile == "regional":
-        denoiser.compile_repeated_blocks(fullgraph=True)
+        denoiser.compile_repeated_blocks(fullgraph=True, dynamic=False)
         for block in [*pipe.vae.decoder.up_blocks, pipe.vae.decoder.mid_block]:
-            block.compile()
+            block.compile(dynamic=False)
     elif accel.compile == "full":
-        denoiser.compile()
-        pipe.vae.decoder.compile()
+        denoiser.compile(dynamic=False)
+        pipe.vae.decoder.compile(dynamic=False)
     log.info("acceleration applied", extra={"device": device, **accel.describe()})
+
+
+RECOMPILE_LIMIT = 64  # graphs per compiled function: buckets x batch sizes x adapter sets
+
+
+def allow_recompiles() -> None:
+    """Past torch's recompile limit (8 by default) a function silently runs eager; a server with
+    several buckets and batch sizes needs more."""
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    setattr(config, name, max(getattr(config, name), RECOMPILE_LIMIT))
 
 
 def quantize(module: Any, mode: str) -> None:

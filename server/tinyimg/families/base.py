@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tinyimg.families.acceleration import apply_acceleration, resolve_acceleration, use_step_cache
+from tinyimg.families.acceleration import apply_acceleration, find_compiler, resolve_acceleration, use_step_cache
 from tinyimg.families.memory import estimate_memory_gb, resolve_dtype_name
 from tinyimg.families.variants import CallVariants
 from tinyimg.safety.checkers import ContentChecker, load_checker
@@ -109,7 +109,7 @@ class Handler(CallVariants):
         # The fixed latent->RGB map for previews, fitted at load; None: this model has no previews.
         self.preview_map: LatentRGBMap | None = None
         self.checker: ContentChecker | None = None  # spec.safety's, loaded with the model
-        self.acceleration = resolve_acceleration(spec, "cpu")  # resolved again for the device at load
+        self.acceleration = resolve_acceleration(spec, "cpu", compiler=False)  # resolved for the device at load
         self.phases: dict[str, float] = {}  # startup phase -> seconds (download, load; the warm-up adds its own)
 
     @classmethod
@@ -154,7 +154,11 @@ class Handler(CallVariants):
         if spec.runtime.vae_tiling:
             pipe.vae.enable_tiling()
         self.pipe, self.device, self.offload = pipe, device, offload
-        self.acceleration = resolve_acceleration(spec, device.split(":")[0])
+        kind = device.split(":")[0]
+        compiler = find_compiler(kind) is not None
+        if not compiler and spec.runtime.acceleration.compile is None:
+            log.warning("no C compiler on PATH: the model runs uncompiled", extra={"model": spec.name, "device": device})
+        self.acceleration = resolve_acceleration(spec, kind, compiler=compiler)
         self._placed = None
         self.preview_map = self.fit_preview_map()
         self.load_adapters()

@@ -42,7 +42,7 @@ class DeviceWorker:
         self.gather = gather or CompanyGather()
         # model -> its handler loaded on this device: the worker takes only these models' jobs
         self.handlers: dict[str, Handler] = {}
-        self.warmed: dict[str, set[Shape]] = {}  # compiled model -> shapes run (warm-up, then traffic)
+        self.warmed: dict[str, set[tuple[Any, ...]]] = {}  # compiled model -> (width, height, images, loras) run
         self.recompiles: dict[str, int] = {}  # model -> batches at a new shape, ever
         self.running: list[Job] = []
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"tinyimg-{device}")
@@ -83,12 +83,13 @@ class DeviceWorker:
         ran (None: not compiled, no shape recompiles)."""
         self.handlers[model] = handler
         if warmed is not None:
-            self.warmed[model] = set(warmed)
+            self.warmed[model] = {(*shape, ()) for shape in warmed}
 
     def _count_shape(self, head: Job, images: int) -> None:
-        """A compiled model's batch at a shape its warm-up did not run recompiles (once per shape)."""
+        """A compiled model's batch at a shape its warm-up did not run recompiles (once per shape,
+        and per set of LoRA adapters and scales: a compiled graph is specialised on those too)."""
         warmed = self.warmed.get(head.model)
-        shape = (head.params.width, head.params.height, images)
+        shape = (head.params.width, head.params.height, images, head.params.loras)
         if warmed is None or shape in warmed:
             return
         warmed.add(shape)

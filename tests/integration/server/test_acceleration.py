@@ -78,7 +78,8 @@ async def test_each_tier_loads_and_its_image_passes_the_quality_check(tiny_model
 async def test_a_quality_under_min_quality_fails_the_model_with_acceleration_quality(tiny_model_dirs):
     # int8 never reproduces the plain image exactly; 100 dB (identical) is out of its reach.
     engine = await start_engine(tiny_config(tiny_model_dirs, families=("flux",),
-                                            runtime={"acceleration": {"quantize": "int8", "minQuality": 100}}))
+                                            runtime={"acceleration": {"quantize": "int8", "compile": "none",
+                                                                                "minQuality": 100}}))
     try:
         [state] = engine.model_states()
         assert state.state == "failed"

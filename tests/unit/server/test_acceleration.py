@@ -75,20 +75,41 @@ def test_warmup_shapes_must_be_sizes_the_model_makes(shapes, error):
             spec("flux", warmupShapes=shapes)
 
 
-def test_unset_warmup_shapes_are_the_default_size_at_batch_one_and_run_one_step():
+def test_unset_warmup_shapes_are_the_default_size_at_batch_one_and_every_batch_size_when_compiled():
     model = spec("flux")
     d = model.resolved_defaults()
     assert build_warmup_shapes(model) == [(d.width, d.height, 1)]
+    assert build_warmup_shapes(model, compiled=True) == [(d.width, d.height, b) for b in (1, 2, 3, 4)]
     request = build_shape_request(model, (64, 128, 3))
     assert (request.width, request.height, request.steps, request.seeds) == (64, 128, 1, (0, 1, 2))
 
 
-def test_unset_fields_take_the_lossless_tier_on_a_gpu_and_the_plain_pipeline_on_the_cpu():
+def test_unset_fields_take_the_lossless_tier_on_a_gpu_and_full_compile_on_the_cpu():
     model = spec("sdxl")
     assert resolve_acceleration(model, "cuda") == Acceleration("regional", True, True, "none", "sdpa", "none", 0.08, 30.0)
-    cpu = resolve_acceleration(model, "cpu")
-    assert cpu.plain and cpu.compile == "none"
-    assert not resolve_acceleration(model, "cuda").plain
+    assert resolve_acceleration(model, "cpu") == Acceleration("full", False, False, "none", "sdpa", "none", 0.08, 30.0)
+
+
+@pytest.mark.parametrize("adapters", [
+    {"adapters": [{"name": "style", "source": "org/style-lora"}]},
+    {"adapterSources": {"allowedHosts": ["huggingface.co"]}},
+])
+def test_a_model_taking_lora_adapters_is_not_compiled_unless_it_asks(adapters):
+    # Every new set of adapters or scales would recompile the compiled graphs.
+    def with_adapters(acceleration=None) -> ModelSpec:
+        return ModelSpec.model_validate({"name": "m", "family": "flux", "source": "/models/m", **adapters,
+                                         "runtime": {"acceleration": acceleration or {}}})
+
+    assert resolve_acceleration(with_adapters(), "cuda").compile == "none"
+    assert resolve_acceleration(with_adapters(), "cpu").plain
+    assert resolve_acceleration(with_adapters({"compile": "regional"}), "cuda").compile == "regional"
+
+
+def test_without_a_compiler_the_default_is_uncompiled_and_an_asked_compile_is_refused():
+    assert resolve_acceleration(spec("flux"), "cpu", compiler=False).compile == "none"
+    asked = resolve_acceleration(spec("flux", {"compile": "regional"}), "cpu", compiler=False)
+    with pytest.raises(AccelerationError, match="compile regional needs a C compiler on PATH"):
+        check_device(asked, "cpu", None, compiler=False)
 
 
 def test_set_fields_win_over_the_device_defaults_and_the_old_compile_flag_means_full():
