@@ -135,7 +135,7 @@ class Handler(CallVariants):
             raise FileNotFoundError(f"model directory {spec.source} does not exist")
         pipeline_class = getattr(diffusers, self.family.pipeline_class)
         started = time.perf_counter()
-        source = str(Path(spec.source).expanduser()) if local else self.download(pipeline_class)
+        source = str(Path(spec.source).expanduser()) if local else download_pipeline(spec)
         loading = time.perf_counter()
         with warnings.catch_warnings():
             # diffusers 0.42 renamed torch_dtype to dtype; older releases (>= 0.35 is allowed) only
@@ -164,12 +164,6 @@ class Handler(CallVariants):
         self.load_adapters()
         self.checker = load_checker(spec.safety, device)
         self.phases = {"download": round(loading - started, 3), "load": round(time.perf_counter() - loading, 3)}
-
-    def download(self, pipeline_class: Any) -> str:
-        """A Hub model's files into the cache (HF_HOME; nothing when they are there): their local directory."""
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=FutureWarning)
-            return str(pipeline_class.download(self.spec.source, revision=self.spec.revision, variant=self.spec.variant))
 
     def accelerate(self) -> None:
         """``runtime.acceleration`` (resolved for this device at load) on the loaded pipeline. The
@@ -305,6 +299,19 @@ class Handler(CallVariants):
 
     def call_arguments(self, params: GenerationParams) -> dict[str, Any]:
         return {"guidance_scale": params.guidance_scale}
+
+
+def download_pipeline(spec: ModelSpec) -> str:
+    """A Hub model's files into the cache (HF_HOME; nothing when they are there): their local
+    directory. The loader and ``tinyimg preload`` (tinyimg.runtime.preload) both fetch through it."""
+    import diffusers
+
+    from tinyimg.families import family_info
+
+    pipeline_class = getattr(diffusers, family_info(spec.family).pipeline_class)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        return str(pipeline_class.download(spec.source, revision=spec.revision, variant=spec.variant))
 
 
 def repeat_per_image(rows: Any, batch: list[GenerationParams]) -> Any:

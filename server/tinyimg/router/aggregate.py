@@ -24,10 +24,11 @@ from tinyimg.wire.contract import (
 # Per-model counters of a pod's /status that add up meaningfully across pods.
 SUMMED_FIELDS = ("queue_depth", "in_flight", "served", "failed")
 # What a backend's /models says about a model that the router passes on as it is: what the model
-# accepts (defaults, limits, modes, samplers, adapters), the same on every replica.
+# accepts (defaults, limits, modes, samplers, adapters), the same on every replica, and what that
+# replica's warm-up measured (acceleration: every replica runs the same pipeline on the same kind of GPU).
 BACKEND_FIELDS = {
     "negative_prompt_supported", "defaults", "limits", "offload", "request_timeout_seconds", "modes", "schedulers",
-    "adapters",
+    "adapters", "acceleration",
 }
 
 

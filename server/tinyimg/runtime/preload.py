@@ -62,12 +62,9 @@ def fetch(spec: ModelSpec) -> Path:
         if not source.is_dir():
             raise FileNotFoundError(f"model directory {spec.source} does not exist")
         return source
-    import diffusers
+    from tinyimg.families.base import download_pipeline
 
-    from tinyimg.families import family_info
-
-    pipeline_class = getattr(diffusers, family_info(spec.family).pipeline_class)
-    return Path(pipeline_class.download(spec.source, revision=spec.revision, variant=spec.variant))
+    return Path(download_pipeline(spec))
 
 
 def run_preload(spec: ModelSpec, cache_dir: Path, fetcher: Callable[[ModelSpec], Path] = fetch) -> dict[str, Any]:

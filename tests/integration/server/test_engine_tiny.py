@@ -109,7 +109,7 @@ async def test_readiness_waits_for_the_warm_up_generation(tiny_model_dirs, gated
         gated.gate.set()
         await wait_until_settled(engine)
         assert engine.readiness() == (True, "all models ready")
-        assert gated.prompts == [["warm-up"]]
+        assert gated.prompts == [["warm-up"], ["warm-up"]]  # the shape bucket (one step), then the timed default request
     finally:
         await engine.stop()
 

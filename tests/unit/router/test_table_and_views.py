@@ -1,6 +1,6 @@
 from tinyimg.router.aggregate import build_health_view, build_model_state, build_models_view, build_status_view
 from tinyimg.router.table import BackendRef, BackendTable, ModelBackends
-from tinyimg.wire.contract import RouterSelfStatus, StatusResponse
+from tinyimg.wire.contract import AccelerationInfo, ModelInfoResponse, RouterSelfStatus, StatusResponse
 
 
 def table_with(**models: list[str]) -> BackendTable:
@@ -82,3 +82,12 @@ def test_status_view_sums_reachable_pods_and_lists_unreachable_ones():
         "name": "http://h:3", "url": "http://h:3", "models": ["a"], "in_flight_from_router": 0,
         "reachable": False, "error": "ConnectError: refused",
     }
+
+
+def test_models_view_passes_on_what_a_backends_warm_up_measured():
+    table = table_with(a=["http://h:1"])
+    backend = ModelInfoResponse(name="a", family="flux", source="/models/a", state="ready",
+                                acceleration=AccelerationInfo(seconds_per_image=0.71, quality=41.5))
+    [item] = build_models_view(table, {"a": backend}).model_dump()["models"]
+    assert item["acceleration"] == {"seconds_per_image": 0.71, "quality": 41.5}
+    assert item["source"] is None  # a backend's local concern, never passed on
