@@ -240,7 +240,8 @@ class Handler(CallVariants):
             embeddings = self.encode_prompts(batch)
             if on_phase is not None:
                 on_phase("encoded")
-            use_step_cache(self.pipe, self.family, self.acceleration, len(generators))
+            if self.acceleration.step_cache != "none":
+                use_step_cache(self.pipe, self.family, self.acceleration, len(generators))
             with self.tiling(tiled):
                 images = pipeline(
                     **embeddings,

@@ -65,7 +65,8 @@ def estimate_memory_gb(spec: ModelSpec, family: Family, device_kind: str = "cuda
     bytes_per_param = BYTES_PER_PARAM[resolve_dtype_name(spec, family, device_kind)]
     if spec.is_local_source():
         source = Path(spec.source).expanduser()
-        if source.is_dir():
-            weights_gb = read_weight_bytes(source, bytes_per_param) / GB
-            return round(weights_gb + max(WORKING_FLOOR_GB, weights_gb * WORKING_FRACTION), 3)
+        if not source.is_dir():  # said as it is, not as a family-sized estimate no host can place
+            raise FileNotFoundError(f"model directory {spec.source} does not exist")
+        weights_gb = read_weight_bytes(source, bytes_per_param) / GB
+        return round(weights_gb + max(WORKING_FLOOR_GB, weights_gb * WORKING_FRACTION), 3)
     return family.memory_gb_bf16 * bytes_per_param / 2

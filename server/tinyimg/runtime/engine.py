@@ -176,7 +176,7 @@ class Engine(EngineApi):
         devices, estimates, unmeasured = await asyncio.to_thread(self._survey)
         self.devices = devices
         for name, reason in unmeasured.items():
-            self._set_state(name, "failed", f"cannot estimate its memory: {reason}")
+            self._set_state(name, "failed", reason)
         plan = place(estimates, devices)
         for name, reason in plan.failures.items():
             self._set_state(name, "failed", f"cannot be placed: {reason}")
@@ -216,8 +216,11 @@ class Engine(EngineApi):
         for spec in self.config.models:
             try:
                 estimate = load_handler_class(spec.family).estimate_memory_gb(spec)
-            except Exception as err:  # e.g. a truncated weight file: that model fails, not the server
+            except FileNotFoundError as err:  # a local directory that is not there: said as it is
                 unmeasured[spec.name] = f"{type(err).__name__}: {err}"
+                continue
+            except Exception as err:  # e.g. a truncated weight file: that model fails, not the server
+                unmeasured[spec.name] = f"cannot estimate its memory: {type(err).__name__}: {err}"
                 continue
             estimates.append((spec, estimate))
             log.info("memory estimate", extra={"model": spec.name, "estimate_gb": estimate})

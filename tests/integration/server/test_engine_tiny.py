@@ -273,10 +273,13 @@ async def test_status_reports_devices_and_counts(engine_factory):
     assert cpu["name"] == "cpu" and cpu["kind"] == "cpu"
     assert 0 < cpu["memory_used_bytes"] < cpu["memory_total_bytes"]
     model = status["models"][FLUX]
-    assert {k: v for k, v in model.items() if k != "generate_seconds"} == {
+    measured = ("generate_seconds", "startup", "acceleration")
+    assert {k: v for k, v in model.items() if k not in measured} == {
         "device": "cpu", "devices": ["cpu"], "queue_depth": 0, "in_flight": 0, "served": 1, "failed": 0,
         "denoise_steps": params().steps, "resident_adapters": [],
-        "adapter_events": {"loads": 0, "hits": 0, "evictions": 0, "failures": 0}}
+        "adapter_events": {"loads": 0, "hits": 0, "evictions": 0, "failures": 0}, "shape_recompiles": 0}
+    assert set(model["startup"]) == {"download", "load", "warmup"}  # uncompiled: no compile phase
+    assert model["acceleration"]["quality"] is None and model["acceleration"]["seconds_per_image"] > 0
     assert 0 < model["generate_seconds"] < 60
     assert status["uptime_seconds"] > 0
     # What the server holds of the host's memory: its own RSS, not what every process uses.

@@ -5,7 +5,8 @@ rooms of the house is seen (it was 25 files before the structure issue; 16 befor
 it, then 20 with tenants: the fair picker and the tenant it reads are on every request's way; 21
 with tracing: core/tracing.py's on/off checks are on the way even when tracing is off; 23 with
 provenance: every job leaves an audit record (provenance/audit.py) and its images are finished by
-the provenance step (provenance/stamp.py), whether or not the model marks them)."""
+the provenance step (provenance/stamp.py), whether or not the model marks them; 24 with the
+out-of-memory policy: every batch runs through runtime/oom.py, which splits it only when it fails)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from tinyimg.api.app import create_app
 from tinyimg.serve import BackgroundServer
 
 PRODUCT = str(Path(tinyimg.__file__).parent) + "/"
-MAX_FILES = 23
+MAX_FILES = 24
 
 
 class FileTrace:
