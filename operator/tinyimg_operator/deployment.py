@@ -93,7 +93,7 @@ def build_canary_deployment(
                   if v["name"] == "config" else {"name": "cache", "emptyDir": {}} if v["name"] == "cache" else v
                   for v in volumes]
     container = template["spec"]["containers"][0]  # an emptyDir has no preload marker to wait for
-    container["env"] = [e for e in container["env"] if e["name"] != "TINYIMG_PRELOAD_MARKER"]
+    container["env"] = [e for e in container["env"] if e["name"] != labels.PRELOAD_MARKER_ENV]
     return deployment
 
 
@@ -184,7 +184,6 @@ def build_container(spec: ModelSpec, settings: BuildSettings) -> dict[str, Any]:
 
 
 INDUCTOR_CACHE, TRITON_CACHE = "torchinductor", "triton"  # directories of the cache volume
-PRELOAD_MARKERS = "tinyimg-preload"  # tinyimg.runtime.preload.MARKER_DIR
 
 
 def build_env(spec: ModelSpec, settings: BuildSettings) -> list[dict[str, Any]]:
@@ -206,7 +205,8 @@ def build_env(spec: ModelSpec, settings: BuildSettings) -> list[dict[str, Any]]:
     }
     env.update(build_otel_env(spec, settings))
     if spec.cache.preload:  # where the preload Job writes its markers (tinyimg_operator.preload); pods wait for theirs
-        env["TINYIMG_PRELOAD_MARKER"] = {"name": "TINYIMG_PRELOAD_MARKER", "value": f"{CACHE_DIR}/{PRELOAD_MARKERS}"}
+        marker = labels.PRELOAD_MARKER_ENV
+        env[marker] = {"name": marker, "value": f"{CACHE_DIR}/{labels.PRELOAD_MARKERS}"}
     if settings.redis_secret:
         ref = {"name": settings.redis_secret, "key": REDIS_PASSWORD_KEY}
         env["REDIS_PASSWORD"] = {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": ref}}

@@ -25,6 +25,11 @@ SHORT_NAME = "imgm"
 
 DEFAULT_PORT = 8000
 
+# cache.preload: the loader Job writes its markers into this directory of the model cache, and the
+# operator tells a model pod where it is through this variable (tinyimg.runtime.preload).
+PRELOAD_MARKERS = "tinyimg-preload"
+PRELOAD_MARKER_ENV = "TINYIMG_PRELOAD_MARKER"
+
 
 def model_server_labels(model: str) -> dict[str, str]:
     """The labels every object of one model carries; also the Deployment's pod selector."""

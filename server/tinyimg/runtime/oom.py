@@ -51,8 +51,11 @@ def generate_within_memory(
     made: dict[Unit, GeneratedImage] = {}
     failed: set[int] = set()
 
+    everything = [(i, seed) for i, p in enumerate(batch) for seed in p.seeds]
+
     def attempt(units: list[Unit], tiled: bool) -> None:
-        requests, indices = group_units(batch, units)
+        # The first try is the batch as it came (no copies on every batch's way).
+        requests, indices = (batch, list(range(len(batch)))) if units is everything else group_units(batch, units)
         try:
             answers = call(requests, tiled)
         except Exception as err:
@@ -78,7 +81,7 @@ def generate_within_memory(
             for image in images:
                 made[(index, image.seed)] = image
 
-    attempt([(i, seed) for i, p in enumerate(batch) for seed in p.seeds], False)
+    attempt(everything, False)
     results: list[list[GeneratedImage] | OutOfMemory] = []
     for i, p in enumerate(batch):
         if i in failed:

@@ -23,12 +23,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tinyimg.core import labels
 from tinyimg.spec import ModelSpec
 
 log = logging.getLogger("tinyimg.engine")
 
-MARKER_DIR = "tinyimg-preload"
-MARKER_ENV = "TINYIMG_PRELOAD_MARKER"
+MARKER_DIR, MARKER_ENV = labels.PRELOAD_MARKERS, labels.PRELOAD_MARKER_ENV
 WAIT_LOG_SECONDS = 10.0
 
 
