@@ -82,6 +82,8 @@ OPERATOR_RULES = [
     # delete: a canary revision's ConfigMap and Deployment when its rollout ends (tinyimg_operator.rollout)
     ([""], ["configmaps"], ["get", "list", "watch", "create", "patch", "delete"]),
     (["apps"], ["deployments"], ["get", "list", "watch", "create", "patch", "delete"]),
+    # cache.preload's loader Job: made, read for status.cache, replaced for a new weight revision
+    (["batch"], ["jobs"], ["get", "create", "delete"]),
     ([""], ["pods"], ["list", "watch"]),  # Degraded from failing pods; the built-in autoscaler's load
     ([""], ["events"], ["create"]),
 ]

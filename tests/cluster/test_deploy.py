@@ -358,6 +358,8 @@ UNUSED_BUT_NEEDED: dict[tuple[str, str, str], str] = {
     ("", "services", "patch"): "puts back a model Service edited by hand or changed by an operator upgrade",
     ("apps", "deployments", "delete"): "a canary revision's Deployment when its rollout ends: tests/cluster/test_rollouts.py",
     ("", "configmaps", "delete"): "a canary revision's ConfigMap, as above",
+    ("batch", "jobs", "create"): "cache.preload's loader Job: tests/cluster/test_preload.py",
+    ("batch", "jobs", "delete"): "the loader Job of an earlier weight revision (tinyimg_operator.preload.apply_preload)",
     # Candidates for removal (chart owner): unused since the operator stopped scanning (handlers.py).
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"): "unused since scanning is off; kept until the chart drops it",
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"): "as above",
