@@ -74,10 +74,14 @@ def test_full_size_configs_match_the_published_shapes():
 
 
 def test_make_bench_gpu_runs_the_benchmark_with_its_arguments():
+    import os
     import subprocess
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[3]
-    planned = subprocess.run(["make", "-n", "-o", "venv", "bench-gpu", "BENCH_GPU_ARGS=--tiny --device cpu"],
-                             cwd=root, capture_output=True, text=True, check=True).stdout.strip().splitlines()
+    # Under `make test` the parent make's flags would add "Entering/Leaving directory" lines.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
+    planned = subprocess.run(["make", "--no-print-directory", "-n", "-o", "venv", "bench-gpu",
+                              "BENCH_GPU_ARGS=--tiny --device cpu"],
+                             cwd=root, capture_output=True, text=True, check=True, env=env).stdout.strip().splitlines()
     assert planned[-1] == ".venv/bin/python bench/gpu_bench.py --tiny --device cpu"
